@@ -8,13 +8,16 @@ gridded form, NaN for no data, the whole time axis in one chunk.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from slamgeo.errors import InputError
+from slamgeo.errors import ConfigError, InputError
 
 BANDS: tuple[str, ...] = ("VV", "VH")
 DEFAULT_CHUNK = 512
@@ -99,8 +102,9 @@ def make_cube(
         attrs=dict(attrs or {}),
     )
     if sample is None:
-        ds = ds.rio.write_crs(crs)
-        ds = ds.rio.write_transform(ds.rio.transform(recalc=True))
+        # inplace: the default (copy) deep-copies the data arrays, twice
+        ds.rio.write_crs(crs, inplace=True)
+        ds.rio.write_transform(ds.rio.transform(recalc=True), inplace=True)
     return chunk_cube(ds, chunk)
 
 
@@ -132,15 +136,134 @@ def linear_to_db(power: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+# --- writing -------------------------------------------------------------------------------
+
+COMPLETE_ATTR = "slamgeo_complete"
+
+
+def is_complete(path: str | Path) -> bool:
+    """True if the Zarr store at `path` was finished by `write_cube` (root attribute set)."""
+    import zarr
+
+    try:
+        return bool(zarr.open_group(str(path), mode="r").attrs.get(COMPLETE_ATTR, False))
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError):
+        return False
+
+
+def _for_zarr(ds: xr.Dataset) -> xr.Dataset:
+    """Drop encodings inherited from the source (NetCDF compression, GeoTIFF dtype, ...) and
+    set Zarr chunks equal to the Dask chunks; band variables keep their CF grid mapping."""
+    gridded = is_gridded(ds)
+    # Fixed-width unicode has no Zarr format 3 data type; variable-length strings do (both
+    # formats). String coordinates are labels (1-D, small): load them so none is a Dask object array.
+    strings = {k: c.compute().astype(object) for k, c in ds.coords.items() if c.dtype.kind == "U"}
+    ds = ds.assign_coords(strings).copy()
+    for name, var in ds.variables.items():
+        enc: dict = {}
+        if var.chunks is not None:
+            enc["chunks"] = tuple(c[0] for c in var.chunks)
+        if gridded and name in ds.data_vars:
+            # GDAL and rioxarray find the CRS through this attribute; losing it loses the CRS.
+            enc["grid_mapping"] = "spatial_ref"
+            var.attrs.pop("grid_mapping", None)
+        var.encoding = enc
+    return ds
+
+
+def write_cube(
+    ds: xr.Dataset,
+    out: str | Path,
+    *,
+    zarr_format: int = 2,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write a contract cube to the Zarr store `out`, chunk by chunk, atomically.
+
+    The store is written to a sibling `<out>.tmp-<random>`, marked complete with the root
+    attribute `slamgeo_complete = True`, then renamed to `out`. An existing `out` is refused
+    unless `overwrite`, and then replaced only once the new store is complete. On any error the
+    temporary store is removed, so nothing at `out` looks complete when it is not. Memory is
+    bounded by a few chunks per Dask thread (`to_zarr(compute=True)` streams the graph).
+    Returns `out` as a `Path`.
+    """
+    import shutil
+    import secrets
+
+    from dask.diagnostics import ProgressBar
+
+    if zarr_format not in (2, 3):
+        raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
+    validate_cube(ds, where=str(out))
+    ds = _for_zarr(ds)
+    ds.attrs[COMPLETE_ATTR] = False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    tmp = out.with_name(f"{out.name}.tmp-{token}")
+    old = out.with_name(f"{out.name}.old-{token}")
+    try:
+        with warnings.catch_warnings():
+            # Consolidated metadata is a zarr-python extension for format 3; it lets readers open
+            # the store without listing it, and readers that ignore it still work.
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            with _own_thread_pool(ds), ProgressBar(minimum=1.0) if progress else contextlib.nullcontext():
+                ds.to_zarr(tmp, mode="w-", zarr_format=zarr_format, consolidated=True, compute=True)
+            _mark_complete(tmp, zarr_format)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+@contextlib.contextmanager
+def _own_thread_pool(ds: xr.Dataset):
+    """Run Dask's threaded scheduler on a pool of our own, shut down (waiting for the tasks in
+    flight) on exit. When one chunk fails, Dask raises at once while other threads are still
+    writing chunks; waiting for them lets the temporary store be removed for good. Under a
+    distributed client (or another scheduler) this does nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    if get_scheduler(collections=[ds]) is not dask.threaded.get:
+        yield
+        return
+    with ThreadPoolExecutor(dask.system.CPU_COUNT) as pool, dask.config.set(pool=pool):
+        yield
+
+
+def _mark_complete(path: Path, zarr_format: int) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+", zarr_format=zarr_format)
+    group.attrs[COMPLETE_ATTR] = True
+    zarr.consolidate_metadata(str(path), zarr_format=zarr_format)  # keep it in step
+
+
 __all__ = [
     "BANDS",
+    "COMPLETE_ATTR",
     "DEFAULT_CHUNK",
     "chunk_cube",
     "db_to_linear",
+    "is_complete",
     "is_gridded",
     "linear_to_db",
     "make_cube",
     "open_cube",
     "spatial_dims",
     "validate_cube",
+    "write_cube",
 ]

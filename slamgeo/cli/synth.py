@@ -1,0 +1,45 @@
+"""`slamgeo synth OUT_DIR`: write a synthetic Sentinel-1 scene and its ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slamgeo.cli._app import app
+
+
+@app.command("synth")
+def synth_cmd(
+    out_dir: Path = typer.Argument(
+        ..., help="Folder to create (GeoTIFFs, stac.json, parcels.gpkg, phenology.csv, truth.tif)."
+    ),
+    size: int = typer.Option(512, help="Scene width and height in 10 m pixels."),
+    seed: int = typer.Option(0, help="Random seed (the same seed gives the same scene)."),
+    n_dates: int = typer.Option(61, help="Number of acquisitions on the regular grid."),
+    start: str = typer.Option("2017-01-03", help="First acquisition date (YYYY-MM-DD)."),
+    step_days: int = typer.Option(6, help="Days between acquisitions."),
+    missing_dates: int = typer.Option(0, help="Acquisitions to drop at random (never the first or last)."),
+    irregular: bool = typer.Option(
+        False, "--irregular", help="Move each date but the first by up to (step-1)//2 days."
+    ),
+    rain_events: int = typer.Option(0, help="Dates on which rain raises VV over the whole scene."),
+    enl: float = typer.Option(4.4, help="Equivalent number of looks of the speckle."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists and is not empty."),
+) -> None:
+    """Draw a synthetic Sentinel-1 scene (parcels, 16 crop classes, speckle) and write it as real products."""
+    from slamgeo.synth import make_scene, write_scene
+
+    scene = make_scene(size=size, seed=seed, n_dates=n_dates, start=start, step_days=step_days,
+                       missing_dates=missing_dates, irregular=irregular, rain_events=rain_events, enl=enl)
+    paths = write_scene(scene, out_dir, overwrite=overwrite)
+    times = scene.cube["time"].values
+    typer.echo(
+        f"scene: {size} x {size} pixels, {len(scene.parcels)} parcels, {times.size} dates "
+        f"{str(times[0])[:10]} .. {str(times[-1])[:10]}, rain on "
+        f"{', '.join(str(d.date()) for d in scene.rain_dates) or 'no date'}"
+    )
+    n_tif = len(list(paths["tiffs"].glob("*.tif")))
+    for kind, path in paths.items():
+        extra = f" ({n_tif} GeoTIFFs)" if kind == "tiffs" else ""
+        typer.echo(f"wrote {kind:9s} {path}{extra}")
