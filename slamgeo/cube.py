@@ -120,6 +120,8 @@ def open_cube(path: str, *, bands: Sequence[str] = BANDS, **storage_options) -> 
         ds = xr.open_zarr(path, decode_coords="all", storage_options=storage_options or None)
     except FileNotFoundError as exc:
         raise InputError(f"{path}: no Zarr store here ({exc})") from exc
+    if COMPLETE_ATTR in ds.attrs and not ds.attrs[COMPLETE_ATTR]:
+        raise InputError(f"{path}: incomplete cube ({COMPLETE_ATTR} is false); run slamgeo ingest again")
     return validate_cube(ds, where=str(path), bands=bands)
 
 

@@ -1,0 +1,40 @@
+"""`slamgeo ingest INPUT... --out CUBE.zarr`: any supported input -> the cube Zarr store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slamgeo.cli._app import app
+
+
+@app.command("ingest")
+def ingest_command(
+    inputs: list[str] = typer.Argument(
+        ...,
+        metavar="INPUT...",
+        help="GeoTIFF files or folders (one file per date), a STAC ItemCollection JSON, "
+        "a NetCDF/Zarr cube, or a Parquet table of per-parcel series.",
+        show_default=False,
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="The cube Zarr store to write.", show_default=False),
+    chunk: int = typer.Option(512, "--chunk", help="Spatial chunk size in pixels (samples for a table)."),
+    zarr_format: int = typer.Option(2, "--zarr-format", help="Zarr format 2 (GDAL reads it) or 3."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output, once the new one is complete."),
+    start: str | None = typer.Option(None, "--start", help="First date to keep (YYYY-MM-DD, inclusive)."),
+    end: str | None = typer.Option(None, "--end", help="Last date to keep (YYYY-MM-DD, inclusive)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar while writing."),
+) -> None:
+    """Ingest Sentinel-1 backscatter into a cube: float32 dB VV/VH on (time, y, x) or (time, sample)."""
+    from slamgeo.ingest import ingest
+
+    path = ingest(
+        inputs, out, chunk=chunk, zarr_format=zarr_format, overwrite=overwrite, start=start, end=end, progress=progress
+    )
+    import xarray as xr
+
+    with xr.open_zarr(path) as ds:
+        shape = " x ".join(f"{d} {n}" for d, n in ds.sizes.items())
+        t = ds["time"].values
+    typer.echo(f"wrote {path}: {shape}, {str(t.min())[:10]} .. {str(t.max())[:10]}")

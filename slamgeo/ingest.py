@@ -1,0 +1,846 @@
+"""Ingest: Sentinel-1 inputs -> the cube of DESIGN.md (float32 dB `VV`, `VH`; CF grid mapping).
+
+Four kinds of input, detected from the paths:
+
+- GeoTIFFs, one per date (files, or folders of `*.tif`): two bands described "VV" and "VH", or
+  single-band files per polarisation (`..._VV.tif` / `..._VH.tif`), linear power;
+- a STAC ItemCollection JSON, one Item per date, whose GeoTIFF/COG assets are read as above;
+- a NetCDF file or Zarr store holding a cube (openEO names `S1-SIGMA0-VV`/`VH` and dim `t`, or
+  `VV`/`VH` and `time`), as uint16 digital numbers, linear power, or dB (`units: dB`);
+- a long Parquet table of per-parcel or per-point series (WorldCereal style), which becomes a
+  `(time, sample)` cube with the labels as coordinates.
+
+Rasters are read lazily with Dask and written chunk by chunk (`slamgeo.cube.write_cube`), so
+a stack larger than memory ingests in bounded memory. Inputs are only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.errors
+import rioxarray
+import xarray as xr
+
+from slamgeo.cube import (
+    BANDS,
+    DEFAULT_CHUNK,
+    chunk_cube,
+    is_complete,
+    linear_to_db,
+    validate_cube,
+    write_cube,
+)
+from slamgeo.errors import ConfigError, InputError
+
+SourceKind = Literal["geotiff", "stac", "dataset", "table"]
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+STAC_SUFFIXES = (".json", ".geojson")
+DATASET_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".zarr")
+TABLE_SUFFIXES = (".parquet", ".pq", ".geoparquet")
+DN_NODATA = (0, 65535)  # WorldCereal / openEO uint16 encoding: dB = 20*log10(DN) - 83
+LEGEND_FILE = "crop_type_class_mappings.csv"
+GDAL_CACHE_BYTES = 64 * 2**20  # GDAL block cache while ingesting (bytes)
+# Input variable / column names for each band, checked in order.
+BAND_ALIASES: dict[str, tuple[str, ...]] = {
+    "VV": ("VV", "S1-SIGMA0-VV", "SIGMA0_VV", "vv"),
+    "VH": ("VH", "S1-SIGMA0-VH", "SIGMA0_VH", "vh"),
+}
+
+
+# --- conversions -------------------------------------------------------------------------------
+
+
+def dn_to_db(dn: np.ndarray) -> np.ndarray:
+    """uint16 digital numbers -> float32 dB, `20*log10(DN) - 83`; 0, 65535 and NaN become NaN."""
+    d = np.asarray(dn, dtype=np.float64)
+    valid = np.isfinite(d) & (d > DN_NODATA[0]) & (d < DN_NODATA[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(valid, 20.0 * np.log10(np.where(valid, d, 1.0)) - 83.0, np.nan)
+    return out.astype(np.float32)
+
+
+def _lazy(func, da: xr.DataArray) -> xr.DataArray:
+    """Apply a NumPy conversion block by block (lazily if `da` is a Dask array)."""
+    out = xr.apply_ufunc(func, da, dask="parallelized", output_dtypes=[np.float32])
+    out.attrs = {"units": "dB"}
+    return out
+
+
+# --- source detection --------------------------------------------------------------------------
+
+
+def _is_zarr_dir(p: Path) -> bool:
+    return p.is_dir() and (
+        p.suffix.lower() == ".zarr" or any((p / m).exists() for m in (".zgroup", ".zmetadata", "zarr.json"))
+    )
+
+
+def _kind_of(p: Path) -> SourceKind:
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    if _is_zarr_dir(p):
+        return "dataset"
+    if p.is_dir():
+        return "geotiff"
+    suffix = p.suffix.lower()
+    for kind, suffixes in (
+        ("geotiff", TIFF_SUFFIXES),
+        ("stac", STAC_SUFFIXES),
+        ("dataset", DATASET_SUFFIXES),
+        ("table", TABLE_SUFFIXES),
+    ):
+        if suffix in suffixes:
+            return kind  # type: ignore[return-value]
+    raise InputError(
+        f"{p}: unrecognised input type {suffix or '(no suffix)'}; expected GeoTIFF (.tif), STAC "
+        "ItemCollection (.json), NetCDF (.nc), Zarr (.zarr) or Parquet (.parquet)"
+    )
+
+
+def detect_source(inputs: Sequence[str | Path]) -> tuple[SourceKind, list[Path]]:
+    """Which reader fits `inputs`: any number of GeoTIFF files/folders, or exactly one STAC
+    JSON, NetCDF file, Zarr store or Parquet table. Raises `InputError` naming the bad path."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise InputError(
+            "no input given: expected GeoTIFF files or folders, a STAC ItemCollection JSON, "
+            "a NetCDF or Zarr cube, or a Parquet table"
+        )
+    kinds = [_kind_of(p) for p in paths]
+    if len(paths) > 1:
+        odd = next((p for p, k in zip(paths, kinds) if k != "geotiff"), None)
+        if odd is not None:
+            raise InputError(
+                f"{odd}: only GeoTIFFs can be given several at a time; a {_kind_of(odd)} input "
+                "must be the only input"
+            )
+    return kinds[0], paths
+
+
+# --- dates ---------------------------------------------------------------------------------------
+
+
+def parse_time_window(start: str | None, end: str | None) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """Check `start`/`end` (ISO dates such as 2023-01-01); raise `ConfigError` if unparseable."""
+    out = []
+    for name, value in (("start", start), ("end", end)):
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            out.append(pd.Timestamp(value))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{name}={value!r} is not a date (expected YYYY-MM-DD): {exc}") from exc
+    if out[0] is not None and out[1] is not None and out[0] > out[1]:
+        raise ConfigError(f"start {start} is after end {end}")
+    return out[0], out[1]
+
+
+def select_time(ds: xr.Dataset, start: str | None, end: str | None, *, where: str) -> xr.Dataset:
+    """Keep the dates in [start, end], pandas partial-string style: end='2023-12-31' keeps that
+    whole day, start='2023' means 2023-01-01. Raises `InputError` when no date remains."""
+    parse_time_window(start, end)
+    if start is None and end is None:
+        return ds
+    out = ds.sel(time=slice(start, end))
+    if out.sizes["time"] == 0:
+        t = ds["time"].values
+        raise InputError(
+            f"{where}: no date between start={start} and end={end}; the input covers "
+            f"{str(t.min())[:10]} .. {str(t.max())[:10]}"
+        )
+    return out
+
+
+_DATE8 = re.compile(r"(?<!\d)(\d{8})(?!\d)")
+
+
+def _to_datetime64(value: dt.datetime | pd.Timestamp) -> np.datetime64:
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return np.datetime64(ts.to_datetime64(), "ns")
+
+
+def tiff_date(path: str | Path, tags: dict[str, str]) -> np.datetime64:
+    """Acquisition date of a GeoTIFF: tag ACQUISITION_DATE, else TIFFTAG_DATETIME
+    ("YYYY:MM:DD HH:MM:SS"), else the 8-digit YYYYMMDD in the file name."""
+    name = Path(urlparse(str(path)).path).name
+    if "ACQUISITION_DATE" in tags:
+        value = tags["ACQUISITION_DATE"]
+        try:
+            return _to_datetime64(pd.Timestamp(value))
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{path}: tag ACQUISITION_DATE={value!r} is not a date") from exc
+    if "TIFFTAG_DATETIME" in tags:
+        value = tags["TIFFTAG_DATETIME"]
+        try:
+            return _to_datetime64(dt.datetime.strptime(value.strip(), "%Y:%m:%d %H:%M:%S"))
+        except ValueError as exc:
+            raise InputError(f"{path}: tag TIFFTAG_DATETIME={value!r} is not 'YYYY:MM:DD HH:MM:SS'") from exc
+    found = _DATE8.findall(name)
+    if len(found) != 1:
+        raise InputError(
+            f"{path}: no acquisition date (no ACQUISITION_DATE or TIFFTAG_DATETIME tag, and "
+            f"{'no' if not found else 'more than one'} YYYYMMDD date in the file name)"
+        )
+    try:
+        return _to_datetime64(dt.datetime.strptime(found[0], "%Y%m%d"))
+    except ValueError as exc:
+        raise InputError(f"{path}: {found[0]} in the file name is not a valid YYYYMMDD date") from exc
+
+
+# --- rasters (GeoTIFF files and STAC assets) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What one GeoTIFF holds: its bands by polarisation (1-based band index) and its grid."""
+
+    path: str
+    time: np.datetime64
+    bands: dict[str, int]
+    crs: rasterio.crs.CRS
+    transform: rasterio.Affine
+    shape: tuple[int, int]  # (height, width) in pixels
+    where: str = ""  # the item or file that named this raster, for messages
+
+    @property
+    def label(self) -> str:
+        return self.where or self.path
+
+
+@dataclass
+class _Date:
+    time: np.datetime64
+    layers: dict[str, tuple[RasterInfo, int]] = field(default_factory=dict)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The messages of an exception and its causes on one line (GDAL puts the file name and
+    the real problem in the causes of rasterio's "Read failed")."""
+    msgs: list[str] = []
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        m = " ".join(str(e).split())
+        if m and m not in msgs:
+            msgs.append(m)
+        e = e.__cause__ or e.__context__
+    return "; ".join(msgs)
+
+
+_POL_IN_NAME = re.compile(r"(?:^|[_\-.])(VV|VH)(?:[_\-.]|$)", re.IGNORECASE)
+
+
+def describe_tiff(path: str, *, time: np.datetime64 | None = None, where: str = "") -> RasterInfo:
+    """Read a GeoTIFF's header (not its pixels): polarisation of each band, date and grid.
+
+    Bands are named by their descriptions ("VV", "VH"); a single-band file without description
+    takes its polarisation from the file name (`..._VV.tif`). `time` overrides the file's date
+    (STAC items carry their own). Raises `InputError` naming the file.
+    """
+    label = where or path
+    try:
+        with rasterio.open(path) as src:
+            descriptions = src.descriptions
+            tags = src.tags()
+            crs, transform, shape, count = src.crs, src.transform, src.shape, src.count
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(f"{label}: cannot be read as a GeoTIFF ({_one_line(exc)})") from exc
+    bands: dict[str, int] = {}
+    for i, d in enumerate(descriptions, start=1):
+        pol = (d or "").strip().upper()
+        if pol in BANDS:
+            if pol in bands:
+                raise InputError(f"{label}: bands {bands[pol]} and {i} are both described {pol!r}")
+            bands[pol] = i
+    if not bands and count == 1:
+        m = _POL_IN_NAME.findall(Path(urlparse(path).path).stem)
+        if len(m) == 1:
+            bands[m[0].upper()] = 1
+    if not bands:
+        raise InputError(
+            f"{label}: no band described as VV or VH (band descriptions {list(descriptions)}); "
+            "expected band descriptions 'VV'/'VH' or a single-band file named ..._VV.tif / ..._VH.tif"
+        )
+    if crs is None:
+        raise InputError(f"{label}: no CRS; expected a projected CRS such as EPSG:32630")
+    if transform.b != 0 or transform.d != 0:
+        raise InputError(f"{label}: rotated grid (transform {tuple(transform)[:6]}) is not supported")
+    return RasterInfo(
+        path=path,
+        time=time if time is not None else tiff_date(path, tags),
+        bands=bands,
+        crs=crs,
+        transform=transform,
+        shape=shape,
+        where=where,
+    )
+
+
+def _crs_name(crs: rasterio.crs.CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else " ".join(crs.to_wkt().split())[:80]
+
+
+def check_same_grid(infos: Sequence[RasterInfo]) -> None:
+    """Every raster on the grid of the first: same CRS, pixel size, origin and size."""
+    ref = infos[0]
+    rres = (ref.transform.a, ref.transform.e)
+    rorg = (ref.transform.c, ref.transform.f)
+    for info in infos[1:]:
+        if info.crs != ref.crs:
+            raise InputError(
+                f"{info.label}: CRS {_crs_name(info.crs)} differs from {_crs_name(ref.crs)} of {ref.label}"
+            )
+        res = (info.transform.a, info.transform.e)
+        if not np.allclose(res, rres, rtol=1e-9, atol=0):
+            raise InputError(f"{info.label}: pixel size {res} differs from {rres} of {ref.label}")
+        org = (info.transform.c, info.transform.f)
+        if not np.allclose(org, rorg, rtol=0, atol=1e-6 * abs(rres[0])):
+            raise InputError(f"{info.label}: grid origin {org} differs from {rorg} of {ref.label}")
+        if info.shape != ref.shape:
+            raise InputError(
+                f"{info.label}: grid size {info.shape[1]}x{info.shape[0]} (width x height) differs from "
+                f"{ref.shape[1]}x{ref.shape[0]} of {ref.label}"
+            )
+
+
+def group_dates(infos: Sequence[RasterInfo]) -> list[_Date]:
+    """One entry per date with both polarisations, sorted by time. Raises `InputError` on a
+    date given twice for one polarisation, or a date missing a polarisation."""
+    dates: dict[np.datetime64, _Date] = {}
+    for info in infos:
+        entry = dates.setdefault(info.time, _Date(info.time))
+        for pol, band in info.bands.items():
+            if pol in entry.layers:
+                other = entry.layers[pol][0]
+                raise InputError(
+                    f"{info.label}: duplicated date {str(info.time)[:10]} ({pol} also in {other.label})"
+                )
+            entry.layers[pol] = (info, band)
+    for entry in dates.values():
+        missing = [b for b in BANDS if b not in entry.layers]
+        if missing:
+            files = sorted({i.label for i, _ in entry.layers.values()})
+            raise InputError(
+                f"{', '.join(files)}: missing polarisation {'/'.join(missing)} for date "
+                f"{str(entry.time)[:10]} (found {sorted(entry.layers)})"
+            )
+    return [dates[t] for t in sorted(dates)]
+
+
+def _filter_dates(dates: list[_Date], start: str | None, end: str | None, where: str) -> list[_Date]:
+    if start is None and end is None:
+        return dates
+    parse_time_window(start, end)
+    idx = pd.Series(range(len(dates)), index=pd.DatetimeIndex([d.time for d in dates]))
+    keep = idx.loc[start:end].to_numpy()
+    if keep.size == 0:
+        raise InputError(
+            f"{where}: no date between start={start} and end={end}; the input covers "
+            f"{str(dates[0].time)[:10]} .. {str(dates[-1].time)[:10]}"
+        )
+    return [dates[i] for i in keep]
+
+
+def _open_band(info: RasterInfo, band: int, chunk: int) -> xr.DataArray:
+    """One band of one GeoTIFF as a lazy `(y, x)` float32 dB array; no data -> NaN."""
+    # lock=False: each read opens its own handle, so Dask threads read in parallel.
+    da = rioxarray.open_rasterio(info.path, chunks={"band": 1, "y": chunk, "x": chunk}, masked=True, lock=False)
+    da = da.isel(band=band - 1, drop=True)
+    return _lazy(linear_to_db, da)
+
+
+def stack_dates(dates: Sequence[_Date], *, chunk: int = DEFAULT_CHUNK) -> xr.Dataset:
+    """Lazy contract cube from per-date rasters already checked to share one grid."""
+    time = pd.DatetimeIndex([d.time for d in dates], name="time")
+    variables = {}
+    for pol in BANDS:
+        layers = [_open_band(info, band, chunk) for info, band in (d.layers[pol] for d in dates)]
+        # The grids were checked equal: take coordinates from the first, compare nothing more.
+        da = xr.concat(layers, dim=time, coords="minimal", compat="override", join="override")
+        da.attrs = {"units": "dB", "long_name": f"Sentinel-1 {pol} backscatter"}
+        variables[pol] = da
+    ds = xr.Dataset(variables)
+    ref = dates[0].layers[BANDS[0]][0]
+    ds = ds.rio.write_crs(ref.crs).rio.write_transform(ref.transform)
+    return chunk_cube(ds, chunk)
+
+
+def _expand_tiffs(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in TIFF_SUFFIXES)
+            if not found:
+                raise InputError(f"{p}: no GeoTIFF (*.tif, *.tiff) in this folder")
+            files.extend(found)
+        else:
+            files.append(p)
+    seen: set[Path] = set()
+    for f in files:
+        if f.resolve() in seen:
+            raise InputError(f"{f}: given twice")
+        seen.add(f.resolve())
+    return files
+
+
+def open_geotiffs(
+    paths: Sequence[str | Path],
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    start: str | None = None,
+    end: str | None = None,
+) -> xr.Dataset:
+    """Per-date GeoTIFFs (files or folders of `*.tif`) -> lazy cube `(time, y, x)` in dB.
+
+    Reads headers now (dates, bands, grids are checked across files) and pixels lazily.
+    """
+    files = _expand_tiffs([Path(p) for p in paths])
+    if not files:
+        raise InputError("no GeoTIFF given")
+    infos = [describe_tiff(str(f)) for f in files]
+    dates = group_dates(infos)
+    check_same_grid([i for d in dates for i, _ in d.layers.values()])
+    dates = _filter_dates(dates, start, end, str(paths[0]))
+    return validate_cube(stack_dates(dates, chunk=chunk), where=str(paths[0]))
+
+
+def _resolve_href(href: str, base: Path) -> str:
+    """An asset href as rasterio opens it: URLs as they are, relative paths from the JSON."""
+    parsed = urlparse(href)
+    if parsed.scheme in ("http", "https", "s3", "gs", "az", "vsicurl") or href.startswith("/vsi"):
+        return href
+    if parsed.scheme == "file":
+        return parsed.path
+    p = Path(href)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _raster_assets(item, where: str) -> dict[str, object]:
+    """The GeoTIFF assets of an item: `{"VV": asset, "VH": asset}` for per-polarisation assets,
+    else `{"": asset}` for one multi-band asset ("backscatter", or the only GeoTIFF)."""
+    per_pol = {k.upper(): a for k, a in item.assets.items() if k.upper() in BANDS}
+    if per_pol:
+        return per_pol
+    if "backscatter" in item.assets:
+        return {"": item.assets["backscatter"]}
+    tiffs = [
+        a
+        for a in item.assets.values()
+        if "tiff" in (a.media_type or "") or urlparse(a.href).path.lower().endswith(TIFF_SUFFIXES)
+    ]
+    if len(tiffs) != 1:
+        raise InputError(
+            f"{where}: expected an asset 'backscatter' (or 'VV' and 'VH'), found assets {sorted(item.assets)}"
+        )
+    return {"": tiffs[0]}
+
+
+def _read_item_collection(path: Path):
+    import pystac
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON file ({_one_line(exc)})") from exc
+    try:
+        if isinstance(data, dict) and data.get("type") == "Feature":
+            return [pystac.Item.from_dict(data)]
+        if not (isinstance(data, dict) and data.get("type") == "FeatureCollection"):
+            found = data.get("type") if isinstance(data, dict) else type(data).__name__
+            raise InputError(f"{path}: expected a STAC ItemCollection (type FeatureCollection), found {found!r}")
+        return list(pystac.ItemCollection.from_dict(data))
+    except (pystac.STACError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{path}: not a valid STAC ItemCollection ({_one_line(exc)})") from exc
+
+
+def open_stac(
+    path: str | Path,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    start: str | None = None,
+    end: str | None = None,
+) -> xr.Dataset:
+    """STAC ItemCollection JSON (one Item per date, GeoTIFF/COG assets) -> lazy cube in dB.
+
+    The item's `datetime` (or `start_datetime`) is the date; relative asset hrefs are resolved
+    from the JSON file's folder; band polarisations come from the files' band descriptions.
+    """
+    path = Path(path)
+    infos: list[RasterInfo] = []
+    for where, when, pol, href in stac_assets(path):
+        info = describe_tiff(href, time=when, where=f"{where}: {href}")
+        if pol:  # a per-polarisation asset: its band described so, or its first band
+            info = RasterInfo(info.path, info.time, {pol: info.bands.get(pol, 1)}, info.crs, info.transform,
+                              info.shape, info.where)
+        infos.append(info)
+    dates = group_dates(infos)
+    check_same_grid([i for d in dates for i, _ in d.layers.values()])
+    dates = _filter_dates(dates, start, end, str(path))
+    return validate_cube(stack_dates(dates, chunk=chunk), where=str(path))
+
+
+def stac_assets(path: str | Path) -> list[tuple[str, np.datetime64, str, str]]:
+    """The rasters a STAC ItemCollection names, read from the JSON only:
+    `(where, time, polarisation or "", href)` per asset; local hrefs are checked to exist."""
+    path = Path(path)
+    items = _read_item_collection(path)
+    if not items:
+        raise InputError(f"{path}: the ItemCollection has no items")
+    out = []
+    for item in items:
+        where = f"{path} (item {item.id})"
+        when = item.datetime or item.common_metadata.start_datetime
+        if when is None:
+            raise InputError(f"{where}: no datetime or start_datetime")
+        for pol, asset in _raster_assets(item, where).items():
+            href = _resolve_href(asset.href, path.parent)
+            if _is_local(href) and not Path(href).exists():
+                raise InputError(f"{where}: asset {asset.href!r} not found at {href}")
+            out.append((where, _to_datetime64(when), pol, href))
+    return out
+
+
+def _is_local(href: str) -> bool:
+    return not urlparse(href).scheme and not href.startswith("/vsi")
+
+
+# --- NetCDF / Zarr cubes -------------------------------------------------------------------------
+
+
+def _find_band(ds: xr.Dataset, pol: str, where: str) -> str:
+    for name in BAND_ALIASES[pol]:
+        if name in ds.data_vars:
+            return name
+    raise InputError(
+        f"{where}: missing polarisation {pol} (looked for variables {list(BAND_ALIASES[pol])}; "
+        f"found {sorted(map(str, ds.data_vars))})"
+    )
+
+
+def _band_to_db(da: xr.DataArray) -> xr.DataArray:
+    """dB from whatever the source holds: `units` dB as is; integers stored without
+    scale_factor/add_offset as digital numbers (the WorldCereal/openEO uint16 encoding, also
+    when a _FillValue made xarray decode them to float); otherwise linear power."""
+    units = str(da.attrs.get("units", "")).strip().lower()
+    if units == "db":
+        return da.astype(np.float32)
+    stored = np.dtype(da.encoding.get("dtype", da.dtype))
+    packed = "scale_factor" in da.encoding or "add_offset" in da.encoding  # decoded to physical values
+    if np.issubdtype(da.dtype, np.integer) or (np.issubdtype(stored, np.integer) and not packed):
+        return _lazy(dn_to_db, da)
+    return _lazy(linear_to_db, da)
+
+
+def open_dataset_cube(
+    path: str | Path,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    start: str | None = None,
+    end: str | None = None,
+) -> xr.Dataset:
+    """A NetCDF file or Zarr store holding a cube -> lazy contract cube in dB.
+
+    Maps openEO names (`S1-SIGMA0-VV`/`VH`, dim `t`, grid mapping `crs`) to the contract,
+    converts uint16 DN (`20*log10(DN) - 83`, 0 and 65535 no data) or linear power to dB, keeps
+    data already in dB (`units: dB`) and keeps the CRS as a `spatial_ref` grid mapping.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        if _is_zarr_dir(path):
+            if path.joinpath(".zgroup").exists() or path.joinpath("zarr.json").exists():
+                import zarr
+
+                attrs = zarr.open_group(str(path), mode="r").attrs
+                if "slamgeo_complete" in attrs and not is_complete(path):
+                    raise InputError(f"{where}: this cube was not written completely (slamgeo_complete is not set)")
+            src = xr.open_zarr(path, decode_coords="all", chunks={})
+        else:
+            src = xr.open_dataset(path, decode_coords="all", chunks={})
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (netCDF4, h5py and zarr raise many kinds)
+        raise InputError(f"{where}: cannot be opened as a NetCDF or Zarr cube ({_one_line(exc)})") from exc
+    if "t" in src.dims and "time" not in src.dims:
+        src = src.rename({"t": "time"})
+    if "time" not in src.dims:
+        raise InputError(f"{where}: no time dimension ('time' or 't'); dims are {tuple(src.dims)}")
+    names = {pol: _find_band(src, pol, where) for pol in BANDS}
+    variables = {}
+    for pol, name in names.items():
+        da = src[name]
+        da = _band_to_db(da)
+        da.attrs = {"units": "dB", "long_name": f"Sentinel-1 {pol} backscatter"}
+        variables[pol] = da
+    sdims = tuple(d for d in variables[BANDS[0]].dims if d != "time")
+    sample_form = sdims == ("sample",)
+    if not sample_form:
+        if set(sdims) != {"y", "x"}:
+            raise InputError(f"{where}: expected dims (time, y, x) or (time, sample), found {variables['VV'].dims}")
+        variables = {k: v.transpose("time", "y", "x") for k, v in variables.items()}
+    crs = None if sample_form else src[names["VV"]].rio.crs
+    keep = [c for c in src.coords if c not in ("crs", "spatial_ref")]
+    ds = xr.Dataset(
+        {k: v.drop_vars([c for c in v.coords if c not in keep]) for k, v in variables.items()}
+    )
+    if not sample_form:
+        if crs is None:
+            raise InputError(f"{where}: no CRS found (no CF grid_mapping variable with crs_wkt)")
+        ds = ds.rio.write_crs(crs)
+        ds = ds.rio.write_transform(ds.rio.transform(recalc=True))
+    ds = ds.sortby("time")
+    validate_cube(ds, where=where)
+    ds = select_time(ds, start, end, where=where)
+    return chunk_cube(ds, chunk)
+
+
+# --- long tables ---------------------------------------------------------------------------------
+
+
+def _legend(path: Path) -> pd.DataFrame | None:
+    """The WorldCereal legend next to the table, indexed by integer `ewoc_code`, or None."""
+    csv = path.parent / LEGEND_FILE
+    if not csv.exists():
+        return None
+    legend = pd.read_csv(csv, sep=";", encoding="utf-8-sig", dtype=str)
+    legend["ewoc_code"] = legend["ewoc_code"].str.replace("-", "", regex=False).astype(np.int64)
+    return legend.set_index("ewoc_code")
+
+
+def _find_column(columns: Sequence[str], pol: str, where: str) -> str:
+    for name in BAND_ALIASES[pol]:
+        if name in columns:
+            return name
+    raise InputError(
+        f"{where}: missing polarisation {pol} (looked for columns {list(BAND_ALIASES[pol])})"
+    )
+
+
+def open_table(
+    path: str | Path,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    chunk: int = DEFAULT_CHUNK,
+) -> xr.Dataset:
+    """A long Parquet table, one row per (`sample_id`, `timestamp`) -> cube `(time, sample)`.
+
+    `S1-SIGMA0-VV`/`VH` (or `VV`/`VH`) as uint16 DN become dB (float columns are read as linear
+    power); a sample without a row for a date gets NaN. Samples are sorted by `sample_id`.
+    Coordinates on `sample`: `label` (`ewoc_code`), `lon`, `lat` when present, and
+    `label_name`, `level_2`, `level_3` from `crop_type_class_mappings.csv` when it sits next to
+    the table. The table is read into memory: a table of point series is small next to rasters.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    where = str(path)
+    try:
+        columns = pq.read_schema(path).names
+    except Exception as exc:  # noqa: BLE001  (pyarrow raises ArrowInvalid, OSError, ...)
+        raise InputError(f"{where}: cannot be read as a Parquet table ({_one_line(exc)})") from exc
+    for col in ("sample_id", "timestamp"):
+        if col not in columns:
+            raise InputError(f"{where}: missing column {col!r}")
+    bands = {pol: _find_column(columns, pol, where) for pol in BANDS}
+    extra = [c for c in ("ewoc_code", "lon", "lat") if c in columns]
+    df = pd.read_parquet(path, columns=["sample_id", "timestamp", *bands.values(), *extra])
+    df["timestamp"] = pd.to_datetime(df["timestamp"])
+    if df["timestamp"].dt.tz is not None:
+        df["timestamp"] = df["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
+    df["sample_id"] = df["sample_id"].astype(str)
+    if df.empty:
+        raise InputError(f"{where}: the table has no rows")
+    dup = df.duplicated(["sample_id", "timestamp"])
+    if dup.any():
+        row = df[dup].iloc[0]
+        raise InputError(f"{where}: duplicated date {str(row['timestamp'])[:10]} for sample {row['sample_id']}")
+
+    series = df.set_index(["timestamp", "sample_id"]).rename_axis(["time", "sample"])
+    values = {}
+    for pol, col in bands.items():
+        raw = series[col]
+        integer = pd.api.types.is_integer_dtype(raw.dtype)
+        conv = dn_to_db(raw.to_numpy(dtype=np.float64)) if integer else linear_to_db(raw.to_numpy())
+        values[pol] = pd.Series(conv, index=series.index)
+    grid = pd.DataFrame(values).to_xarray()  # (time, sample); absent pairs -> NaN
+    ds = xr.Dataset(
+        {
+            pol: (("time", "sample"), grid[pol].values.astype(np.float32), {
+                "units": "dB", "long_name": f"Sentinel-1 {pol} backscatter"})
+            for pol in BANDS
+        },
+        coords={
+            "time": grid["time"].values.astype("datetime64[ns]"),
+            "sample": grid["sample"].values.astype(str),
+        },
+    )
+    per_sample = df.groupby("sample_id", sort=True)
+    if "ewoc_code" in df:
+        n_codes = per_sample["ewoc_code"].nunique()
+        if (n_codes > 1).any():
+            bad = n_codes[n_codes > 1].index[0]
+            raise InputError(f"{where}: sample {bad} has several ewoc_code labels")
+        label = per_sample["ewoc_code"].first().reindex(ds["sample"].values)
+        ds = ds.assign_coords(label=("sample", label.to_numpy(dtype=np.int64)))
+        legend = _legend(path)
+        if legend is not None:
+            for coord, col in (("label_name", "label_full"), ("level_2", "level_2"), ("level_3", "level_3")):
+                names = legend[col].reindex(label.to_numpy()).fillna("").to_numpy(dtype=str)
+                ds = ds.assign_coords({coord: ("sample", names)})
+    for c in ("lon", "lat"):
+        if c in df:
+            ds = ds.assign_coords({c: ("sample", per_sample[c].first().reindex(ds["sample"].values).to_numpy())})
+    if "lon" in ds.coords:
+        ds["lon"].attrs = {"units": "degrees_east", "crs": "EPSG:4326"}
+        ds["lat"].attrs = {"units": "degrees_north", "crs": "EPSG:4326"}
+    ds = select_time(ds.sortby("time"), start, end, where=where)
+    return chunk_cube(validate_cube(ds, where=where), chunk)
+
+
+# --- dispatch and ingest -------------------------------------------------------------------------
+
+
+def open_source(
+    inputs: Sequence[str | Path],
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    start: str | None = None,
+    end: str | None = None,
+) -> xr.Dataset:
+    """Open any supported input as a lazy, validated contract cube (see the module doc)."""
+    if chunk < 1:
+        raise ConfigError(f"chunk must be a positive number of pixels, found {chunk}")
+    parse_time_window(start, end)
+    kind, paths = detect_source(inputs)
+    if kind == "geotiff":
+        return open_geotiffs(paths, chunk=chunk, start=start, end=end)
+    if kind == "stac":
+        return open_stac(paths[0], chunk=chunk, start=start, end=end)
+    if kind == "dataset":
+        return open_dataset_cube(paths[0], chunk=chunk, start=start, end=end)
+    return open_table(paths[0], chunk=chunk, start=start, end=end)
+
+
+def input_fingerprint(files: Sequence[str | Path], *, content_limit: int = 16 * 2**20) -> str:
+    """sha256 (hex) identifying the inputs, in any order: per local file its name, size and
+    content hash (the modification time instead for files over `content_limit` bytes, costly to
+    hash); a URL by its text."""
+    entries = []
+    for f in files:
+        if isinstance(f, str) and not _is_local(f):
+            entries.append(json.dumps(["url", f]))
+            continue
+        f = Path(f)
+        st = f.stat()
+        ident = hashlib.sha256(f.read_bytes()).hexdigest() if st.st_size <= content_limit else st.st_mtime_ns
+        entries.append(json.dumps([f.name, st.st_size, ident]))
+    # Sorted: the same files given in another order are the same input.
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+
+
+def _provenance(kind: SourceKind, paths: Sequence[Path]) -> dict:
+    """Root attributes of an ingested cube: where it came from, and which slamgeo made it."""
+    from slamgeo import __version__
+
+    files: list[str | Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(_expand_tiffs([p]) if kind == "geotiff" else sorted(q for q in p.rglob("*") if q.is_file()))
+        else:
+            files.append(p)
+    if kind == "stac":  # the asset files are inputs as much as the JSON is
+        files.extend(href for *_, href in stac_assets(paths[0]))
+    return {
+        "title": "Sentinel-1 backscatter cube (slamgeo)",
+        "source_kind": kind,
+        "source": [str(p) for p in paths],
+        "input_fingerprint": input_fingerprint(files),
+        "slamgeo_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def ingest(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    zarr_format: int = 2,
+    overwrite: bool = False,
+    start: str | None = None,
+    end: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Ingest `inputs` (kind auto-detected) into the cube Zarr store `out`; returns its path.
+
+    Validates everything it can before writing (paths, dates, bands, grids), then writes
+    chunk by chunk to a temporary store and renames it into place once complete. Errors are
+    `InputError`/`ConfigError` naming the file and the problem; no partial output is left.
+    """
+    if zarr_format not in (2, 3):
+        raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    kind, paths = detect_source(inputs)
+    for p in paths:
+        rp, ro = p.resolve(), out.resolve()
+        if rp == ro or ro in rp.parents or rp in ro.parents:
+            raise InputError(f"{out}: the output would overwrite the input {p}")
+    ds = open_source(paths, chunk=chunk, start=start, end=end)
+    ds.attrs = _provenance(kind, paths)
+    try:
+        # GDAL's block cache (default 5 % of RAM) would keep every block read until it is full,
+        # so peak memory would grow with the scene; ingest reads each block once, so bound it.
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            return write_cube(ds, out, zarr_format=zarr_format, overwrite=overwrite, progress=progress)
+    except (rasterio.errors.RasterioError, OSError, RuntimeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{paths[0]}: reading the {kind} input failed while writing {out} ({_one_line(exc)})") from exc
+
+
+__all__ = [
+    "RasterInfo",
+    "check_same_grid",
+    "describe_tiff",
+    "detect_source",
+    "dn_to_db",
+    "group_dates",
+    "ingest",
+    "input_fingerprint",
+    "open_dataset_cube",
+    "open_geotiffs",
+    "open_source",
+    "open_stac",
+    "open_table",
+    "parse_time_window",
+    "select_time",
+    "stac_assets",
+    "stack_dates",
+    "tiff_date",
+]
