@@ -254,7 +254,20 @@ def _mark_complete(path: Path, zarr_format: int) -> None:
     zarr.consolidate_metadata(str(path), zarr_format=zarr_format)  # keep it in step
 
 
+def open_results(path: str | Path, *, require_complete: bool = True) -> xr.Dataset:
+    """Open a results store (written by `slamgeo.explain`) lazily, with its CRS coordinate;
+    refuse one whose explain run has not completed."""
+    try:
+        ds = xr.open_zarr(str(path), decode_coords="all")
+    except (FileNotFoundError, KeyError) as exc:
+        raise InputError(f"{path}: no results store here ({exc})") from exc
+    if require_complete and not ds.attrs.get(COMPLETE_ATTR, False):
+        raise InputError(f"{path}: the explain run that writes it has not completed; run explain again to resume")
+    return ds
+
+
 __all__ = [
+    "open_results",
     "BANDS",
     "COMPLETE_ATTR",
     "DEFAULT_CHUNK",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
+import dask
 import numpy as np
 import pandas as pd
 import rasterio
@@ -816,7 +817,10 @@ def ingest(
     try:
         # GDAL's block cache (default 5 % of RAM) would keep every block read until it is full,
         # so peak memory would grow with the scene; ingest reads each block once, so bound it.
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        # Local threads even under a distributed client: the inputs are local files, the GDAL
+        # settings above apply to this process only, and a GDAL error raised on a remote worker
+        # comes back without the file it names.
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), dask.config.set(scheduler="threads"):
             return write_cube(ds, out, zarr_format=zarr_format, overwrite=overwrite, progress=progress)
     except (rasterio.errors.RasterioError, OSError, RuntimeError) as exc:
         if isinstance(exc, InputError):

@@ -655,7 +655,8 @@ def test_dates_outside_the_input_are_an_error(stack, tmp_path) -> None:
     assert_no_output(tmp_path / "c.zarr")
 
 
-def test_ingest_runs_on_a_distributed_cluster(stack, tmp_path, local_cluster) -> None:
+def test_ingest_reads_with_local_threads_under_a_distributed_client(stack, tmp_path, default_cluster) -> None:
+    """Inputs are local files and GDAL settings are per process: ingest keeps to local threads."""
     folder, power = stack
     cube = xr.open_zarr(ingest([folder], tmp_path / "c.zarr", chunk=CHUNK, progress=False))
     np.testing.assert_allclose(cube["VV"].values, expected_db(power[:, 0]), atol=1e-5, equal_nan=True)

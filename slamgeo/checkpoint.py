@@ -1,0 +1,339 @@
+"""A model checkpoint you can trust: `MODEL_DIR/model.safetensors` + `MODEL_DIR/model.json`.
+
+The weights are safetensors (they load without unpickling code). The JSON holds everything
+needed to use the model on another cube: architecture, band names, date grid, normalisation
+statistics, training settings, seed, losses, versions, a data fingerprint, and the sha256 of
+the weights file, which `load_model` checks before loading anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from slamgeo.errors import CheckpointError, InputError
+from slamgeo.model import CAE, CAEConfig
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+FORMAT = "slamgeo-cae"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "format_version", "architecture", "bands", "dates", "normalisation", "weights")
+
+
+def weights_bytes(model: CAE) -> bytes:
+    """The safetensors serialisation of `model`'s state dict (CPU, contiguous)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    # One metadata key only: safetensors keeps the header metadata in a hash map, so with two
+    # keys their order (and the file's sha256) changes from one process to the next.
+    return st_save(state, metadata={"format": "pt"})
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A CAE in eval mode with its metadata; what `train` returns and `load_model` gives back."""
+
+    model: CAE
+    meta: dict
+    checksum: str  # sha256 of the safetensors weights
+
+    @property
+    def config(self) -> CAEConfig:
+        return self.model.cfg
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return tuple(self.meta["bands"])
+
+    @property
+    def dates(self) -> np.ndarray:
+        """The training date grid, `(T,)` datetime64[ns]."""
+        return np.asarray(self.meta["dates"], dtype="datetime64[ns]")
+
+    @property
+    def day_of_year(self) -> np.ndarray:
+        return np.asarray(self.meta.get("day_of_year") or _day_of_year(self.dates), dtype=np.int16)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-band mean `(C,)` in dB."""
+        return np.asarray(self.meta["normalisation"]["mean"], dtype=np.float32)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Per-band standard deviation `(C,)` in dB."""
+        return np.asarray(self.meta["normalisation"]["std"], dtype=np.float32)
+
+    @property
+    def gap_fill(self) -> bool:
+        return bool(self.meta.get("gap_fill", False))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def standardise(self, x_db: np.ndarray) -> np.ndarray:
+        """`(N, C, T)` dB -> float32 standardised with the stored per-band statistics."""
+        x = np.asarray(x_db, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1] != len(self.bands):
+            raise InputError(f"expected series of shape (N, {len(self.bands)}, T) for bands {self.bands}, got {x.shape}")
+        return ((x - self.mean[None, :, None]) / self.std[None, :, None]).astype(np.float32)
+
+    def embed(self, x_db: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:
+        """`(N, C, T)` dB (no NaN) -> embeddings `(N, D)` float32, in batches, without gradients."""
+        x = self.standardise(x_db)
+        if x.shape[2] != self.config.n_times:
+            raise InputError(f"expected {self.config.n_times} dates, got series with {x.shape[2]}")
+        out = np.empty((x.shape[0], self.config.embed_dim), dtype=np.float32)
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], batch_size):
+                xb = torch.from_numpy(x[i : i + batch_size]).to(self.device)
+                out[i : i + batch_size] = self.model.encoder(xb).float().cpu().numpy()
+        return out
+
+    def check_cube(self, ds: xr.Dataset) -> None:
+        """Raise `CheckpointError` if `ds` lacks a band or has another number of dates than the
+        model; warn (UserWarning) if it has the same number of dates but other dates."""
+        missing = [b for b in self.bands if b not in ds.data_vars]
+        if missing:
+            raise CheckpointError(
+                f"the cube lacks band(s) {missing} the model was trained on "
+                f"(model bands {list(self.bands)}, cube variables {sorted(map(str, ds.data_vars))})"
+            )
+        if "time" not in ds.dims:
+            raise CheckpointError(f"the cube has no 'time' dimension (dims {tuple(ds.dims)})")
+        n_cube, n_model = ds.sizes["time"], self.config.n_times
+        d = self.dates
+        span = f"{str(d[0])[:10]} .. {str(d[-1])[:10]}" if d.size else "?"
+        if n_cube != n_model:
+            raise CheckpointError(
+                f"the cube has {n_cube} dates, the model expects {n_model} (trained on {span}); "
+                "resample the cube to the model's date grid"
+            )
+        cube_dates = np.asarray(ds["time"].values, dtype="datetime64[ns]")
+        if not np.array_equal(cube_dates, d):
+            shift = np.abs((cube_dates - d) / np.timedelta64(1, "D"))
+            doy_shift = np.abs(_day_of_year(cube_dates).astype(int) - self.day_of_year.astype(int))
+            doy_shift = np.minimum(doy_shift, 366 - doy_shift)
+            warnings.warn(
+                f"the cube's dates differ from the model's ({span}): largest shift {shift.max():.0f} days, "
+                f"largest day-of-year shift {doy_shift.max()} days; using the model by date index",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def to(self, device: str | torch.device) -> "TrainedModel":
+        """A copy on `device` (the original is left where it is)."""
+        model = CAE(self.config)
+        model.load_state_dict(self.model.state_dict())
+        return dataclasses.replace(self, model=model.to(device).eval())
+
+
+def _day_of_year(dates: np.ndarray) -> np.ndarray:
+    d = np.asarray(dates, dtype="datetime64[D]")
+    return (d - d.astype("datetime64[Y]")).astype(np.int64).astype(np.int16) + 1
+
+
+def dates_meta(dates: np.ndarray) -> dict[str, list]:
+    """The date grid as JSON: ISO dates and day of year."""
+    d = np.asarray(dates, dtype="datetime64[ns]")
+    return {"dates": [str(v)[:19] for v in d.astype("datetime64[s]")], "day_of_year": _day_of_year(d).tolist()}
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (not any(path.iterdir()) or (path / META_FILE).exists() or (path / WEIGHTS_FILE).exists())
+
+
+def check_writable(out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Raise `CheckpointError` unless `out_dir` can be (over)written: absent, empty, or, with
+    `overwrite`, an existing checkpoint. Lets a long training run fail before it starts."""
+    out = Path(out_dir)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        if not overwrite:
+            raise CheckpointError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
+        if not _looks_like_checkpoint(out):
+            raise CheckpointError(f"{out}: exists and is not a slamgeo checkpoint; refusing to replace it")
+    return out
+
+
+def finalise_meta(model: CAE, meta: dict) -> tuple[dict, bytes]:
+    """The full checkpoint metadata and the weights bytes: `meta` plus format, the model's
+    architecture and the weights' sha256. Checks that `meta` fits the model."""
+    lacking = [k for k in ("bands", "dates", "normalisation") if k not in meta]
+    if lacking:
+        raise CheckpointError(f"metadata to save lacks {lacking}")
+    arch = model.cfg.to_dict()
+    if "architecture" in meta and CAEConfig.from_dict(meta["architecture"]) != model.cfg:
+        raise CheckpointError(f"metadata architecture {meta['architecture']} differs from the model's {arch}")
+    _check_meta_consistency(meta, model.cfg, Path(META_FILE))
+    blob = weights_bytes(model)
+    full = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **meta,
+        "architecture": arch,
+        "weights": {"file": WEIGHTS_FILE, "format": "safetensors", "sha256": sha256_hex(blob)},
+    }
+    # through JSON and back, so that what is returned is exactly what a later load reads
+    full = json.loads(json.dumps(full, default=_json_default, allow_nan=False))
+    return full, blob
+
+
+def save_model(model: CAE, meta: dict, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Write `out_dir/model.safetensors` and `out_dir/model.json`; returns `out_dir`.
+
+    Atomic: both files are written into a temporary directory beside `out_dir`, which is then
+    renamed into place, so a reader never sees half a checkpoint. The architecture and the
+    sha256 of the weights are written into the JSON from the model itself. An existing
+    `out_dir` is replaced only with `overwrite=True`, and only if it is empty or a checkpoint.
+    """
+    out = check_writable(out_dir, overwrite=overwrite)
+    full, blob = finalise_meta(model, meta)
+    text = json.dumps(full, indent=2, allow_nan=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / WEIGHTS_FILE).write_bytes(blob)
+        (tmp / META_FILE).write_text(text + "\n")
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_meta(model_dir: str | Path) -> dict:
+    """The checkpoint's JSON metadata, checked for the keys every checkpoint has."""
+    path = Path(model_dir) / META_FILE
+    if not Path(model_dir).is_dir():
+        raise CheckpointError(f"{model_dir}: no checkpoint directory here")
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: metadata file missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: metadata lacks {missing}")
+    if meta["format"] != FORMAT or meta["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format {meta['format']!r} v{meta['format_version']}, expected {FORMAT!r} v{FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _check_meta_consistency(meta: dict, cfg: CAEConfig, where: Path) -> None:
+    n_b, n_d = len(meta["bands"]), len(meta["dates"])
+    norm = meta["normalisation"]
+    problems = []
+    if n_b != cfg.n_bands:
+        problems.append(f"{n_b} band names for n_bands={cfg.n_bands}")
+    if n_d != cfg.n_times:
+        problems.append(f"{n_d} dates for n_times={cfg.n_times}")
+    for k in ("mean", "std"):
+        if len(norm.get(k, ())) != cfg.n_bands:
+            problems.append(f"normalisation {k} has {len(norm.get(k, ()))} values for {cfg.n_bands} bands")
+    if not problems and not all(s > 0 and np.isfinite(s) for s in norm["std"]):
+        problems.append(f"normalisation std must be positive and finite, found {norm['std']}")
+    if problems:
+        raise CheckpointError(f"{where}: metadata is inconsistent: " + "; ".join(problems))
+
+
+def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
+    """Load and check a checkpoint; the model comes back in eval mode on `device`.
+
+    Raises `CheckpointError` for a missing or unreadable JSON, a missing weights file, weights
+    whose sha256 differs from the one recorded, and weights whose names or shapes do not match
+    the architecture in the metadata.
+    """
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    wfile = model_dir / meta["weights"].get("file", WEIGHTS_FILE)
+    try:
+        blob = wfile.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{wfile}: weights file missing") from None
+    checksum = sha256_hex(blob)
+    recorded = meta["weights"].get("sha256")
+    if checksum != recorded:
+        raise CheckpointError(
+            f"{wfile}: weights altered: sha256 {checksum[:16]}... differs from {str(recorded)[:16]}... "
+            f"recorded in {META_FILE}"
+        )
+    try:
+        cfg = CAEConfig.from_dict(meta["architecture"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{model_dir / META_FILE}: invalid architecture {meta['architecture']}: {exc}") from None
+    _check_meta_consistency(meta, cfg, model_dir / META_FILE)
+    try:
+        state = st_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{wfile}: not a readable safetensors file ({exc})") from None
+    model = CAE(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    diffs = [f"missing {k}" for k in expected if k not in found]
+    diffs += [f"unexpected {k}" for k in found if k not in expected]
+    diffs += [f"{k}: shape {found[k]} in file, {expected[k]} for the architecture" for k in expected
+              if k in found and found[k] != expected[k]]
+    if diffs:
+        more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
+        raise CheckpointError(
+            f"{wfile}: weights do not match the architecture in {META_FILE} {cfg.to_dict()}: "
+            + "; ".join(diffs[:5]) + more
+        )
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return TrainedModel(model=model.to(device), meta=meta, checksum=checksum)
+
+
+__all__ = [
+    "META_FILE",
+    "WEIGHTS_FILE",
+    "TrainedModel",
+    "check_writable",
+    "dates_meta",
+    "finalise_meta",
+    "load_model",
+    "read_meta",
+    "save_model",
+    "weights_bytes",
+]

@@ -1,0 +1,59 @@
+"""`slamgeo train CUBE.zarr --out MODEL_DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from slamgeo.cli._app import app
+
+
+@app.command("train")
+def train_cmd(
+    cube: str = typer.Argument(..., help="Input cube (Zarr store written by `slamgeo ingest`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (model.safetensors + model.json)."),
+    sample_size: int = typer.Option(200_000, help="Pixels drawn from the cube (stratified over its spatial chunks)."),
+    val_fraction: float = typer.Option(0.1, help="Share of the sample held out for validation and early stopping."),
+    epochs: int = typer.Option(50, help="Maximum number of epochs."),
+    patience: int = typer.Option(5, help="Stop after this many epochs without a better validation loss."),
+    batch_size: int = typer.Option(1024, help="Mini-batch size."),
+    lr: float = typer.Option(5e-3, help="Adam learning rate."),
+    seed: int = typer.Option(0, help="Seed of sampling, initialisation and shuffling (a CPU run is reproducible)."),
+    device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N."),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast for the forward pass."),
+    gap_fill: bool = typer.Option(False, "--gap-fill", help="Gap-fill pixels with missing dates (linear in time) instead of skipping them."),
+    embed_dim: Optional[int] = typer.Option(None, help="Embedding dimension D (default: the model's, 2)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
+    progress: bool = typer.Option(True, help="Show a progress bar with the losses."),
+) -> None:
+    """Train the CAE on a sample of the cube's pixels and write a checkpoint."""
+    from slamgeo.cube import open_cube
+    from slamgeo.train import train
+
+    ds = open_cube(cube)
+    tm = train(
+        ds,
+        out_dir=out,
+        overwrite=overwrite,
+        sample_size=sample_size,
+        val_fraction=val_fraction,
+        max_epochs=epochs,
+        patience=patience,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        bf16=bf16,
+        gap_fill=gap_fill,
+        arch={"embed_dim": embed_dim} if embed_dim is not None else None,
+        progress=progress,
+    )
+    t, losses = tm.meta["training"], tm.meta["losses"]
+    typer.echo(
+        f"wrote {out}: {t['n_train']} training / {t['n_val']} validation pixels, "
+        f"{t['epochs_run']} epoch(s) on {t['device']} (best {t['best_epoch']}); "
+        f"train loss {losses['train'][t['best_epoch'] - 1]:.4f}, validation loss {losses['best_val']:.4f} "
+        f"(per-date mean: {losses['baseline_val_per_date_mean']:.4f})"
+    )

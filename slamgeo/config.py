@@ -1,0 +1,172 @@
+"""The season pipeline's configuration: YAML, loaded safely, validated with pydantic.
+
+Unknown keys and wrong types are errors that name the offending key (`ConfigError`).
+Paths may be local or fsspec URLs (`s3://bucket/prefix`); relative local paths are taken
+relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from slamgeo.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticInput(_Strict):
+    """Generate a synthetic Sentinel-1 scene and ingest its GeoTIFFs (the embedded default)."""
+
+    size: int = Field(256, ge=32, le=8192)
+    seed: int = 0
+    n_dates: int = Field(61, ge=8)
+    start: str = "2017-01-03"
+    step_days: int = Field(6, ge=1)
+    missing_dates: int = Field(0, ge=0)
+    irregular: bool = False
+    rain_events: int = Field(0, ge=0)
+
+
+class InputConfig(_Strict):
+    """Where the Sentinel-1 stack comes from."""
+
+    kind: Literal["synthetic", "geotiff", "stac", "cube", "table"] = "synthetic"
+    paths: list[str] = Field(default_factory=list)
+    synthetic: SyntheticInput = SyntheticInput()
+
+    @model_validator(mode="after")
+    def _paths_given(self) -> "InputConfig":
+        if self.kind != "synthetic" and not self.paths:
+            raise ValueError(f"input.paths is required for input.kind={self.kind!r}")
+        return self
+
+
+class ParcelsConfig(_Strict):
+    path: str | None = None  # None with synthetic input: the scene's own parcels
+    id_column: str = "parcel_id"
+    class_column: str = "crop"
+    all_touched: bool = False
+    vote: Literal["pixels", "parcels"] = "pixels"
+    test_fraction: float = Field(0.3, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class ClusterConfig(_Strict):
+    scheduler: str | None = None
+    n_workers: int | None = Field(None, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class TrainConfig(_Strict):
+    sample_size: int = Field(100_000, ge=100)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(5, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    lr: float = Field(5e-3, gt=0)
+    seed: int = 0
+    embed_dim: int = Field(2, ge=1)
+    gap_fill: bool = False
+    device: str = "auto"
+
+
+class ModelConfig(_Strict):
+    checkpoint: str | None = None  # reuse this model instead of training
+    train: TrainConfig = TrainConfig()
+
+
+class GradSlamConfig(_Strict):
+    scale: Literal["minmax", "maxabs", "abs", "centred", "none"] | None = None  # None: library default
+    layers: list[str] | None = None
+    batch_size: int = Field(4096, ge=1)
+    importance_dtype: Literal["float32", "float16"] = "float32"
+    max_gap_days: float = Field(25, gt=0)  # season resampling onto a reused model's dates
+
+
+class KMeansConfig(_Strict):
+    k: int = Field(16, ge=2)
+    seed: int = 0
+    sample_size: int = Field(100_000, ge=100)
+
+
+class SeasonConfig(_Strict):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    start: str | None = None
+    end: str | None = None
+
+
+class ReportConfig(_Strict):
+    enabled: bool = True
+    class_groups: dict[str, list[str]] | None = None
+    date: str | None = None  # date of the importance map; None: the most important date
+
+
+class PipelineConfig(_Strict):
+    season: SeasonConfig
+    output: str
+    input: InputConfig = InputConfig()
+    parcels: ParcelsConfig = ParcelsConfig()
+    chunk: int = Field(256, ge=16)
+    cluster: ClusterConfig = ClusterConfig()
+    model: ModelConfig = ModelConfig()
+    gradslam: GradSlamConfig = GradSlamConfig()
+    kmeans: KMeansConfig = KMeansConfig()
+    report: ReportConfig = ReportConfig()
+
+    @field_validator("output")
+    @classmethod
+    def _output_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("output must be a path or URL")
+        return v
+
+
+def _resolve(base: Path, p: str | None) -> str | None:
+    if p is None or "://" in p or Path(p).is_absolute():
+        return p
+    return str((base / p).resolve())
+
+
+def load_config(path: str | Path, *, overrides: dict | None = None) -> PipelineConfig:
+    """Read a YAML configuration (safe loader) and validate it; relative paths are resolved
+    against the file's folder. Raises `ConfigError` naming the offending keys."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: configuration file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(raw).__name__}")
+    for k, v in (overrides or {}).items():
+        raw[k] = v
+    cfg = parse_config(raw, where=str(path))
+    base = path.resolve().parent
+    upd: dict = {"output": _resolve(base, cfg.output)}
+    upd["input"] = cfg.input.model_copy(update={"paths": [_resolve(base, p) for p in cfg.input.paths]})
+    upd["parcels"] = cfg.parcels.model_copy(update={"path": _resolve(base, cfg.parcels.path)})
+    upd["model"] = cfg.model.model_copy(update={"checkpoint": _resolve(base, cfg.model.checkpoint)})
+    return cfg.model_copy(update=upd)
+
+
+def parse_config(raw: dict, *, where: str = "configuration") -> PipelineConfig:
+    """Validate a configuration mapping; errors name each offending key path."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{key}: {msg}")
+        raise ConfigError(f"{where}: " + "; ".join(problems)) from None
+
+
+__all__ = ["PipelineConfig", "load_config", "parse_config"]

@@ -1,0 +1,514 @@
+"""Explain a whole region: encode every pixel and compute its Grad-SLAM importance, per chunk.
+
+Three layers, from the inside out:
+
+- `explain_array(model, x_db)`: pure NumPy/torch on one batch of pixels `(N, C, T)` dB ->
+  embedding `(N, D)`, importance `(N, D, T)`, reconstruction error `(N,)`. Pixels with no
+  data (any NaN after the optional gap filling) come out NaN and never enter the network.
+- `explain_dataset(cube, model)`: the same, lazily, over a Dask-backed cube with
+  `dask.array.map_blocks` (one task per spatial chunk, the whole time axis inside); returns an
+  xarray Dataset, for notebooks.
+- `explain(cube_path, model_dir, out)`: the Zarr-to-Zarr batch job on a distributed cluster.
+  Each task computes one spatial chunk and writes its region of the output store itself, then
+  ticks that block in `block_done`; a killed run started again computes only the blocks not
+  ticked, and a worker lost mid-run has its blocks recomputed whole. Output chunks equal the
+  cube's spatial chunks, so no two tasks ever write one Zarr chunk (xarray issue 8371).
+
+The model travels as one `dask.delayed` object in the graph: each worker receives and
+unpickles it once, and all its tasks share it (a per-process lock serialises torch calls,
+because Grad-SLAM hooks on shared modules are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import shutil
+import threading
+import time as _time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+import xarray as xr
+import zarr
+
+from slamgeo.checkpoint import TrainedModel, load_model
+from slamgeo.cube import COMPLETE_ATTR, open_cube, open_results, spatial_dims
+from slamgeo.errors import InputError
+from slamgeo.gradslam import DEFAULT_SCALE, grad_slam, reference_map
+from slamgeo.provenance import dataset_fingerprint, fingerprint, versions
+from slamgeo.series import fill_gaps, valid_mask
+
+OUTPUT_VARS = ("embedding", "importance", "recon_error")
+ImportanceDtype = Literal["float32", "float16"]
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """What to compute; recorded in the results' attributes and checked on resume."""
+
+    layers: tuple[str, ...] | None = None  # encoder block names; None = all conv blocks
+    scale: str = DEFAULT_SCALE
+    batch_size: int = 4096  # pixels per grad_slam call
+    importance_dtype: ImportanceDtype = "float32"
+    reference_size: int = 20_000  # pixels drawn for the "centred" scaling's reference map
+    seed: int = 0
+    device: str = "auto"  # "auto": CUDA when the worker has it, else CPU
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.importance_dtype not in ("float32", "float16"):
+            raise InputError(f"importance dtype must be float32 or float16, got {self.importance_dtype!r}")
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def _resolve_layers(model: TrainedModel, layers: Sequence[str] | None) -> list[torch.nn.Module]:
+    blocks = model.model.encoder.blocks
+    names = list(layers) if layers else list(blocks)
+    unknown = [n for n in names if n not in blocks]
+    if unknown:
+        raise InputError(f"unknown encoder layer(s) {unknown}; the encoder has {list(blocks)}")
+    return [blocks[n] for n in names]
+
+
+def _device_for(model: TrainedModel, device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def explain_array(
+    model: TrainedModel,
+    x_db: np.ndarray,
+    *,
+    options: ExplainOptions | None = None,
+    reference: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encode and explain pixels.
+
+    x_db: `(N, C, T)` backscatter in dB, bands in the model's order, NaN = no data.
+    Returns embedding `(N, D)` float32, importance `(N, D, T)` (options' dtype) and the
+    reconstruction error `(N,)` float32 (mean squared error over bands and dates, in
+    standardised units, the model's training loss). Rows without data are NaN.
+    """
+    opts = options or ExplainOptions()
+    x_db = np.asarray(x_db, dtype=np.float32)
+    if x_db.ndim != 3:
+        raise InputError(f"expected pixels (N, C, T), got shape {x_db.shape}")
+    n, _, t = x_db.shape
+    d = model.model.cfg.embed_dim
+    emb = np.full((n, d), np.nan, np.float32)
+    imp = np.full((n, d, t), np.nan, np.dtype(opts.importance_dtype))
+    err = np.full((n,), np.nan, np.float32)
+    if model.gap_fill:
+        x_db = fill_gaps(x_db)
+    ok = valid_mask(x_db)
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return emb, imp, err
+    device = _device_for(model, opts.device)
+    net = model.model
+    layers = _resolve_layers(model, opts.layers)
+    ref = None if reference is None else torch.as_tensor(reference, dtype=torch.float32, device=device)
+    for start in range(0, idx.size, opts.batch_size):
+        rows = idx[start : start + opts.batch_size]
+        xs = torch.from_numpy(model.standardise(x_db[rows])).to(device)
+        out = grad_slam(net.encoder, xs, layers, scale=opts.scale, reference=ref, return_embedding=True)
+        with torch.no_grad():
+            recon = net.decoder(out.embedding.to(device))
+            e2 = ((recon - xs) ** 2).mean(dim=(1, 2))
+        emb[rows] = out.embedding.detach().cpu().numpy()
+        imp[rows] = out.importance.detach().cpu().numpy().astype(imp.dtype, copy=False)
+        err[rows] = e2.cpu().numpy()
+    return emb, imp, err
+
+
+def scene_reference(
+    model: TrainedModel, cube: xr.Dataset, options: ExplainOptions
+) -> np.ndarray | None:
+    """The reference map `(D, T)` for the "centred" scaling (None for the other scalings):
+    Grad-SLAM's mean raw map over a random sample of the cube's valid pixels."""
+    if options.scale != "centred":
+        return None
+    from slamgeo.train import sample_pixels
+
+    x = sample_pixels(cube, options.reference_size, seed=options.seed, gap_fill=model.gap_fill, bands=model.bands)
+    x = x[valid_mask(x)]
+    if x.shape[0] == 0:
+        raise InputError("no valid pixel in the cube to build the 'centred' reference map from")
+    xs = torch.from_numpy(model.standardise(x))
+    return reference_map(model.model.encoder, xs, _resolve_layers(model, options.layers)).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- one block
+
+# One lock per model checksum and process: torch calls on one shared model are serialised.
+_LOCKS: dict[str, threading.Lock] = {}
+_DEVICE_MODELS: dict[tuple[str, str], TrainedModel] = {}
+
+
+def _model_on_device(model: TrainedModel, device: str) -> tuple[TrainedModel, threading.Lock]:
+    """The worker's copy of the model on its device (moved once per process), and its lock."""
+    dev = str(_device_for(model, device))
+    key = (model.checksum, dev)
+    lock = _LOCKS.setdefault(model.checksum, threading.Lock())
+    if key not in _DEVICE_MODELS:
+        with lock:
+            if key not in _DEVICE_MODELS:
+                _DEVICE_MODELS[key] = model if dev == "cpu" else model.to(dev)
+    return _DEVICE_MODELS[key], lock
+
+
+def _block_pixels(bands: Sequence[np.ndarray]) -> np.ndarray:
+    """Band blocks `(T, *S)` -> pixels `(prod(S), C, T)`."""
+    stacked = np.stack([np.asarray(b, dtype=np.float32) for b in bands], axis=0)  # (C, T, *S)
+    c, t = stacked.shape[:2]
+    return np.ascontiguousarray(stacked.reshape(c, t, -1).transpose(2, 0, 1))
+
+
+def _explain_block_arrays(
+    bands: Sequence[np.ndarray], model: TrainedModel, options: ExplainOptions, reference
+) -> dict[str, np.ndarray]:
+    """Band blocks `(T, *S)` -> {"embedding": (D, *S), "importance": (D, T, *S), "recon_error": S}."""
+    from slamgeo.runtime import torch_threads_for_task
+
+    shape = np.shape(bands[0])[1:]
+    model, lock = _model_on_device(model, options.device)
+    with lock:
+        torch.set_num_threads(torch_threads_for_task())
+        emb, imp, err = explain_array(model, _block_pixels(bands), options=options, reference=reference)
+    d, t = imp.shape[1:]
+    return {
+        "embedding": emb.T.reshape(d, *shape),
+        "importance": np.moveaxis(imp, 0, -1).reshape(d, t, *shape),
+        "recon_error": err.reshape(shape),
+    }
+
+
+def _stack_outputs(parts: dict[str, np.ndarray]) -> np.ndarray:
+    """Pack the three outputs of a block into one float32 array `(D + D*T + 1, *S)`."""
+    imp = parts["importance"]
+    shape = imp.shape[2:]
+    return np.concatenate(
+        [parts["embedding"], imp.astype(np.float32).reshape(-1, *shape), parts["recon_error"][None]], axis=0
+    )
+
+
+# --------------------------------------------------------------------------- lazy xarray API
+
+
+def explain_dataset(
+    cube: xr.Dataset,
+    model: TrainedModel,
+    *,
+    options: ExplainOptions | None = None,
+    reference: np.ndarray | None = None,
+) -> xr.Dataset:
+    """Lazy results for a (Dask-backed) cube: one `map_blocks` task per spatial chunk.
+
+    Returns `embedding (dim, *S)`, `importance (dim, time, *S)`, `recon_error (*S)` with the
+    cube's coordinates (S = (y, x) or (sample,)).
+    """
+    opts = options or ExplainOptions()
+    model.check_cube(cube)
+    if opts.scale == "centred" and reference is None:
+        reference = scene_reference(model, cube, opts)
+    sdims = spatial_dims(cube)
+    cube = cube.chunk({"time": -1})
+    arrays = [cube[b].data for b in model.bands]
+    d, t = model.model.cfg.embed_dim, cube.sizes["time"]
+    k = d + d * t + 1
+    model_d = dask.delayed(model, name=f"slamgeo-model-{model.checksum}")
+
+    def block(*bands, model, reference):
+        return _stack_outputs(_explain_block_arrays(bands, model, opts, reference))
+
+    stacked = da.map_blocks(
+        block,
+        *arrays,
+        model=model_d,
+        reference=reference,
+        chunks=((k,), *arrays[0].chunks[1:]),
+        dtype=np.float32,
+        name=f"slamgeo-explain-{model.checksum[:8]}",
+    )
+    shape_s = stacked.shape[1:]
+    emb = stacked[:d]
+    imp = stacked[d : d + d * t].reshape((d, t, *shape_s)).rechunk((d, t, *arrays[0].chunks[1:]))
+    err = stacked[-1]
+    coords = {name: c for name, c in cube.coords.items() if set(c.dims) <= {"time", *sdims}}
+    ds = xr.Dataset(
+        {
+            "embedding": (("dim", *sdims), emb),
+            "importance": (("dim", "time", *sdims), imp.astype(opts.importance_dtype)),
+            "recon_error": (sdims, err),
+        },
+        coords={**coords, "dim": np.arange(d)},
+    )
+    return _describe(ds, model, opts)
+
+
+def _describe(ds: xr.Dataset, model: TrainedModel, opts: ExplainOptions) -> xr.Dataset:
+    ds["embedding"].attrs.update(long_name="CAE embedding", units="1")
+    ds["importance"].attrs.update(
+        long_name="Grad-SLAM date importance", units="1", scale=opts.scale,
+        layers=",".join(opts.layers or list(model.model.encoder.blocks)),
+    )
+    ds["recon_error"].attrs.update(long_name="reconstruction mean squared error", units="standardised units squared")
+    return ds
+
+
+# --------------------------------------------------------------------------- Zarr-to-Zarr job
+
+
+@dataclass
+class ExplainReport:
+    """What a run did: blocks computed now, blocks found done, pixels explained, seconds."""
+
+    out: str
+    blocks_total: int
+    blocks_computed: int
+    blocks_skipped: int
+    valid_pixels: int
+    seconds: float
+    attrs: dict = field(default_factory=dict)
+
+
+def _block_grid(chunks: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    return list(itertools.product(*(range(len(c)) for c in chunks)))
+
+
+def _region(chunks: Sequence[tuple[int, ...]], block: tuple[int, ...], sdims: Sequence[str]) -> dict[str, slice]:
+    region = {}
+    for dim, c, i in zip(sdims, chunks, block):
+        start = int(sum(c[:i]))
+        region[dim] = slice(start, start + c[i])
+    return region
+
+
+def _write_block(
+    *bands: np.ndarray,
+    model: TrainedModel,
+    reference,
+    options: ExplainOptions,
+    store: str,
+    sdims: tuple[str, ...],
+    block_info=None,
+) -> np.ndarray:
+    """map_blocks task: explain one chunk, write its region of `store`, tick `block_done`.
+    Returns the number of valid pixels as a `(1,)*len(S)` array."""
+    loc = block_info[0]["array-location"][1:]
+    idx = block_info[0]["chunk-location"][1:]
+    parts = _explain_block_arrays(bands, model, options, reference)
+    region = {dim: slice(a, b) for dim, (a, b) in zip(sdims, loc)}
+    ds = xr.Dataset(
+        {
+            "embedding": (("dim", *sdims), parts["embedding"]),
+            "importance": (("dim", "time", *sdims), parts["importance"]),
+            "recon_error": (sdims, parts["recon_error"]),
+        }
+    )
+    ds.to_zarr(store, region=region, mode="r+")
+    zarr.open_array(store, path="block_done", mode="r+")[idx] = 1
+    n_valid = int(np.isfinite(parts["recon_error"]).sum())
+    return np.full((1,) * len(sdims), n_valid, dtype=np.int64)
+
+
+def _template(cube: xr.Dataset, model: TrainedModel, opts: ExplainOptions, attrs: dict) -> xr.Dataset:
+    sdims = spatial_dims(cube)
+    schunks = [cube.chunks[dim] for dim in sdims]
+    d, t = model.model.cfg.embed_dim, cube.sizes["time"]
+    shp = tuple(cube.sizes[dim] for dim in sdims)
+    chunk1 = tuple(c[0] for c in schunks)
+    coords = {name: c for name, c in cube.coords.items() if set(c.dims) <= {"time", *sdims}}
+    nblocks = tuple(len(c) for c in schunks)
+    ds = xr.Dataset(
+        {
+            "embedding": (("dim", *sdims), da.full((d, *shp), np.nan, dtype=np.float32, chunks=(d, *chunk1))),
+            "importance": (
+                ("dim", "time", *sdims),
+                da.full((d, t, *shp), np.nan, dtype=opts.importance_dtype, chunks=(d, t, *chunk1)),
+            ),
+            "recon_error": (sdims, da.full(shp, np.nan, dtype=np.float32, chunks=chunk1)),
+            "block_done": (tuple(f"block_{s}" for s in sdims), np.zeros(nblocks, np.uint8)),
+        },
+        coords={**coords, "dim": np.arange(d)},
+        attrs=attrs,
+    )
+    ds["block_done"].attrs["long_name"] = "1 where the explain task of that spatial chunk has written its region"
+    ds = _describe(ds, model, opts)
+    ds["block_done"].encoding["chunks"] = (1,) * len(sdims)
+    return ds
+
+
+def _store_exists(store: str) -> bool:
+    try:
+        zarr.open_group(store, mode="r")
+        return True
+    except Exception:  # noqa: BLE001 - any failure to open means "no usable store here"
+        return False
+
+
+def _remove_store(store: str) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(store)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def explain(
+    cube_path: str | Path,
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    options: ExplainOptions | None = None,
+    client=None,
+    overwrite: bool = False,
+    gpu_resources: bool = False,
+    zarr_format: int = 2,
+    progress: bool = True,
+) -> ExplainReport:
+    """Explain every pixel of a cube store into a results store, resumably.
+
+    `client`: a `distributed.Client` (None: the caller's default scheduler, for example an
+    active client, else Dask's local threads). `gpu_resources`: restrict the tasks to workers
+    started with `--resources GPU=1`. A results store left by an interrupted run with the same
+    inputs and options is completed; one with other inputs or options is refused unless
+    `overwrite`. The input cube is only read.
+    """
+    t0 = _time.perf_counter()
+    opts = options or ExplainOptions()
+    cube_path, out = str(cube_path), str(out)
+    same = cube_path == out if "://" in out else Path(cube_path).resolve() == Path(out).resolve()
+    if same:
+        raise InputError(f"{out}: the results store must not be the input cube")
+    cube = open_cube(cube_path)
+    model = load_model(model_dir)
+    model.check_cube(cube)  # refuse before any work starts
+    sdims = spatial_dims(cube)
+    cube = cube.chunk({"time": -1})
+    schunks = [cube.chunks[dim] for dim in sdims]
+    run_attrs = {
+        "slamgeo_version": versions()["slamgeo"],
+        "model_checksum": model.checksum,
+        "model_dir": str(model_dir),
+        "input": cube_path,
+        "input_fingerprint": dataset_fingerprint(cube),
+        "options": fingerprint(asdict(opts)),
+        "layers": ",".join(opts.layers or list(model.model.encoder.blocks)),
+        "scale": opts.scale,
+        "importance_dtype": opts.importance_dtype,
+        "gap_fill": "gap-filled (linear in time)" if model.gap_fill else "pixels with any missing date are NaN",
+        "dates": ",".join(str(v)[:10] for v in cube["time"].values),
+        "chunks": str(tuple(c[0] for c in schunks)),
+    }
+    expected = {k: run_attrs[k] for k in ("model_checksum", "input_fingerprint", "options", "chunks")}
+
+    if _store_exists(out) and not overwrite:
+        have = xr.open_zarr(out, decode_coords="all").attrs
+        differs = {k: (have.get(k), v) for k, v in expected.items() if have.get(k) != v}
+        if differs:
+            detail = "; ".join(f"{k}: store has {a!r}, this run {b!r}" for k, (a, b) in differs.items())
+            raise InputError(f"{out}: results of another run are there ({detail}); use overwrite to replace them")
+        reference = np.asarray(have["reference_map"], np.float32) if "reference_map" in have else None
+        done = np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).astype(bool)
+    else:
+        if overwrite:
+            _remove_store(out)
+        reference = scene_reference(model, cube, opts)
+        attrs = dict(run_attrs, **{COMPLETE_ATTR: False})
+        if reference is not None:
+            attrs["reference_map"] = reference.tolist()
+        _template(cube, model, opts, attrs).to_zarr(out, mode="w", compute=False, zarr_format=zarr_format)
+        done = np.zeros(tuple(len(c) for c in schunks), bool)
+
+    blocks = _block_grid(schunks)
+    todo = [b for b in blocks if not done[b]]
+    model_d = dask.delayed(model, name=f"slamgeo-model-{model.checksum}")
+    arrays = [cube[b].data for b in model.bands]
+    # Annotations are attached when the graph is built; compute then skips optimisation,
+    # which would drop them (dask issue 7036).
+    with dask.annotate(**({"resources": {"GPU": 1}} if gpu_resources else {})):
+        status = da.map_blocks(
+            _write_block,
+            *arrays,
+            model=model_d,
+            reference=reference,
+            options=opts,
+            store=out,
+            sdims=sdims,
+            drop_axis=0,
+            chunks=tuple((1,) * len(c) for c in schunks),
+            dtype=np.int64,
+            name=f"slamgeo-explain-write-{run_attrs['options']}-{model.checksum[:8]}",
+        )
+    pieces = [status.blocks[b] for b in todo]
+    valid = 0
+    if pieces:
+        valid = _run(pieces, client=client, gpu_resources=gpu_resources, progress=progress, total=len(blocks), done=len(blocks) - len(todo))
+
+    final = np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).astype(bool)
+    if not final.all():
+        raise InputError(f"{out}: {int((~final).sum())} block(s) were not written; run again to resume")
+    group = zarr.open_group(out, mode="r+")
+    group.attrs[COMPLETE_ATTR] = True
+    zarr.consolidate_metadata(out)
+    return ExplainReport(
+        out=out,
+        blocks_total=len(blocks),
+        blocks_computed=len(todo),
+        blocks_skipped=len(blocks) - len(todo),
+        valid_pixels=valid,
+        seconds=_time.perf_counter() - t0,
+        attrs=run_attrs,
+    )
+
+
+def _run(pieces, *, client, gpu_resources: bool, progress: bool, total: int, done: int) -> int:
+    """Compute the block tasks, with a progress bar; returns the number of valid pixels."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=done, desc="explain blocks", unit="block", disable=not progress)
+    valid = 0
+    try:
+        if client is None:  # the scheduler Dask would use: a default distributed client, or local
+            from dask.base import get_scheduler
+            from distributed import Client
+
+            owner = getattr(get_scheduler(collections=pieces), "__self__", None)
+            client = owner if isinstance(owner, Client) else None
+        if client is None:
+            for p in pieces:
+                valid += int(np.asarray(p.compute()).sum())
+                bar.update(1)
+            return valid
+        from distributed import as_completed
+
+        futures = client.compute(pieces, optimize_graph=not gpu_resources)
+        for fut in as_completed(futures):
+            valid += int(np.asarray(fut.result()).sum())
+            bar.update(1)
+        return valid
+    finally:
+        bar.close()
+
+
+__all__ = [
+    "ExplainOptions",
+    "ExplainReport",
+    "explain",
+    "explain_array",
+    "explain_dataset",
+    "open_results",
+    "scene_reference",
+]

@@ -1,0 +1,1283 @@
+"""The report: PNG figures and one self-contained HTML page (issue 7).
+
+One function per figure, each taking data and returning a matplotlib `Figure` (usable from a
+notebook, where a bare `Figure` displays itself):
+
+- `fig_confusion`: the paper's Fig. 3, the row-normalised confusion matrix (%);
+- `fig_class_importance`: the paper's Fig. 4, per-class mean VV (dB) against date, the line
+  coloured by the normalised Grad-SLAM importance, one row per embedding dimension;
+- `fig_cluster_map`, `fig_importance_map` (one date), `fig_recon_error_map`: maps of a
+  gridded results store (a `sample`-form store has no map);
+- `fig_embedding_scatter`: embeddings coloured by class (or cluster), at most 20 000 points;
+- `fig_deletion_curve`: the faithfulness (deletion) curves of `slamgeo.faithfulness.deletion`,
+  Grad-SLAM's top-k dates against k random dates, and other attributions when given.
+
+`make_report` draws what its inputs allow, writes every figure as a PNG into `out_dir` and
+an `index.html` that embeds them (base64, so the page is one file), lists the figures it could
+not draw with the reason, and writes `report.json` (the same list, for programs).
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
+no display is needed and no global figure state accumulates. Maps read a strided subsample of
+large grids (at most `MAP_MAX_PIXELS` per side), so a store larger than memory is fine.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import json
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from matplotlib import colormaps
+from matplotlib import dates as mdates
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection
+from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator
+
+from slamgeo.errors import InputError
+
+DIM = "dim"
+CLASS = "class"
+MAP_MAX_PIXELS = 1200  # per side: maps read a strided subsample of larger grids
+MAX_SCATTER_POINTS = 20_000
+SCAN_MAX_PIXELS = 200_000  # pixels kept to pick the default date, draw a scatter, average clusters
+SCAN_MAX_BLOCKS = 16  # spatial chunks read for those samples (a regional store is not read whole)
+DPI = 110
+IMPORTANCE_CMAP = "viridis"
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_SUBSEGMENTS = 6  # each date interval of a Fig. 4 line is drawn as this many coloured pieces
+
+# parcels stage outputs (slamgeo/cli/parcels.py)
+PARCELS_FILES = {
+    "confusion_pixels": "confusion_pixels.csv",
+    "confusion_parcels": "confusion_parcels.csv",
+    "profiles": "class_profiles.zarr",
+    "per_parcel": "parcels.zarr",
+    "metrics": "metrics.json",
+}
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _figure(width: float, height: float, layout: str = "constrained") -> Figure:
+    """A figure on the Agg canvas; `layout="compressed"` for maps (fixed-aspect axes)."""
+    fig = Figure(figsize=(width, height), layout=layout, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _numpy(v: Any) -> np.ndarray:
+    """A tensor, list or array as a numpy array (float64 where numeric)."""
+    if hasattr(v, "detach"):
+        v = v.detach().cpu().numpy()
+    return np.asarray(v, dtype=np.float64)
+
+
+def _date_axis(ax, times: np.ndarray | None = None) -> None:
+    """Concise date ticks (months, the year once); with `times`, ticks only within their span
+    (the axis may extend beyond it to make room for labels)."""
+    loc = mdates.AutoDateLocator(minticks=4, maxticks=10)
+    if times is not None and len(times) > 1:
+        t = mdates.date2num(np.asarray(times, dtype="datetime64[ns]"))
+        pad = 0.02 * (t.max() - t.min())
+        lo, hi = t.min() - pad, t.max() + pad
+        ticks = [v for v in loc.tick_values(*mdates.num2date([lo, hi])) if lo <= v <= hi]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+    else:
+        ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+
+
+def _day(t) -> str:
+    return str(np.datetime64(pd.Timestamp(t).to_datetime64(), "D"))
+
+
+def _palette(n: int) -> list:
+    """n distinguishable colours: tab10 up to 10, then tab20 (dark shades first), then turbo."""
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        tab20 = colormaps["tab20"]
+        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+        return [tab20(order[i]) for i in range(n)]
+    return [colormaps["turbo"](v) for v in np.linspace(0.05, 0.95, n)]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_").lower() or "group"
+
+
+def _check_dims(da: xr.DataArray, dims: Sequence[str], name: str) -> None:
+    if set(da.dims) != set(dims):
+        raise InputError(f"{name}: expected dims {tuple(dims)}, found {tuple(da.dims)}")
+
+
+# --------------------------------------------------------------------------- Fig. 3
+
+
+def confusion_percent(confusion: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
+    """Row-normalised confusion matrix in %: rows = reference class, columns = predicted class,
+    plus an `unassigned` column when some units fell in a cluster no class voted for (so every
+    row with reference units sums to 100; a row without any is NaN).
+
+    `confusion`: the Dataset of `slamgeo.metrics.confusion` (`counts (true, predicted)`,
+    optional `unassigned (true)`; one with only `percent` is taken as it is), or a DataFrame of
+    counts as `slamgeo parcels` writes it (`confusion_pixels.csv`: index = reference class,
+    columns = predicted classes and `unassigned`).
+    """
+    if isinstance(confusion, xr.Dataset):
+        if "counts" in confusion:
+            counts = confusion["counts"].transpose("true", "predicted").to_pandas().astype(float)
+            if "unassigned" in confusion:
+                counts["unassigned"] = confusion["unassigned"].values.astype(float)
+        elif "percent" in confusion:
+            return confusion["percent"].transpose("true", "predicted").to_pandas().astype(float)
+        else:
+            found = sorted(map(str, confusion.data_vars))
+            raise InputError(f"confusion: expected a 'counts' or 'percent' variable, found {found}")
+    elif isinstance(confusion, pd.DataFrame):
+        counts = confusion.astype(float)
+    else:
+        raise InputError(
+            f"confusion: expected an xarray Dataset or a pandas DataFrame, found {type(confusion).__name__}")
+    if counts.empty:
+        raise InputError("confusion: the matrix is empty")
+    if (counts.to_numpy() < 0).any():
+        raise InputError("confusion: negative counts; expected counts (pixels or parcels), not percentages of errors")
+    if "unassigned" in counts.columns and not (counts["unassigned"] > 0).any():
+        counts = counts.drop(columns="unassigned")
+    rows = counts.sum(axis=1)
+    pct = counts.div(rows.where(rows > 0), axis=0) * 100.0
+    pct.index = [str(i) for i in pct.index]
+    pct.columns = [str(c) for c in pct.columns]
+    return pct
+
+
+def fig_confusion(
+    confusion: xr.Dataset | pd.DataFrame,
+    *,
+    title: str = "Confusion matrix (row-normalised)",
+    fmt: str | None = None,
+) -> Figure:
+    """The paper's Fig. 3: the row-normalised confusion matrix in %, each cell annotated.
+
+    `confusion`: see `confusion_percent`. `fmt`: the cell format (default ".1f" up to 10
+    classes, ".0f" beyond). Cells without reference units read "n/a".
+    """
+    pct = confusion_percent(confusion)
+    values = pct.to_numpy()
+    n_rows, n_cols = values.shape
+    fmt = fmt or (".1f" if n_rows <= 10 else ".0f")
+    side = max(5.0, 0.55 * max(n_rows, n_cols) + 3.0)
+    fig = _figure(side + 1.2, side)
+    ax = fig.add_subplot()
+    cmap = colormaps["Blues"].with_extremes(bad="#eeeeee")
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=100, aspect="equal")
+    fontsize = 9 if n_rows <= 10 else 7.5
+    for i in range(n_rows):
+        for j in range(n_cols):
+            v = values[i, j]
+            text = "n/a" if np.isnan(v) else format(v, fmt)
+            colour = "white" if np.isfinite(v) and v > 60 else ("0.6" if v == 0 else "black")
+            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=fontsize)
+    ax.set_xticks(range(n_cols), labels=list(pct.columns), rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n_rows), labels=list(pct.index))
+    ax.set_xlabel("predicted class (majority vote of the clusters)")
+    ax.set_ylabel("reference class")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the reference class (%)")
+    return fig
+
+
+# --------------------------------------------------------------------------- Fig. 4
+
+
+def _normalised(imp: xr.DataArray, *, force: bool = False) -> xr.DataArray:
+    """Min-max over time per (class, dim) (0 for a constant profile), unless already within
+    [0, 1] and not `force`."""
+    v = imp.values
+    if not force and np.nanmin(v) >= 0 and np.nanmax(v) <= 1:
+        return imp
+    lo, hi = imp.min("time"), imp.max("time")
+    span = hi - lo
+    return xr.where(span > 0, (imp - lo) / span.where(span > 0), 0.0).where(np.isfinite(imp))
+
+
+def importance_segments(
+    times: np.ndarray, values: np.ndarray, importance: np.ndarray, *, n_sub: int = _SUBSEGMENTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Line pieces of a profile coloured by importance, for a `LineCollection`.
+
+    `times (T,)` datetime64, `values (T,)` (dB), `importance (T,)` in [0, 1]. Each interval
+    between two dates with finite value and importance is cut into `n_sub` pieces, linearly
+    interpolated. Returns `segments (n, 2, 2)` in (matplotlib date number, value) and the
+    importance of each piece `(n,)`, interpolated at its middle.
+    """
+    t = mdates.date2num(np.asarray(times, dtype="datetime64[ns]"))
+    v = np.asarray(values, dtype=np.float64)
+    w = np.asarray(importance, dtype=np.float64)
+    s = np.linspace(0.0, 1.0, n_sub + 1)
+    segs, cols = [], []
+    for i in range(t.size - 1):
+        if not (np.isfinite(v[i : i + 2]).all() and np.isfinite(w[i : i + 2]).all()):
+            continue
+        tt = t[i] + s * (t[i + 1] - t[i])
+        vv = v[i] + s * (v[i + 1] - v[i])
+        pts = np.stack([tt, vv], axis=1)
+        segs.append(np.stack([pts[:-1], pts[1:]], axis=1))
+        mid = (s[:-1] + s[1:]) / 2
+        cols.append(w[i] + mid * (w[i + 1] - w[i]))
+    if not segs:
+        return np.zeros((0, 2, 2)), np.zeros(0)
+    return np.concatenate(segs), np.concatenate(cols)
+
+
+def _end_labels(ax, times: np.ndarray, lines: Sequence[np.ndarray], names: Sequence[str]) -> None:
+    """Name each line just right of its last point, spread vertically so names do not overlap."""
+    t = mdates.date2num(np.asarray(times, dtype="datetime64[ns]"))
+    ends = []
+    for v, name in zip(lines, names):
+        ok = np.flatnonzero(np.isfinite(v))
+        if ok.size:
+            ends.append([float(v[ok[-1]]), float(t[ok[-1]]), str(name)])
+    if not ends:
+        return
+    lo, hi = ax.get_ylim()
+    gap = 0.07 * (hi - lo)
+    ends.sort()
+    for i in range(1, len(ends)):
+        ends[i][0] = max(ends[i][0], ends[i - 1][0] + gap)
+    shift = max(0.0, ends[-1][0] - hi)  # keep the top label inside the axes
+    span = t[-1] - t[0] if t.size > 1 else 1.0
+    for y, x, name in ends:
+        ax.annotate(name, (x, y - shift), xytext=(x + 0.015 * span, y - shift), fontsize=8.5, va="center",
+                    ha="left", color="0.15")
+    longest = max(len(name) for _, _, name in ends)
+    ax.set_xlim(t[0] - 0.02 * span, t[-1] + (0.03 + 0.0125 * longest) * span)
+
+
+def fig_class_importance(
+    profiles: xr.Dataset,
+    classes: Sequence[str],
+    *,
+    band: str = "VV",
+    title: str | None = None,
+    importance: str = "importance",
+    class_dim: str = CLASS,
+    legend_title: str = "class",
+) -> Figure:
+    """The paper's Fig. 4: for each class, its mean `band` profile (dB) against date, the line
+    coloured by the class's normalised Grad-SLAM importance (0..1, one colour bar), one row
+    per embedding dimension. Classes differ by line style and marker (legend).
+
+    `profiles`: `slamgeo.parcels.class_profiles` output: `importance (class, dim, time)`
+    (min-max normalised per class and dim; one outside [0, 1] is normalised here) and
+    `VV (class, time)` in dB. `classes`: the classes to draw, in order (a few, 2-6, read best).
+    """
+    for name in (importance, band):
+        if name not in profiles:
+            hint = " (run `slamgeo parcels` with --cube to get the VV/VH profiles)" if name in ("VV", "VH") else ""
+            found = sorted(map(str, profiles.data_vars))
+            raise InputError(f"class profiles: no '{name}' variable{hint}; found {found}")
+    if class_dim not in profiles.dims:
+        raise InputError(f"class profiles: no '{class_dim}' dimension; found dims {tuple(profiles.dims)}")
+    available = [str(c) for c in profiles[class_dim].values]
+    classes = [str(c) for c in classes]
+    if not classes:
+        raise InputError("fig_class_importance: no class to draw")
+    missing = [c for c in classes if c not in available]
+    if missing:
+        raise InputError(f"class profiles: class(es) {missing} not found; available: {available}")
+    prof = profiles.assign_coords({class_dim: available})
+    imp = _normalised(prof[importance].transpose(class_dim, DIM, "time"))
+    vv = prof[band].transpose(class_dim, "time")
+    times = prof["time"].values
+    dims = list(imp[DIM].values)
+    cmap = colormaps[IMPORTANCE_CMAP]
+    norm = Normalize(0.0, 1.0)
+    fig = _figure(11, 1.2 + 3.2 * len(dims))
+    axes = fig.subplots(len(dims), 1, sharex=True, squeeze=False)[:, 0]
+    handles = []
+    for row, (ax, d) in enumerate(zip(axes, dims)):
+        for k, c in enumerate(classes):
+            v = vv.sel({class_dim: c}).values
+            w = imp.sel({class_dim: c, DIM: d}).values
+            segs, cols = importance_segments(times, v, w)
+            lc = LineCollection(segs, cmap=cmap, norm=norm, linewidths=2.6,
+                                linestyles=LINESTYLES[k % len(LINESTYLES)], label=c)
+            lc.set_array(cols)
+            ax.add_collection(lc)
+            ok = np.isfinite(v) & np.isfinite(w)
+            ax.scatter(times[ok], v[ok], c=w[ok], cmap=cmap, norm=norm, marker=MARKERS[k % len(MARKERS)],
+                       s=22, edgecolors="black", linewidths=0.4, zorder=3)
+            if row == 0:
+                n = ""
+                if "n_parcels" in prof:
+                    n = f" ({int(prof['n_parcels'].sel({class_dim: c}))} parcels)"
+                handles.append(Line2D([], [], color="black", linestyle=LINESTYLES[k % len(LINESTYLES)],
+                                      marker=MARKERS[k % len(MARKERS)], markerfacecolor="white", label=f"{c}{n}"))
+        ax.autoscale_view()
+        _end_labels(ax, times, [vv.sel({class_dim: c}).values for c in classes], classes)
+        ax.set_ylabel(f"mean {band} (dB)")
+        ax.set_title(f"embedding dimension {d}", fontsize=10, loc="left")
+        ax.grid(True, alpha=0.3)
+    _date_axis(axes[-1], times)
+    axes[-1].set_xlabel("acquisition date")
+    axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), title=legend_title, fontsize=9,
+                   frameon=False)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), location="right", shrink=0.9,
+                 label="normalised Grad-SLAM importance (0 = least, 1 = most)")
+    fig.suptitle(title or f"Mean {band} profile coloured by Grad-SLAM date importance: {', '.join(classes)}")
+    return fig
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def _thin(da: xr.DataArray, max_side: int | None = None) -> tuple[xr.DataArray, int]:
+    """A strided view of the (y, x) grid with at most `max_side` (default `MAP_MAX_PIXELS`)
+    pixels per side, and the stride."""
+    step = max(1, math.ceil(max(da.sizes["y"], da.sizes["x"]) / (max_side or MAP_MAX_PIXELS)))
+    if step > 1:
+        da = da.isel(y=slice(None, None, step), x=slice(None, None, step))
+    return da, step
+
+
+def _extent(da: xr.DataArray) -> tuple[list[float] | None, str]:
+    """imshow extent from the full grid's coordinates, and the origin ('upper' when y falls)."""
+    if "x" not in da.coords or "y" not in da.coords or da.sizes["x"] < 2 or da.sizes["y"] < 2:
+        return None, "upper"
+    x, y = da["x"].values.astype(float), da["y"].values.astype(float)
+    dx, dy = abs(x[1] - x[0]), abs(y[1] - y[0])
+    ext = [x.min() - dx / 2, x.max() + dx / 2, y.min() - dy / 2, y.max() + dy / 2]
+    return ext, ("upper" if y[0] > y[-1] else "lower")
+
+
+def _axis_labels(ax, da: xr.DataArray) -> None:
+    crs = None
+    try:
+        crs = da.rio.crs
+    except Exception:  # noqa: BLE001 - no rioxarray grid mapping: label without the CRS
+        crs = None
+    if "x" not in da.coords or "y" not in da.coords:
+        ax.set_xlabel("column (pixel)")
+        ax.set_ylabel("row (pixel)")
+        return
+    if crs is not None and crs.is_geographic:
+        ax.set_xlabel("longitude (°)")
+        ax.set_ylabel("latitude (°)")
+        return
+    tag = f", {crs.to_string()}" if crs is not None else ""
+    ax.set_xlabel(f"x (m{tag})")
+    ax.set_ylabel(f"y (m{tag})")
+    ax.ticklabel_format(useOffset=False, style="plain")
+
+
+def _grid(da: xr.DataArray, name: str) -> xr.DataArray:
+    if "y" not in da.dims or "x" not in da.dims:
+        raise InputError(f"{name}: a map needs (y, x) dims; found {tuple(da.dims)} (sample-form results have no map)")
+    return da
+
+
+def _map_size(da: xr.DataArray, n: int = 1) -> tuple[float, float]:
+    aspect = da.sizes["y"] / max(da.sizes["x"], 1)
+    w = min(6.5, 9.0 / aspect) if n == 1 else min(4.6, 7.0 / aspect)
+    return 1.8 + n * w, (1.4 if n == 1 else 1.2) + w * aspect
+
+
+def fig_cluster_map(
+    cluster: xr.DataArray,
+    *,
+    names: Mapping[int, str] | None = None,
+    title: str = "k-Means clusters of the embeddings",
+) -> Figure:
+    """Map of `cluster (y, x)` (int, -1 = no data, drawn light grey), one colour per cluster,
+    colour bar ticks labelled with the cluster id (and the class it was voted into, `names`:
+    cluster id -> class, as in metrics.json's `cluster_class`)."""
+    cluster = _grid(cluster, "cluster")
+    _check_dims(cluster, ("y", "x"), "cluster")
+    full = cluster.transpose("y", "x")
+    thin, step = _thin(full)
+    values = np.asarray(thin.values)
+    k = int(cluster.attrs.get("k", 0)) or int(np.nanmax(values, initial=-1)) + 1
+    if names:
+        k = max(k, max(int(c) for c in names) + 1)
+    if k <= 0:
+        raise InputError("cluster: no pixel has a cluster (every value is -1)")
+    cmap = ListedColormap(_palette(k)).with_extremes(bad="#d9d9d9")
+    norm = BoundaryNorm(np.arange(-0.5, k + 0.5), k)
+    w, h = _map_size(full)
+    fig = _figure(w + (1.5 if names else 0.6), h, layout="compressed")
+    ax = fig.add_subplot()
+    ext, origin = _extent(full)
+    im = ax.imshow(np.ma.masked_less(values, 0), cmap=cmap, norm=norm, extent=ext, origin=origin,
+                   interpolation="nearest")
+    _axis_labels(ax, full)
+    ax.set_title(title + (f" (1 pixel in {step} per side shown)" if step > 1 else ""))
+    cb = fig.colorbar(im, ax=ax, shrink=0.9, label="cluster" + (": class voted" if names else ""))
+    ticks = np.arange(k) if k <= 32 else np.arange(0, k, math.ceil(k / 32))
+    cb.set_ticks(ticks)
+    names = {int(c): str(v) for c, v in (names or {}).items()}
+    cb.set_ticklabels([f"{t}: {names[t]}" if t in names else str(t) for t in ticks])
+    cb.ax.tick_params(labelsize=8 if k > 12 else 9)
+    return fig
+
+
+def parse_date(date) -> np.datetime64:
+    """A date given as "YYYY-MM-DD" (ISO 8601), datetime64, Timestamp or datetime, as
+    datetime64[ns]; anything else raises `InputError`."""
+    try:
+        when = pd.to_datetime(date, format="ISO8601") if isinstance(date, str) else pd.Timestamp(date)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"date {date!r}: expected YYYY-MM-DD") from exc
+    if pd.isna(when):
+        raise InputError(f"date {date!r}: expected YYYY-MM-DD")
+    return when.tz_localize(None).to_datetime64() if when.tzinfo else when.to_datetime64()
+
+
+def _pick_date(times: np.ndarray, date) -> tuple[int, np.datetime64]:
+    """Index of the acquisition nearest `date`; refuses a date outside the span (+- one step)."""
+    when = parse_date(date)
+    times = np.asarray(times, dtype="datetime64[ns]")
+    step = np.diff(times).max() if times.size > 1 else np.timedelta64(0, "ns")
+    if when < times[0] - step or when > times[-1] + step:
+        raise InputError(f"date {_day(when)}: outside the acquisitions {_day(times[0])} .. {_day(times[-1])}")
+    i = int(np.abs(times - when).argmin())
+    return i, times[i]
+
+
+def _importance_norm(values: np.ndarray, scale: str | None) -> tuple[str, Normalize]:
+    """Colour map and limits: -1..1 diverging for the signed scalings, 0..1 for "minmax"/"abs",
+    otherwise symmetric diverging when the values have both signs, else the 2-98 % range."""
+    if scale in ("maxabs", "centred"):
+        return "RdBu_r", Normalize(-1.0, 1.0)
+    if scale in ("minmax", "abs"):
+        return IMPORTANCE_CMAP, Normalize(0.0, 1.0)
+    lo, hi = np.nanpercentile(values, [2, 98])
+    if lo < 0 < hi:
+        m = max(abs(lo), abs(hi))
+        return "RdBu_r", Normalize(-m, m)
+    return IMPORTANCE_CMAP, Normalize(lo, hi if hi > lo else lo + 1e-12)
+
+
+def fig_importance_map(importance: xr.DataArray, date, *, title: str | None = None) -> Figure:
+    """Map of the Grad-SLAM importance `(dim, time, y, x)` on the acquisition nearest `date`,
+    one panel per embedding dimension, one shared colour bar (diverging for the signed
+    scalings "maxabs"/"centred", 0..1 for "minmax"/"abs", the 2-98 % range for "none")."""
+    importance = _grid(importance, "importance")
+    _check_dims(importance, (DIM, "time", "y", "x"), "importance")
+    i, when = _pick_date(importance["time"].values, date)
+    full = importance.isel(time=i).transpose(DIM, "y", "x")
+    thin, step = _thin(full)
+    values = np.asarray(thin.values, dtype=np.float64)
+    if not np.isfinite(values).any():
+        raise InputError(f"importance on {_day(when)}: no finite value (no data on that date?)")
+    scale = importance.attrs.get("scale")
+    cmap_name, norm = _importance_norm(values, scale)
+    cmap = colormaps[cmap_name].with_extremes(bad="#d9d9d9")
+    n = values.shape[0]
+    w, h = _map_size(full.isel({DIM: 0}), n)
+    fig = _figure(w, h + 0.3, layout="compressed")
+    axes = fig.subplots(1, n, squeeze=False, sharex=True, sharey=True)[0]
+    ext, origin = _extent(full)
+    for ax, d, v in zip(axes, full[DIM].values, values):
+        im = ax.imshow(np.ma.masked_invalid(v), cmap=cmap, norm=norm, extent=ext, origin=origin,
+                       interpolation="nearest")
+        ax.set_title(f"embedding dimension {d}", fontsize=10)
+        _axis_labels(ax, full)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    asked = f" (nearest acquisition to {_day(parse_date(date))})" if _day(parse_date(date)) != _day(when) else ""
+    fig.suptitle(title or f"Grad-SLAM date importance on {_day(when)}{asked}"
+                 + (f", 1 pixel in {step} per side shown" if step > 1 else ""))
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
+        (bool(lo < norm.vmin), bool(hi > norm.vmax))]
+    fig.colorbar(im, ax=list(axes), shrink=0.85, extend=extend,
+                 label="Grad-SLAM importance" + (f" (scaling '{scale}')" if scale else ""))
+    return fig
+
+
+def fig_recon_error_map(recon_error: xr.DataArray, *, title: str = "Reconstruction error of the autoencoder") -> Figure:
+    """Map of `recon_error (y, x)` (mean squared error per pixel); colour scale 0 .. 99th
+    percentile (the colour bar extends beyond), no data light grey."""
+    recon_error = _grid(recon_error, "recon_error")
+    _check_dims(recon_error, ("y", "x"), "recon_error")
+    full = recon_error.transpose("y", "x")
+    thin, step = _thin(full)
+    values = np.asarray(thin.values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise InputError("recon_error: no finite value (no valid pixel)")
+    hi = float(np.percentile(finite, 99))
+    cmap = colormaps["magma"].with_extremes(bad="#d9d9d9")
+    w, h = _map_size(full)
+    fig = _figure(w + 0.6, h, layout="compressed")
+    ax = fig.add_subplot()
+    ext, origin = _extent(full)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=hi if hi > 0 else 1e-12, extent=ext,
+                   origin=origin, interpolation="nearest")
+    _axis_labels(ax, full)
+    ax.set_title(f"{title}\nmedian {np.median(finite):.3g}, 99th percentile {hi:.3g}"
+                 + (f" (1 pixel in {step} per side shown)" if step > 1 else ""), fontsize=11)
+    units = recon_error.attrs.get("units", "standardised units squared")
+    fig.colorbar(im, ax=ax, shrink=0.9, extend="max", label=f"mean squared error ({units})")
+    return fig
+
+
+# --------------------------------------------------------------------------- embedding scatter
+
+
+def _as_points(embedding, labels) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(N, D) embeddings and (N,) labels from arrays or DataArrays (other dims flattened)."""
+    if isinstance(embedding, xr.DataArray):
+        if DIM not in embedding.dims:
+            raise InputError(f"embedding: expected a '{DIM}' dimension, found dims {embedding.dims}")
+        other = [d for d in embedding.dims if d != DIM]
+        names = [str(v) for v in embedding[DIM].values] if DIM in embedding.coords else None
+        if isinstance(labels, xr.DataArray):
+            labels = labels.transpose(*other).values.ravel()
+        emb = embedding.transpose(*other, DIM).values.reshape(-1, embedding.sizes[DIM])
+    else:
+        emb = np.asarray(embedding)
+        if emb.ndim == 1:
+            emb = emb[:, None]
+        if emb.ndim != 2:
+            raise InputError(f"embedding: expected (N, D) points, found shape {emb.shape}")
+        names = [str(i) for i in range(emb.shape[1])]
+    labels = np.asarray(labels.values if isinstance(labels, (xr.DataArray, pd.Series)) else labels).ravel()
+    if labels.shape[0] != emb.shape[0]:
+        raise InputError(f"labels: {labels.shape[0]} values for {emb.shape[0]} embeddings")
+    return emb.astype(np.float64), labels, names
+
+
+def _valid_labels(labels: np.ndarray) -> np.ndarray:
+    s = pd.Series(labels, dtype=object)
+    ok = ~(s.isna() | (s.astype(str) == ""))
+    numeric = pd.to_numeric(s, errors="coerce")
+    return (ok & ~(numeric < 0)).to_numpy()
+
+
+def fig_embedding_scatter(
+    embedding,
+    labels,
+    *,
+    max_points: int = MAX_SCATTER_POINTS,
+    seed: int = 0,
+    title: str = "CAE embeddings",
+    label_name: str = "class",
+    names: Mapping | None = None,
+) -> Figure:
+    """Scatter of embeddings coloured by label.
+
+    `embedding`: `(N, D)` array, or a DataArray with a `dim` dimension (other dims are
+    flattened, e.g. `(dim, y, x)`); `labels`: `(N,)` (or a DataArray on the other dims):
+    class names or cluster ids; NaN, "" and negative ids are left out, as are non-finite
+    embeddings. `names`: label -> text shown in the legend (e.g. cluster id -> "3: maize").
+    At most `max_points` points, drawn at random (`seed`). D = 2: the two
+    dimensions; D > 2: the first two principal components; D = 1: the value per label.
+    """
+    emb, lab, dim_names = _as_points(embedding, labels)
+    keep = np.isfinite(emb).all(1) & _valid_labels(lab)
+    emb, lab = emb[keep], lab[keep]
+    n_total = emb.shape[0]
+    if n_total == 0:
+        raise InputError("embedding scatter: no point with a finite embedding and a label")
+    if n_total > max_points:
+        pick = np.sort(np.random.default_rng(seed).choice(n_total, max_points, replace=False))
+        emb, lab = emb[pick], lab[pick]
+    cats = pd.unique(pd.Series(lab))
+    try:
+        cats = sorted(cats, key=lambda c: float(c))
+    except (TypeError, ValueError):
+        cats = sorted(cats, key=str)
+    colours = _palette(len(cats))
+    d = emb.shape[1]
+    fig = _figure(9.5, 6.5)
+    ax = fig.add_subplot()
+    if d == 1:
+        pos = {c: i for i, c in enumerate(cats)}
+        y = np.array([pos[c] for c in lab]) + np.random.default_rng(seed).uniform(-0.3, 0.3, lab.size)
+        xy = np.stack([emb[:, 0], y], 1)
+        ax.set_yticks(range(len(cats)), labels=[str(c) for c in cats])
+        ax.set_xlabel(f"embedding dimension {dim_names[0]}")
+        ax.set_ylabel(label_name)
+    elif d == 2:
+        xy = emb
+        ax.set_xlabel(f"embedding dimension {dim_names[0]}")
+        ax.set_ylabel(f"embedding dimension {dim_names[1]}")
+    else:
+        centred = emb - emb.mean(0)
+        _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ vt[:2].T
+        share = sv**2 / max((sv**2).sum(), 1e-300) * 100
+        ax.set_xlabel(f"principal component 1 of the {d}-D embedding ({share[0]:.0f} % of variance)")
+        ax.set_ylabel(f"principal component 2 ({share[1]:.0f} % of variance)")
+    n_shown = xy.shape[0]
+    size, alpha = (4, 0.6) if n_shown > 5000 else ((12, 0.7) if n_shown > 500 else (36, 0.9))
+    order = np.random.default_rng(seed + 1).permutation(xy.shape[0])  # no class drawn wholly on top
+    col_of = {c: colours[i] for i, c in enumerate(cats)}
+    ax.scatter(xy[order, 0], xy[order, 1], c=[col_of[c] for c in lab[order]], s=size, alpha=alpha, linewidths=0,
+               rasterized=True)
+    shown_name = {str(k): str(v) for k, v in (names or {}).items()}
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=col_of[c],
+                      label=shown_name.get(str(c), str(c))) for c in cats]
+    ax.legend(handles=handles, title=label_name, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              fontsize=9, ncols=1 if len(cats) <= 24 else 2)
+    ax.grid(True, alpha=0.3)
+    shown = f"{xy.shape[0]:,} of {n_total:,} points" if n_total > xy.shape[0] else f"{n_total:,} points"
+    ax.set_title(f"{title} ({shown})")
+    return fig
+
+
+# --------------------------------------------------------------------------- faithfulness
+
+
+def _curve_sets(curves: Mapping) -> dict[str, dict[str, np.ndarray]]:
+    """One `deletion()` result, or a mapping name -> result, as name -> numpy arrays."""
+    if not isinstance(curves, Mapping) or not curves:
+        raise InputError(
+            "faithfulness curves: expected the dict of slamgeo.faithfulness.deletion, or name -> such dicts")
+    if "k" in curves and "top" in curves:
+        curves = {"Grad-SLAM": curves}
+    out = {}
+    for name, c in curves.items():
+        if not isinstance(c, Mapping) or not {"k", "top", "baseline"} <= set(c):
+            found = sorted(c) if isinstance(c, Mapping) else type(c).__name__
+            raise InputError(f"faithfulness curves '{name}': expected keys k, top, baseline; found {found}")
+        arrays = {key: _numpy(v) for key, v in c.items() if key in ("k", "top", "baseline", "ratio", "embedding_std")}
+        k = arrays["k"].ravel()
+        for key in ("top", "baseline"):
+            a = arrays[key]
+            arrays[key] = a = a[:, None] if a.ndim == 1 else a
+            if a.shape[0] != k.size:
+                raise InputError(f"faithfulness curves '{name}': {key} has {a.shape[0]} rows for {k.size} values of k")
+        arrays["k"] = k
+        if isinstance(c.get("baseline_name"), str):
+            arrays["baseline_name"] = c["baseline_name"]
+        out[str(name)] = arrays
+    return out
+
+
+def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting the most important dates") -> Figure:
+    """Deletion curves, one panel per embedding dimension: the mean displacement |E(x') - E(x)|
+    of that dimension against the number k of dates deleted, for each explanation's top-k
+    dates (solid) and for the baseline (dashed: k random dates, unless `baseline_name` says
+    otherwise), in units of the embedding's standard deviation when `embedding_std` is given.
+
+    `curves`: the dict `slamgeo.faithfulness.deletion` returns (tensors or arrays or lists; taken
+    as Grad-SLAM's), or a mapping explanation name -> such a dict (e.g. from
+    `faithfulness_curves`, or read back with `load_curves`).
+    """
+    sets = _curve_sets(curves)
+    first = next(iter(sets.values()))
+    n_dims = first["top"].shape[1]
+    fig = _figure(1.5 + 4.6 * min(n_dims, 3), 1.3 + 3.6 * math.ceil(n_dims / 3))
+    axes = fig.subplots(math.ceil(n_dims / 3), min(n_dims, 3), squeeze=False).ravel()
+    colours = _palette(max(len(sets), 1))
+
+    use_std = all(s.get("embedding_std") is not None and s["embedding_std"].size >= n_dims
+                  and np.all(s["embedding_std"] > 0) for s in sets.values())
+
+    def scaled(a: np.ndarray, arrays: dict, d: int) -> np.ndarray:
+        return a / arrays["embedding_std"][d] if use_std else a
+
+    baselines = [s["baseline"] for s in sets.values()]
+    shared_base = all(b.shape == baselines[0].shape and np.allclose(b, baselines[0], equal_nan=True) for b in baselines)
+    for d, ax in enumerate(axes):
+        if d >= n_dims:
+            ax.set_visible(False)
+            continue
+        for (name, s), colour in zip(sets.items(), colours):
+            ax.plot(s["k"], scaled(s["top"][:, d], s, d), marker="o", color=colour, linewidth=2,
+                    label=f"{name}: top-k dates")
+            if not shared_base:
+                ax.plot(s["k"], scaled(s["baseline"][:, d], s, d), linestyle="--", marker=".", color=colour,
+                        label=f"{name}: {s.get('baseline_name', 'k random dates')}")
+        if shared_base:
+            ax.plot(first["k"], scaled(first["baseline"][:, d], first, d), linestyle="--", marker=".",
+                    color="0.35", label=first.get("baseline_name", "k random dates"))
+        ax.set_xlabel("k, dates deleted (replaced by interpolation)")
+        ax.set_ylabel("mean |Δ embedding|" + (" / std of the embedding" if use_std else ""))
+        ax.set_title(f"embedding dimension {d}", fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=9)
+    fig.suptitle(title)
+    return fig
+
+
+def faithfulness_curves(
+    model,
+    x_std,
+    ks: Sequence[int],
+    *,
+    methods: Sequence[str] = ("gradslam", "gradient_x_input", "integrated_gradients"),
+    scale: str = "minmax",
+    baseline: str = "random",
+    n_random: int = 8,
+    seed: int = 0,
+    layers=None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Deletion curves of several explanations on the same pixels, ready for `fig_deletion_curve`.
+
+    `model`: a `TrainedModel`, a `CAE` or its encoder; `x_std`: `(N, C, T)` standardised
+    series (finite); `ks`: numbers of dates to delete. `methods`: "gradslam" (at `scale`;
+    "centred" uses the mean map of `x_std` as reference), "gradient_x_input",
+    "integrated_gradients" (captum). Returns display name -> numpy arrays `k (K,)`,
+    `top (K, D)`, `baseline (K, D)`, `ratio (K, D)`, `embedding_std (D,)`, `baseline_name`.
+    """
+    import torch
+
+    from slamgeo import faithfulness as fa
+    from slamgeo.gradslam import grad_slam, reference_map
+
+    encoder = getattr(model, "model", model)
+    encoder = getattr(encoder, "encoder", encoder)
+    x = torch.as_tensor(np.asarray(x_std, dtype=np.float32))
+    known = {"gradslam": "Grad-SLAM", "gradient_x_input": "gradient × input",
+             "integrated_gradients": "integrated gradients"}
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise InputError(f"faithfulness methods {unknown} unknown; expected some of {list(known)}")
+    out = {}
+    for m in methods:
+        if m == "gradslam":
+            ref = reference_map(encoder, x, layers) if scale == "centred" else None
+            imp = grad_slam(encoder, x, layers, scale=scale, reference=ref)
+            name = f"Grad-SLAM ({scale})"
+        elif m == "gradient_x_input":
+            imp, name = fa.gradient_x_input(encoder, x), known[m]
+        else:
+            imp, name = fa.integrated_gradients(encoder, x), known[m]
+        res = fa.deletion(encoder, x, imp, ks, baseline=baseline, n_random=n_random, seed=seed)
+        out[name] = {k: _numpy(v) for k, v in res.items()}
+        out[name]["baseline_name"] = "k random dates" if baseline == "random" else "k least important dates"
+    return out
+
+
+def save_curves(curves: Mapping, path: str | Path) -> Path:
+    """Write deletion curves (as `fig_deletion_curve` takes them) to a JSON file."""
+    sets = _curve_sets(curves)
+    data = {n: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for n, s in sets.items()}
+    path = Path(path)
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def load_curves(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read deletion curves written by `save_curves` (or any JSON of the same form)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no faithfulness JSON here") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    return _curve_sets(data)
+
+
+# --------------------------------------------------------------------------- inputs of the report
+
+
+def read_parcels_outputs(parcels_dir: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """What `slamgeo parcels --out DIR` wrote: ({piece: data}, {piece: why it is missing}).
+
+    Pieces: `confusion_pixels`, `confusion_parcels` (DataFrames of counts), `profiles`
+    (class profiles Dataset), `per_parcel` (Dataset), `metrics` (dict). Raises `InputError`
+    when the folder does not exist."""
+    folder = Path(parcels_dir)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no parcels output folder here (expected what `slamgeo parcels --out` writes)")
+    found, missing = {}, {}
+    for key, name in PARCELS_FILES.items():
+        path = folder / name
+        if not path.exists():
+            missing[key] = f"{name} not found in {folder}"
+            continue
+        try:
+            if name.endswith(".csv"):
+                found[key] = pd.read_csv(path, index_col=0)
+            elif name.endswith(".zarr"):  # per-parcel tables stay lazy: only what a figure uses is read
+                found[key] = xr.open_zarr(path).load() if key == "profiles" else xr.open_zarr(path)
+            else:
+                found[key] = json.loads(path.read_text())
+        except Exception as exc:  # noqa: BLE001 - any unreadable piece becomes a skipped figure
+            missing[key] = f"{path}: unreadable ({type(exc).__name__}: {exc})"
+    return found, missing
+
+
+def sample_pixels(
+    ds: xr.Dataset,
+    names: Sequence[str],
+    *,
+    max_pixels: int = SCAN_MAX_PIXELS,
+    max_blocks: int = SCAN_MAX_BLOCKS,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Read a bounded sample of pixels of some variables, for statistics and scatters.
+
+    The variables share spatial dims S ((y, x) or (sample,)); each comes back as an array
+    `(*other dims, n)`, its non-spatial dims first in their order, pixels last, the same n
+    pixels for every variable. A Dask-backed Dataset with more than `max_blocks` spatial
+    chunks is read in `max_blocks` chunks drawn at random (`seed`), so a regional store is not
+    read whole; within what is read, a regular stride keeps at most ~`max_pixels` pixels.
+    """
+    if not names:
+        return {}
+    ref = ds[names[0]]
+    sdims = [d for d in ref.dims if d not in (DIM, "time", CLASS, "centre")]
+    if not sdims:
+        raise InputError(f"{names[0]}: no spatial dimension in {tuple(ref.dims)}")
+    views = {n: ds[n].transpose(*[d for d in ds[n].dims if d not in sdims], *sdims) for n in names}
+    chunks = next((v.chunksizes for v in views.values() if v.chunks), {})
+    bounds = {d: np.cumsum((0, *chunks[d])) if d in chunks else np.array([0, ds.sizes[d]]) for d in sdims}
+    blocks = list(itertools.product(*(range(len(bounds[d]) - 1) for d in sdims)))
+    if len(blocks) > max_blocks:
+        pick = np.sort(np.random.default_rng(seed).choice(len(blocks), max_blocks, replace=False))
+        blocks = [blocks[i] for i in pick]
+    n_read = sum(int(np.prod([bounds[d][b + 1] - bounds[d][b] for d, b in zip(sdims, blk)])) for blk in blocks)
+    step = max(1, math.ceil((n_read / max_pixels) ** (1 / len(sdims))))
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for blk in blocks:
+        region = {d: slice(bounds[d][b], bounds[d][b + 1], step) for d, b in zip(sdims, blk)}
+        for n, v in views.items():
+            a = np.asarray(v.isel(region).values)
+            out[n].append(a.reshape(*a.shape[: a.ndim - len(sdims)], -1))
+    return {n: np.concatenate(parts, axis=-1) for n, parts in out.items()}
+
+
+def most_important_date(importance: xr.DataArray, **sample) -> np.datetime64:
+    """The date of highest mean |importance| over pixels and embedding dimensions, on a sample
+    of pixels (`sample_pixels` options). `importance (dim, time, *S)`."""
+    imp = sample_pixels(importance.to_dataset(name="importance"), ["importance"], **sample)["importance"]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN dates
+        score = np.nanmean(np.abs(imp.reshape(importance.sizes[DIM], importance.sizes["time"], -1)), axis=(0, 2))
+    if not np.isfinite(score).any():
+        raise InputError("importance: no finite value to pick the most important date from")
+    return np.datetime64(importance["time"].values[int(np.nanargmax(score))], "D")
+
+
+def cluster_profiles(
+    results: xr.Dataset,
+    cube: xr.Dataset,
+    *,
+    band: str = "VV",
+    names: Mapping[int, str] | None = None,
+    max_pixels: int = SCAN_MAX_PIXELS,
+) -> xr.Dataset:
+    """Fig. 4's profiles per cluster instead of per class, from a subsample of pixels:
+    `importance (class, dim, time)` (mean importance, min-max normalised over time) and
+    `band (class, time)` (mean dB), `class` = "cluster c" (or "cluster c: class voted")."""
+    from slamgeo.cube import spatial_dims
+
+    if "cluster" not in results:
+        raise InputError("cluster profiles: the results have no 'cluster' variable (run `slamgeo cluster`)")
+    if band not in cube:
+        raise InputError(f"cube: no '{band}' variable; found {sorted(map(str, cube.data_vars))}")
+    sdims = spatial_dims(results["cluster"])
+    if spatial_dims(cube[band]) != sdims or any(cube.sizes[d] != results.sizes[d] for d in sdims):
+        raise InputError(
+            f"cube: its grid {dict(cube[band].sizes)} differs from the results' {dict(results['cluster'].sizes)}")
+    if cube.sizes["time"] != results.sizes["time"]:
+        raise InputError(f"cube: {cube.sizes['time']} dates, the results {results.sizes['time']}")
+    merged = xr.Dataset({
+        "cluster": results["cluster"].variable, "importance": results["importance"].variable,
+        band: cube[band].variable,
+    })
+    sub = sample_pixels(merged, ["cluster", "importance", band], max_pixels=max_pixels)
+    cl, imp, vv = sub["cluster"], sub["importance"], sub[band]  # (n,), (dim, time, n), (time, n)
+    ids = np.unique(cl[cl >= 0])
+    if ids.size == 0:
+        raise InputError("cluster profiles: no clustered pixel in the sample")
+    rows_imp, rows_vv, labels, counts = [], [], [], []
+    for c in ids:
+        m = cl == c
+        rows_imp.append(np.nanmean(imp[:, :, m], axis=-1))
+        rows_vv.append(np.nanmean(vv[:, m], axis=-1))
+        name = (names or {}).get(int(c))
+        labels.append(f"cluster {c}" + (f": {name}" if name else ""))
+        counts.append(int(m.sum()))
+    imp_da = xr.DataArray(np.stack(rows_imp), dims=(CLASS, DIM, "time"))
+    out = xr.Dataset(
+        {"importance": _normalised(imp_da, force=True), band: ((CLASS, "time"), np.stack(rows_vv), {"units": "dB"}),
+         "n_pixels_sampled": ((CLASS,), np.asarray(counts))},
+        coords={CLASS: labels, DIM: results[DIM].values, "time": results["time"].values},
+    )
+    return out
+
+
+def default_groups(classes: Sequence[str], size: int = 4, *, noun: str = "classes") -> dict[str, list[str]]:
+    """Classes in groups of at most `size`, in order: {"classes 1-4": [...], ...}."""
+    classes = [str(c) for c in classes]
+    groups = {}
+    for i in range(0, len(classes), size):
+        last = min(i + size, len(classes))
+        groups[f"{noun} {i + 1}-{last}" if last > i + 1 else f"{noun} {last}"] = classes[i:last]
+    return groups
+
+
+def read_groups(path: str | Path) -> dict[str, list[str]]:
+    """Class groups from a JSON or YAML file: a mapping group name -> list of class names."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no class-groups file here")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid JSON or YAML ({exc})") from exc
+    if not isinstance(data, dict) or not data or not all(
+        isinstance(v, list) and v and all(isinstance(c, (str, int)) for c in v) for v in data.values()
+    ):
+        raise InputError(
+            f"{path}: expected a mapping of group name to a list of class names, e.g. "
+            f'{{"confusable": ["cotton", "sweet potato", "pepper"]}}; found {type(data).__name__}: {str(data)[:200]}'
+        )
+    return {str(k): [str(c) for c in v] for k, v in data.items()}
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class ReportItem:
+    """One figure of the report: its file (None when skipped) and why it was skipped."""
+
+    key: str
+    title: str
+    caption: str = ""
+    file: str | None = None
+    skipped: str | None = None
+
+
+def _sample_labels(results: xr.Dataset) -> tuple[str, xr.DataArray] | None:
+    """A class-like coordinate on `sample` (crop, class, label, ...) of sample-form results."""
+    cands = [c for c in results.coords if results[c].dims == ("sample",) and results[c].dtype.kind in "OUS"]
+    for pref in ("crop", "class", "label", "class_name"):
+        if pref in cands:
+            return pref, results[pref]
+    return (cands[0], results[cands[0]]) if cands else None
+
+
+class _Report:
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.items: list[ReportItem] = []
+
+    def add(self, key: str, title: str, caption: str, draw) -> None:
+        """Draw a figure (a callable returning a Figure) and save it; an InputError skips it."""
+        item = ReportItem(key=key, title=title, caption=caption)
+        try:
+            fig = draw()
+        except InputError as exc:
+            item.skipped = str(exc)
+        else:
+            name = f"{key}.png"
+            fig.savefig(self.out_dir / name, dpi=DPI)
+            item.file = name
+        self.items.append(item)
+
+    def skip(self, key: str, title: str, reason: str) -> None:
+        self.items.append(ReportItem(key=key, title=title, skipped=reason))
+
+
+def make_report(
+    results: xr.Dataset,
+    out_dir: str | Path,
+    *,
+    cube: xr.Dataset | None = None,
+    parcels_dir: str | Path | None = None,
+    class_groups: Mapping[str, Sequence[str]] | None = None,
+    date=None,
+    faithfulness: Mapping | None = None,
+    title: str = "slamgeo report",
+) -> Path:
+    """Draw every figure the inputs allow, write them as PNGs into `out_dir` (created), and an
+    `index.html` that embeds them (base64) with the metrics and the run's provenance, and lists
+    the figures that could not be drawn with the reason; also `report.json` (the same list).
+    Returns the path of `index.html`.
+
+    `results`: results store (`embedding (dim, *S)`, `importance (dim, time, *S)`,
+    `recon_error (*S)`, optional `cluster (*S)`; S = (y, x), or (sample,) where maps are
+    skipped). `cube`: the cube (`VV (time, *S)` dB) for per-cluster Fig. 4 profiles.
+    `parcels_dir`: the output folder of `slamgeo parcels` (confusion matrices, class profiles,
+    per-parcel embeddings, metrics). `class_groups`: group name -> classes, one Fig. 4 per group
+    (default: the classes in groups of 4). `date`: the date of the importance map (default: the
+    date of highest mean |importance|). `faithfulness`: deletion curves (see
+    `fig_deletion_curve`).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rep = _Report(out)
+    if "embedding" not in results:
+        raise InputError(f"results: no 'embedding' variable; found {sorted(map(str, results.data_vars))}")
+    gridded = {"y", "x"} <= set(results["embedding"].dims)
+    parts: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    if parcels_dir is not None:
+        parts, missing = read_parcels_outputs(parcels_dir)
+    else:
+        missing = {k: "no parcels output folder given (--parcels-dir)" for k in PARCELS_FILES}
+    metrics = parts.get("metrics") or {}
+    names = {int(k): str(v) for k, v in (metrics.get("cluster_class") or {}).items()}
+
+    # Fig. 3
+    for level in ("pixels", "parcels"):
+        key = f"confusion_{level}"
+        head = f"Fig. 3: confusion matrix, held-out {level}"
+        if key not in parts:
+            rep.skip(f"fig3_{key}", head, missing[key])
+            continue
+        sc = metrics.get(level) or {}
+        acc = (f"overall accuracy {100 * sc['overall_accuracy']:.1f} %, kappa {sc['kappa']:.3f}"
+               if {"overall_accuracy", "kappa"} <= set(sc) else "")
+        fig_title = f"Confusion matrix, held-out {level} (row-normalised, %)" + (f"\n{acc}" if acc else "")
+        rep.add(f"fig3_{key}", head,
+                f"Rows: reference class of the held-out {level}; columns: the class voted for their cluster; "
+                f"each row in % of the class's {level}" + (f"; {acc}." if acc else "."),
+                lambda cm=parts[key], t=fig_title: fig_confusion(cm, title=t))
+
+    # Fig. 4 per class group
+    if "profiles" in parts:
+        prof = parts["profiles"]
+        groups = dict(class_groups) if class_groups else default_groups(
+            prof[CLASS].values if CLASS in prof.dims else [])
+        if not groups:
+            rep.skip("fig4_class_importance", "Fig. 4: class profiles coloured by importance",
+                     "the class profiles hold no class")
+        for gname, classes in groups.items():
+            rep.add(f"fig4_class_importance_{_slug(gname)}", f"Fig. 4: {gname}",
+                    "Mean VV (dB) of each class's pixels against date, coloured by the class's mean Grad-SLAM "
+                    "importance, min-max normalised over time per class and embedding dimension.",
+                    lambda p=prof, c=list(classes), g=gname: fig_class_importance(
+                        p, c, title=f"Mean VV coloured by Grad-SLAM date importance: {g}"))
+    else:
+        rep.skip("fig4_class_importance", "Fig. 4: class profiles coloured by importance", missing["profiles"])
+
+    # per-cluster profiles (needs the cube)
+    if cube is None:
+        rep.skip("cluster_importance", "Cluster profiles coloured by importance", "no cube given (--cube)")
+    elif "cluster" not in results:
+        rep.skip("cluster_importance", "Cluster profiles coloured by importance",
+                 "the results have no 'cluster' variable (run `slamgeo cluster`)")
+    else:
+        try:
+            cprof = cluster_profiles(results, cube, names=names)
+        except InputError as exc:
+            rep.skip("cluster_importance", "Cluster profiles coloured by importance", str(exc))
+        else:
+            for gname, labels in default_groups(cprof[CLASS].values, noun="clusters").items():
+                rep.add(f"cluster_importance_{_slug(gname)}", f"Cluster profiles: {gname}",
+                        "Mean VV (dB) of a sample of each cluster's pixels, coloured by their mean Grad-SLAM "
+                        "importance (min-max normalised over time): what the model sees, without labels.",
+                        lambda p=cprof, c=labels: fig_class_importance(
+                            p, c, title="Mean VV per cluster coloured by Grad-SLAM date importance",
+                            legend_title="cluster" + (": class voted" if names else "")))
+
+    # maps
+    no_map = "sample-form results (dims (dim, sample)): a table of parcels or points has no map"
+    if not gridded:
+        for key, head in (("map_cluster", "Cluster map"), ("map_importance", "Importance map"),
+                          ("map_recon_error", "Reconstruction-error map")):
+            rep.skip(key, head, no_map)
+    else:
+        if "cluster" in results:
+            rep.add("map_cluster", "Cluster map", "k-Means cluster of every pixel (grey: no data)"
+                    + ("; the colour bar names the class each cluster was voted into." if names else "."),
+                    lambda: fig_cluster_map(results["cluster"], names=names or None))
+        else:
+            rep.skip("map_cluster", "Cluster map", "the results have no 'cluster' variable (run `slamgeo cluster`)")
+        if "importance" in results:
+            try:
+                when = date if date is not None else most_important_date(results["importance"])
+                _pick_date(results["time"].values, when)
+            except InputError as exc:
+                rep.skip("map_importance", "Importance map", str(exc))
+            else:
+                how = "the date asked for" if date is not None else "the date of highest mean |importance|"
+                rep.add("map_importance", f"Importance map, {_day(when)}",
+                        f"Grad-SLAM importance of every pixel on {how}, per embedding dimension.",
+                        lambda: fig_importance_map(results["importance"], when))
+        else:
+            rep.skip("map_importance", "Importance map", "the results have no 'importance' variable")
+        if "recon_error" in results:
+            rep.add("map_recon_error", "Reconstruction-error map",
+                    "Mean squared reconstruction error of the autoencoder per pixel (standardised units): "
+                    "high where the pixel's series is unlike what the model learnt.",
+                    lambda: fig_recon_error_map(results["recon_error"]))
+        else:
+            rep.skip("map_recon_error", "Reconstruction-error map", "the results have no 'recon_error' variable")
+
+    # embedding scatters
+    lab = None if gridded else _sample_labels(results)
+    if lab is not None:
+        cname, cda = lab
+        rep.add("embedding_samples_class", "Embedding coloured by class",
+                f"Embedding of each sample coloured by its reference class ('{cname}').",
+                lambda: fig_embedding_scatter(*_scatter_inputs(results, cname), title="CAE embedding of the samples"))
+    if "cluster" in results:
+        rep.add("embedding_pixels_cluster", "Embedding coloured by cluster",
+                "Embedding of a random sample of pixels, coloured by their k-Means cluster.",
+                lambda: fig_embedding_scatter(*_scatter_inputs(results, "cluster"), title="CAE embedding of the pixels",
+                                              label_name="cluster" + (": class voted" if names else ""),
+                                              names={c: f"{c}: {n}" for c, n in names.items()}))
+    elif lab is None:
+        rep.skip("embedding_pixels_cluster", "Embedding coloured by cluster",
+                 "the results have no 'cluster' variable (run `slamgeo cluster`)")
+    if "per_parcel" in parts:
+        pp = parts["per_parcel"]
+        if "label" in pp.coords and "embedding" in pp:
+            rep.add("embedding_parcels_class", "Embedding of the parcels coloured by class",
+                    "Mean embedding of each parcel's pixels, coloured by the parcel's reference class.",
+                    lambda: fig_embedding_scatter(pp["embedding"], pp["label"],
+                                                  title="Mean CAE embedding of the parcels"))
+        else:
+            rep.skip("embedding_parcels_class", "Embedding of the parcels coloured by class",
+                     "parcels.zarr has no 'embedding' variable or 'label' coordinate")
+    else:
+        rep.skip("embedding_parcels_class", "Embedding of the parcels coloured by class", missing["per_parcel"])
+
+    # faithfulness
+    if faithfulness is None:
+        rep.skip("faithfulness_deletion", "Faithfulness (deletion) curves",
+                 "no deletion curves given (compute them with slamgeo.report.faithfulness_curves, "
+                 "save them with save_curves and pass --faithfulness)")
+    else:
+        rep.add("faithfulness_deletion", "Faithfulness (deletion) curves",
+                "How far an embedding dimension moves when the k dates an explanation ranks highest are deleted "
+                "(replaced by interpolation), against k dates chosen at random: a faithful explanation moves it more.",
+                lambda: fig_deletion_curve(faithfulness))
+
+    manifest = {"title": title, "figures": [asdict(i) for i in rep.items]}
+    (out / "report.json").write_text(json.dumps(manifest, indent=2))
+    page = out / "index.html"
+    page.write_text(_html(title, rep.items, out, results.attrs, metrics), encoding="utf-8")
+    return page
+
+
+def _scatter_inputs(results: xr.Dataset, label_var: str) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings `(n, D)` and labels `(n,)` of a sample of pixels."""
+    sub = sample_pixels(results, ["embedding", label_var])
+    return sub["embedding"].T, sub[label_var]
+
+
+# --------------------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+figure { margin: 2em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #444; margin-top: .4em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 90%; }
+td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
+th { background: #f4f4f4; }
+.skipped li { margin: .3em 0; }
+code { background: #f4f4f4; padding: 0 .2em; }
+"""
+
+_PROVENANCE_KEYS = ("slamgeo_version", "model_checksum", "model_dir", "input", "input_fingerprint", "scale", "layers",
+                    "gap_fill", "importance_dtype")
+
+
+def _metrics_html(metrics: dict) -> str:
+    if not metrics:
+        return ""
+    rows = []
+    for level in ("pixels", "parcels"):
+        sc = metrics.get(level)
+        if isinstance(sc, dict) and "overall_accuracy" in sc:
+            rows.append(f"<tr><td>held-out {level}</td><td>{100 * sc['overall_accuracy']:.1f} %</td>"
+                        f"<td>{sc.get('kappa', float('nan')):.3f}</td><td>{sc.get('macro_f1', float('nan')):.3f}</td>"
+                        f"<td>{sc.get('n', float('nan')):,.0f}</td></tr>")
+    parts = ["<h2>Accuracy</h2>"]
+    if rows:
+        parts.append("<table><tr><th>evaluated on</th><th>overall accuracy</th><th>kappa</th><th>macro F1</th>"
+                     "<th>units</th></tr>" + "".join(rows) + "</table>")
+    pix = metrics.get("pixels", {}).get("per_class") if isinstance(metrics.get("pixels"), dict) else None
+    if pix:
+        body = "".join(
+            f"<tr><td>{html.escape(str(c))}</td><td>{v.get('precision', 0):.3f}</td><td>{v.get('recall', 0):.3f}</td>"
+            f"<td>{v.get('f1', 0):.3f}</td><td>{v.get('support', 0):,.0f}</td></tr>" for c, v in pix.items())
+        parts.append("<details><summary>Per-class scores (held-out pixels)</summary><table><tr><th>class</th>"
+                     "<th>precision</th><th>recall</th><th>F1</th><th>pixels</th></tr>" + body + "</table></details>")
+    if metrics.get("cluster_class"):
+        body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in metrics["cluster_class"].items())
+        parts.append("<details><summary>Class voted for each cluster</summary><table><tr><th>cluster</th>"
+                     "<th>class</th></tr>" + body + "</table></details>")
+    return "\n".join(parts)
+
+
+def _html(title: str, items: list[ReportItem], out: Path, attrs: Mapping, metrics: dict) -> str:
+    esc = html.escape
+    prov = [(k, attrs[k]) for k in _PROVENANCE_KEYS if k in attrs]
+    if "dates" in attrs:
+        dates = str(attrs["dates"]).split(",")
+        prov.append(("dates", f"{len(dates)} acquisitions, {dates[0]} .. {dates[-1]}"))
+    body = [f"<h1>{esc(title)}</h1>"]
+    if prov:
+        body.append("<h2>Run</h2><table>" + "".join(
+            f"<tr><th>{esc(str(k))}</th><td><code>{esc(str(v))}</code></td></tr>" for k, v in prov) + "</table>")
+    body.append(_metrics_html(metrics))
+    drawn = [i for i in items if i.file]
+    skipped = [i for i in items if i.skipped]
+    if drawn:
+        links = "".join(f'<li><a href="#{esc(i.key)}">{esc(i.title)}</a></li>' for i in drawn)
+        body.append(f"<h2>Figures</h2><ul>{links}</ul>")
+    for i in drawn:
+        data = base64.b64encode((out / i.file).read_bytes()).decode("ascii")
+        body.append(
+            f'<figure id="{esc(i.key)}"><h3>{esc(i.title)}</h3>'
+            f'<img src="data:image/png;base64,{data}" alt="{esc(i.title)}" data-file="{esc(i.file)}">'
+            f'<figcaption>{esc(i.caption)} <a href="{esc(i.file)}">{esc(i.file)}</a></figcaption></figure>')
+    if skipped:
+        body.append('<h2>Skipped figures</h2><ul class="skipped">' + "".join(
+            f'<li id="skipped-{esc(i.key)}"><b>{esc(i.title)}</b>: {esc(i.skipped or "")}</li>' for i in skipped)
+            + "</ul>")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+__all__ = [
+    "ReportItem",
+    "cluster_profiles",
+    "confusion_percent",
+    "default_groups",
+    "faithfulness_curves",
+    "fig_class_importance",
+    "fig_cluster_map",
+    "fig_confusion",
+    "fig_deletion_curve",
+    "fig_embedding_scatter",
+    "fig_importance_map",
+    "fig_recon_error_map",
+    "importance_segments",
+    "load_curves",
+    "make_report",
+    "most_important_date",
+    "parse_date",
+    "sample_pixels",
+    "read_groups",
+    "read_parcels_outputs",
+    "save_curves",
+]

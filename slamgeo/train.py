@@ -1,0 +1,337 @@
+"""Train the CAE on a cube: a stratified sample of valid pixels, MSE, Adam, early stopping.
+
+`sample_pixels` draws pixels lazily (one task per spatial chunk, each reading its chunk once);
+`train` standardises per band, trains with a fixed seed (bit-reproducible on CPU), keeps the
+weights of the best validation epoch, and returns (and optionally saves) a `TrainedModel`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+
+import dask
+import numpy as np
+import torch
+import xarray as xr
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from slamgeo.checkpoint import TrainedModel, check_writable, dates_meta, finalise_meta, load_model, save_model
+from slamgeo.cube import BANDS, DEFAULT_CHUNK, chunk_cube, spatial_dims, validate_cube
+from slamgeo.errors import ConfigError, InputError
+from slamgeo.model import CAE, CAEConfig
+from slamgeo.provenance import dataset_fingerprint, versions
+from slamgeo.series import fill_gaps
+
+OVERSAMPLE = 1.5  # candidates drawn per chunk, relative to its share, so that gaps rarely need a re-read
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _block_candidates(arrays: Sequence[np.ndarray], k: int, seed: Sequence[int], gap_fill: bool) -> np.ndarray:
+    """Up to `k` usable pixels `(k', C, T)` of one chunk, in random order.
+
+    `arrays`: one `(T, *spatial)` dB array per band. Usable: no NaN, or with `gap_fill`, at
+    least one valid date in every band (the rest is interpolated). The order is a fixed
+    permutation of the chunk's pixels for a given seed, so a larger `k` gives a superset.
+    """
+    T = arrays[0].shape[0]
+    x = np.stack([np.asarray(a, dtype=np.float32).reshape(T, -1) for a in arrays], axis=0)  # (C, T, P)
+    nan = np.isnan(x)
+    usable = (~nan).any(axis=1).all(axis=0) if gap_fill else ~nan.any(axis=(0, 1))
+    order = np.random.default_rng(list(seed)).permutation(x.shape[2])
+    pick = order[usable[order]][:k]
+    out = np.ascontiguousarray(x[:, :, pick].transpose(2, 0, 1))
+    return fill_gaps(out) if gap_fill else out
+
+
+def _waterfill(available: np.ndarray, sizes: np.ndarray, n: int) -> np.ndarray:
+    """Per-stratum counts `q_i = min(available_i, floor(lam * size_i))` with the smallest `lam`
+    that gives at least `n` in all (proportional allocation, topped up where strata run short)."""
+    if available.sum() <= n:
+        return available.copy()
+    lo, hi = 0.0, float((available / np.maximum(sizes, 1)).max()) + 1.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if np.minimum(available, np.floor(mid * sizes)).sum() >= n:
+            hi = mid
+        else:
+            lo = mid
+    return np.minimum(available, np.floor(hi * sizes)).astype(np.int64)
+
+
+def sample_pixels(
+    ds: xr.Dataset,
+    n: int,
+    *,
+    seed: int = 0,
+    gap_fill: bool = False,
+    bands: Sequence[str] = BANDS,
+) -> np.ndarray:
+    """A random sample of `n` usable pixels of a cube, stratified over space: `(N, C, T)` float32 dB.
+
+    Strata are the cube's spatial chunks (`(y, x)` tiles, or runs of `sample`); each gets a
+    share proportional to its size, topped up from the others where it lacks usable pixels.
+    Pixels with any NaN are skipped, or with `gap_fill` linearly gap-filled (a band with no
+    valid date is still skipped). Lazy: one Dask task per chunk, each reads its chunk once and
+    returns only its candidates. Fewer than `n` come back when the cube has fewer usable pixels.
+    """
+    if n < 1:
+        raise ConfigError(f"sample size must be >= 1, got {n}")
+    bands = list(bands)
+    validate_cube(ds, bands=bands)
+    sub = ds[bands]
+    if sub[bands[0]].chunks is None:  # an in-memory cube: tiles of the contract's default size
+        sub = chunk_cube(sub, DEFAULT_CHUNK)
+    sub = sub.unify_chunks()
+    sdims = spatial_dims(sub)
+    spatial_chunks = [sub.chunks[d] for d in sdims]
+    blocks = list(itertools.product(*[range(len(c)) for c in spatial_chunks]))
+    sizes = np.array([math.prod(c[i] for c, i in zip(spatial_chunks, b)) for b in blocks], dtype=np.int64)
+    data = [sub[b].data for b in bands]
+
+    def tasks(ks: dict[int, int]) -> dict[int, np.ndarray]:
+        delayed = [
+            dask.delayed(_block_candidates)(
+                [a.blocks[(slice(None), *blocks[j])] for a in data], k, (seed, j), gap_fill
+            )
+            for j, k in ks.items()
+        ]
+        return dict(zip(ks, dask.compute(*delayed)))
+
+    want = {j: int(min(sizes[j], math.ceil(OVERSAMPLE * n * sizes[j] / sizes.sum()) + 1)) for j in range(len(blocks))}
+    got = tasks(want)
+    # Strata that filled their request may hold more; ask them again (a superset, same seed)
+    # while the total is short. Rare: only when many chunks are mostly empty.
+    while sum(len(v) for v in got.values()) < n:
+        full = {j: min(int(sizes[j]), 2 * want[j]) for j in got if len(got[j]) == want[j] and want[j] < sizes[j]}
+        if not full:
+            break
+        want.update(full)
+        got.update(tasks(full))
+
+    avail = np.array([len(got[j]) for j in range(len(blocks))], dtype=np.int64)
+    q = _waterfill(avail, sizes, n)
+    parts = [got[j][: q[j]] for j in range(len(blocks)) if q[j] > 0]
+    T = sub.sizes["time"]
+    x = np.concatenate(parts, axis=0) if parts else np.empty((0, len(bands), T), dtype=np.float32)
+    rng = np.random.default_rng([seed, 1])
+    keep = rng.permutation(len(x))[: min(n, len(x))]
+    return np.ascontiguousarray(x[keep], dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA if available else CPU; 'cuda' (or 'cuda:1') must be available."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
+    return dev
+
+
+@contextlib.contextmanager
+def _reproducible(seed: int, dev: torch.device) -> Iterator[None]:
+    """Seeded torch RNGs and, on CPU, deterministic algorithms; the caller's state is restored."""
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if dev.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _mse(model: CAE, x: torch.Tensor, batch_size: int, bf16: bool) -> float:
+    """Mean squared reconstruction error over all of `x` `(N, C, T)`, in batches, no gradients."""
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size]
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                _, rec = model(xb)
+            total += F.mse_loss(rec.float(), xb, reduction="sum").double()
+    return float(total) / x.numel()
+
+
+def _arch(arch: dict | None, n_bands: int, n_times: int) -> CAEConfig:
+    arch = dict(arch or {})
+    for key, value in (("n_bands", n_bands), ("n_times", n_times)):
+        if key in arch and int(arch.pop(key)) != value:
+            raise ConfigError(f"arch: {key} comes from the cube ({value}); do not set it to another value")
+    try:
+        return CAEConfig.from_dict({"n_bands": n_bands, "n_times": n_times, **arch})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"arch {arch}: {exc}") from None
+
+
+def _check_settings(sample_size, val_fraction, max_epochs, patience, batch_size, lr) -> None:
+    problems = []
+    if sample_size < 2:
+        problems.append(f"sample_size must be >= 2, got {sample_size}")
+    if not 0 < val_fraction < 1:
+        problems.append(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if max_epochs < 1:
+        problems.append(f"max_epochs must be >= 1, got {max_epochs}")
+    if patience < 1:
+        problems.append(f"patience must be >= 1, got {patience}")
+    if batch_size < 1:
+        problems.append(f"batch_size must be >= 1, got {batch_size}")
+    if not lr > 0:
+        problems.append(f"lr must be > 0, got {lr}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def train(
+    ds: xr.Dataset,
+    *,
+    out_dir=None,
+    overwrite: bool = False,
+    sample_size: int = 200_000,
+    val_fraction: float = 0.1,
+    max_epochs: int = 50,
+    patience: int = 5,
+    batch_size: int = 1024,
+    lr: float = 5e-3,
+    seed: int = 0,
+    device: str = "auto",
+    bf16: bool = False,
+    gap_fill: bool = False,
+    arch: dict | None = None,
+    bands: Sequence[str] = BANDS,
+    progress: bool = True,
+) -> TrainedModel:
+    """Train a CAE on `sample_size` pixels of the cube `ds` and return it (saved to `out_dir` if given).
+
+    Loss: MSE between the standardised input `(N, C, T)` and its reconstruction (per-band
+    statistics of the training part, in dB, stored with the model). Adam with `lr`, mini-batches
+    of `batch_size` shuffled by a seeded generator; after each epoch the loss on the held-out
+    `val_fraction` decides early stopping (`patience` epochs without improvement) and the best
+    epoch's weights are kept. `device`: 'auto' (CUDA if available), 'cpu', 'cuda'. `bf16`:
+    bfloat16 autocast for the forward pass. `arch`: overrides for `CAEConfig`. With the same
+    seed, two CPU runs give identical weights.
+    """
+    _check_settings(sample_size, val_fraction, max_epochs, patience, batch_size, lr)
+    bands = tuple(bands)
+    validate_cube(ds, bands=bands)
+    cfg = _arch(arch, len(bands), ds.sizes["time"])
+    dev = resolve_device(device)
+    if out_dir is not None:
+        check_writable(out_dir, overwrite=overwrite)
+
+    x = sample_pixels(ds, sample_size, seed=seed, gap_fill=gap_fill, bands=bands)
+    n_val = max(1, int(round(val_fraction * len(x))))
+    if len(x) - n_val < 1:
+        raise InputError(
+            f"found only {len(x)} usable pixel(s) (no NaN{', after gap filling' if gap_fill else ''}) "
+            f"in the cube; need at least 2 to train and validate"
+        )
+    split = np.random.default_rng([seed, 2]).permutation(len(x))
+    x_tr, x_va = x[split[n_val:]], x[split[:n_val]]
+    mean = x_tr.mean(axis=(0, 2), dtype=np.float64)
+    std = x_tr.std(axis=(0, 2), dtype=np.float64)
+    if not np.all(std > 0):
+        raise InputError(f"band(s) {[b for b, s in zip(bands, std) if not s > 0]} are constant in the sample")
+    z_tr = ((x_tr - mean[None, :, None]) / std[None, :, None]).astype(np.float32)
+    z_va = ((x_va - mean[None, :, None]) / std[None, :, None]).astype(np.float32)
+    baseline = float(np.mean((z_va - z_tr.mean(axis=0, dtype=np.float64)) ** 2))  # per-date mean predictor
+
+    t_tr, t_va = torch.from_numpy(z_tr).to(dev), torch.from_numpy(z_va).to(dev)
+    n_tr = len(t_tr)
+    losses_tr: list[float] = []
+    losses_va: list[float] = []
+    best, best_epoch, best_state, bad, diverged = math.inf, -1, None, 0, False
+    with _reproducible(seed, dev):
+        model = CAE(cfg).to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        gen = torch.Generator().manual_seed(seed)
+        epochs = tqdm(range(max_epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
+        for epoch in epochs:
+            model.train()
+            perm = torch.randperm(n_tr, generator=gen).to(dev)
+            total = torch.zeros((), dtype=torch.float64, device=dev)
+            batches = tqdm(range(0, n_tr, batch_size), desc=f"epoch {epoch + 1}", unit="batch",
+                           leave=False, disable=not progress, dynamic_ncols=True)
+            for i in batches:
+                xb = t_tr[perm[i : i + batch_size]]
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    _, rec = model(xb)
+                loss = F.mse_loss(rec.float(), xb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach().double() * xb.shape[0]
+            losses_tr.append(float(total) / n_tr)
+            losses_va.append(_mse(model, t_va, max(batch_size, 8192), bf16))
+            if not (math.isfinite(losses_tr[-1]) and math.isfinite(losses_va[-1])):
+                diverged = True
+                break
+            if losses_va[-1] < best:
+                best, best_epoch, bad = losses_va[-1], epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+            epochs.set_postfix(train=f"{losses_tr[-1]:.4f}", val=f"{losses_va[-1]:.4f}", best=f"{best:.4f}")
+            if bad >= patience:
+                break
+        epochs.close()
+    if best_state is None:
+        raise InputError(f"training diverged at the first epoch (loss {losses_tr[-1]}); try a smaller lr than {lr}")
+    model.load_state_dict(best_state)
+    model.eval()
+
+    meta = {
+        "bands": list(bands),
+        **dates_meta(ds["time"].values),
+        "normalisation": {"mean": mean.tolist(), "std": std.tolist(), "units": "dB",
+                          "computed_on": "training part of the sample, per band over pixels and dates"},
+        "gap_fill": bool(gap_fill),
+        "seed": int(seed),
+        "training": {
+            "sample_size": int(sample_size), "n_sampled": int(len(x)), "n_train": int(n_tr), "n_val": int(n_val),
+            "val_fraction": float(val_fraction), "max_epochs": int(max_epochs), "patience": int(patience),
+            "batch_size": int(batch_size), "lr": float(lr), "optimizer": "Adam", "loss": "mse (standardised units)",
+            "device": str(dev), "precision": "bfloat16 autocast" if bf16 else "float32",
+            "epochs_run": len(losses_tr), "best_epoch": best_epoch + 1,
+            "stopped_early": len(losses_tr) < max_epochs and not diverged, "diverged": diverged,
+            "sampling": "stratified over spatial chunks, proportional to chunk size",
+        },
+        "losses": {
+            "train": losses_tr, "val": losses_va, "best_val": best,
+            "baseline_val_per_date_mean": baseline,
+        },
+        "data_fingerprint": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(),
+        **_provenance(ds),
+    }
+    if out_dir is not None:
+        save_model(model, meta, out_dir, overwrite=overwrite)
+        return load_model(out_dir, device=str(dev))
+    full, blob = finalise_meta(model, meta)
+    return TrainedModel(model=model, meta=full, checksum=hashlib.sha256(blob).hexdigest())
+
+
+def _provenance(ds: xr.Dataset) -> dict:
+    from slamgeo import __version__
+
+    return {"package_version": __version__, "cube_fingerprint": dataset_fingerprint(ds), "versions": versions()}
+
+
+__all__ = ["resolve_device", "sample_pixels", "train"]

@@ -1,0 +1,68 @@
+"""Shared fixtures: a real LocalCluster with worker processes, small cubes and models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """A real `distributed.LocalCluster` with 2 single-threaded worker processes."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster, set_as_default=False) as client:
+            yield client
+
+
+def class_cube(
+    *,
+    ny: int = 24,
+    nx: int = 20,
+    n_times: int = 16,
+    chunk: int = 8,
+    seed: int = 0,
+    nodata_rows: int = 3,
+):
+    """A small gridded cube of 3 classes in vertical stripes with distinct VV/VH profiles
+    (dB), noise, and `nodata_rows` all-NaN rows at the top (a no-data border)."""
+    from slamgeo.cube import make_cube
+
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, n_times)
+    profiles = np.stack(
+        [
+            np.stack([-12 + 3 * np.sin(2 * np.pi * t), -20 + 4 * np.sin(2 * np.pi * t)]),
+            np.stack([-10 - 4 * t, -18 - 5 * t]),
+            np.stack([-14 + 5 * np.exp(-((t - 0.5) ** 2) / 0.01), -22 + 7 * np.exp(-((t - 0.5) ** 2) / 0.01)]),
+        ]
+    )  # (3 classes, 2 bands, T)
+    cls = (np.arange(nx)[None, :] * 3 // nx).repeat(ny, 0)  # (ny, nx)
+    data = profiles[cls]  # (ny, nx, 2, T)
+    data = data + rng.normal(0, 0.7, data.shape)
+    data[:nodata_rows] = np.nan
+    data = data.transpose(2, 3, 0, 1).astype(np.float32)  # (2, T, ny, nx)
+    time = pd.date_range("2017-01-03", periods=n_times, freq="6D")
+    y = 4_140_000 - 10 * np.arange(ny) - 5.0
+    x = 230_000 + 10 * np.arange(nx) + 5.0
+    cube = make_cube({"VV": data[0], "VH": data[1]}, time, y=y, x=x, crs=32630, chunk=chunk)
+    return cube, cls
+
+
+SMALL_ARCH = {"channels": [8, 16, 16], "kernels": [5, 3, 3], "hidden": [16, 8]}
+
+
+@pytest.fixture
+def default_cluster(local_cluster):
+    """The LocalCluster as Dask's scheduler for the test (`dask.compute` runs there)."""
+    import dask
+
+    with dask.config.set(scheduler=local_cluster):
+        yield local_cluster

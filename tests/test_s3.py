@@ -1,0 +1,126 @@
+"""Object storage: explain reads a cube from and writes results to a real S3-compatible server
+(moto in server mode, on loopback), including resume after an interruption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from conftest import SMALL_ARCH, class_cube
+from slamgeo.explain import explain, open_results
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 with a bucket; the AWS_* variables point boto at it
+    (worker processes and subprocesses inherit them)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("slamgeo-test")
+    try:
+        yield fs
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_cube_and_model(s3, tmp_path_factory):
+    from slamgeo.train import train
+
+    tmp = tmp_path_factory.mktemp("s3")
+    local_threads = dask.config.set(scheduler="threads")  # workers started elsewhere lack the AWS_* settings
+    local_threads.__enter__()
+    cube, _ = class_cube(ny=16, nx=16, n_times=12, chunk=8, nodata_rows=2)
+    cube.to_zarr("s3://slamgeo-test/cube.zarr", zarr_format=2, mode="w")
+    train(cube, out_dir=tmp / "model", sample_size=200, max_epochs=2, batch_size=64, arch=SMALL_ARCH,
+          progress=False)
+    local = tmp / "local.zarr"
+    explain("s3://slamgeo-test/cube.zarr", tmp / "model", local, client=None, progress=False)
+    yield tmp, open_results(local).load()
+    local_threads.__exit__(None, None, None)
+
+
+def test_explain_round_trip_through_s3(s3, s3_cube_and_model):
+    from distributed import Client, LocalCluster
+
+    tmp, want = s3_cube_and_model
+    out = "s3://slamgeo-test/results.zarr"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        rep = explain("s3://slamgeo-test/cube.zarr", tmp / "model", out, client=client, progress=False)
+    assert rep.blocks_computed == 4
+    got = open_results(out).load()
+    assert s3.exists("slamgeo-test/results.zarr/importance")
+    for v in ("importance", "embedding", "recon_error"):
+        np.testing.assert_array_equal(got[v].values, want[v].values)
+
+
+SLOW = textwrap.dedent(
+    """
+    import sys, time
+    import slamgeo.explain as ex
+    real = ex._explain_block_arrays
+    def slow(*a, **k):
+        time.sleep(0.6)
+        return real(*a, **k)
+    ex._explain_block_arrays = slow
+    ex.explain(sys.argv[1], sys.argv[2], sys.argv[3], client=None, progress=False)
+    """
+)
+
+
+def test_resume_on_s3_after_the_process_is_killed(s3, s3_cube_and_model):
+    tmp, want = s3_cube_and_model
+    out = "s3://slamgeo-test/killed.zarr"
+    script = tmp / "slow.py"
+    script.write_text(SLOW)
+    env = dict(os.environ, DASK_SCHEDULER="single-threaded")
+    proc = subprocess.Popen([sys.executable, str(script), "s3://slamgeo-test/cube.zarr", str(tmp / "model"), out],
+                            env=env)
+    deadline, done = time.time() + 120, 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            done = int(np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).sum())
+        except Exception:  # noqa: BLE001 - not created yet
+            done = 0
+        if done >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    missing = 4 - int(np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).sum())
+    assert 0 < missing < 4
+    rep = explain("s3://slamgeo-test/cube.zarr", tmp / "model", out, client=None, progress=False)
+    assert rep.blocks_computed == missing
+    got = open_results(out).load()
+    for v in ("importance", "embedding", "recon_error"):
+        np.testing.assert_array_equal(got[v].values, want[v].values)
