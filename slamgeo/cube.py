@@ -122,6 +122,7 @@ def open_cube(path: str, *, bands: Sequence[str] = BANDS, **storage_options) -> 
         raise InputError(f"{path}: no Zarr store here ({exc})") from exc
     if COMPLETE_ATTR in ds.attrs and not ds.attrs[COMPLETE_ATTR]:
         raise InputError(f"{path}: incomplete cube ({COMPLETE_ATTR} is false); run slamgeo ingest again")
+    ds = load_coords(ds)
     return validate_cube(ds, where=str(path), bands=bands)
 
 
@@ -263,10 +264,18 @@ def open_results(path: str | Path, *, require_complete: bool = True) -> xr.Datas
         raise InputError(f"{path}: no results store here ({exc})") from exc
     if require_complete and not ds.attrs.get(COMPLETE_ATTR, False):
         raise InputError(f"{path}: the explain run that writes it has not completed; run explain again to resume")
-    return ds
+    return load_coords(ds)
+
+
+def load_coords(ds: xr.Dataset) -> xr.Dataset:
+    """Load the (small, at most 1-D) coordinates a Zarr store gives as Dask arrays, such as a
+    table cube's labels: stored in one chunk, they would not line up with the data's chunks."""
+    lazy = {k: c.load() for k, c in ds.coords.items() if c.chunks is not None and c.ndim <= 1}
+    return ds.assign_coords(lazy) if lazy else ds
 
 
 __all__ = [
+    "load_coords",
     "open_results",
     "BANDS",
     "COMPLETE_ATTR",

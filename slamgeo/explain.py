@@ -245,7 +245,7 @@ def explain_dataset(
     emb = stacked[:d]
     imp = stacked[d : d + d * t].reshape((d, t, *shape_s)).rechunk((d, t, *arrays[0].chunks[1:]))
     err = stacked[-1]
-    coords = {name: c for name, c in cube.coords.items() if set(c.dims) <= {"time", *sdims}}
+    coords = _coords(cube, sdims)
     ds = xr.Dataset(
         {
             "embedding": (("dim", *sdims), emb),
@@ -323,13 +323,40 @@ def _write_block(
     return np.full((1,) * len(sdims), n_valid, dtype=np.int64)
 
 
+def _spatial_chunks(cube: xr.Dataset, model: TrainedModel, sdims) -> list[tuple[int, ...]]:
+    """The spatial chunks of the band variables (coordinates may be chunked otherwise)."""
+    band = cube[model.bands[0]].variable
+    return [band.chunksizes[dim] for dim in sdims]
+
+
+def _coords(cube: xr.Dataset, sdims) -> dict:
+    """The cube's coordinates along time and space, loaded (label coordinates of a table cube
+    may be Dask arrays; a deferred write would never store them)."""
+    out = {}
+    for name, c in cube.coords.items():
+        if set(c.dims) <= {"time", *sdims}:
+            out[name] = c.load()
+    return out
+
+
+def _strings_as_objects(ds: xr.Dataset) -> xr.Dataset:
+    """String coordinates (a table cube's labels) as Python-object strings with no inherited
+    encoding: the form xarray writes as variable-length strings in Zarr 2 and 3."""
+    # "U": NumPy fixed width; "T": NumPy's StringDType, what Zarr 3 reads vlen-utf8 strings as
+    strings = {k: c.astype(object) for k, c in ds.coords.items() if c.dtype.kind in "UT"}
+    ds = ds.assign_coords(strings)
+    for k in strings:
+        ds[k].encoding = {}
+    return ds
+
+
 def _template(cube: xr.Dataset, model: TrainedModel, opts: ExplainOptions, attrs: dict) -> xr.Dataset:
     sdims = spatial_dims(cube)
-    schunks = [cube.chunks[dim] for dim in sdims]
+    schunks = _spatial_chunks(cube, model, sdims)
     d, t = model.model.cfg.embed_dim, cube.sizes["time"]
     shp = tuple(cube.sizes[dim] for dim in sdims)
     chunk1 = tuple(c[0] for c in schunks)
-    coords = {name: c for name, c in cube.coords.items() if set(c.dims) <= {"time", *sdims}}
+    coords = _coords(cube, sdims)
     nblocks = tuple(len(c) for c in schunks)
     ds = xr.Dataset(
         {
@@ -347,7 +374,7 @@ def _template(cube: xr.Dataset, model: TrainedModel, opts: ExplainOptions, attrs
     ds["block_done"].attrs["long_name"] = "1 where the explain task of that spatial chunk has written its region"
     ds = _describe(ds, model, opts)
     ds["block_done"].encoding["chunks"] = (1,) * len(sdims)
-    return ds
+    return _strings_as_objects(ds)
 
 
 def _store_exists(store: str) -> bool:
@@ -397,7 +424,7 @@ def explain(
     model.check_cube(cube)  # refuse before any work starts
     sdims = spatial_dims(cube)
     cube = cube.chunk({"time": -1})
-    schunks = [cube.chunks[dim] for dim in sdims]
+    schunks = _spatial_chunks(cube, model, sdims)
     run_attrs = {
         "slamgeo_version": versions()["slamgeo"],
         "model_checksum": model.checksum,

@@ -712,6 +712,8 @@ def open_table(
             for coord, col in (("label_name", "label_full"), ("level_2", "level_2"), ("level_3", "level_3")):
                 names = legend[col].reindex(label.to_numpy()).fillna("").to_numpy(dtype=str)
                 ds = ds.assign_coords({coord: ("sample", names)})
+    # an integer id per sample (1-based, in `sample` order): per-parcel stages key on integers
+    ds = ds.assign_coords(parcel_id=("sample", np.arange(1, ds.sizes["sample"] + 1, dtype=np.int64)))
     for c in ("lon", "lat"):
         if c in df:
             ds = ds.assign_coords({c: ("sample", per_sample[c].first().reindex(ds["sample"].values).to_numpy())})

@@ -323,7 +323,7 @@ def aggregate_parcels(
     if tuple(parcel_id.dims) != sdims:
         raise InputError(f"parcel_id: dims {parcel_id.dims}, expected {sdims}")
     _check_aligned(grid, parcel_id, "parcel_id")
-    spatial_chunks = grid.chunksizes
+    spatial_chunks = grid.variable.chunksizes  # coordinates may be chunked otherwise
 
     def bare(v: xr.DataArray, name: str) -> xr.DataArray:
         # positional from here on (grids were checked equal): only the non-spatial coords stay
