@@ -522,7 +522,7 @@ def _run(pieces, *, client, gpu_resources: bool, progress: bool, total: int, don
         from distributed import as_completed
 
         futures = client.compute(pieces, optimize_graph=not gpu_resources)
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):  # the client need not be the default one
             valid += int(np.asarray(fut.result()).sum())
             bar.update(1)
         return valid
