@@ -21,7 +21,11 @@ scheduler and nannies, plus the worker processes):
 (b) the in-memory baseline: the same cube loaded into one NumPy array `(N, C, T)` dB, pushed
     through `explain_array(model, x, options, reference)` in one process with
     `torch.set_num_threads(cpus)`, same options and batch size; the reference map is given
-    (its cost is timed apart). Reported: (a) / (b), the target being >= 0.85.
+    (its cost is timed apart). (b) runs before and after every (a) run, and each (a) is
+    compared with the mean of the two around it: ratio (a)/(b), the target being >= 0.85.
+    Also reported: the ratio for the blocks alone (without the reference map), against (b)
+    with its reference map, and CPU seconds (b)/(a) (user + system of all processes; less
+    sensitive than wall time to other work on the machine).
 (c) peak memory of the whole explain run (sum of RSS of the process tree) for the cube and for
     one four times larger (the cube tiled 2 x 2, same chunks), with the first config; reported:
     both peaks and their ratio (target <= 1.25).
@@ -34,6 +38,7 @@ other processes on the machine slow every figure, ratios within one run less so.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -119,6 +124,11 @@ def collect():
     import slamgeo.explain as ex
     return getattr(ex, "_bench_times", None)
 
+def cpu_seconds():
+    import psutil
+    c = psutil.Process().cpu_times()
+    return c.user + c.system
+
 t0 = time.perf_counter()
 opts = ex.ExplainOptions(batch_size=args["batch_size"])
 copts = ClusterOptions(n_workers=args["workers"], threads_per_worker=args["threads"], dashboard=False)
@@ -127,6 +137,8 @@ with dask_client(copts, quiet=True) as client:
     cluster_s = time.perf_counter() - t0
     client.run(install_timers)
     from distributed import get_task_stream
+    cpu_w0 = client.run(cpu_seconds)
+    cpu_d0 = cpu_seconds()
     w0 = time.time()
     with get_task_stream(client) as ts:
         t1 = time.perf_counter()
@@ -134,6 +146,8 @@ with dask_client(copts, quiet=True) as client:
                          progress=False)
         explain_s = time.perf_counter() - t1
     w1 = time.time()
+    cpu_d1 = cpu_seconds()
+    cpu_w1 = client.run(cpu_seconds)
     workers = client.run(collect)
     stream = ts.data
 
@@ -154,6 +168,8 @@ print(json.dumps({
     "blocks_s": phases.get("blocks_s", 0.0),
     "valid_pixels": rep.valid_pixels,
     "blocks": rep.blocks_total,
+    "cpu_s": (cpu_d1 - cpu_d0) + sum(cpu_w1[k] - cpu_w0[k] for k in cpu_w0 if k in cpu_w1),
+    "cpu_s_driver": cpu_d1 - cpu_d0,
     "workers": list(workers.values()),
     "task_seconds": {f"{p}:{a}": round(v, 3) for (p, a), v in sorted(by_prefix.items(), key=lambda kv: -kv[1])},
     "worker_busy_s": sorted(round(v, 2) for v in busy.values()),
@@ -186,11 +202,14 @@ with dask.config.set(scheduler="threads"):
     ref = scene_reference(model, cube, opts)
 reference_s = time.perf_counter() - t0
 w0 = time.time()
+c0 = time.process_time()
 t0 = time.perf_counter()
 emb, imp, err = explain_array(model, x, options=opts, reference=ref)
 compute_s = time.perf_counter() - t0
+cpu_s = time.process_time() - c0
 w1 = time.time()
 print(json.dumps({"window": [w0, w1], "load_s": load_s, "reference_s": reference_s, "compute_s": compute_s,
+                  "cpu_s": cpu_s,
                   "pixels": int(x.shape[0]), "valid_pixels": int(np.isfinite(err).sum()),
                   "torch_threads": torch.get_num_threads()}))
 '''
@@ -315,8 +334,6 @@ def main() -> None:
     p.add_argument("--sample-size", type=int, default=20_000, help="training sample (pixels)")
     p.add_argument("--epochs", type=int, default=2, help="training epochs")
     p.add_argument("--model", type=Path, default=None, help="use this model directory instead of training one")
-    p.add_argument("--baseline-runs", type=int, default=2,
-                   help="run (b) this many times, spread over the run (first, then after the (a) runs); keep the best")
     p.add_argument("--skip-large", action="store_true", help="skip (c), the 2N x 2N cube")
     p.add_argument("--sweep", action="store_true",
                    help="also profile in one process: batch sizes, torch threads, reference map, block plumbing")
@@ -330,7 +347,6 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.size, args.dates, args.chunk, args.sample_size, args.epochs = 128, 24, 64, 4000, 1
-        args.baseline_runs = 1
     cpus = cpu_count()
     configs = [tuple(int(v) for v in c.split("x")) for c in (args.configs or f"{cpus}x1,1x{cpus}").split(",")]
     if args.out is None:
@@ -359,28 +375,34 @@ def main() -> None:
                                                   "settings": vars(args), "sweep": sweep}, out=args.out)
             print(f"wrote {path}")
             return
-        bases = []
 
-        def baseline() -> None:
+        # (b) brackets every (a): b0, a1, b1, a2, b2, ...; each (a) is compared with the mean of
+        # the two (b) runs around it, so that a change of load during the run skews it less.
+        bases: list[dict] = []
+
+        def baseline() -> dict:
             b = run_baseline(cube, model, cpus, batch_size, args.poll)
             bases.append(b)
             print(f"(b) in-memory explain_array, torch threads {b['torch_threads']}: {b['valid_pixels']} px in "
-                  f"{b['compute_s']:.1f} s = {b['pixels_per_s']:.0f} px/s (reference map {b['reference_s']:.1f} s)"
-                  f" load {_fmt_load(b)}", flush=True)
+                  f"{b['compute_s']:.1f} s = {b['pixels_per_s']:.0f} px/s, {b['cpu_s']:.1f} CPU s (reference map "
+                  f"{b['reference_s']:.1f} s), load {_fmt_load(b)}", flush=True)
+            return b
 
         baseline()
-        base = bases[0]
         runs = []
         for w, t in configs:
             r = run_explain(cube, model, work / f"out_{w}x{t}.zarr", w, t, batch_size, args.poll)
             runs.append(r)
             print(f"(a) explain {w}x{t}: {r['valid_pixels']} px in {r['explain_s']:.1f} s = {r['pixels_per_s']:.0f} px/s"
-                  f" (ratio {r['pixels_per_s'] / base['pixels_per_s']:.3f}; reference {r['reference_s']:.1f} s, blocks"
-                  f" {r['blocks_s']:.1f} s), peak RSS {r['memory']['peak_tree_rss_mib']:.0f} MiB, load {_fmt_load(r)}",
-                  flush=True)
-        for _ in range(args.baseline_runs - 1):
-            baseline()
-        base = max(bases, key=lambda b: b["pixels_per_s"])
+                  f" ({r['reference_s']:.1f} s reference map, {r['blocks_s']:.1f} s blocks; {r['cpu_s']:.1f} CPU s),"
+                  f" peak RSS {r['memory']['peak_tree_rss_mib']:.0f} MiB, load {_fmt_load(r)}", flush=True)
+            b_before, b_after = bases[-1], baseline()
+            r["baseline_pixels_per_s"] = (b_before["pixels_per_s"] + b_after["pixels_per_s"]) / 2
+            r["baseline_with_reference_pixels_per_s"] = sum(
+                b["valid_pixels"] / (b["compute_s"] + b["reference_s"]) for b in (b_before, b_after)) / 2
+            r["baseline_cpu_s"] = (b_before["cpu_s"] + b_after["cpu_s"]) / 2
+            r["ratio"] = r["pixels_per_s"] / r["baseline_pixels_per_s"]
+            print(f"    ratio (a)/(b) {r['ratio']:.3f} against the mean of the (b) runs before and after", flush=True)
         large = None
         if not args.skip_large:
             t0 = time.perf_counter()
@@ -397,37 +419,40 @@ def main() -> None:
 
     # ------------------------------------------------------------------ summary
     small = runs[0]
-    rows = [(f"(b) explain_array, best of {len(bases)}", f"1 proc x {base['torch_threads']} torch threads", base["valid_pixels"],
-             base["compute_s"], base["pixels_per_s"], 1.0, base["memory"]["peak_tree_rss_mib"], _fmt_load(base))]
+    rows = []
+    for i, b in enumerate(bases):
+        rows.append((f"(b) explain_array #{i + 1}", f"1 proc x {b['torch_threads']} torch threads", b["valid_pixels"],
+                     b["compute_s"], b["pixels_per_s"], None, b["cpu_s"], b["memory"]["peak_tree_rss_mib"], _fmt_load(b)))
     for r in runs:
         rows.append((f"(a) explain {args.size}^2", f"{r['config']} (workers x threads)", r["valid_pixels"],
-                     r["explain_s"], r["pixels_per_s"], r["pixels_per_s"] / base["pixels_per_s"],
-                     r["memory"]["peak_tree_rss_mib"], _fmt_load(r)))
+                     r["explain_s"], r["pixels_per_s"], r["ratio"], r["cpu_s"], r["memory"]["peak_tree_rss_mib"],
+                     _fmt_load(r)))
     if large:
         rows.append((f"(c) explain {2 * args.size}^2", f"{large['config']} (workers x threads)", large["valid_pixels"],
-                     large["explain_s"], large["pixels_per_s"], large["pixels_per_s"] / base["pixels_per_s"],
+                     large["explain_s"], large["pixels_per_s"], None, large["cpu_s"],
                      large["memory"]["peak_tree_rss_mib"], _fmt_load(large)))
     print()
-    print(f"{'run':<28} {'where':<28} {'valid px':>9} {'seconds':>8} {'px/s':>7} {'vs (b)':>7} {'peak MiB':>9}  load(1m)")
+    print(f"{'run':<26} {'where':<28} {'valid px':>9} {'seconds':>8} {'px/s':>7} {'(a)/(b)':>7} {'CPU s':>7} "
+          f"{'peak MiB':>9}  load(1m)")
     for row in rows:
-        print(f"{row[0]:<28} {row[1]:<28} {row[2]:>9} {row[3]:>8.1f} {row[4]:>7.0f} {row[5]:>7.3f} {row[6]:>9.0f}  {row[7]}")
-    best = max(runs, key=lambda r: r["pixels_per_s"])
+        ratio = "" if row[5] is None else f"{row[5]:.3f}"
+        print(f"{row[0]:<26} {row[1]:<28} {row[2]:>9} {row[3]:>8.1f} {row[4]:>7.0f} {ratio:>7} {row[6]:>7.1f} "
+              f"{row[7]:>9.0f}  {row[8]}")
+    best = max(runs, key=lambda r: r["ratio"])
     summary = {
-        "baseline_pixels_per_s": round(base["pixels_per_s"], 1),
-        "explain_pixels_per_s": {r["config"]: round(r["pixels_per_s"], 1) for r in runs},
-        "ratio_explain_to_baseline": {r["config"]: round(r["pixels_per_s"] / base["pixels_per_s"], 3) for r in runs},
-        "ratio_blocks_only_to_baseline": {
-            r["config"]: round(r["pixels_per_s_blocks_only"] / base["pixels_per_s"], 3) for r in runs
-            if r["pixels_per_s_blocks_only"]
-        },
         "baseline_pixels_per_s_all_runs": [round(b["pixels_per_s"], 1) for b in bases],
-        "baseline_with_reference_pixels_per_s": round(base["valid_pixels"] / (base["compute_s"] + base["reference_s"]), 1),
-        "ratio_explain_to_baseline_with_reference": {
-            r["config"]: round(r["pixels_per_s"] * (base["compute_s"] + base["reference_s"]) / base["valid_pixels"], 3)
-            for r in runs
+        "explain_pixels_per_s": {r["config"]: round(r["pixels_per_s"], 1) for r in runs},
+        "ratio_explain_to_baseline": {r["config"]: round(r["ratio"], 3) for r in runs},
+        "ratio_blocks_only_to_baseline": {
+            r["config"]: round(r["valid_pixels"] / r["blocks_s"] / r["baseline_pixels_per_s"], 3) for r in runs
         },
+        "ratio_explain_to_baseline_with_its_reference_map": {
+            r["config"]: round(r["pixels_per_s"] / r["baseline_with_reference_pixels_per_s"], 3) for r in runs
+        },
+        "cpu_seconds_baseline_over_explain": {r["config"]: round(r["baseline_cpu_s"] / r["cpu_s"], 3) for r in runs},
+        "reference_map_share_of_explain": {r["config"]: round(r["reference_s"] / r["explain_s"], 3) for r in runs},
         "best_config": best["config"],
-        "throughput_target_met": best["pixels_per_s"] / base["pixels_per_s"] >= 0.85,
+        "throughput_target_met": best["ratio"] >= 0.85,
     }
     if large:
         ratio = large["memory"]["peak_tree_rss_mib"] / small["memory"]["peak_tree_rss_mib"]
@@ -440,25 +465,27 @@ def main() -> None:
         print(f"peak memory {small['memory']['peak_tree_rss_mib']:.0f} MiB ({args.size}^2) -> "
               f"{large['memory']['peak_tree_rss_mib']:.0f} MiB ({2 * args.size}^2): x{ratio:.2f} (target <= 1.25)")
     print("throughput (a)/(b): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["ratio_explain_to_baseline"].items())
-          + " (target >= 0.85)")
+          + " (target >= 0.85); blocks only: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in summary["ratio_blocks_only_to_baseline"].items())
+          + "; reference map share of explain: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in summary["reference_map_share_of_explain"].items()))
     result = {
         "benchmark": "bench_explain",
         "quick": args.quick,
         "settings": {
             "size": args.size, "large_size": None if args.skip_large else 2 * args.size, "dates": args.dates,
             "chunk": args.chunk, "batch_size": batch_size, "configs": [f"{w}x{t}" for w, t in configs],
-            "explain_options": {**ExplainOptions(batch_size=batch_size).__dict__},
+            "explain_options": dataclasses.asdict(ExplainOptions(batch_size=batch_size)),
             "architecture": "default CAEConfig (64/128/256 channels, kernels 7/5/3, hidden 128/64, D=2)",
             "training": {"sample_size": args.sample_size, "max_epochs": args.epochs,
                          "model": str(args.model) if args.model else "trained here"},
-            "baseline_torch_threads": base["torch_threads"], "rss_poll_interval_s": args.poll,
+            "baseline_torch_threads": bases[0]["torch_threads"], "rss_poll_interval_s": args.poll,
             "zarr_format": 2,
         },
         "machine": info,
         "load_average_end": load_average(),
         "inputs": {k: v for k, v in inputs.items() if k.endswith("_s")},
         "summary": summary,
-        "baseline": base,
         "baseline_runs": bases,
         "explain_runs": runs,
         "large": large,

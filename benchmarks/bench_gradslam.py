@@ -8,7 +8,8 @@ One run, default model (CAEConfig(): 64/128/256 channels, T = 61, D = 2), on thi
   the machine's ceiling: float32 GEMM (4096^3) FLOP/s, best of a few
   FLOPs per pixel of (b) (torch FlopCounterMode) and (b)'s achieved FLOP rate / ceiling
   where (b)'s time goes (torch.profiler, self CPU time per op)
-  levers: (b) at other batch sizes, with oneDNN off, and the old "no shortcut" variant.
+  levers: (b) at other batch sizes, with oneDNN off, through the encoder's own forward pass
+  and hooks (max_pool's autograd path), and that without the linear shortcut.
 
 Prints everything and writes benchmarks/results/bench_gradslam.json.
 Usage: python benchmarks/bench_gradslam.py [--quick] [--pixels N] [--batch-size B]
@@ -145,13 +146,21 @@ def main() -> None:
     xl = x[: 4 * bs]
     nl = xl.shape[0]
 
-    def no_shortcut():
-        orig = gradslam._linear_consumer
-        gradslam._linear_consumer = lambda enc, layer: None  # every layer by autograd to its output
-        try:
-            grad_slam(encoder, xl, reference=ref, batch_size=bs)
-        finally:
-            gradslam._linear_consumer = orig
+    def patched(plain: bool, shortcut: bool):
+        """(b) through the encoder's own forward pass and hooks, with or without the shortcut."""
+
+        def run():
+            saved = gradslam._plain_blocks, gradslam._linear_consumer
+            if not plain:
+                gradslam._plain_blocks = lambda enc, layers: False
+            if not shortcut:
+                gradslam._linear_consumer = lambda enc, layer: None  # every layer by autograd to its output
+            try:
+                grad_slam(encoder, xl, reference=ref, batch_size=bs)
+            finally:
+                gradslam._plain_blocks, gradslam._linear_consumer = saved
+
+        return run
 
     def onednn_off():
         with torch.backends.mkldnn.flags(enabled=False):
@@ -159,7 +168,8 @@ def main() -> None:
 
     variants = {f"batch_size={size}": (lambda size=size: grad_slam(encoder, xl, reference=ref, batch_size=size))
                 for size in (256, 512, 2048, 4096)}
-    variants["no_linear_shortcut"] = no_shortcut
+    variants["hooked_forward"] = patched(False, True)
+    variants["hooked_forward_no_shortcut"] = patched(False, False)
     variants["default"] = lambda: grad_slam(encoder, xl, reference=ref, batch_size=bs)
     levers = {}
     for name, fn in variants.items():

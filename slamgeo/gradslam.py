@@ -12,14 +12,21 @@ map to the input dates `(N, D, T)`, scales it per sample and per dimension, and 
 
 Cost. One forward pass and one backward pass per embedding dimension serve every layer at once:
 the gradient of `E[:, d].sum()` with respect to A[n] is exactly dE[n, d]/dA[n], because the
-encoder has no operation across samples. For the shallowest requested block of a slamgeo
-`Encoder` the backward stops one linear map earlier: if A only feeds a linear map B = W A + b (the
-next block's Conv1d), then sum_t dE/dA[k, t] = <dE/dB, W 1_k>, with 1_k the constant-one signal in
-channel k, so alpha needs dE/dB and a small precomputed tensor, not the conv's full backward.
-Nothing upstream of the first requested layer is recorded for autograd (the gradient with
-respect to a layer's output needs only the graph downstream of it). Long batches are processed
-in chunks of `batch_size` pixels (1024 by default), which keeps the working set in cache; the
-result does not depend on the chunking beyond float32 rounding.
+encoder has no operation across samples. Three more savings, all exact:
+- the backward pass stops one linear map after the shallowest requested block: if A only feeds
+  a linear map B = W A + b (the next block's Conv1d), then sum_t dE/dA[k, t] = <dE/dB, W 1_k>,
+  with 1_k the constant-one signal in channel k, so alpha needs dE/dB and a small precomputed
+  tensor V, not the conv's full backward;
+- nothing upstream of the first requested layer is recorded for autograd (the gradient with
+  respect to a layer's output needs only the graph downstream of it);
+- for a slamgeo `Encoder` explained at its blocks (the default), the forward pass is run block by
+  block with the model's own modules, except that MaxPool1d(2) is evaluated as an elementwise
+  choice between even and odd dates (`_pool2`: same values, same gradient routing, ties to the
+  first date as MaxPool1d does), because max_pool's autograd path (int64 indices, scatter) costs
+  on CPU about as much as a convolution. Other layers and other encoders (or an encoder that
+  carries someone else's hooks) go through the encoder's own forward pass with forward hooks.
+Batches are processed in chunks of `batch_size` pixels (1024 by default), which keeps the working
+set in cache; the result does not depend on the chunking beyond float32 rounding.
 
 Scaling. The default is "centred" (each pixel's merged map minus the scene's mean map): on data
 whose classes differ only inside a window of dates it is the only scaling that puts the
@@ -30,15 +37,17 @@ the map's zero point and mostly shows the profile the whole scene shares.
 Only PyTorch: tensors in, tensors out. The model is never changed: it runs in eval mode (its
 training flags are restored afterwards), gradients are taken with `torch.autograd.grad` with
 respect to activations only (no parameter `.grad` is written), and the forward hooks that capture
-the activations are removed before returning, also on error.
+the activations act only in the calling thread and are removed before returning, also on error.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, cast
 
 import numpy as np
@@ -331,6 +340,9 @@ def _explaining(encoder: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+Shortcut = tuple[Tensor, Tensor, Tensor]  # (A, B = consumer(A), V): see `_consumer_kernel`
+
+
 @contextmanager
 def _capture(modules: Sequence[nn.Module], layers: Sequence[nn.Module]) -> Iterator[dict[int, list]]:
     """Forward hooks recording every module's (input, output), keyed by id; always removed.
@@ -338,11 +350,16 @@ def _capture(modules: Sequence[nn.Module], layers: Sequence[nn.Module]) -> Itera
     The forward pass runs without recording a graph until the first of `layers` has run: the
     gradient with respect to a layer's output needs only the graph downstream of it. A layer
     output that is not part of the graph then (the first one) becomes a leaf that requires grad.
+    The hooks act only in the calling thread, so that threads sharing one model do not see each
+    other's activations.
     """
     seen: dict[int, list] = {id(m): [] for m in modules}
     layer_ids = {id(m) for m in layers}
+    owner = threading.get_ident()
 
     def hook(mod: nn.Module, inp: tuple, out):
+        if threading.get_ident() != owner:
+            return None
         if id(mod) in layer_ids:
             torch.set_grad_enabled(True)
             if isinstance(out, Tensor) and out.is_floating_point() and not out.requires_grad:
@@ -400,41 +417,92 @@ def _consumer_kernel(consumer: nn.Module, act: Tensor) -> Tensor:
     return v.flatten(1).T
 
 
-def _run(
-    encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module] | None, batch_size: int
-) -> tuple[Tensor, list[Tensor]]:
-    """Embedding `(N, D)` and raw maps `[(N, D, t_A)]`, float32, chunk by chunk."""
-    encoder = _as_encoder(encoder)
-    layers = _check_layers(encoder, layers)
-    x = _check_x(encoder, x)
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, found {batch_size}")
-    # the shallowest requested block's gradient is not needed by any other layer: take it one
-    # linear map later (module docstring); the deeper ones come free on the way.
-    order = {id(b): i for i, b in enumerate(getattr(encoder, "blocks", {}).values()) if isinstance(b, nn.Module)}
-    shallow = min((layer for layer in layers if id(layer) in order), key=lambda m: order[id(m)], default=None)
-    consumer = _linear_consumer(encoder, shallow) if shallow is not None else None
-    chunks = [x[i : i + batch_size] for i in range(0, x.shape[0], batch_size)] or [x]
-    outs = []
-    kernels: dict[tuple, Tensor] = {}  # the consumer's V, computed once per call
-    with _explaining(encoder):
-        for xc in chunks:
-            xc = xc.clone() if xc.is_inference() else xc  # inference tensors cannot enter a graph
-            outs.append(_maps_one_batch(encoder, xc, layers, shallow, consumer, kernels))
-    e = torch.cat([o[0] for o in outs])
-    maps = [torch.cat([o[1][i] for o in outs]) for i in range(len(layers))]
-    return e, maps
+def _is_pool2(m: nn.Module) -> bool:
+    """MaxPool1d(2): kernel 2, stride 2, no padding or dilation, floor mode, values only."""
+    return (
+        isinstance(m, nn.MaxPool1d)
+        and _single(m.kernel_size) == 2
+        and _single(m.stride) == 2
+        and _single(m.padding) == 0
+        and _single(m.dilation) == 1
+        and not m.ceil_mode
+        and not m.return_indices
+    )
 
 
-def _maps_one_batch(
-    encoder: nn.Module,
-    x: Tensor,
-    layers: list[nn.Module],
-    shallow: nn.Module | None,
-    consumer: nn.Module | None,
-    kernels: dict[tuple, Tensor],
-) -> tuple[Tensor, list[Tensor]]:
-    """One chunk: the forward pass with hooks, then one backward per embedding dimension."""
+def _single(v) -> int:
+    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
+
+
+def _plain_blocks(encoder: nn.Module, layers: Sequence[nn.Module]) -> bool:
+    """Whether the direct executor applies: a slamgeo Encoder of Conv1d -> MaxPool1d(2) -> any
+    blocks, a head that starts with a Linear, no hooks of anyone else, layers among the blocks."""
+    if type(encoder) is not Encoder:
+        return False
+    blocks = list(encoder.blocks.values())
+    if not all(any(layer is b for b in blocks) for layer in layers):
+        return False
+    if any(m._forward_hooks or m._forward_pre_hooks for m in encoder.modules()):
+        return False
+    plain = all(
+        isinstance(b, nn.Sequential) and len(b) == 3 and isinstance(b[0], nn.Conv1d) and _is_pool2(b[1])
+        for b in blocks
+    )
+    head = encoder.head
+    return plain and isinstance(head, nn.Sequential) and len(head) > 0 and isinstance(head[0], nn.Linear)
+
+
+def _pool2(z: Tensor) -> Tensor:
+    """MaxPool1d(2) as an elementwise choice between even and odd dates, the first on ties (as
+    MaxPool1d): the same values, a gradient routed the same way, and none of the int64 index
+    tensor and scatter that make max_pool's autograd path slow on CPU."""
+    t = z.shape[-1] // 2
+    even, odd = z[..., 0 : 2 * t : 2], z[..., 1 : 2 * t : 2]
+    return torch.where(even >= odd, even, odd)
+
+
+def _blocks_forward(
+    encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module], kernels: dict
+) -> tuple[Tensor, list[Tensor], Shortcut]:
+    """The encoder's forward pass run block by block with the model's own modules (only the
+    pooling evaluated by `_pool2`): the embedding `(N, D)`, the requested block outputs, and
+    the shortcut for the first requested block. Nothing before that block is recorded."""
+    enc = cast(Encoder, encoder)
+    blocks = list(enc.blocks.values())
+    wanted = [next(i for i, b in enumerate(blocks) if b is layer) for layer in layers]
+    first = min(wanted)
+    outs: dict[int, Tensor] = {}
+    with torch.no_grad():
+        h = x
+        for block in blocks[: first + 1]:
+            h = block(h)
+    h = h.requires_grad_(True)  # a leaf: the graph starts here, even with frozen parameters
+    outs[first] = h
+    consumer = blocks[first + 1][0] if first + 1 < len(blocks) else enc.head[0]
+    b = consumer(h if first + 1 < len(blocks) else h.flatten(1))
+    out = b
+    for i in range(first + 1, len(blocks)):
+        block = blocks[i]
+        if i > first + 1:
+            out = block[0](out)
+        out = block[2](_pool2(out))
+        outs[i] = out
+    e = enc.head[1:](enc.head[0](out.flatten(1)) if first + 1 < len(blocks) else b)
+    a = outs[first]
+    key = (consumer, tuple(a.shape[1:]), a.device)
+    if key not in kernels:
+        kernels[key] = _consumer_kernel(consumer, a)
+    return e, [outs[i] for i in wanted], (a, b, kernels[key])
+
+
+def _hooked_forward(
+    encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module], kernels: dict, consumer: nn.Module | None
+) -> tuple[Tensor, list[Tensor], Shortcut | None]:
+    """The encoder's own forward pass, the layers' outputs captured by forward hooks."""
+    shallow = None
+    if consumer is not None:
+        order = {id(b): i for i, b in enumerate(cast(Encoder, encoder).blocks.values())}
+        shallow = min((layer for layer in layers if id(layer) in order), key=lambda m: order[id(m)])
     watched = list(layers) + ([consumer] if consumer is not None else [])
     with _capture(watched, layers) as seen:
         e = encoder(x)
@@ -453,38 +521,70 @@ def _maps_one_batch(
         if not out.requires_grad:
             raise InputError(f"layers[{i}] ({type(layer).__name__}) does not lie on the path to the embedding")
         acts.append(out)
-
-    # what to differentiate: the activations, except the shallow block's (the consumer's output)
     shortcut = None
-    if consumer is not None:
+    if consumer is not None and len(seen[id(consumer)]) == 1:
         (c_in,), c_out = seen[id(consumer)][0]
-        a = acts[layers.index(shallow)]
-        if len(seen[id(consumer)]) == 1 and c_in.data_ptr() == a.data_ptr() and c_in.numel() == a.numel():
-            key = (tuple(a.shape[1:]), a.device)
+        a = acts[next(i for i, layer in enumerate(layers) if layer is shallow)]
+        if c_in.data_ptr() == a.data_ptr() and c_in.numel() == a.numel():
+            key = (consumer, tuple(a.shape[1:]), a.device)
             if key not in kernels:
                 kernels[key] = _consumer_kernel(consumer, a)
             shortcut = (a, c_out, kernels[key])
-    targets: list[Tensor] = []
+    return e, acts, shortcut
+
+
+def _maps_from_graph(e: Tensor, acts: list[Tensor], shortcut: Shortcut | None) -> tuple[Tensor, list[Tensor]]:
+    """Eq. 4 then Eq. 3 for every activation, one backward pass per embedding dimension."""
+    targets: list[Tensor] = []  # what to differentiate: the activations, or B for the shortcut's A
     for a in acts:
         if (shortcut is None or a is not shortcut[0]) and not any(a is t for t in targets):
             targets.append(a)
     if shortcut is not None:
         targets.append(shortcut[1])
-
     n_dims = e.shape[1]
     alphas: dict[int, list[Tensor]] = {id(a): [] for a in acts}  # per activation: D x (N, K)
-    with torch.autocast(x.device.type, enabled=False):  # Eq. 3/4 in float32, even under autocast
+    with torch.autocast(e.device.type, enabled=False):  # Eq. 3/4 in float32, even under autocast
         for d in range(n_dims):
             grads = torch.autograd.grad(e[:, d].sum(), targets, retain_graph=d < n_dims - 1, allow_unused=True)
             for t, g in zip(targets, grads):
                 g = torch.zeros_like(t) if g is None else g
                 if shortcut is not None and t is shortcut[1]:
                     a, _, v = shortcut
-                    alphas[id(a)].append(g.flatten(1).float() @ v / a.shape[-1])
+                    alphas[id(a)].append(g.flatten(1).float() @ v / a.shape[-1])  # Eq. 4 via B
                 elif id(t) in alphas:
-                    alphas[id(t)].append(g.float().mean(-1))
-        maps = [torch.bmm(torch.stack(alphas[id(a)], 1), a.detach().float()) for a in acts]  # (N, D, t_A)
+                    alphas[id(t)].append(g.float().mean(-1))  # Eq. 4
+        maps = [torch.bmm(torch.stack(alphas[id(a)], 1), a.detach().float()) for a in acts]  # Eq. 3
     return e.detach().float(), maps
+
+
+def _run(
+    encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module] | None, batch_size: int
+) -> tuple[Tensor, list[Tensor]]:
+    """Embedding `(N, D)` and raw maps `[(N, D, t_A)]`, float32, chunk by chunk."""
+    encoder = _as_encoder(encoder)
+    layers = _check_layers(encoder, layers)
+    x = _check_x(encoder, x)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, found {batch_size}")
+    if _plain_blocks(encoder, layers):
+        forward = _blocks_forward
+    else:
+        # the shallowest requested block's gradient is not needed by any other layer: take it
+        # one linear map later (module docstring); the deeper ones come free on the way.
+        order = {id(b): i for i, b in enumerate(getattr(encoder, "blocks", {}).values()) if isinstance(b, nn.Module)}
+        shallow = min((layer for layer in layers if id(layer) in order), key=lambda m: order[id(m)], default=None)
+        consumer = _linear_consumer(encoder, shallow) if shallow is not None else None
+        forward = partial(_hooked_forward, consumer=consumer)
+    chunks = [x[i : i + batch_size] for i in range(0, x.shape[0], batch_size)] or [x]
+    outs = []
+    kernels: dict[tuple, Tensor] = {}  # the consumer's V, computed once per call
+    with _explaining(encoder):
+        for xc in chunks:
+            xc = xc.clone() if xc.is_inference() else xc  # inference tensors cannot enter a graph
+            outs.append(_maps_from_graph(*forward(encoder, xc, layers, kernels)))
+    e = torch.cat([o[0] for o in outs])
+    maps = [torch.cat([o[1][i] for o in outs]) for i in range(len(layers))]
+    return e, maps
 
 
 __all__ = [

@@ -128,6 +128,56 @@ def test_layer_maps_equal_central_finite_differences_in_float64():
             torch.testing.assert_close(got[layer_idx][n].double(), want, rtol=1e-5, atol=1e-7)
 
 
+def test_ties_in_max_pooling_route_the_gradient_as_max_pool_does():
+    """A constant series makes the conv outputs equal on neighbouring dates: MaxPool1d passes
+    the gradient to the first of tied dates, and so must the direct executor."""
+    enc = small_encoder(4)
+    x = torch.zeros(2, 2, 24)
+    x[1] = 0.5
+    for g, w in zip(layer_maps(enc, x), reference_maps_float64(enc, x, default_layers(enc))):
+        assert_maps_close(g, w)
+
+
+def test_frozen_parameters_give_the_same_maps():
+    enc = small_encoder(5)
+    x = torch.randn(4, 2, 24)
+    want = layer_maps(enc, x)
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    for g, w in zip(layer_maps(enc, x), want):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
+    assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_direct_and_hooked_executors_agree():
+    """With a hook of someone else on the encoder, the maps come from the encoder's own forward
+    pass and hooks; without, from the block-by-block executor: the same numbers."""
+    enc = small_encoder(6, n_times=61, channels=(16, 32, 64), kernels=(7, 5, 3))
+    x = torch.randn(64, 2, 61)
+    direct = layer_maps(enc, x)
+    handle = enc.register_forward_hook(lambda m, i, o: None)
+    try:
+        hooked = layer_maps(enc, x)
+    finally:
+        handle.remove()
+    for a, b in zip(direct, hooked):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item())
+
+
+def test_threads_sharing_one_model_get_their_own_maps():
+    from concurrent.futures import ThreadPoolExecutor
+
+    enc = small_encoder(7)
+    xs = [torch.randn(40, 2, 24) for _ in range(6)]
+    layers = [enc.blocks["block2"], enc.blocks["block2"][0]]  # the hooked executor
+    want = [layer_maps(enc, x, layers) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: layer_maps(enc, x, layers), xs))
+    for g, w in zip(got, want):
+        for a, b in zip(g, w):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_default_layers_are_the_conv_blocks_outputs():
     enc = small_encoder()
     layers = default_layers(enc)
@@ -273,6 +323,27 @@ def test_embedding_comes_from_the_same_single_forward_pass():
 def test_an_empty_batch_gives_empty_outputs():
     out = grad_slam(small_encoder(), torch.zeros(0, 2, 24), scale="maxabs", return_embedding=True)
     assert out.importance.shape == (0, 3, 24) and out.embedding.shape == (0, 3)
+
+
+def test_explaining_runs_the_convolutions_of_one_forward_pass():
+    """Counted at the dispatcher: 3 forward convolutions (one per block) for the default path,
+    however many embedding dimensions are explained."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountConvolutions(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.forward = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution.default:
+                self.forward += 1
+            return func(*args, **(kwargs or {}))
+
+    enc = small_encoder(8)
+    with CountConvolutions() as count:
+        grad_slam(enc, torch.randn(10, 2, 24), scale="maxabs", return_embedding=True)
+    assert count.forward == 3 + 1  # + 1: the shortcut's kernel V, one tiny convolution of a ones signal
 
 
 def test_return_layer_maps_gives_the_raw_maps():

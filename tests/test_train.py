@@ -17,7 +17,7 @@ from slamgeo.cube import make_cube
 from slamgeo.errors import CheckpointError, ConfigError, InputError
 from slamgeo.train import resolve_device, sample_pixels, train
 
-FAST = dict(arch=SMALL_ARCH, device="cpu", progress=False, batch_size=128)
+FAST = dict(arch=SMALL_ARCH, device="cpu", progress=False, batch_size=128, threads=1)
 
 
 def _id_cube(ny=32, nx=24, n_times=10, chunk=8, nan_mask=None):
@@ -206,15 +206,18 @@ def test_other_seed_gives_other_weights(cube_and_classes):
 def test_training_leaves_global_torch_state_alone(cube_and_classes):
     cube, _ = cube_and_classes
     before_rng, before_det = torch.get_rng_state(), torch.are_deterministic_algorithms_enabled()
-    train(cube, sample_size=200, max_epochs=1, **FAST)
+    before_threads = torch.get_num_threads()
+    tm = train(cube, sample_size=200, max_epochs=1, **{**FAST, "threads": before_threads + 1})
+    assert tm.meta["training"]["cpu_threads"] == before_threads + 1
     assert torch.equal(torch.get_rng_state(), before_rng)
     assert torch.are_deterministic_algorithms_enabled() == before_det
+    assert torch.get_num_threads() == before_threads
 
 
 def test_early_stopping_stops_patience_epochs_after_the_best(cube_and_classes):
     cube, _ = cube_and_classes
     tm = train(cube, sample_size=60, val_fraction=0.5, max_epochs=300, patience=2, lr=2e-2, seed=0,
-               arch=SMALL_ARCH, device="cpu", progress=False, batch_size=8)
+               arch=SMALL_ARCH, device="cpu", progress=False, batch_size=8, threads=1)
     t = tm.meta["training"]
     assert t["stopped_early"] and t["epochs_run"] < 300
     assert t["epochs_run"] == t["best_epoch"] + 2
@@ -310,7 +313,7 @@ def test_cli_trains_and_writes_a_loadable_checkpoint(tmp_path):
     cube, _ = class_cube(ny=24, nx=20, n_times=16, chunk=8)
     cube.to_zarr(tmp_path / "cube.zarr", zarr_format=2, consolidated=True)
     res = _cli("train", str(tmp_path / "cube.zarr"), "--out", str(tmp_path / "model"), "--sample-size", "300",
-               "--epochs", "2", "--batch-size", "64", "--embed-dim", "3", "--device", "cpu", "--seed", "1",
+               "--epochs", "2", "--batch-size", "64", "--embed-dim", "3", "--device", "cpu", "--seed", "1", "--threads", "1",
                "--no-progress", cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert f"wrote {tmp_path / 'model'}" in res.stdout and "validation loss" in res.stdout
@@ -347,7 +350,7 @@ def test_cae_embeddings_separate_crop_classes_better_than_pca_of_the_series():
     cls = scene.class_id.values.ravel()
     keep = (cls >= 0) & ~np.isnan(x).any(axis=(1, 2))
     x, cls = x[keep], cls[keep]
-    tm = train(cube, sample_size=12_000, max_epochs=20, batch_size=256, seed=1, device="cpu", progress=False,
+    tm = train(cube, sample_size=12_000, max_epochs=20, batch_size=256, seed=1, device="cpu", progress=False, threads=1,
                arch={"channels": [8, 16, 32], "kernels": [5, 3, 3], "hidden": [32, 16]})
     ari_cae = _ari_kmeans(tm.embed(x), cls)
     ari_pca = _ari_kmeans(PCA(n_components=2, random_state=0).fit_transform(tm.standardise(x).reshape(len(x), -1)), cls)
@@ -362,6 +365,6 @@ def test_training_on_real_worldcereal_parcels_beats_the_per_date_mean():
     table = ROOT.parent / "shared" / "data" / "worldcereal" / "fra_2023_lpis_dekad.parquet"
     cube = open_table(table, start="2023-01-01", end="2023-12-31")
     tm = train(cube, sample_size=500, max_epochs=30, patience=30, batch_size=32, seed=0, gap_fill=True,
-               arch=SMALL_ARCH, device="cpu", progress=False)
+               arch=SMALL_ARCH, device="cpu", progress=False, threads=1)
     assert tm.meta["training"]["n_sampled"] > 450
     assert tm.meta["losses"]["best_val"] < 0.75 * tm.meta["losses"]["baseline_val_per_date_mean"]

@@ -25,6 +25,7 @@ def train_cmd(
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast for the forward pass."),
     gap_fill: bool = typer.Option(False, "--gap-fill", help="Gap-fill pixels with missing dates (linear in time) instead of skipping them."),
     embed_dim: Optional[int] = typer.Option(None, help="Embedding dimension D (default: the model's, 2)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads while training (default: torch's; 1 is often fastest for small models on shared cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
     progress: bool = typer.Option(True, help="Show a progress bar with the losses."),
 ) -> None:
@@ -48,6 +49,7 @@ def train_cmd(
         bf16=bf16,
         gap_fill=gap_fill,
         arch={"embed_dim": embed_dim} if embed_dim is not None else None,
+        threads=threads,
         progress=progress,
     )
     t, losses = tm.meta["training"], tm.meta["losses"]
