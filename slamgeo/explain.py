@@ -22,8 +22,6 @@ because Grad-SLAM hooks on shared modules are not thread-safe).
 from __future__ import annotations
 
 import itertools
-import math
-import shutil
 import threading
 import time as _time
 from collections.abc import Sequence

@@ -8,7 +8,7 @@ The conv blocks are named (`encoder.blocks["block1"]`, ...) because Grad-SLAM ex
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -66,3 +66,49 @@ def default_cluster(local_cluster):
 
     with dask.config.set(scheduler=local_cluster):
         yield local_cluster
+
+
+# A preamble for scripts run in a subprocess: every explain block sleeps first, so that a test
+# can kill the run half-way.
+SLOW_BLOCKS = """
+import sys, time
+import slamgeo.explain as ex
+_real = ex._explain_block_arrays
+def _slow(*a, **k):
+    time.sleep(0.5)
+    return _real(*a, **k)
+ex._explain_block_arrays = _slow
+"""
+
+
+def blocks_done(store) -> int:
+    """How many blocks an explain run has ticked in `store` (0 before the store exists)."""
+    import zarr
+
+    try:
+        return int(np.asarray(zarr.open_array(str(store), path="block_done", mode="r")[...]).sum())
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+
+
+def run_and_kill(script: str, args, *, store, at_least: int, tmp: Path, env=None, timeout: float = 300) -> int:
+    """Run `SLOW_BLOCKS + script` with `args` in a subprocess, SIGKILL it once `store` has
+    `at_least` blocks done, and return the count then. Fails if the run ends by itself."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp / "killed_run.py"
+    path.write_text(SLOW_BLOCKS + script)
+    proc = subprocess.Popen([sys.executable, str(path), *map(str, args)], env=env or dict(os.environ))
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if blocks_done(store) >= at_least:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    return blocks_done(store)

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 import xarray as xr
 import zarr
 
-from conftest import SMALL_ARCH, class_cube
+from conftest import SMALL_ARCH, blocks_done, class_cube, run_and_kill
 from slamgeo.checkpoint import load_model
 from slamgeo.errors import CheckpointError, InputError
 from slamgeo.explain import ExplainOptions, explain, explain_array, explain_dataset, open_results
@@ -74,7 +73,6 @@ def test_results_equal_in_memory_grad_slam(cube_and_model, clean_run):
     ref = res.attrs.get("reference_map")
     ref = None if ref is None else torch.tensor(ref, dtype=torch.float32)
     out = grad_slam(tm.model.encoder, xs, reference=ref, return_embedding=True)
-    ny, nx = cube.sizes["y"], cube.sizes["x"]
     imp = res["importance"].values.reshape(2, 16, -1)[:, :, ok].transpose(2, 0, 1)
     emb = res["embedding"].values.reshape(2, -1)[:, ok].T
     np.testing.assert_allclose(imp, out.importance.numpy(), rtol=1e-5, atol=1e-6)
@@ -228,18 +226,7 @@ def test_incomplete_results_are_not_taken_for_complete(cube_and_model, workdir):
         open_results(out)
 
 
-SLOW_RUN = textwrap.dedent(
-    """
-    import sys, time
-    import slamgeo.explain as ex
-    real = ex._explain_block_arrays
-    def slow(*a, **k):
-        time.sleep(0.4)
-        return real(*a, **k)
-    ex._explain_block_arrays = slow
-    ex.explain(sys.argv[1], sys.argv[2], sys.argv[3], client=None, progress=False)
-    """
-)
+EXPLAIN_ARGV = "ex.explain(sys.argv[1], sys.argv[2], sys.argv[3], client=None, progress=False)\n"
 
 
 def test_resume_after_the_process_is_killed(cube_and_model, clean_run, workdir, tmp_path):
@@ -247,26 +234,11 @@ def test_resume_after_the_process_is_killed(cube_and_model, clean_run, workdir, 
     cube_path, model_dir = cube_and_model
     _, res = clean_run
     out = workdir / "killed.zarr"
-    script = tmp_path / "slow_run.py"
-    script.write_text(SLOW_RUN)
     env = dict(os.environ, DASK_SCHEDULER="single-threaded")
-    proc = subprocess.Popen([sys.executable, str(script), str(cube_path), str(model_dir), str(out)], env=env)
-    done = 0
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            done = int(np.asarray(zarr.open_array(str(out), path="block_done", mode="r")[...]).sum())
-        except Exception:  # noqa: BLE001 - store not created yet
-            done = 0
-        if done >= 3:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done = run_and_kill(EXPLAIN_ARGV, [cube_path, model_dir, out], store=out, at_least=3, tmp=tmp_path, env=env)
     with pytest.raises(InputError, match="not completed"):
         open_results(out)
-    missing = 9 - int(np.asarray(zarr.open_array(str(out), path="block_done", mode="r")[...]).sum())
+    missing = 9 - done
     assert 0 < missing < 9
     rep = explain(cube_path, model_dir, out, client=None, progress=False)
     assert rep.blocks_computed == missing and rep.blocks_skipped == 9 - missing
@@ -315,11 +287,7 @@ def test_a_worker_killed_mid_run_loses_nothing(cube_and_model, clean_run, workdi
         deadline = time.time() + 120
         killed = False
         while time.time() < deadline and thread.is_alive():
-            try:
-                done = int(np.asarray(zarr.open_array(str(out), path="block_done", mode="r")[...]).sum())
-            except Exception:  # noqa: BLE001 - store not created yet
-                done = 0
-            if done >= 2:
+            if blocks_done(out) >= 2:
                 os.kill(next(iter(pids.values())), signal.SIGKILL)
                 killed = True
                 break

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 import zarr
 
+from conftest import run_and_kill
 from slamgeo.config import load_config, parse_config
 from slamgeo.errors import ConfigError
 from slamgeo.pipeline import STEPS, run_pipeline
@@ -134,43 +130,19 @@ def test_a_season_too_short_for_the_model_fails_with_its_reason(first_run, local
     assert summary.failed
 
 
-KILL_SCRIPT = textwrap.dedent(
-    """
-    import sys, time
-    from distributed import Client
-    import slamgeo.explain as ex
-    from slamgeo.config import load_config
-    from slamgeo.pipeline import run_pipeline
-    real = ex._explain_block_arrays
-    def slow(*a, **k):
-        time.sleep(0.5)
-        return real(*a, **k)
-    ex._explain_block_arrays = slow
-    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
-        run_pipeline(load_config(sys.argv[1]), client=c, quiet=True)
-    """
-)
+PIPELINE_ARGV = """
+from distributed import Client
+from slamgeo.config import load_config
+from slamgeo.pipeline import run_pipeline
+with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
+    run_pipeline(load_config(sys.argv[1]), client=c, quiet=True)
+"""
 
 
 def test_a_run_killed_mid_explain_resumes(tmp_path, local_cluster):
     path = _config(tmp_path, chunk=24)
-    script = tmp_path / "run.py"
-    script.write_text(KILL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(path)])
     store = tmp_path / "out" / "2017" / "results.zarr"
-    deadline = time.time() + 300
-    done = 0
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            done = int(np.asarray(zarr.open_array(str(store), path="block_done", mode="r")[...]).sum())
-        except Exception:  # noqa: BLE001 - not there yet
-            done = 0
-        if done >= 2:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    run_and_kill(PIPELINE_ARGV, [path], store=store, at_least=2, tmp=tmp_path)
     summary = run_pipeline(load_config(path), client=local_cluster, quiet=True)
     st = _status(summary)
     assert [st[s] for s in ("ingest", "train", "align")] == ["skipped"] * 3

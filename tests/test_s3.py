@@ -4,19 +4,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import dask
 import numpy as np
 import pytest
-import xarray as xr
-import zarr
 
-from conftest import SMALL_ARCH, class_cube
+from conftest import SMALL_ARCH, class_cube, run_and_kill
 from slamgeo.explain import explain, open_results
 
 pytestmark = pytest.mark.timeout(300)
@@ -83,41 +76,16 @@ def test_explain_round_trip_through_s3(s3, s3_cube_and_model):
         np.testing.assert_array_equal(got[v].values, want[v].values)
 
 
-SLOW = textwrap.dedent(
-    """
-    import sys, time
-    import slamgeo.explain as ex
-    real = ex._explain_block_arrays
-    def slow(*a, **k):
-        time.sleep(0.6)
-        return real(*a, **k)
-    ex._explain_block_arrays = slow
-    ex.explain(sys.argv[1], sys.argv[2], sys.argv[3], client=None, progress=False)
-    """
-)
+EXPLAIN_ARGV = "ex.explain(sys.argv[1], sys.argv[2], sys.argv[3], client=None, progress=False)\n"
 
 
 def test_resume_on_s3_after_the_process_is_killed(s3, s3_cube_and_model):
     tmp, want = s3_cube_and_model
     out = "s3://slamgeo-test/killed.zarr"
-    script = tmp / "slow.py"
-    script.write_text(SLOW)
     env = dict(os.environ, DASK_SCHEDULER="single-threaded")
-    proc = subprocess.Popen([sys.executable, str(script), "s3://slamgeo-test/cube.zarr", str(tmp / "model"), out],
-                            env=env)
-    deadline, done = time.time() + 120, 0
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            done = int(np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).sum())
-        except Exception:  # noqa: BLE001 - not created yet
-            done = 0
-        if done >= 1:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    missing = 4 - int(np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).sum())
+    done = run_and_kill(EXPLAIN_ARGV, ["s3://slamgeo-test/cube.zarr", tmp / "model", out], store=out, at_least=1,
+                        tmp=tmp, env=env, timeout=120)
+    missing = 4 - done
     assert 0 < missing < 4
     rep = explain("s3://slamgeo-test/cube.zarr", tmp / "model", out, client=None, progress=False)
     assert rep.blocks_computed == missing
