@@ -11,7 +11,9 @@ psutil every 50 ms for its summed RSS (the driver, which also hosts the LocalClu
 scheduler and nannies, plus the worker processes):
 
 (a) `explain(cube, model, out)` on a LocalCluster sized to the machine, for each `--configs`
-    entry "WxT" (W worker processes x T threads; default 2x1 and 1x2 on 2 cores). Pixels per
+    entry "WxT" (W worker processes x T threads; default 2x1 and 1x2 on 2 cores, and 2x1:notrim,
+    the same cluster with workers started without distributed's MALLOC_TRIM_THRESHOLD_=65536,
+    which makes every torch allocation an mmap/munmap with fresh page faults). Pixels per
     second = valid pixels / wall time of the whole `explain` call (opening the cube, the
     "centred" reference map, the output template, every block computed and written, the
     final consolidation); the cluster's start is timed apart. The run is instrumented
@@ -48,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, MiB, cpu_count, load_average, machine_info, make_inputs, run_child, tile_cube, write_result  # noqa: E402
+from _common import RESULTS, cpu_count, load_average, machine_info, make_inputs, run_child, tile_cube, write_result  # noqa: E402
 
 # --------------------------------------------------------------------------- child processes
 
@@ -121,14 +123,20 @@ def install_timers():
     xr.Dataset.to_zarr = to_zarr
 
 def collect():
+    import os
     import slamgeo.explain as ex
-    return getattr(ex, "_bench_times", None)
+    return dict(getattr(ex, "_bench_times", None) or {}, env={
+        k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "SLAMGEO_CORES_PER_WORKER")})
 
 def cpu_seconds():
     import psutil
     c = psutil.Process().cpu_times()
     return c.user + c.system
 
+if args.get("notrim"):
+    # workers without distributed's default MALLOC_TRIM_THRESHOLD_=65536 (see --configs)
+    import dask
+    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
 t0 = time.perf_counter()
 opts = ex.ExplainOptions(batch_size=args["batch_size"])
 copts = ClusterOptions(n_workers=args["workers"], threads_per_worker=args["threads"], dashboard=False)
@@ -285,15 +293,16 @@ def run_sweep(cube: Path, model: Path, chunk: int, cpus: int, pixels: int, repea
     return res
 
 
-def run_explain(cube: Path, model: Path, out: Path, workers: int, threads: int, batch_size: int, interval: float) -> dict:
+def run_explain(cube: Path, model: Path, out: Path, workers: int, threads: int, batch_size: int, interval: float,
+                notrim: bool = False) -> dict:
     args = {"cube": str(cube), "model": str(model), "out": str(out), "workers": workers, "threads": threads,
-            "batch_size": batch_size}
+            "batch_size": batch_size, "notrim": notrim}
     load0 = load_average()
     res = run_child(EXPLAIN_CHILD, json.dumps(args), interval=interval)
     res["load_before"], res["load_after"] = load0, load_average()
     res["pixels_per_s"] = res["valid_pixels"] / res["explain_s"]
     res["pixels_per_s_blocks_only"] = res["valid_pixels"] / res["blocks_s"] if res["blocks_s"] else None
-    res["config"] = f"{workers}x{threads}"
+    res["config"] = f"{workers}x{threads}" + (":notrim" if notrim else "")
     res["out_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     shutil.rmtree(out, ignore_errors=True)
     return res
@@ -330,7 +339,9 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=256, help="spatial chunk of both cubes (pixels)")
     p.add_argument("--batch-size", type=int, default=None, help="ExplainOptions.batch_size (default: its default)")
     p.add_argument("--configs", default=None,
-                   help="LocalCluster shapes 'WxT,...' (default: 'CPUSx1,1xCPUS', e.g. 2x1,1x2)")
+                   help="LocalCluster shapes 'WxT[:notrim],...' (default 'CPUSx1,1xCPUS,CPUSx1:notrim', e.g. "
+                        "2x1,1x2,2x1:notrim); ':notrim' starts the workers without distributed's default "
+                        "MALLOC_TRIM_THRESHOLD_=65536 (distributed.nanny.pre-spawn-environ)")
     p.add_argument("--sample-size", type=int, default=20_000, help="training sample (pixels)")
     p.add_argument("--epochs", type=int, default=2, help="training epochs")
     p.add_argument("--model", type=Path, default=None, help="use this model directory instead of training one")
@@ -348,7 +359,11 @@ def main() -> None:
     if args.quick:
         args.size, args.dates, args.chunk, args.sample_size, args.epochs = 128, 24, 64, 4000, 1
     cpus = cpu_count()
-    configs = [tuple(int(v) for v in c.split("x")) for c in (args.configs or f"{cpus}x1,1x{cpus}").split(",")]
+    configs = []
+    for c in (args.configs or f"{cpus}x1,1x{cpus},{cpus}x1:notrim").split(","):
+        shape, _, flag = c.partition(":")
+        w, t = (int(v) for v in shape.split("x"))
+        configs.append((w, t, flag == "notrim"))
     if args.out is None:
         args.out = RESULTS / ("bench_explain.quick.json" if args.quick else "bench_explain.json")
 
@@ -390,10 +405,10 @@ def main() -> None:
 
         baseline()
         runs = []
-        for w, t in configs:
-            r = run_explain(cube, model, work / f"out_{w}x{t}.zarr", w, t, batch_size, args.poll)
+        for w, t, notrim in configs:
+            r = run_explain(cube, model, work / f"out_{w}x{t}.zarr", w, t, batch_size, args.poll, notrim)
             runs.append(r)
-            print(f"(a) explain {w}x{t}: {r['valid_pixels']} px in {r['explain_s']:.1f} s = {r['pixels_per_s']:.0f} px/s"
+            print(f"(a) explain {r['config']}: {r['valid_pixels']} px in {r['explain_s']:.1f} s = {r['pixels_per_s']:.0f} px/s"
                   f" ({r['reference_s']:.1f} s reference map, {r['blocks_s']:.1f} s blocks; {r['cpu_s']:.1f} CPU s),"
                   f" peak RSS {r['memory']['peak_tree_rss_mib']:.0f} MiB, load {_fmt_load(r)}", flush=True)
             b_before, b_after = bases[-1], baseline()
@@ -408,10 +423,10 @@ def main() -> None:
             t0 = time.perf_counter()
             cube2 = tile_cube(cube, work / f"cube_{2 * args.size}.zarr", chunk=args.chunk)
             tile_s = time.perf_counter() - t0
-            w, t = configs[0]
-            large = run_explain(cube2, model, work / "out_large.zarr", w, t, batch_size, args.poll)
+            w, t, notrim = configs[0]
+            large = run_explain(cube2, model, work / "out_large.zarr", w, t, batch_size, args.poll, notrim)
             large["tile_s"] = round(tile_s, 2)
-            print(f"(c) explain {w}x{t} on {2 * args.size}^2: {large['valid_pixels']} px in {large['explain_s']:.1f} s = "
+            print(f"(c) explain {large['config']} on {2 * args.size}^2: {large['valid_pixels']} px in {large['explain_s']:.1f} s = "
                   f"{large['pixels_per_s']:.0f} px/s, peak RSS {large['memory']['peak_tree_rss_mib']:.0f} MiB,"
                   f" load {_fmt_load(large)}", flush=True)
     finally:
@@ -474,7 +489,7 @@ def main() -> None:
         "quick": args.quick,
         "settings": {
             "size": args.size, "large_size": None if args.skip_large else 2 * args.size, "dates": args.dates,
-            "chunk": args.chunk, "batch_size": batch_size, "configs": [f"{w}x{t}" for w, t in configs],
+            "chunk": args.chunk, "batch_size": batch_size, "configs": [f"{w}x{t}" + (":notrim" if n else "") for w, t, n in configs],
             "explain_options": dataclasses.asdict(ExplainOptions(batch_size=batch_size)),
             "architecture": "default CAEConfig (64/128/256 channels, kernels 7/5/3, hidden 128/64, D=2)",
             "training": {"sample_size": args.sample_size, "max_epochs": args.epochs,

@@ -12,7 +12,7 @@ One run, default model (CAEConfig(): 64/128/256 channels, T = 61, D = 2), on thi
   and hooks (max_pool's autograd path), and that without the linear shortcut.
 
 Prints everything and writes benchmarks/results/bench_gradslam.json.
-Usage: python benchmarks/bench_gradslam.py [--quick] [--pixels N] [--batch-size B]
+Usage: python benchmarks/bench_gradslam.py [--quick] [--pixels N] [--batch-size B] [--threads K]
 """
 
 from __future__ import annotations
@@ -95,8 +95,13 @@ def main() -> None:
     ap.add_argument("--pixels", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=gradslam.DEFAULT_BATCH_SIZE)
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=RESULTS / "bench_gradslam.json")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/bench_gradslam[_<threads>t].json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.out is None:
+        args.out = RESULTS / (f"bench_gradslam_{args.threads}t.json" if args.threads else "bench_gradslam.json")
     n = args.pixels or (2048 if args.quick else 8192)
     repeats = args.repeats or (2 if args.quick else 5)
     bs = args.batch_size

@@ -20,10 +20,10 @@ encoder has no operation across samples. Three more savings, all exact:
 - nothing upstream of the first requested layer is recorded for autograd (the gradient with
   respect to a layer's output needs only the graph downstream of it);
 - for a slamgeo `Encoder` explained at its blocks (the default), the forward pass is run block by
-  block with the model's own modules, except that MaxPool1d(2) is evaluated as an elementwise
-  choice between even and odd dates (`_pool2`: same values, same gradient routing, ties to the
-  first date as MaxPool1d does), because max_pool's autograd path (int64 indices, scatter) costs
-  on CPU about as much as a convolution. Other layers and other encoders (or an encoder that
+  block with the model's own modules, except that MaxPool1d(2)'s gradient is routed by a
+  comparison of even and odd dates (`_Pool2`: the same values, the same routing, ties to the
+  first date as MaxPool1d does), because max_pool's own autograd path costs on CPU about as
+  much as a convolution. Other layers and other encoders (or an encoder that
   carries someone else's hooks) go through the encoder's own forward pass with forward hooks.
 Batches are processed in chunks of `batch_size` pixels (1024 by default), which keeps the working
 set in cache; the result does not depend on the chunking beyond float32 rounding.
@@ -452,13 +452,32 @@ def _plain_blocks(encoder: nn.Module, layers: Sequence[nn.Module]) -> bool:
     return plain and isinstance(head, nn.Sequential) and len(head) > 0 and isinstance(head[0], nn.Linear)
 
 
+class _Pool2(torch.autograd.Function):
+    """MaxPool1d(2) with a cheap autograd path: the values from max_pool's fast no-index kernel,
+    the gradient routed by the choice "odd date strictly greater than even" (ties go to the
+    first date, as MaxPool1d routes them) and one scatter. max_pool's own autograd path costs
+    on CPU about 7x more in the forward pass (measured: 25 ms against 3.7 ms for 1024 x 128 x
+    30 on one core), about as much as the convolution before it."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        half = z.shape[-1] // 2
+        out = F.max_pool1d(z, 2)
+        odd = (z[..., 1 : 2 * half : 2] > z[..., 0 : 2 * half : 2]).unsqueeze(-1).long()  # once, not per dim
+        ctx.save_for_backward(odd)
+        ctx.n_times = z.shape[-1]
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        (odd,) = ctx.saved_tensors
+        gz = torch.zeros(*g.shape, 2, dtype=g.dtype, device=g.device)
+        gz = gz.scatter_(-1, odd, g.unsqueeze(-1)).flatten(-2)  # (N, K, 2 t)
+        return F.pad(gz, (0, ctx.n_times - gz.shape[-1])) if ctx.n_times > gz.shape[-1] else gz
+
+
 def _pool2(z: Tensor) -> Tensor:
-    """MaxPool1d(2) as an elementwise choice between even and odd dates, the first on ties (as
-    MaxPool1d): the same values, a gradient routed the same way, and none of the int64 index
-    tensor and scatter that make max_pool's autograd path slow on CPU."""
-    t = z.shape[-1] // 2
-    even, odd = z[..., 0 : 2 * t : 2], z[..., 1 : 2 * t : 2]
-    return torch.where(even >= odd, even, odd)
+    return cast(Tensor, _Pool2.apply(z))
 
 
 def _blocks_forward(

@@ -102,6 +102,17 @@ def test_layer_maps_equal_reference_for_layers_inside_blocks_and_any_order():
         assert_maps_close(g, w)
 
 
+@pytest.mark.parametrize("names", [["block1"], ["block2"], ["block3"], ["block3", "block1"], ["block2", "block2"]])
+def test_any_subset_of_blocks_in_any_order_equals_the_reference(names):
+    enc = small_encoder(11, n_times=19)
+    x = torch.randn(3, 2, 19)
+    layers = [enc.blocks[n] for n in names]
+    got = layer_maps(enc, x, layers)
+    assert len(got) == len(layers)
+    for g, w in zip(got, reference_maps_float64(enc, x, layers)):
+        assert_maps_close(g, w)
+
+
 def test_layer_maps_equal_central_finite_differences_in_float64():
     enc = small_encoder(7, embed_dim=2).double()
     x = torch.randn(2, 2, 24, dtype=torch.float64)
