@@ -9,7 +9,8 @@ that matter to the encoder; ratio < 1: it points at dates that matter less than 
 
 Also: for the two classes whose distinctive window the scene records (pepper and sweet potato
 differ from cotton only there), the share of the class-mean |importance| that falls in that
-window, against the uniform share; and the cost of each method (pixels/s).
+window, against the uniform share; and the cost of each method (pixels/s of one pass on these
+pixels, indicative only: benchmarks/bench_gradslam.py measures throughput properly).
 
 Prints a Markdown table and writes benchmarks/results/bench_faithfulness.json.
 Usage: python benchmarks/bench_faithfulness.py [--quick]
@@ -121,7 +122,7 @@ def main() -> None:
     print("\nDeletion: embedding displacement, top-k dates / k random dates (ratio), per dimension")
     head = " | ".join(f"k={k}" for k in ks)
     for d in range(n_dims):
-        print(f"\n| map (dim {d}) | {head} | pixels/s |\n|---|" + "---|" * len(ks) + "---|")
+        print(f"\n| map (dim {d}) | {head} | pixels/s (one pass) |\n|---|" + "---|" * len(ks) + "---|")
         for name, c in curves.items():
             print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in c["ratio"][d]) + f" | {cost[name]:.0f} |")
     print("\nRandom-date displacement / embedding std, per dim:",
