@@ -21,6 +21,7 @@ because Grad-SLAM hooks on shared modules are not thread-safe).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time as _time
@@ -39,7 +40,7 @@ import zarr
 from slamgeo.checkpoint import TrainedModel, load_model
 from slamgeo.cube import COMPLETE_ATTR, open_cube, open_results, spatial_dims
 from slamgeo.errors import InputError
-from slamgeo.gradslam import DEFAULT_SCALE, grad_slam, reference_map
+from slamgeo.gradslam import DEFAULT_BATCH_SIZE, DEFAULT_SCALE, grad_slam, reference_map
 from slamgeo.provenance import dataset_fingerprint, fingerprint, versions
 from slamgeo.series import fill_gaps, valid_mask
 
@@ -120,7 +121,10 @@ def explain_array(
     for start in range(0, idx.size, opts.batch_size):
         rows = idx[start : start + opts.batch_size]
         xs = torch.from_numpy(model.standardise(x_db[rows])).to(device)
-        out = grad_slam(net.encoder, xs, layers, scale=opts.scale, reference=ref, return_embedding=True)
+        out = grad_slam(
+            net.encoder, xs, layers, scale=opts.scale, reference=ref, return_embedding=True,
+            batch_size=_batch_size(opts, device),
+        )
         with torch.no_grad():
             recon = net.decoder(out.embedding.to(device))
             e2 = ((recon - xs) ** 2).mean(dim=(1, 2))
@@ -131,20 +135,62 @@ def explain_array(
 
 
 def scene_reference(
-    model: TrainedModel, cube: xr.Dataset, options: ExplainOptions
+    model: TrainedModel,
+    cube: xr.Dataset,
+    options: ExplainOptions,
+    *,
+    client=None,
+    gpu_resources: bool = False,
 ) -> np.ndarray | None:
     """The reference map `(D, T)` for the "centred" scaling (None for the other scalings):
-    Grad-SLAM's mean raw map over a random sample of the cube's valid pixels."""
+    Grad-SLAM's mean raw map over a random sample of the cube's valid pixels.
+
+    The sample is read and its raw maps summed by Dask tasks (on `client`, else the default
+    scheduler): parts of `REFERENCE_PART` pixels, each summed in float64 on a worker, added
+    up here in a fixed order, so the result does not depend on where the parts ran.
+    """
     if options.scale != "centred":
         return None
     from slamgeo.train import sample_pixels
 
-    x = sample_pixels(cube, options.reference_size, seed=options.seed, gap_fill=model.gap_fill, bands=model.bands)
-    x = x[valid_mask(x)]
-    if x.shape[0] == 0:
-        raise InputError("no valid pixel in the cube to build the 'centred' reference map from")
-    xs = torch.from_numpy(model.standardise(x))
-    return reference_map(model.model.encoder, xs, _resolve_layers(model, options.layers)).cpu().numpy()
+    on = dask.config.set(scheduler=client) if client is not None else contextlib.nullcontext()
+    with on:
+        x = sample_pixels(cube, options.reference_size, seed=options.seed, gap_fill=model.gap_fill, bands=model.bands)
+        x = x[valid_mask(x)]
+        if x.shape[0] == 0:
+            raise InputError("no valid pixel in the cube to build the 'centred' reference map from")
+        model_d = dask.delayed(model, name=f"slamgeo-model-{model.checksum}")
+        with dask.annotate(**({"resources": {"GPU": 1}} if gpu_resources else {})):
+            parts = [
+                dask.delayed(_reference_sum, pure=True)(model_d, x[i : i + REFERENCE_PART], options)
+                for i in range(0, x.shape[0], REFERENCE_PART)
+            ]
+        sums = dask.compute(*parts, optimize_graph=not gpu_resources)  # optimisation drops annotations
+    return (np.sum(np.stack(sums), axis=0) / x.shape[0]).astype(np.float32)
+
+
+REFERENCE_PART = 2048  # pixels per reference-map task
+
+
+def _reference_sum(model: TrainedModel, x_db: np.ndarray, options: ExplainOptions) -> np.ndarray:
+    """Dask task: the sum over pixels `(N, C, T)` dB (all valid) of the raw merged map, `(D, T)` float64."""
+    from slamgeo.runtime import torch_threads_for_task
+
+    model, lock = _model_on_device(model, options.device)
+    device = _device_for(model, options.device)
+    with lock:
+        torch.set_num_threads(torch_threads_for_task())
+        xs = torch.from_numpy(model.standardise(x_db)).to(device)
+        mean = reference_map(
+            model.model.encoder, xs, _resolve_layers(model, options.layers), batch_size=_batch_size(options, device)
+        )
+    return mean.double().cpu().numpy() * x_db.shape[0]
+
+
+def _batch_size(options: ExplainOptions, device: torch.device) -> int:
+    """Pixels per forward/backward pass inside `grad_slam`: the options' batch on a GPU; on a
+    CPU Grad-SLAM's default (1,024), which keeps the activations in cache and measured faster."""
+    return options.batch_size if device.type == "cuda" else DEFAULT_BATCH_SIZE
 
 
 # --------------------------------------------------------------------------- one block
@@ -155,7 +201,11 @@ _DEVICE_MODELS: dict[tuple[str, str], TrainedModel] = {}
 
 
 def _model_on_device(model: TrainedModel, device: str) -> tuple[TrainedModel, threading.Lock]:
-    """The worker's copy of the model on its device (moved once per process), and its lock."""
+    """The worker's copy of the model on its device (moved once per process), and its lock.
+    Also undoes distributed's small malloc trim threshold in this process (`relax_malloc_trim`)."""
+    from slamgeo.runtime import relax_malloc_trim
+
+    relax_malloc_trim()
     dev = str(_device_for(model, device))
     key = (model.checksum, dev)
     lock = _LOCKS.setdefault(model.checksum, threading.Lock())
@@ -450,7 +500,7 @@ def explain(
     else:
         if overwrite:
             _remove_store(out)
-        reference = scene_reference(model, cube, opts)
+        reference = scene_reference(model, cube, opts, client=client, gpu_resources=gpu_resources)
         attrs = dict(run_attrs, **{COMPLETE_ATTR: False})
         if reference is not None:
             attrs["reference_map"] = reference.tolist()

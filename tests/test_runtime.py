@@ -1,0 +1,49 @@
+"""The Dask runtime: torch threads per worker, glibc's trim threshold in worker processes,
+and the batch size of Grad-SLAM passes per device."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from slamgeo.explain import ExplainOptions, _batch_size
+from slamgeo.gradslam import DEFAULT_BATCH_SIZE
+from slamgeo.runtime import relax_malloc_trim, torch_threads_for_task
+
+
+def test_worker_processes_get_their_malloc_thresholds_relaxed(local_cluster):
+    # distributed's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536; each worker undoes it
+    env = local_cluster.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert set(env.values()) == {"65536"}
+    assert set(local_cluster.run(relax_malloc_trim).values()) == {True}
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, False), ("65536", True), (str(2**30), False)])
+def test_malloc_thresholds_are_only_touched_when_the_environment_set_a_small_one(value, expected):
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    if value is not None:
+        env["MALLOC_TRIM_THRESHOLD_"] = value
+    code = "from slamgeo.runtime import relax_malloc_trim; print(relax_malloc_trim())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(expected and sys.platform.startswith("linux"))
+
+
+def test_the_torch_call_holding_the_lock_gets_every_core_of_its_worker():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        assert client.submit(torch_threads_for_task, pure=False).result() == 2
+        client.run(lambda: os.environ.update(SLAMGEO_CORES_PER_WORKER="3"))
+        assert client.submit(torch_threads_for_task, pure=False).result() == 3
+    assert torch_threads_for_task() == torch.get_num_threads()  # outside a worker
+
+
+def test_grad_slam_batches_follow_the_options_on_a_gpu_only():
+    opts = ExplainOptions(batch_size=8192)
+    assert _batch_size(opts, torch.device("cuda")) == 8192
+    assert _batch_size(opts, torch.device("cpu")) == DEFAULT_BATCH_SIZE
