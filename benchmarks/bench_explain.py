@@ -13,7 +13,9 @@ scheduler and nannies, plus the worker processes):
 (a) `explain(cube, model, out)` on a LocalCluster sized to the machine, for each `--configs`
     entry "WxT" (W worker processes x T threads; default 2x1 and 1x2 on 2 cores, and 2x1:notrim,
     the same cluster with workers started without distributed's MALLOC_TRIM_THRESHOLD_=65536,
-    which makes every torch allocation an mmap/munmap with fresh page faults). Pixels per
+    which would make every torch allocation an mmap/munmap with fresh page faults; workers now
+    undo it themselves with `slamgeo.runtime.relax_malloc_trim`, so 2x1:notrim is the control
+    that the fix is complete: it should match 2x1). Pixels per
     second = valid pixels / wall time of the whole `explain` call (opening the cube, the
     "centred" reference map, the output template, every block computed and written, the
     final consolidation); the cluster's start is timed apart. The run is instrumented

@@ -4,6 +4,11 @@ The weights are safetensors (they load without unpickling code). The JSON holds 
 needed to use the model on another cube: architecture, band names, date grid, normalisation
 statistics, training settings, seed, losses, versions, a data fingerprint, and the sha256 of
 the weights file, which `load_model` checks before loading anything.
+
+`MODEL_DIR` may be a local folder or an fsspec URL (`s3://bucket/model`). The JSON is the
+checkpoint's commit record: on object storage it is written after the weights (and removed
+first on overwrite), so a half-written checkpoint has no JSON, or a JSON whose sha256 does not
+match the weights, and `load_model` refuses it.
 """
 
 from __future__ import annotations
@@ -11,9 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from slamgeo import storage
 from slamgeo.errors import CheckpointError, InputError
 from slamgeo.model import CAE, CAEConfig
 
@@ -169,18 +172,20 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _looks_like_checkpoint(path: Path) -> bool:
-    return path.is_dir() and (not any(path.iterdir()) or (path / META_FILE).exists() or (path / WEIGHTS_FILE).exists())
+def _looks_like_checkpoint(path: storage.Location) -> bool:
+    return storage.is_empty_dir(path) or any(
+        storage.exists(storage.join(path, f)) for f in (META_FILE, WEIGHTS_FILE))
 
 
-def check_writable(out_dir: str | Path, *, overwrite: bool = False) -> Path:
+def check_writable(out_dir: str | Path, *, overwrite: bool = False) -> storage.Location:
     """Raise `CheckpointError` unless `out_dir` can be (over)written: absent, empty, or, with
-    `overwrite`, an existing checkpoint. Lets a long training run fail before it starts."""
-    out = Path(out_dir)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+    `overwrite`, an existing checkpoint. Lets a long training run fail before it starts.
+    Returns `out_dir` as a location (a `Path`, or the URL)."""
+    out = storage.location(out_dir)
+    if storage.exists(out) and not storage.is_empty_dir(out):
         if not overwrite:
             raise CheckpointError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
-        if not _looks_like_checkpoint(out):
+        if not storage.isdir(out) or not _looks_like_checkpoint(out):
             raise CheckpointError(f"{out}: exists and is not a slamgeo checkpoint; refusing to replace it")
     return out
 
@@ -194,7 +199,7 @@ def finalise_meta(model: CAE, meta: dict) -> tuple[dict, bytes]:
     arch = model.cfg.to_dict()
     if "architecture" in meta and CAEConfig.from_dict(meta["architecture"]) != model.cfg:
         raise CheckpointError(f"metadata architecture {meta['architecture']} differs from the model's {arch}")
-    _check_meta_consistency(meta, model.cfg, Path(META_FILE))
+    _check_meta_consistency(meta, model.cfg, META_FILE)
     blob = weights_bytes(model)
     full = {
         "format": FORMAT,
@@ -208,42 +213,33 @@ def finalise_meta(model: CAE, meta: dict) -> tuple[dict, bytes]:
     return full, blob
 
 
-def save_model(model: CAE, meta: dict, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-    """Write `out_dir/model.safetensors` and `out_dir/model.json`; returns `out_dir`.
+def save_model(model: CAE, meta: dict, out_dir: str | Path, *, overwrite: bool = False) -> storage.Location:
+    """Write `out_dir/model.safetensors` and `out_dir/model.json`; returns `out_dir` (a `Path`,
+    or the URL).
 
-    Atomic: both files are written into a temporary directory beside `out_dir`, which is then
-    renamed into place, so a reader never sees half a checkpoint. The architecture and the
-    sha256 of the weights are written into the JSON from the model itself. An existing
-    `out_dir` is replaced only with `overwrite=True`, and only if it is empty or a checkpoint.
+    Both files are written into a staging folder and published together (`storage.staged_folder`):
+    a local `out_dir` is replaced by a rename, so a reader never sees half a checkpoint; on
+    object storage the JSON is removed first and uploaded last (see the module doc). The
+    architecture and the sha256 of the weights are written into the JSON from the model itself.
+    An existing `out_dir` is replaced only with `overwrite=True`, and only if it is empty or a
+    checkpoint.
     """
     out = check_writable(out_dir, overwrite=overwrite)
     full, blob = finalise_meta(model, meta)
     text = json.dumps(full, indent=2, allow_nan=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with storage.staged_folder(out, marker=META_FILE) as tmp:
         (tmp / WEIGHTS_FILE).write_bytes(blob)
         (tmp / META_FILE).write_text(text + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
 def read_meta(model_dir: str | Path) -> dict:
     """The checkpoint's JSON metadata, checked for the keys every checkpoint has."""
-    path = Path(model_dir) / META_FILE
-    if not Path(model_dir).is_dir():
+    path = storage.join(model_dir, META_FILE)
+    if not storage.isdir(model_dir):
         raise CheckpointError(f"{model_dir}: no checkpoint directory here")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(storage.read_text(path))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: metadata file missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -260,7 +256,7 @@ def read_meta(model_dir: str | Path) -> dict:
     return meta
 
 
-def _check_meta_consistency(meta: dict, cfg: CAEConfig, where: Path) -> None:
+def _check_meta_consistency(meta: dict, cfg: CAEConfig, where: str | Path) -> None:
     n_b, n_d = len(meta["bands"]), len(meta["dates"])
     norm = meta["normalisation"]
     problems = []
@@ -284,11 +280,12 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
     whose sha256 differs from the one recorded, and weights whose names or shapes do not match
     the architecture in the metadata.
     """
-    model_dir = Path(model_dir)
+    model_dir = storage.location(model_dir)
     meta = read_meta(model_dir)
-    wfile = model_dir / meta["weights"].get("file", WEIGHTS_FILE)
+    wfile = storage.join(model_dir, meta["weights"].get("file", WEIGHTS_FILE))
+    meta_file = storage.join(model_dir, META_FILE)
     try:
-        blob = wfile.read_bytes()
+        blob = storage.read_bytes(wfile)
     except FileNotFoundError:
         raise CheckpointError(f"{wfile}: weights file missing") from None
     checksum = sha256_hex(blob)
@@ -301,8 +298,8 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
     try:
         cfg = CAEConfig.from_dict(meta["architecture"])
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{model_dir / META_FILE}: invalid architecture {meta['architecture']}: {exc}") from None
-    _check_meta_consistency(meta, cfg, model_dir / META_FILE)
+        raise CheckpointError(f"{meta_file}: invalid architecture {meta['architecture']}: {exc}") from None
+    _check_meta_consistency(meta, cfg, meta_file)
     try:
         state = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:

@@ -1,18 +1,20 @@
 """The season pipeline's configuration: YAML, loaded safely, validated with pydantic.
 
 Unknown keys and wrong types are errors that name the offending key (`ConfigError`).
-Paths may be local or fsspec URLs (`s3://bucket/prefix`); relative local paths are taken
-relative to the configuration file.
+Paths may be local or fsspec URLs (`s3://bucket/prefix`); relative paths are taken relative
+to the configuration file, which may itself be a local file or a URL.
 """
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from slamgeo import storage
 from slamgeo.errors import ConfigError
 
 
@@ -127,18 +129,23 @@ class PipelineConfig(_Strict):
         return v
 
 
-def _resolve(base: Path, p: str | None) -> str | None:
-    if p is None or "://" in p or Path(p).is_absolute():
+def _resolve(base: storage.Location, p: str | None) -> str | None:
+    """`p` relative to the folder `base` (a local folder or a URL); absolute paths and URLs as they are."""
+    if p is None or storage.is_url(p) or Path(p).is_absolute():
         return p
-    return str((base / p).resolve())
+    if storage.is_url(base):
+        scheme, _, rest = str(base).partition("://")
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, p))}"
+    return str((Path(base) / p).resolve())
 
 
 def load_config(path: str | Path, *, overrides: dict | None = None) -> PipelineConfig:
-    """Read a YAML configuration (safe loader) and validate it; relative paths are resolved
-    against the file's folder. Raises `ConfigError` naming the offending keys."""
-    path = Path(path)
+    """Read a YAML configuration (safe loader; a local file or an fsspec URL) and validate it;
+    relative paths are resolved against the file's folder. Raises `ConfigError` naming the
+    offending keys."""
+    path = storage.location(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(storage.read_text(path))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: configuration file not found") from exc
     except yaml.YAMLError as exc:
@@ -148,7 +155,7 @@ def load_config(path: str | Path, *, overrides: dict | None = None) -> PipelineC
     for k, v in (overrides or {}).items():
         raw[k] = v
     cfg = parse_config(raw, where=str(path))
-    base = path.resolve().parent
+    base = storage.parent(path) if storage.is_url(path) else Path(path).resolve().parent
     upd: dict = {"output": _resolve(base, cfg.output)}
     upd["input"] = cfg.input.model_copy(update={"paths": [_resolve(base, p) for p in cfg.input.paths]})
     upd["parcels"] = cfg.parcels.model_copy(update={"path": _resolve(base, cfg.parcels.path)})

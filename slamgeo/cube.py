@@ -114,11 +114,12 @@ def chunk_cube(ds: xr.Dataset, chunk: int = DEFAULT_CHUNK) -> xr.Dataset:
     return ds.chunk({"time": -1, **{d: chunk for d in sdims}})
 
 
-def open_cube(path: str, *, bands: Sequence[str] = BANDS, **storage_options) -> xr.Dataset:
-    """Open a cube Zarr store lazily (with its CRS coordinate) and check the contract."""
+def open_cube(path: str | Path, *, bands: Sequence[str] = BANDS, **storage_options) -> xr.Dataset:
+    """Open a cube Zarr store (a local path or an fsspec URL) lazily, with its CRS coordinate,
+    and check the contract; a store marked incomplete (`slamgeo_complete` false) is refused."""
     try:
-        ds = xr.open_zarr(path, decode_coords="all", storage_options=storage_options or None)
-    except FileNotFoundError as exc:
+        ds = xr.open_zarr(str(path), decode_coords="all", storage_options=storage_options or None)
+    except FileNotFoundError as exc:  # zarr's GroupNotFoundError is one
         raise InputError(f"{path}: no Zarr store here ({exc})") from exc
     if COMPLETE_ATTR in ds.attrs and not ds.attrs[COMPLETE_ATTR]:
         raise InputError(f"{path}: incomplete cube ({COMPLETE_ATTR} is false); run slamgeo ingest again")
@@ -145,7 +146,8 @@ COMPLETE_ATTR = "slamgeo_complete"
 
 
 def is_complete(path: str | Path) -> bool:
-    """True if the Zarr store at `path` was finished by `write_cube` (root attribute set)."""
+    """True if the Zarr store at `path` (a local path or an fsspec URL) was finished: its root
+    attribute `slamgeo_complete` is true. A store without it, or with it false, is incomplete."""
     import zarr
 
     try:
@@ -181,41 +183,62 @@ def write_cube(
     zarr_format: int = 2,
     overwrite: bool = False,
     progress: bool = True,
-) -> Path:
-    """Write a contract cube to the Zarr store `out`, chunk by chunk, atomically.
+) -> str | Path:
+    """Write a contract cube to the Zarr store `out` (a local path or an fsspec URL), chunk by
+    chunk; the store is marked complete (root attribute `slamgeo_complete = True`, consolidated
+    metadata rewritten) only after every chunk is written.
 
-    The store is written to a sibling `<out>.tmp-<random>`, marked complete with the root
-    attribute `slamgeo_complete = True`, then renamed to `out`. An existing `out` is refused
-    unless `overwrite`, and then replaced only once the new store is complete. On any error the
-    temporary store is removed, so nothing at `out` looks complete when it is not. Memory is
-    bounded by a few chunks per Dask thread (`to_zarr(compute=True)` streams the graph).
-    Returns `out` as a `Path`.
+    Local path: the store is written to a sibling `<out>.tmp-<random>`, marked complete, then
+    renamed to `out`; an existing `out` is replaced only once the new store is complete, and on
+    any error the temporary store is removed. Object storage has no rename: the store is written
+    in place with `slamgeo_complete = False` and marked complete last, so an interrupted write
+    leaves a store that `is_complete` and `open_cube` refuse, and an existing `out` (with
+    `overwrite`) is removed before the new one is written. Either way an existing `out` is
+    refused unless `overwrite`. Memory is bounded by a few chunks per Dask thread
+    (`to_zarr(compute=True)` streams the graph). Returns `out` (a `Path`, or the URL).
     """
-    import shutil
-    import secrets
-
-    from dask.diagnostics import ProgressBar
+    from slamgeo import storage
 
     if zarr_format not in (2, 3):
         raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
-    out = Path(out)
-    if out.exists() and not overwrite:
+    out = storage.location(out)
+    if storage.exists(out) and not overwrite:
         raise InputError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
     validate_cube(ds, where=str(out))
     ds = _for_zarr(ds)
     ds.attrs[COMPLETE_ATTR] = False
+    if storage.is_local(out):
+        _write_local(ds, out if isinstance(out, Path) else Path(storage.filesystem(out)[1]), zarr_format, progress)
+        return out
+    storage.remove(out)  # stale chunks of an older store would outlive its metadata
+    _write_store(ds, str(out), zarr_format, progress)
+    return out
+
+
+def _write_store(ds: xr.Dataset, store: str, zarr_format: int, progress: bool) -> None:
+    """Write every chunk of `ds` to a new store, then mark it complete."""
+    from dask.diagnostics import ProgressBar
+
+    with warnings.catch_warnings():
+        # Consolidated metadata is a zarr-python extension for format 3; it lets readers open
+        # the store without listing it, and readers that ignore it still work.
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        with _own_thread_pool(ds), ProgressBar(minimum=1.0) if progress else contextlib.nullcontext():
+            ds.to_zarr(store, mode="w-", zarr_format=zarr_format, consolidated=True, compute=True)
+        _mark_complete(store, zarr_format)
+
+
+def _write_local(ds: xr.Dataset, out: Path, zarr_format: int, progress: bool) -> None:
+    """`_write_store` into a temporary sibling of `out`, renamed into place once complete."""
+    import secrets
+    import shutil
+
     out.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
     tmp = out.with_name(f"{out.name}.tmp-{token}")
     old = out.with_name(f"{out.name}.old-{token}")
     try:
-        with warnings.catch_warnings():
-            # Consolidated metadata is a zarr-python extension for format 3; it lets readers open
-            # the store without listing it, and readers that ignore it still work.
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-            with _own_thread_pool(ds), ProgressBar(minimum=1.0) if progress else contextlib.nullcontext():
-                ds.to_zarr(tmp, mode="w-", zarr_format=zarr_format, consolidated=True, compute=True)
-            _mark_complete(tmp, zarr_format)
+        _write_store(ds, str(tmp), zarr_format, progress)
         if out.exists():
             out.rename(old)
         tmp.rename(out)
@@ -225,7 +248,6 @@ def write_cube(
             old.rename(out)
         raise
     shutil.rmtree(old, ignore_errors=True)
-    return out
 
 
 @contextlib.contextmanager
@@ -247,7 +269,7 @@ def _own_thread_pool(ds: xr.Dataset):
         yield
 
 
-def _mark_complete(path: Path, zarr_format: int) -> None:
+def _mark_complete(path: str | Path, zarr_format: int) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="r+", zarr_format=zarr_format)
@@ -260,7 +282,7 @@ def open_results(path: str | Path, *, require_complete: bool = True) -> xr.Datas
     refuse one whose explain run has not completed."""
     try:
         ds = xr.open_zarr(str(path), decode_coords="all")
-    except (FileNotFoundError, KeyError) as exc:
+    except (FileNotFoundError, KeyError) as exc:  # zarr's GroupNotFoundError is a FileNotFoundError
         raise InputError(f"{path}: no results store here ({exc})") from exc
     if require_complete and not ds.attrs.get(COMPLETE_ATTR, False):
         raise InputError(f"{path}: the explain run that writes it has not completed; run explain again to resume")

@@ -12,6 +12,12 @@ Four kinds of input, detected from the paths:
 
 Rasters are read lazily with Dask and written chunk by chunk (`slamgeo.cube.write_cube`), so
 a stack larger than memory ingests in bounded memory. Inputs are only ever opened for reading.
+
+Inputs and the output may be fsspec URLs (`s3://bucket/cube.zarr`): Zarr stores and Parquet
+tables are read through fsspec, a NetCDF file is downloaded once (fsspec's simplecache).
+GeoTIFF and STAC URLs are handed to GDAL as they are (rasterio reads `s3://` as `/vsis3/`,
+with GDAL's own settings: `AWS_S3_ENDPOINT`, ...); an fsspec URL folder of GeoTIFFs is listed
+with fsspec.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import dask
+import fsspec
 import numpy as np
 import pandas as pd
 import rasterio
@@ -34,6 +41,7 @@ import rasterio.errors
 import rioxarray
 import xarray as xr
 
+from slamgeo import storage
 from slamgeo.cube import (
     BANDS,
     DEFAULT_CHUNK,
@@ -83,20 +91,24 @@ def _lazy(func, da: xr.DataArray) -> xr.DataArray:
 # --- source detection --------------------------------------------------------------------------
 
 
-def _is_zarr_dir(p: Path) -> bool:
-    return p.is_dir() and (
-        p.suffix.lower() == ".zarr" or any((p / m).exists() for m in (".zgroup", ".zmetadata", "zarr.json"))
+def _suffix(p: storage.Location) -> str:
+    return Path(storage.name(p)).suffix.lower()
+
+
+def _is_zarr_dir(p: storage.Location) -> bool:
+    return storage.isdir(p) and (
+        _suffix(p) == ".zarr" or any(storage.exists(storage.join(p, m)) for m in (".zgroup", ".zmetadata", "zarr.json"))
     )
 
 
-def _kind_of(p: Path) -> SourceKind:
-    if not p.exists():
+def _kind_of(p: storage.Location) -> SourceKind:
+    if not storage.exists(p):
         raise InputError(f"{p}: no such file or folder")
     if _is_zarr_dir(p):
         return "dataset"
-    if p.is_dir():
+    if storage.isdir(p):
         return "geotiff"
-    suffix = p.suffix.lower()
+    suffix = _suffix(p)
     for kind, suffixes in (
         ("geotiff", TIFF_SUFFIXES),
         ("stac", STAC_SUFFIXES),
@@ -111,12 +123,14 @@ def _kind_of(p: Path) -> SourceKind:
     )
 
 
-def detect_source(inputs: Sequence[str | Path]) -> tuple[SourceKind, list[Path]]:
-    """Which reader fits `inputs`: any number of GeoTIFF files/folders, or exactly one STAC
-    JSON, NetCDF file, Zarr store or Parquet table. Raises `InputError` naming the bad path."""
+def detect_source(inputs: Sequence[str | Path]) -> tuple[SourceKind, list[storage.Location]]:
+    """Which reader fits `inputs` (local paths or fsspec URLs): any number of GeoTIFF
+    files/folders, or exactly one STAC JSON, NetCDF file, Zarr store or Parquet table.
+    Returns the kind and the inputs as locations (`Path`, or URL `str`). Raises `InputError`
+    naming the bad path."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    paths = [Path(p) for p in inputs]
+    paths = [storage.location(p) for p in inputs]
     if not paths:
         raise InputError(
             "no input given: expected GeoTIFF files or folders, a STAC ItemCollection JSON, "
@@ -386,21 +400,22 @@ def stack_dates(dates: Sequence[_Date], *, chunk: int = DEFAULT_CHUNK) -> xr.Dat
     return chunk_cube(ds, chunk)
 
 
-def _expand_tiffs(paths: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
+def _expand_tiffs(paths: Sequence[storage.Location]) -> list[storage.Location]:
+    files: list[storage.Location] = []
     for p in paths:
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in TIFF_SUFFIXES)
+        if storage.isdir(p):
+            found = [q for q in storage.glob(p, "*") if _suffix(q) in TIFF_SUFFIXES and storage.isfile(q)]
             if not found:
                 raise InputError(f"{p}: no GeoTIFF (*.tif, *.tiff) in this folder")
             files.extend(found)
         else:
             files.append(p)
-    seen: set[Path] = set()
+    seen: set = set()
     for f in files:
-        if f.resolve() in seen:
+        key = f if storage.is_url(f) else Path(f).resolve()
+        if key in seen:
             raise InputError(f"{f}: given twice")
-        seen.add(f.resolve())
+        seen.add(key)
     return files
 
 
@@ -415,7 +430,7 @@ def open_geotiffs(
 
     Reads headers now (dates, bands, grids are checked across files) and pixels lazily.
     """
-    files = _expand_tiffs([Path(p) for p in paths])
+    files = _expand_tiffs([storage.location(p) for p in paths])
     if not files:
         raise InputError("no GeoTIFF given")
     infos = [describe_tiff(str(f)) for f in files]
@@ -425,15 +440,21 @@ def open_geotiffs(
     return validate_cube(stack_dates(dates, chunk=chunk), where=str(paths[0]))
 
 
-def _resolve_href(href: str, base: Path) -> str:
-    """An asset href as rasterio opens it: URLs as they are, relative paths from the JSON."""
+def _resolve_href(href: str, base: storage.Location) -> str:
+    """An asset href as rasterio opens it: URLs as they are, relative paths from the JSON's
+    folder (a local folder or a URL)."""
+    import posixpath
+
     parsed = urlparse(href)
     if parsed.scheme in ("http", "https", "s3", "gs", "az", "vsicurl") or href.startswith("/vsi"):
         return href
     if parsed.scheme == "file":
         return parsed.path
+    if storage.is_url(base):
+        scheme, _, rest = str(base).partition("://")
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, href))}"
     p = Path(href)
-    return str(p if p.is_absolute() else (base / p).resolve())
+    return str(p if p.is_absolute() else (Path(base) / p).resolve())
 
 
 def _raster_assets(item, where: str) -> dict[str, object]:
@@ -456,11 +477,11 @@ def _raster_assets(item, where: str) -> dict[str, object]:
     return {"": tiffs[0]}
 
 
-def _read_item_collection(path: Path):
+def _read_item_collection(path: storage.Location):
     import pystac
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = storage.read_text(path)
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a JSON file ({_one_line(exc)})") from exc
@@ -489,7 +510,7 @@ def open_stac(
     The item's `datetime` (or `start_datetime`) is the date; relative asset hrefs are resolved
     from the JSON file's folder; band polarisations come from the files' band descriptions.
     """
-    path = Path(path)
+    path = storage.location(path)
     infos: list[RasterInfo] = []
     for where, when, pol, href in stac_assets(path):
         info = describe_tiff(href, time=when, where=f"{where}: {href}")
@@ -506,7 +527,7 @@ def open_stac(
 def stac_assets(path: str | Path) -> list[tuple[str, np.datetime64, str, str]]:
     """The rasters a STAC ItemCollection names, read from the JSON only:
     `(where, time, polarisation or "", href)` per asset; local hrefs are checked to exist."""
-    path = Path(path)
+    path = storage.location(path)
     items = _read_item_collection(path)
     if not items:
         raise InputError(f"{path}: the ItemCollection has no items")
@@ -517,7 +538,7 @@ def stac_assets(path: str | Path) -> list[tuple[str, np.datetime64, str, str]]:
         if when is None:
             raise InputError(f"{where}: no datetime or start_datetime")
         for pol, asset in _raster_assets(item, where).items():
-            href = _resolve_href(asset.href, path.parent)
+            href = _resolve_href(asset.href, storage.parent(path))
             if _is_local(href) and not Path(href).exists():
                 raise InputError(f"{where}: asset {asset.href!r} not found at {href}")
             out.append((where, _to_datetime64(when), pol, href))
@@ -568,17 +589,22 @@ def open_dataset_cube(
     converts uint16 DN (`20*log10(DN) - 83`, 0 and 65535 no data) or linear power to dB, keeps
     data already in dB (`units: dB`) and keeps the CRS as a `spatial_ref` grid mapping.
     """
-    path = Path(path)
+    path = storage.location(path)
     where = str(path)
     try:
         if _is_zarr_dir(path):
-            if path.joinpath(".zgroup").exists() or path.joinpath("zarr.json").exists():
+            if any(storage.exists(storage.join(path, m)) for m in (".zgroup", "zarr.json")):
                 import zarr
 
                 attrs = zarr.open_group(str(path), mode="r").attrs
                 if "slamgeo_complete" in attrs and not is_complete(path):
                     raise InputError(f"{where}: this cube was not written completely (slamgeo_complete is not set)")
-            src = xr.open_zarr(path, decode_coords="all", chunks={})
+            src = xr.open_zarr(str(path), decode_coords="all", chunks={})
+        elif storage.is_url(path):
+            # The netCDF4 library reads local files only: fsspec's simplecache downloads the file
+            # once (to a temporary folder removed at exit) and gives its local path.
+            local = fsspec.open_local(f"simplecache::{path}")
+            src = xr.open_dataset(local, decode_coords="all", chunks={})
         else:
             src = xr.open_dataset(path, decode_coords="all", chunks={})
     except InputError:
@@ -621,12 +647,12 @@ def open_dataset_cube(
 # --- long tables ---------------------------------------------------------------------------------
 
 
-def _legend(path: Path) -> pd.DataFrame | None:
+def _legend(path: storage.Location) -> pd.DataFrame | None:
     """The WorldCereal legend next to the table, indexed by integer `ewoc_code`, or None."""
-    csv = path.parent / LEGEND_FILE
-    if not csv.exists():
+    csv = storage.join(storage.parent(path), LEGEND_FILE)
+    if not storage.exists(csv):
         return None
-    legend = pd.read_csv(csv, sep=";", encoding="utf-8-sig", dtype=str)
+    legend = pd.read_csv(str(csv), sep=";", encoding="utf-8-sig", dtype=str)
     legend["ewoc_code"] = legend["ewoc_code"].str.replace("-", "", regex=False).astype(np.int64)
     return legend.set_index("ewoc_code")
 
@@ -657,10 +683,11 @@ def open_table(
     """
     import pyarrow.parquet as pq
 
-    path = Path(path)
+    path = storage.location(path)
     where = str(path)
     try:
-        columns = pq.read_schema(path).names
+        with storage.open_input(path) as f:
+            columns = pq.read_schema(f).names
     except Exception as exc:  # noqa: BLE001  (pyarrow raises ArrowInvalid, OSError, ...)
         raise InputError(f"{where}: cannot be read as a Parquet table ({_one_line(exc)})") from exc
     for col in ("sample_id", "timestamp"):
@@ -668,7 +695,7 @@ def open_table(
             raise InputError(f"{where}: missing column {col!r}")
     bands = {pol: _find_column(columns, pol, where) for pol in BANDS}
     extra = [c for c in ("ewoc_code", "lon", "lat") if c in columns]
-    df = pd.read_parquet(path, columns=["sample_id", "timestamp", *bands.values(), *extra])
+    df = pd.read_parquet(str(path), columns=["sample_id", "timestamp", *bands.values(), *extra])
     df["timestamp"] = pd.to_datetime(df["timestamp"])
     if df["timestamp"].dt.tz is not None:
         df["timestamp"] = df["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
@@ -748,33 +775,59 @@ def open_source(
     return open_table(paths[0], chunk=chunk, start=start, end=end)
 
 
+def _local_entry(f: Path, name: str, content_limit: int) -> str:
+    st = f.stat()
+    ident = hashlib.sha256(f.read_bytes()).hexdigest() if st.st_size <= content_limit else st.st_mtime_ns
+    return json.dumps([name, st.st_size, ident])
+
+
+def _object_entries(url: str) -> list[str]:
+    """Per object at `url` (a file, or every object under a folder such as a Zarr store): its
+    name, size and the store's change tag (ETag on S3, else the modification time), from
+    listings only: nothing is downloaded."""
+    fs, root = storage.filesystem(url)
+    found = fs.find(root, detail=True) if fs.isdir(root) else {root: fs.info(root)}
+    out = []
+    for key, info in found.items():
+        rel = key[len(root.rstrip("/")):].lstrip("/") or storage.name(url)
+        tag = next((info[k] for k in ("ETag", "etag", "mtime", "LastModified", "created") if info.get(k)), None)
+        out.append(json.dumps([rel, info.get("size"), str(tag)]))
+    return out
+
+
 def input_fingerprint(files: Sequence[str | Path], *, content_limit: int = 16 * 2**20) -> str:
     """sha256 (hex) identifying the inputs, in any order: per local file its name, size and
     content hash (the modification time instead for files over `content_limit` bytes, costly to
-    hash); a URL by its text."""
+    hash), every file of a local folder (a Zarr store) likewise; per fsspec URL, each object's
+    name, size and change tag (`_object_entries`); a GDAL path (`/vsi...`) or an http(s) URL
+    by its text."""
     entries = []
     for f in files:
-        if isinstance(f, str) and not _is_local(f):
-            entries.append(json.dumps(["url", f]))
-            continue
-        f = Path(f)
-        st = f.stat()
-        ident = hashlib.sha256(f.read_bytes()).hexdigest() if st.st_size <= content_limit else st.st_mtime_ns
-        entries.append(json.dumps([f.name, st.st_size, ident]))
+        text = str(f)
+        if text.startswith("/vsi") or urlparse(text).scheme in ("http", "https"):
+            entries.append(json.dumps(["url", text]))
+        elif storage.is_url(f):
+            entries.extend(_object_entries(text))
+        elif Path(f).is_dir():
+            root = Path(f)
+            entries.extend(_local_entry(q, q.relative_to(root).as_posix(), content_limit)
+                           for q in sorted(root.rglob("*")) if q.is_file())
+        else:
+            entries.append(_local_entry(Path(f), Path(f).name, content_limit))
     # Sorted: the same files given in another order are the same input.
     return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
 
 
-def _provenance(kind: SourceKind, paths: Sequence[Path]) -> dict:
+def _provenance(kind: SourceKind, paths: Sequence[storage.Location]) -> dict:
     """Root attributes of an ingested cube: where it came from, and which slamgeo made it."""
     from slamgeo import __version__
 
     files: list[str | Path] = []
     for p in paths:
-        if p.is_dir():
-            files.extend(_expand_tiffs([p]) if kind == "geotiff" else sorted(q for q in p.rglob("*") if q.is_file()))
+        if kind == "geotiff" and storage.isdir(p):
+            files.extend(_expand_tiffs([p]))
         else:
-            files.append(p)
+            files.append(p)  # a folder (a Zarr store) is read whole by input_fingerprint
     if kind == "stac":  # the asset files are inputs as much as the JSON is
         files.extend(href for *_, href in stac_assets(paths[0]))
     return {
@@ -787,6 +840,17 @@ def _provenance(kind: SourceKind, paths: Sequence[Path]) -> dict:
     }
 
 
+def _overlap(a: storage.Location, b: storage.Location) -> bool:
+    """True when one location is the other or lies inside it."""
+    if storage.is_url(a) != storage.is_url(b):
+        return False
+    if storage.is_url(a):
+        x, y = str(a).rstrip("/"), str(b).rstrip("/")
+        return x == y or x.startswith(y + "/") or y.startswith(x + "/")
+    ra, rb = Path(a).resolve(), Path(b).resolve()
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
 def ingest(
     inputs: Sequence[str | Path],
     out: str | Path,
@@ -797,22 +861,24 @@ def ingest(
     start: str | None = None,
     end: str | None = None,
     progress: bool = True,
-) -> Path:
-    """Ingest `inputs` (kind auto-detected) into the cube Zarr store `out`; returns its path.
+) -> storage.Location:
+    """Ingest `inputs` (kind auto-detected) into the cube Zarr store `out` (a local path or an
+    fsspec URL); returns its location (a `Path`, or the URL).
 
     Validates everything it can before writing (paths, dates, bands, grids), then writes
-    chunk by chunk to a temporary store and renames it into place once complete. Errors are
-    `InputError`/`ConfigError` naming the file and the problem; no partial output is left.
+    chunk by chunk (`slamgeo.cube.write_cube`: locally to a temporary store renamed into place
+    once complete; on object storage in place, marked complete last). Errors are
+    `InputError`/`ConfigError` naming the file and the problem; no output that looks complete
+    is left when it is not.
     """
     if zarr_format not in (2, 3):
         raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
-    out = Path(out)
-    if out.exists() and not overwrite:
+    out = storage.location(out)
+    if storage.exists(out) and not overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it")
     kind, paths = detect_source(inputs)
     for p in paths:
-        rp, ro = p.resolve(), out.resolve()
-        if rp == ro or ro in rp.parents or rp in ro.parents:
+        if _overlap(p, out):
             raise InputError(f"{out}: the output would overwrite the input {p}")
     ds = open_source(paths, chunk=chunk, start=start, end=end)
     ds.attrs = _provenance(kind, paths)

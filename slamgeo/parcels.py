@@ -32,6 +32,7 @@ import shapely
 import xarray as xr
 from flox.xarray import xarray_reduce
 
+from slamgeo import storage
 from slamgeo.cluster import CENTRE, DIM, NO_CLUSTER
 from slamgeo.cube import DEFAULT_CHUNK, GRID_DIMS, spatial_dims
 from slamgeo.errors import InputError
@@ -50,11 +51,17 @@ class ParcelWarning(UserWarning):
 # --------------------------------------------------------------------------- reading
 
 
-def _read_any(path: Path, layer: str | None) -> gpd.GeoDataFrame:
+def _read_any(path: str | Path, layer: str | None) -> gpd.GeoDataFrame:
+    """A local path is read by name (a shapefile needs its sibling files); a URL through an
+    fsspec file object (pyogrio reads it into GDAL's memory filesystem)."""
+    parquet = Path(storage.name(path)).suffix.lower() in _PARQUET_SUFFIXES
     try:
-        if path.suffix.lower() in _PARQUET_SUFFIXES:
-            return gpd.read_parquet(path)
-        return gpd.read_file(path, layer=layer, engine="pyogrio")
+        if not storage.is_url(path):
+            return gpd.read_parquet(path) if parquet else gpd.read_file(path, layer=layer, engine="pyogrio")
+        with storage.open_input(path) as f, warnings.catch_warnings():
+            # GDAL names the bytes it is given without the file's extension, and says so
+            warnings.filterwarnings("ignore", message=".*non conformant file extension")
+            return gpd.read_parquet(f) if parquet else gpd.read_file(f, layer=layer, engine="pyogrio")
     except Exception as exc:  # noqa: BLE001 - pyogrio/pyarrow raise many types; say which file
         raise InputError(f"{path}: cannot read parcels as GeoPackage, shapefile or GeoParquet ({exc})") from exc
 
@@ -112,16 +119,16 @@ def read_parcels(
     crs=None,
     layer: str | None = None,
 ) -> gpd.GeoDataFrame:
-    """Read parcels (GeoPackage, shapefile, GeoParquet), check them, repair invalid geometries,
-    reproject to `crs` when given and different.
+    """Read parcels (GeoPackage, shapefile, GeoParquet; a local path or an fsspec URL), check
+    them, repair invalid geometries, reproject to `crs` when given and different.
 
     Returns a GeoDataFrame with columns `id_column` (int64), `class_column` and `geometry`, in
     file order; `attrs`: `repaired_ids` (list), `overlaps` (list of id pairs), `source`.
     Raises `InputError` for a missing file, an empty layer, a missing column, bad ids,
     null/empty/non-polygonal geometries, or a layer without a CRS.
     """
-    path = Path(path)
-    if not path.exists():
+    path = storage.location(path)
+    if not storage.exists(path):
         raise InputError(f"{path}: no parcel file here")
     gdf = _read_any(path, layer)
     if len(gdf) == 0:

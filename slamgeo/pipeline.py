@@ -8,6 +8,12 @@ An interrupted explain resumes where it stopped (its store records finished bloc
 season writes to its own folder, so a scheduled 2018 run never touches 2017. Each run writes a
 manifest (versions, configuration, per-step status and timings, figures) and ends with a tally
 of done / skipped / failed, in the manner of odc-stats' `run`.
+
+The output (and every input) may be a local folder or an fsspec URL (`s3://bucket/prefix`);
+`slamgeo.storage` serves both. An output "exists" for the skip rule only when it is complete:
+a Zarr store with `slamgeo_complete` set, a folder with its marker file (`model.json`,
+`metrics.json`, `index.html`), so a step killed half-way on object storage is redone. The
+state file and the manifests are single files, written whole.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ import json
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from slamgeo import storage
 from slamgeo.config import PipelineConfig
 from slamgeo.errors import InputError, SlamgeoError
 from slamgeo.provenance import fingerprint, versions
@@ -40,9 +46,9 @@ class StepResult:
 
 @dataclass
 class RunSummary:
-    season_dir: Path
+    season_dir: storage.Location  # a Path, or a URL
     steps: list[StepResult]
-    manifest: Path | None
+    manifest: storage.Location | None
 
     @property
     def failed(self) -> bool:
@@ -57,60 +63,78 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class SeasonPaths:
-    """Where a season's outputs live (local folders)."""
+    """Where a season's outputs live: below `root`, a local folder (`Path`) or a URL (`str`)."""
 
-    root: Path
+    root: storage.Location
 
-    @property
-    def scene(self) -> Path:
-        return self.root / "scene"
-
-    @property
-    def cube(self) -> Path:
-        return self.root / "cube.zarr"
+    def _at(self, name: str) -> storage.Location:
+        return storage.join(self.root, name)
 
     @property
-    def model(self) -> Path:
-        return self.root / "model"
+    def scene(self) -> storage.Location:
+        return self._at("scene")
 
     @property
-    def aligned(self) -> Path:
-        return self.root / "cube_model_dates.zarr"
+    def cube(self) -> storage.Location:
+        return self._at("cube.zarr")
 
     @property
-    def results(self) -> Path:
-        return self.root / "results.zarr"
+    def model(self) -> storage.Location:
+        return self._at("model")
 
     @property
-    def parcels(self) -> Path:
-        return self.root / "parcels"
+    def aligned(self) -> storage.Location:
+        return self._at("cube_model_dates.zarr")
 
     @property
-    def report(self) -> Path:
-        return self.root / "report"
+    def results(self) -> storage.Location:
+        return self._at("results.zarr")
 
     @property
-    def state(self) -> Path:
-        return self.root / "pipeline_state.json"
+    def parcels(self) -> storage.Location:
+        return self._at("parcels")
 
     @property
-    def manifests(self) -> Path:
-        return self.root / "manifests"
+    def report(self) -> storage.Location:
+        return self._at("report")
+
+    @property
+    def state(self) -> storage.Location:
+        return self._at("pipeline_state.json")
+
+    @property
+    def manifests(self) -> storage.Location:
+        return self._at("manifests")
 
 
-def _read_state(path: Path) -> dict:
+# The file whose presence means a folder output is complete (see slamgeo.storage): written
+# last by its stage. Spelt out here: the modules that write them load torch or matplotlib.
+MODEL_MARKER = "model.json"  # slamgeo.checkpoint.META_FILE
+PARCELS_MARKER = "metrics.json"  # slamgeo.cli.parcels
+REPORT_MARKER = "index.html"  # slamgeo.report.make_report
+SCENE_MARKER = "scene.json"  # slamgeo.synth.write_scene
+
+
+def _ready(output: storage.Location) -> bool:
+    """True when a step output is there and complete: a Zarr store marked complete, or a file."""
+    if storage.name(output).endswith(".zarr"):
+        from slamgeo.cube import is_complete
+
+        return is_complete(output)
+    return storage.exists(output)
+
+
+def _read_state(path: storage.Location) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_text(path))
     except FileNotFoundError:
         return {"steps": {}}
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: the pipeline state file is not valid JSON ({exc}); remove it or run with --force")
 
 
-def _write_state(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2, default=str))
-    tmp.replace(path)
+def _write_state(path: storage.Location, state: dict) -> None:
+    storage.write_text(path, json.dumps(state, indent=2, default=str))  # whole or not at all
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -142,17 +166,27 @@ class _Season:
         def run() -> dict:
             from slamgeo.ingest import ingest
 
-            sources = c.input.paths
-            if c.input.kind == "synthetic":
+            def ingest_from(sources) -> None:
+                ingest(sources, self.paths.cube, chunk=c.chunk, start=c.season.start, end=c.season.end,
+                       overwrite=True, progress=not self.quiet)
+
+            if c.input.kind != "synthetic":
+                ingest_from(c.input.paths)
+            else:
                 from slamgeo.synth import make_scene, write_scene
 
                 s = c.input.synthetic
                 scene = make_scene(size=s.size, seed=s.seed, n_dates=s.n_dates, start=s.start, step_days=s.step_days,
                                    missing_dates=s.missing_dates, irregular=s.irregular, rain_events=s.rain_events)
-                written = write_scene(scene, self.paths.scene, overwrite=True)
-                sources = [str(written["tiffs"])]
-            ingest(sources, self.paths.cube, chunk=c.chunk, start=c.season.start, end=c.season.end,
-                   overwrite=True, progress=not self.quiet)
+                if storage.is_local(self.paths.scene):
+                    written = write_scene(scene, self.paths.scene, overwrite=True)
+                    ingest_from([str(written["tiffs"])])
+                else:
+                    # GeoTIFFs are read by GDAL, which does not share fsspec's settings: the scene
+                    # is written and ingested locally, then uploaded (parcels reads it from there)
+                    with storage.staged_folder(self.paths.scene, marker=SCENE_MARKER) as tmp:
+                        written = write_scene(scene, tmp, overwrite=True)
+                        ingest_from([str(written["tiffs"])])
             from slamgeo.cube import open_cube
 
             cube = open_cube(str(self.paths.cube))
@@ -172,7 +206,7 @@ class _Season:
             def run() -> dict:
                 return {"reused": c.model.checkpoint, "model_checksum": tm.checksum}
 
-            return fp, run, [Path(c.model.checkpoint)]
+            return fp, run, [storage.join(c.model.checkpoint, MODEL_MARKER)]
         fp = fingerprint({"train": c.model.train.model_dump(), "ingest": self.fp["ingest"]})
 
         def run() -> dict:
@@ -186,11 +220,11 @@ class _Season:
                        gap_fill=t.gap_fill, arch={"embed_dim": t.embed_dim}, progress=not self.quiet)
             return {"model_checksum": tm.checksum}
 
-        return fp, run, [self.paths.model]
+        return fp, run, [storage.join(self.paths.model, MODEL_MARKER)]
 
     @property
-    def model_dir(self) -> Path:
-        return Path(self.cfg.model.checkpoint) if self.cfg.model.checkpoint else self.paths.model
+    def model_dir(self) -> storage.Location:
+        return storage.location(self.cfg.model.checkpoint) if self.cfg.model.checkpoint else self.paths.model
 
     # align ----------------------------------------------------------------
     def _needs_alignment(self) -> bool:
@@ -207,6 +241,7 @@ class _Season:
 
         def run() -> dict:
             if not self._needs_alignment():
+                storage.remove(self.paths.aligned)  # one left by an earlier configuration would be used
                 return {"aligned": False, "note": "cube dates equal the model's dates"}
             from slamgeo.checkpoint import load_model
             from slamgeo.cube import open_cube, write_cube
@@ -222,8 +257,8 @@ class _Season:
         return fp, run, []
 
     @property
-    def explain_input(self) -> Path:
-        return self.paths.aligned if self.paths.aligned.exists() else self.paths.cube
+    def explain_input(self) -> storage.Location:
+        return self.paths.aligned if _ready(self.paths.aligned) else self.paths.cube
 
     # explain ----------------------------------------------------------------
     def step_explain(self):
@@ -275,17 +310,17 @@ class _Season:
         if p.path:
             return p.path
         if self.cfg.input.kind == "synthetic":
-            return str(self.paths.scene / "parcels.gpkg")
+            return str(storage.join(self.paths.scene, "parcels.gpkg"))
         return None
 
     def step_parcels(self):
         c = self.cfg
         path = self._parcels_file()
         parcels_fp = None
-        if path and Path(path).exists():
+        if path and storage.exists(path):
             from slamgeo.ingest import input_fingerprint
 
-            parcels_fp = input_fingerprint([Path(path)])
+            parcels_fp = input_fingerprint([storage.location(path)])
         fp = fingerprint({"parcels": c.parcels.model_dump(), "file": parcels_fp, "cluster": self.fp["cluster"]})
 
         def run() -> dict:
@@ -293,16 +328,16 @@ class _Season:
 
             scheduler = self.client.scheduler.address if self.client is not None else None
             parcels_cmd(
-                results=str(self.paths.results), parcels=Path(path) if path else None, out=self.paths.parcels,
+                results=str(self.paths.results), parcels=path, out=str(self.paths.parcels),
                 cube=str(self.explain_input), id_column=c.parcels.id_column, class_column=c.parcels.class_column,
                 all_touched=c.parcels.all_touched, vote=c.parcels.vote, test_fraction=c.parcels.test_fraction,
                 seed=c.parcels.seed, layer=None, overwrite=True, scheduler=scheduler, workers=None, threads=1,
             )
-            metrics = json.loads((self.paths.parcels / "metrics.json").read_text())
+            metrics = json.loads(storage.read_text(storage.join(self.paths.parcels, PARCELS_MARKER)))
             return {f"held_out_{k}": {m: metrics[k][m] for m in ("overall_accuracy", "kappa") if m in metrics[k]}
                     for k in ("pixels", "parcels") if k in metrics}
 
-        return fp, run, [self.paths.parcels]
+        return fp, run, [storage.join(self.paths.parcels, PARCELS_MARKER)]
 
     # report ----------------------------------------------------------------
     def step_report(self):
@@ -316,13 +351,14 @@ class _Season:
 
             results = open_results(self.paths.results)
             faith = self._faithfulness(results)
+            parcels_ready = _ready(storage.join(self.paths.parcels, PARCELS_MARKER))
             html = make_report(results, self.paths.report, cube=open_cube(str(self.explain_input)),
-                               parcels_dir=self.paths.parcels if self.paths.parcels.exists() else None,
+                               parcels_dir=self.paths.parcels if parcels_ready else None,
                                class_groups=c.report.class_groups, date=c.report.date, faithfulness=faith,
                                title=f"slamgeo season {c.season.name}")
-            return {"html": str(html), "figures": sorted(str(p) for p in self.paths.report.glob("*.png"))}
+            return {"html": str(html), "figures": [str(p) for p in storage.glob(self.paths.report, "*.png")]}
 
-        return fp, run, [self.paths.report]
+        return fp, run, [storage.join(self.paths.report, REPORT_MARKER)]
 
     def _faithfulness(self, results) -> dict | None:
         """Deletion curves on a sample of valid pixels (Grad-SLAM at the run's scaling)."""
@@ -363,7 +399,7 @@ class _Season:
             self.fp[name] = fp
             rec = self.state_steps.get(name, {})
             up_to_date = (not self.force and rec.get("status") == "done" and rec.get("fingerprint") == fp
-                          and all(Path(o).exists() for o in outputs))
+                          and all(_ready(o) for o in outputs))
             if dry_run:
                 results.append(StepResult(name, "would skip" if up_to_date else "would run", fingerprint=fp))
                 _say(f"[{name}] {'up to date' if up_to_date else 'would run'} ({fp})", self.quiet)
@@ -408,11 +444,8 @@ def run_pipeline(
     LocalCluster (or connects to `cfg.cluster.scheduler`) for the run."""
     from slamgeo.runtime import ClusterOptions, dask_client
 
-    if "://" in cfg.output:
-        raise InputError(f"{cfg.output}: the season pipeline writes to a local folder; object-storage output is "
-                         "supported by the explain step (`slamgeo explain ... --out s3://...`)")
-    paths = SeasonPaths(Path(cfg.output) / cfg.season.name)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    paths = SeasonPaths(storage.join(storage.location(cfg.output), cfg.season.name))
+    storage.makedirs(paths.root)
     started = dt.datetime.now(dt.timezone.utc)
     if dry_run or client is not None:
         steps = _Season(cfg, paths, force=force, client=client, quiet=quiet).run(dry_run=dry_run)
@@ -423,10 +456,9 @@ def run_pipeline(
             steps = _Season(cfg, paths, force=force, client=c, quiet=quiet).run()
     manifest = None
     if not dry_run:
-        paths.manifests.mkdir(exist_ok=True)
-        manifest = paths.manifests / f"run-{started.strftime('%Y%m%dT%H%M%S%fZ')}.json"
+        manifest = storage.join(paths.manifests, f"run-{started.strftime('%Y%m%dT%H%M%S%fZ')}.json")
         report_step = next((s for s in steps if s.name == "report" and s.info), None)
-        manifest.write_text(json.dumps({
+        storage.write_text(manifest, json.dumps({
             "started": started.isoformat(),
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
             "versions": versions(),

@@ -14,7 +14,10 @@ notebook, where a bare `Figure` displays itself):
 
 `make_report` draws what its inputs allow, writes every figure as a PNG into `out_dir` and
 an `index.html` that embeds them (base64, so the page is one file), lists the figures it could
-not draw with the reason, and writes `report.json` (the same list, for programs).
+not draw with the reason, and writes `report.json` (the same list, for programs). `out_dir`
+may be a local folder or an fsspec URL (`s3://bucket/report`); each file is written whole
+(`slamgeo.storage.write_bytes`), and `index.html` is removed first and written last, so its
+presence means the report is complete.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
 no display is needed and no global figure state accumulates. Maps read a strided subsample of
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import itertools
 import json
 import math
@@ -48,6 +52,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator
 
+from slamgeo import storage
 from slamgeo.errors import InputError
 
 DIM = "dim"
@@ -776,16 +781,16 @@ def save_curves(curves: Mapping, path: str | Path) -> Path:
     """Write deletion curves (as `fig_deletion_curve` takes them) to a JSON file."""
     sets = _curve_sets(curves)
     data = {n: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for n, s in sets.items()}
-    path = Path(path)
-    path.write_text(json.dumps(data, indent=1))
+    path = storage.location(path)
+    storage.write_text(path, json.dumps(data, indent=1))
     return path
 
 
 def load_curves(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     """Read deletion curves written by `save_curves` (or any JSON of the same form)."""
-    path = Path(path)
+    path = storage.location(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_text(path))
     except FileNotFoundError as exc:
         raise InputError(f"{path}: no faithfulness JSON here") from exc
     except json.JSONDecodeError as exc:
@@ -802,22 +807,22 @@ def read_parcels_outputs(parcels_dir: str | Path) -> tuple[dict[str, Any], dict[
     Pieces: `confusion_pixels`, `confusion_parcels` (DataFrames of counts), `profiles`
     (class profiles Dataset), `per_parcel` (Dataset), `metrics` (dict). Raises `InputError`
     when the folder does not exist."""
-    folder = Path(parcels_dir)
-    if not folder.is_dir():
+    folder = storage.location(parcels_dir)
+    if not storage.isdir(folder):
         raise InputError(f"{folder}: no parcels output folder here (expected what `slamgeo parcels --out` writes)")
     found, missing = {}, {}
     for key, name in PARCELS_FILES.items():
-        path = folder / name
-        if not path.exists():
+        path = storage.join(folder, name)
+        if not storage.exists(path):
             missing[key] = f"{name} not found in {folder}"
             continue
         try:
             if name.endswith(".csv"):
-                found[key] = pd.read_csv(path, index_col=0)
+                found[key] = pd.read_csv(io.BytesIO(storage.read_bytes(path)), index_col=0)
             elif name.endswith(".zarr"):  # per-parcel tables stay lazy: only what a figure uses is read
-                found[key] = xr.open_zarr(path).load() if key == "profiles" else xr.open_zarr(path)
+                found[key] = xr.open_zarr(str(path)).load() if key == "profiles" else xr.open_zarr(str(path))
             else:
-                found[key] = json.loads(path.read_text())
+                found[key] = json.loads(storage.read_text(path))
         except Exception as exc:  # noqa: BLE001 - any unreadable piece becomes a skipped figure
             missing[key] = f"{path}: unreadable ({type(exc).__name__}: {exc})"
     return found, missing
@@ -938,11 +943,11 @@ def read_groups(path: str | Path) -> dict[str, list[str]]:
     """Class groups from a JSON or YAML file: a mapping group name -> list of class names."""
     import yaml
 
-    path = Path(path)
-    if not path.exists():
+    path = storage.location(path)
+    if not storage.exists(path):
         raise InputError(f"{path}: no class-groups file here")
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        data = yaml.safe_load(storage.read_text(path))  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid JSON or YAML ({exc})") from exc
     if not isinstance(data, dict) or not data or not all(
@@ -979,9 +984,11 @@ def _sample_labels(results: xr.Dataset) -> tuple[str, xr.DataArray] | None:
 
 
 class _Report:
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
+    """The figures drawn so far: their items, and each PNG's bytes by file name."""
+
+    def __init__(self):
         self.items: list[ReportItem] = []
+        self.pngs: dict[str, bytes] = {}
 
     def add(self, key: str, title: str, caption: str, draw) -> None:
         """Draw a figure (a callable returning a Figure) and save it; an InputError skips it."""
@@ -992,7 +999,9 @@ class _Report:
             item.skipped = str(exc)
         else:
             name = f"{key}.png"
-            fig.savefig(self.out_dir / name, dpi=DPI)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=DPI)
+            self.pngs[name] = buf.getvalue()
             item.file = name
         self.items.append(item)
 
@@ -1010,11 +1019,12 @@ def make_report(
     date=None,
     faithfulness: Mapping | None = None,
     title: str = "slamgeo report",
-) -> Path:
-    """Draw every figure the inputs allow, write them as PNGs into `out_dir` (created), and an
-    `index.html` that embeds them (base64) with the metrics and the run's provenance, and lists
-    the figures that could not be drawn with the reason; also `report.json` (the same list).
-    Returns the path of `index.html`.
+) -> storage.Location:
+    """Draw every figure the inputs allow, write them as PNGs into `out_dir` (a folder, created,
+    or an fsspec URL), and an `index.html` that embeds them (base64) with the metrics and the
+    run's provenance, and lists the figures that could not be drawn with the reason; also
+    `report.json` (the same list). `index.html` is removed first and written last. Returns the
+    location of `index.html` (a `Path`, or a URL).
 
     `results`: results store (`embedding (dim, *S)`, `importance (dim, time, *S)`,
     `recon_error (*S)`, optional `cluster (*S)`; S = (y, x), or (sample,) where maps are
@@ -1025,9 +1035,10 @@ def make_report(
     date of highest mean |importance|). `faithfulness`: deletion curves (see
     `fig_deletion_curve`).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rep = _Report(out)
+    out = storage.location(out_dir)
+    page = storage.join(out, "index.html")
+    storage.remove(page)  # the marker of a complete report: not there until this one is
+    rep = _Report()
     if "embedding" not in results:
         raise InputError(f"results: no 'embedding' variable; found {sorted(map(str, results.data_vars))}")
     gridded = {"y", "x"} <= set(results["embedding"].dims)
@@ -1167,10 +1178,12 @@ def make_report(
                 "(replaced by interpolation), against k dates chosen at random: a faithful explanation moves it more.",
                 lambda: fig_deletion_curve(faithfulness))
 
+    storage.makedirs(out)
+    for name, png in rep.pngs.items():
+        storage.write_bytes(storage.join(out, name), png)
     manifest = {"title": title, "figures": [asdict(i) for i in rep.items]}
-    (out / "report.json").write_text(json.dumps(manifest, indent=2))
-    page = out / "index.html"
-    page.write_text(_html(title, rep.items, out, results.attrs, metrics), encoding="utf-8")
+    storage.write_text(storage.join(out, "report.json"), json.dumps(manifest, indent=2))
+    storage.write_text(page, _html(title, rep.items, rep.pngs, results.attrs, metrics))
     return page
 
 
@@ -1228,7 +1241,7 @@ def _metrics_html(metrics: dict) -> str:
     return "\n".join(parts)
 
 
-def _html(title: str, items: list[ReportItem], out: Path, attrs: Mapping, metrics: dict) -> str:
+def _html(title: str, items: list[ReportItem], pngs: Mapping[str, bytes], attrs: Mapping, metrics: dict) -> str:
     esc = html.escape
     prov = [(k, attrs[k]) for k in _PROVENANCE_KEYS if k in attrs]
     if "dates" in attrs:
@@ -1245,7 +1258,7 @@ def _html(title: str, items: list[ReportItem], out: Path, attrs: Mapping, metric
         links = "".join(f'<li><a href="#{esc(i.key)}">{esc(i.title)}</a></li>' for i in drawn)
         body.append(f"<h2>Figures</h2><ul>{links}</ul>")
     for i in drawn:
-        data = base64.b64encode((out / i.file).read_bytes()).decode("ascii")
+        data = base64.b64encode(pngs[i.file]).decode("ascii")
         body.append(
             f'<figure id="{esc(i.key)}"><h3>{esc(i.title)}</h3>'
             f'<img src="data:image/png;base64,{data}" alt="{esc(i.title)}" data-file="{esc(i.file)}">'

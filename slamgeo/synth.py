@@ -780,7 +780,11 @@ def _write_stac(scene: Scene, tiffs: list[Path], path: Path) -> None:
     pystac.ItemCollection(items).save_object(dest_href=str(path))
 
 
-def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -> dict[str, Path]:
+SCENE_FILES = {"tiffs": "tiffs", "stac": "stac.json", "parcels": "parcels.gpkg", "phenology": "phenology.csv",
+               "truth": "truth.tif", "meta": "scene.json"}
+
+
+def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -> dict[str, Path | str]:
     """Write `scene` as real products are delivered, atomically (module docstring).
 
     `out_dir/tiffs/S1_VVVH_YYYYMMDD.tif` (bands VV, VH, linear power float32, nodata 0),
@@ -789,7 +793,18 @@ def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -
     rain, distinctive windows). Everything is written to a hidden sibling folder that is renamed
     to `out_dir` at the end. A non-empty `out_dir` is refused unless `overwrite`, and then
     replaced only once the new one is complete. Returns the paths by kind.
+
+    `out_dir` may be an fsspec URL (`s3://bucket/scene`): the scene is written locally, then
+    uploaded with `scene.json` last (`slamgeo.storage.staged_folder`); the URLs are returned.
     """
+    from slamgeo import storage
+
+    if not storage.is_local(out_dir):
+        if storage.exists(out_dir) and not storage.is_empty_dir(out_dir) and not overwrite:
+            raise InputError(f"{out_dir}: exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+        with storage.staged_folder(out_dir, marker=SCENE_FILES["meta"]) as tmp:
+            write_scene(scene, tmp, overwrite=True)
+        return {k: storage.join(out_dir, v) for k, v in SCENE_FILES.items()}
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; expected a folder to write the scene into")
@@ -829,14 +844,7 @@ def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {
-        "tiffs": out / "tiffs",
-        "stac": out / "stac.json",
-        "parcels": out / "parcels.gpkg",
-        "phenology": out / "phenology.csv",
-        "truth": out / "truth.tif",
-        "meta": out / "scene.json",
-    }
+    return {k: out / v for k, v in SCENE_FILES.items()}
 
 
 __all__ = [

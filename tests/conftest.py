@@ -1,7 +1,9 @@
-"""Shared fixtures: a real LocalCluster with worker processes, small cubes and models."""
+"""Shared fixtures: a real LocalCluster with worker processes, a real S3-compatible server,
+small cubes and models."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,42 @@ def class_cube(
 
 
 SMALL_ARCH = {"channels": [8, 16, 16], "kernels": [5, 3, 3], "hidden": [16, 8]}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on 127.0.0.1 with a bucket `slamgeo-test`; yields an `s3fs` filesystem.
+    The AWS_* variables set here point boto (s3fs) at it, for this process, its subprocesses and
+    the worker processes of a LocalCluster started afterwards; not for the workers of
+    `local_cluster`, which may have started before."""
+    from moto.server import ThreadedMotoServer
+
+    import urllib.request
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # moto keeps its state per process, not per server: start each module with an empty one
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("slamgeo-test")
+    try:
+        yield fs
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
 
 
 @pytest.fixture

@@ -225,6 +225,16 @@ def test_fingerprint_changes_when_an_input_file_changes(stack) -> None:
     assert input_fingerprint(files) != before
 
 
+def test_fingerprint_of_a_folder_covers_its_files(stack, tmp_path) -> None:
+    folder, _ = stack  # a Zarr store given as input (pipeline input kind "cube") is a folder
+    out = ingest([folder], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
+    before = input_fingerprint([out])
+    assert input_fingerprint([out]) == before
+    chunk = out / "VV" / "0.0.0"
+    chunk.write_bytes(chunk.read_bytes()[:-1] + b"x")
+    assert input_fingerprint([out]) != before
+
+
 def test_a_list_of_files_ingests_like_their_folder(stack, tmp_path) -> None:
     folder, _ = stack
     a = xr.open_zarr(ingest([folder], tmp_path / "a.zarr", chunk=CHUNK, progress=False))

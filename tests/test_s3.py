@@ -1,5 +1,6 @@
 """Object storage: explain reads a cube from and writes results to a real S3-compatible server
-(moto in server mode, on loopback), including resume after an interruption."""
+(moto in server mode, on loopback; the `s3` fixture of conftest.py), including resume after an
+interruption."""
 
 from __future__ import annotations
 
@@ -13,35 +14,6 @@ from conftest import SMALL_ARCH, class_cube, run_and_kill
 from slamgeo.explain import explain, open_results
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1 with a bucket; the AWS_* variables point boto at it
-    (worker processes and subprocesses inherit them)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    fs.mkdir("slamgeo-test")
-    try:
-        yield fs
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
-from pathlib import Path
+import tempfile
 from typing import Optional
 
 import typer
@@ -37,9 +35,10 @@ def _drop_arrays(store: str, names) -> None:
 
 
 def append_variables(store: str, new, *, overwrite: bool) -> None:
-    """Add the variables of `new` (an xarray Dataset) to the Zarr store `store`, all or nothing.
+    """Add the variables of `new` (an xarray Dataset) to the Zarr store `store` (a local path or
+    an fsspec URL), all or nothing.
 
-    The new variables are computed into a temporary store beside `store` first, so a failure
+    The new variables are computed into a temporary local store first, so a failure
     while computing leaves `store` untouched; they are then copied in with `to_zarr(mode="a")`,
     and if that copy fails, the arrays it created are removed again. Coordinates already in the
     store are reused when equal; with `overwrite`, variables of the same names, and coordinates
@@ -67,7 +66,14 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
         replace.append(str(c))
     new = new.drop_vars(same)
     zarr_format = zarr.open_group(store, mode="r").metadata.zarr_format
-    tmp = str(Path(store).resolve().parent / f".{Path(store).name}.tmp-{uuid.uuid4().hex[:8]}")
+    from slamgeo import storage
+
+    # Staged on local disk: beside a local store, in a temporary folder for a URL (object
+    # storage has no rename to gain from staging there; the copy below is what publishes).
+    local = storage.is_local(store)
+    where = str(storage.parent(storage.filesystem(store)[1])) if local else None
+    folder = tempfile.mkdtemp(prefix=f".{storage.name(store)}.tmp-" if local else "slamgeo-append-", dir=where)
+    tmp = f"{folder}/new.zarr"
     try:
         new.to_zarr(tmp, mode="w", zarr_format=zarr_format)
         staged = xr.open_zarr(tmp)
@@ -84,8 +90,7 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
             _drop_arrays(store, sorted(set(zarr.open_group(store, mode="r").keys()) - before))
             raise
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @app.command("cluster")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -13,7 +12,7 @@ from slamgeo.cli._app import app
 @app.command("explain")
 def explain_cmd(
     cube: str = typer.Argument(..., help="Input cube (Zarr store written by `slamgeo ingest`)."),
-    model_dir: Path = typer.Argument(..., help="Model directory written by `slamgeo train`."),
+    model_dir: str = typer.Argument(..., help="Model directory (or URL) written by `slamgeo train`."),
     out: str = typer.Option(..., "--out", "-o", help="Results Zarr store (created, or resumed)."),
     scale: Optional[str] = typer.Option(None, help="Grad-SLAM scaling: minmax, maxabs, abs, centred, none (default: the library's)."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated encoder blocks (default: all conv blocks)."),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from slamgeo.cli._app import app
@@ -18,7 +16,7 @@ def ingest_command(
         "a NetCDF/Zarr cube, or a Parquet table of per-parcel series.",
         show_default=False,
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="The cube Zarr store to write.", show_default=False),
+    out: str = typer.Option(..., "--out", "-o", help="The cube Zarr store to write (a path or a URL).", show_default=False),
     chunk: int = typer.Option(512, "--chunk", help="Spatial chunk size in pixels (samples for a table)."),
     zarr_format: int = typer.Option(2, "--zarr-format", help="Zarr format 2 (GDAL reads it) or 3."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output, once the new one is complete."),
@@ -34,7 +32,7 @@ def ingest_command(
     )
     import xarray as xr
 
-    with xr.open_zarr(path) as ds:
+    with xr.open_zarr(str(path)) as ds:
         shape = " x ".join(f"{d} {n}" for d, n in ds.sizes.items())
         t = ds["time"].values
     typer.echo(f"wrote {path}: {shape}, {str(t.min())[:10]} .. {str(t.max())[:10]}")

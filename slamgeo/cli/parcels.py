@@ -4,9 +4,6 @@ majority voting of the clusters and accuracy figures on held-out parcels."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -56,9 +53,9 @@ def _sample_labels(results, id_column: str, class_column: str):
 
 
 def _write_outputs(tmp: Path, per_parcel, summary, profiles, ev, info: dict) -> None:
+    """Every output file into the (existing, empty) local folder `tmp`; metrics.json last."""
     import numpy as np
 
-    tmp.mkdir(parents=True)
     per_parcel.to_zarr(tmp / "parcels.zarr", mode="w", zarr_format=2)
     profiles.to_zarr(tmp / "class_profiles.zarr", mode="w", zarr_format=2)
     summary.to_parquet(tmp / "parcels.parquet")  # GeoParquet when `summary` is a GeoDataFrame
@@ -71,22 +68,11 @@ def _write_outputs(tmp: Path, per_parcel, summary, profiles, ev, info: dict) -> 
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))
 
 
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished output folder into place; the old one (with --overwrite) goes only then."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @app.command("parcels")
 def parcels_cmd(
     results: str = typer.Argument(..., help="Results Zarr store, clustered by `slamgeo cluster`."),
-    parcels: Optional[Path] = typer.Argument(None, help="Parcels: GeoPackage, shapefile or GeoParquet (optional for sample-form results)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must not exist unless --overwrite)."),
+    parcels: Optional[str] = typer.Argument(None, help="Parcels: GeoPackage, shapefile or GeoParquet, a path or a URL (optional for sample-form results)."),
+    out: str = typer.Option(..., "--out", "-o", help="Output folder or URL (created; must not exist unless --overwrite)."),
     cube: Optional[str] = typer.Option(None, help="Cube Zarr store, for the per-parcel and per-class VV/VH profiles."),
     id_column: str = typer.Option("parcel_id", help="Column (or sample coordinate) holding positive integer parcel ids."),
     class_column: str = typer.Option("crop", help="Column (or sample coordinate) holding the reference class."),
@@ -102,12 +88,13 @@ def parcels_cmd(
 ) -> None:
     """Rasterise parcels on the results' grid, aggregate importance, VV/VH and clusters per parcel
     (Dask, out of core), vote clusters into classes on training parcels, and score them on
-    held-out parcels. Writes everything to --out at once, or nothing."""
+    held-out parcels. Writes everything to --out at once, or nothing (on object storage:
+    metrics.json is removed first and written last, so its presence means complete)."""
     import geopandas as gpd
     import numpy as np
     import pandas as pd
 
-    from slamgeo import __version__
+    from slamgeo import __version__, storage
     from slamgeo.cli.cluster import open_results_store
     from slamgeo.cube import open_cube
     from slamgeo.errors import InputError
@@ -126,7 +113,8 @@ def parcels_cmd(
         raise InputError(f"--vote must be 'pixels' or 'parcels', found {vote!r}")
     if not 0.0 < test_fraction < 1.0:
         raise InputError(f"--test-fraction must be in (0, 1), found {test_fraction}")
-    if out.exists() and not overwrite:
+    out = storage.location(out)
+    if storage.exists(out) and not overwrite:
         raise InputError(f"{out}: exists; pass --overwrite to replace it")
     ds = open_results_store(results)
     if "importance" not in ds:
@@ -214,15 +202,8 @@ def parcels_cmd(
         summary = table
         messages.append("no parcel geometries (sample form without PARCELS): parcels.parquet is a plain Parquet table")
 
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with storage.staged_folder(out, marker="metrics.json") as tmp:
         _write_outputs(tmp, per_parcel, summary, profiles, ev, info)
-        _publish(tmp, out, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     for m in messages:
         typer.echo(f"note: {m}")
     sp, sq = ev.scores_pixels, ev.scores_parcels

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -13,25 +12,27 @@ from slamgeo.cli._app import app
 @app.command("report")
 def report_cmd(
     results: str = typer.Argument(..., help="Results Zarr store written by `slamgeo explain` (clustered or not)."),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder for the PNGs, index.html and report.json (created)."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="Output folder or URL for the PNGs, index.html and report.json (created)."),
     cube: Optional[str] = typer.Option(
         None, help="Cube Zarr store: adds the per-cluster VV profiles coloured by importance."),
-    parcels_dir: Optional[Path] = typer.Option(
+    parcels_dir: Optional[str] = typer.Option(
         None, "--parcels-dir", help="Output folder of `slamgeo parcels`: confusion matrices, class profiles, metrics."),
     date: Optional[str] = typer.Option(
         None, help="Date of the importance map, YYYY-MM-DD (default: the date of highest mean |importance|)."),
-    groups: Optional[Path] = typer.Option(
+    groups: Optional[str] = typer.Option(
         None, help='JSON or YAML file of class groups for Fig. 4, e.g. {"confusable": ["cotton", "pepper"]} '
                    "(default: the classes in groups of 4)."),
-    faithfulness: Optional[Path] = typer.Option(
+    faithfulness: Optional[str] = typer.Option(
         None, help="JSON of deletion curves (slamgeo.report.save_curves) for the faithfulness figure."),
     title: str = typer.Option("slamgeo report", help="Title of the HTML page."),
 ) -> None:
     """Draw the report's figures (Fig. 3 confusion matrix, Fig. 4 class profiles coloured by
     Grad-SLAM importance, cluster / importance / reconstruction-error maps, embedding scatters,
     faithfulness curves) as PNGs and embed them in OUT/index.html; prints that path. A figure
-    its inputs do not allow is listed in the page as skipped, with the reason."""
+    its inputs do not allow is listed in the page as skipped, with the reason. Every location
+    may be a local path or an fsspec URL (s3://bucket/...)."""
+    from slamgeo import storage
     from slamgeo.cube import open_cube, open_results
     from slamgeo.errors import InputError
     from slamgeo.report import load_curves, make_report, parse_date, read_groups
@@ -41,7 +42,7 @@ def report_cmd(
             parse_date(date)
         except InputError as exc:
             raise InputError(f"--date {date!r}: expected YYYY-MM-DD") from exc
-    if parcels_dir is not None and not parcels_dir.is_dir():
+    if parcels_dir is not None and not storage.isdir(parcels_dir):
         raise InputError(f"--parcels-dir {parcels_dir}: no such folder (expected what `slamgeo parcels --out` writes)")
     class_groups = read_groups(groups) if groups is not None else None
     curves = load_curves(faithfulness) if faithfulness is not None else None

@@ -9,8 +9,10 @@ import typer
 from slamgeo.cli._app import CLIError, app
 
 
-def run_config(config: Path, *, force: bool, dry_run: bool, output: str | None = None, quiet: bool = False) -> None:
+def run_config(config: str | Path, *, force: bool, dry_run: bool, output: str | None = None,
+               quiet: bool = False) -> None:
     """Load, run, print the tally; exit non-zero when a step failed."""
+    from slamgeo import storage
     from slamgeo.config import load_config
     from slamgeo.pipeline import run_pipeline
 
@@ -23,8 +25,8 @@ def run_config(config: Path, *, force: bool, dry_run: bool, output: str | None =
             typer.echo(f"  {s.name} failed: {s.error}", err=True)
     if summary.manifest:
         typer.echo(f"manifest: {summary.manifest}")
-    report = summary.season_dir / "report" / "index.html"
-    if not dry_run and report.exists():
+    report = storage.join(summary.season_dir, "report", "index.html")
+    if not dry_run and storage.exists(report):
         typer.echo(f"report: {report}")
     if summary.failed:
         raise typer.Exit(code=1)
@@ -32,12 +34,14 @@ def run_config(config: Path, *, force: bool, dry_run: bool, output: str | None =
 
 @app.command("run")
 def run_cmd(
-    config: Path = typer.Argument(..., help="Pipeline configuration (YAML); see pipelines/."),
+    config: str = typer.Argument(..., help="Pipeline configuration (YAML, a path or a URL); see pipelines/."),
     force: bool = typer.Option(False, help="Redo every step, even those whose inputs did not change."),
     dry_run: bool = typer.Option(False, help="Say which steps would run, and do nothing."),
-    output: str = typer.Option(None, help="Override the configuration's output folder."),
+    output: str = typer.Option(None, help="Override the configuration's output folder (a path or a URL such as s3://bucket/prefix)."),
 ) -> None:
     """Run the season pipeline: ingest -> train (or reuse) -> align -> explain -> cluster -> parcels -> report."""
-    if not config.exists():
+    from slamgeo import storage
+
+    if not storage.exists(config):
         raise CLIError(f"{config}: configuration file not found")
     run_config(config, force=force, dry_run=dry_run, output=output)

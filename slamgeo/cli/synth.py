@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from slamgeo.cli._app import app
@@ -11,8 +9,8 @@ from slamgeo.cli._app import app
 
 @app.command("synth")
 def synth_cmd(
-    out_dir: Path = typer.Argument(
-        ..., help="Folder to create (GeoTIFFs, stac.json, parcels.gpkg, phenology.csv, truth.tif)."
+    out_dir: str = typer.Argument(
+        ..., help="Folder or URL to create (GeoTIFFs, stac.json, parcels.gpkg, phenology.csv, truth.tif)."
     ),
     size: int = typer.Option(512, help="Scene width and height in 10 m pixels."),
     seed: int = typer.Option(0, help="Random seed (the same seed gives the same scene)."),
@@ -28,6 +26,7 @@ def synth_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists and is not empty."),
 ) -> None:
     """Draw a synthetic Sentinel-1 scene (parcels, 16 crop classes, speckle) and write it as real products."""
+    from slamgeo import storage
     from slamgeo.synth import make_scene, write_scene
 
     scene = make_scene(size=size, seed=seed, n_dates=n_dates, start=start, step_days=step_days,
@@ -39,7 +38,7 @@ def synth_cmd(
         f"{str(times[0])[:10]} .. {str(times[-1])[:10]}, rain on "
         f"{', '.join(str(d.date()) for d in scene.rain_dates) or 'no date'}"
     )
-    n_tif = len(list(paths["tiffs"].glob("*.tif")))
+    n_tif = len(storage.glob(paths["tiffs"], "*.tif"))
     for kind, path in paths.items():
         extra = f" ({n_tif} GeoTIFFs)" if kind == "tiffs" else ""
         typer.echo(f"wrote {kind:9s} {path}{extra}")

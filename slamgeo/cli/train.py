@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -13,7 +12,7 @@ from slamgeo.cli._app import app
 @app.command("train")
 def train_cmd(
     cube: str = typer.Argument(..., help="Input cube (Zarr store written by `slamgeo ingest`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (model.safetensors + model.json)."),
+    out: str = typer.Option(..., "--out", "-o", help="Model directory or URL to write (model.safetensors + model.json)."),
     sample_size: int = typer.Option(200_000, help="Pixels drawn from the cube (stratified over its spatial chunks)."),
     val_fraction: float = typer.Option(0.1, help="Share of the sample held out for validation and early stopping."),
     epochs: int = typer.Option(50, help="Maximum number of epochs."),
