@@ -37,7 +37,7 @@ STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "report")
 @dataclass
 class StepResult:
     name: str
-    status: str  # "done", "skipped", "failed", "would run", "would skip"
+    status: str  # "done", "skipped", "failed", "not run" (after a failure), "disabled", "would run", "would skip"
     seconds: float = 0.0
     fingerprint: str = ""
     info: dict = field(default_factory=dict)
@@ -389,13 +389,20 @@ class _Season:
         self.state_steps = self.state.setdefault("steps", {})
         results: list[StepResult] = []
         for name in STEPS:
+            if any(r.status == "failed" for r in results):  # the run stops at the first failure
+                results.append(StepResult(name, "not run"))
+                continue
+            if name == "report" and not self.cfg.report.enabled:
+                results.append(StepResult(name, "disabled"))
+                _say(f"[{name}] disabled in the configuration", self.quiet)
+                continue
             t0 = time.perf_counter()
             try:
                 fp, runner, outputs = getattr(self, f"step_{name}")()
             except SlamgeoError as exc:
                 results.append(StepResult(name, "failed", error=str(exc)))
                 _say(f"[{name}] failed: {exc}", self.quiet)
-                break
+                continue
             self.fp[name] = fp
             rec = self.state_steps.get(name, {})
             up_to_date = (not self.force and rec.get("status") == "done" and rec.get("fingerprint") == fp
@@ -422,7 +429,7 @@ class _Season:
                 _say(f"[{name}] failed: {msg}", self.quiet)
                 if not isinstance(exc, SlamgeoError):
                     traceback.print_exc()
-                break
+                continue
             secs = time.perf_counter() - t0
             self.state_steps[name] = {"status": "done", "fingerprint": fp, "seconds": round(secs, 2), "info": info,
                                       "finished": dt.datetime.now(dt.timezone.utc).isoformat()}
@@ -430,6 +437,14 @@ class _Season:
             results.append(StepResult(name, "done", secs, fp, info))
             _say(f"[{name}] done in {secs:.1f} s", self.quiet)
         return results
+
+
+def _all_up_to_date(cfg: PipelineConfig, paths: SeasonPaths, force: bool) -> bool:
+    """True when a dry run plans to skip every enabled step (a re-run with nothing to do)."""
+    if force:
+        return False
+    plan = _Season(cfg, paths, force=False, client=None, quiet=True).run(dry_run=True)
+    return all(s.status in ("would skip", "disabled") for s in plan)
 
 
 def run_pipeline(
@@ -447,7 +462,8 @@ def run_pipeline(
     paths = SeasonPaths(storage.join(storage.location(cfg.output), cfg.season.name))
     storage.makedirs(paths.root)
     started = dt.datetime.now(dt.timezone.utc)
-    if dry_run or client is not None:
+    if dry_run or client is not None or _all_up_to_date(cfg, paths, force):
+        # nothing to compute: no cluster is started (it takes seconds)
         steps = _Season(cfg, paths, force=force, client=client, quiet=quiet).run(dry_run=dry_run)
     else:
         opts = ClusterOptions(scheduler=cfg.cluster.scheduler, n_workers=cfg.cluster.n_workers,

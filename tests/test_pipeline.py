@@ -128,6 +128,31 @@ def test_a_season_too_short_for_the_model_fails_with_its_reason(first_run, local
     failed = [s for s in summary.steps if s.status == "failed"]
     assert [s.name for s in failed] == ["align"] and "too short" in failed[0].error
     assert summary.failed
+    # the steps after the failure are listed, as not run, in the summary and the manifest's tally
+    assert [_status(summary)[s] for s in ("explain", "cluster", "parcels", "report")] == ["not run"] * 4
+    assert json.loads(summary.manifest.read_text())["tally"]["not run"] == 4
+
+
+def test_a_run_with_nothing_to_do_starts_no_cluster(first_run, local_cluster, monkeypatch):
+    import slamgeo.runtime
+
+    _, cfg, _ = first_run
+    run_pipeline(cfg, client=local_cluster, quiet=True)  # brings the state back to `cfg` (other tests change it)
+
+    def no_cluster(*a, **k):
+        raise AssertionError("a cluster was started for a run with nothing to do")
+
+    monkeypatch.setattr(slamgeo.runtime, "dask_client", no_cluster)
+    summary = run_pipeline(cfg, quiet=True)
+    assert _status(summary) == {s: "skipped" for s in STEPS}
+
+
+def test_a_disabled_report_is_not_made(first_run, local_cluster):
+    _, cfg, _ = first_run
+    off = cfg.model_copy(update={"report": cfg.report.model_copy(update={"enabled": False})})
+    summary = run_pipeline(off, client=local_cluster, quiet=True)
+    st = _status(summary)
+    assert st["report"] == "disabled" and all(st[s] == "skipped" for s in STEPS if s != "report")
 
 
 PIPELINE_ARGV = """
