@@ -76,6 +76,7 @@ class TrainConfig(_Strict):
     embed_dim: int = Field(2, ge=1)
     gap_fill: bool = False
     device: str = "auto"
+    threads: int | None = Field(None, ge=1)  # torch CPU threads while training; None: torch's default
 
 
 class ModelConfig(_Strict):

@@ -207,7 +207,10 @@ class _Season:
                 return {"reused": c.model.checkpoint, "model_checksum": tm.checksum}
 
             return fp, run, [storage.join(c.model.checkpoint, MODEL_MARKER)]
-        fp = fingerprint({"train": c.model.train.model_dump(), "ingest": self.fp["ingest"]})
+        # `threads` is left out of the fingerprint while unset, so that states written before
+        # the option existed stay valid
+        train_opts = c.model.train.model_dump(exclude={"threads"} if c.model.train.threads is None else None)
+        fp = fingerprint({"train": train_opts, "ingest": self.fp["ingest"]})
 
         def run() -> dict:
             from slamgeo.cube import open_cube
@@ -217,7 +220,8 @@ class _Season:
             tm = train(open_cube(str(self.paths.cube)), out_dir=self.paths.model, overwrite=True,
                        sample_size=t.sample_size, val_fraction=t.val_fraction, max_epochs=t.max_epochs,
                        patience=t.patience, batch_size=t.batch_size, lr=t.lr, seed=t.seed, device=t.device,
-                       gap_fill=t.gap_fill, arch={"embed_dim": t.embed_dim}, progress=not self.quiet)
+                       gap_fill=t.gap_fill, arch={"embed_dim": t.embed_dim}, threads=t.threads,
+                       progress=not self.quiet)
             return {"model_checksum": tm.checksum}
 
         return fp, run, [storage.join(self.paths.model, MODEL_MARKER)]

@@ -82,6 +82,14 @@ def test_dry_run_says_what_would_be_done_and_does_nothing(first_run):
     assert (tmp / "out" / "2017" / "pipeline_state.json").read_text() == before
 
 
+def test_training_threads_count_once_set(first_run):
+    _, cfg, _ = first_run
+    one = cfg.model_copy(update={"model": cfg.model.model_copy(update={
+        "train": cfg.model.train.model_copy(update={"threads": 1})})})
+    st = _status(run_pipeline(one, dry_run=True, quiet=True))
+    assert st["ingest"] == "would skip" and st["train"] == "would run"
+
+
 def test_changing_one_option_redoes_only_what_depends_on_it(first_run, local_cluster):
     _, cfg, _ = first_run
     changed = cfg.model_copy(update={"kmeans": cfg.kmeans.model_copy(update={"k": 5})})
@@ -187,6 +195,7 @@ def test_a_run_killed_mid_explain_resumes(tmp_path, local_cluster):
         ({"season": {"name": "2017/18"}}, "season.name"),
         ({"input": {"kind": "geotiff"}}, "input.paths is required"),
         ({"gradslam": {"scale": "relu"}}, "gradslam.scale"),
+        ({"model": {"train": {"threads": 0}}}, "model.train.threads"),
     ],
 )
 def test_configuration_errors_name_the_key(change, message):
