@@ -37,6 +37,7 @@ import torch
 import xarray as xr
 import zarr
 
+from slamgeo import storage
 from slamgeo.checkpoint import TrainedModel, load_model
 from slamgeo.cube import COMPLETE_ATTR, open_cube, open_results, spatial_dims
 from slamgeo.errors import InputError
@@ -433,14 +434,6 @@ def _store_exists(store: str) -> bool:
         return False
 
 
-def _remove_store(store: str) -> None:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(store)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-
-
 def explain(
     cube_path: str | Path,
     model_dir: str | Path,
@@ -499,7 +492,7 @@ def explain(
         done = np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).astype(bool)
     else:
         if overwrite:
-            _remove_store(out)
+            storage.remove(out)
         reference = scene_reference(model, cube, opts, client=client, gpu_resources=gpu_resources)
         attrs = dict(run_attrs, **{COMPLETE_ATTR: False})
         if reference is not None:
