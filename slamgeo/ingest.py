@@ -15,9 +15,9 @@ a stack larger than memory ingests in bounded memory. Inputs are only ever opene
 
 Inputs and the output may be fsspec URLs (`s3://bucket/cube.zarr`): Zarr stores and Parquet
 tables are read through fsspec, a NetCDF file is downloaded once (fsspec's simplecache).
-GeoTIFF and STAC URLs are handed to GDAL as they are (rasterio reads `s3://` as `/vsis3/`,
-with GDAL's own settings: `AWS_S3_ENDPOINT`, ...); an fsspec URL folder of GeoTIFFs is listed
-with fsspec.
+GeoTIFF and STAC URLs are handed to GDAL as they are (rasterio reads `s3://` as `/vsis3/`),
+with GDAL's endpoint settings derived from `AWS_ENDPOINT_URL` when GDAL's own are not set
+(`storage.gdal_s3_options`); an fsspec URL folder of GeoTIFFs is listed with fsspec.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def describe_tiff(path: str, *, time: np.datetime64 | None = None, where: str = 
     """
     label = where or path
     try:
-        with rasterio.open(path) as src:
+        with rasterio.Env(**storage.gdal_s3_options()), rasterio.open(path) as src:
             descriptions = src.descriptions
             tags = src.tags()
             crs, transform, shape, count = src.crs, src.transform, src.shape, src.count
@@ -880,6 +880,12 @@ def ingest(
     for p in paths:
         if _overlap(p, out):
             raise InputError(f"{out}: the output would overwrite the input {p}")
+    with storage.gdal_s3_environ():  # GeoTIFFs on S3: GDAL reads them, in Dask's threads too
+        return _ingest_opened(kind, paths, out, chunk=chunk, zarr_format=zarr_format, overwrite=overwrite,
+                              start=start, end=end, progress=progress)
+
+
+def _ingest_opened(kind, paths, out, *, chunk, zarr_format, overwrite, start, end, progress) -> storage.Location:
     ds = open_source(paths, chunk=chunk, start=start, end=end)
     ds.attrs = _provenance(kind, paths)
     try:

@@ -23,8 +23,9 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -227,9 +228,49 @@ def open_input(loc: Location, mode: str = "rb"):
         yield f
 
 
+def gdal_s3_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """GDAL configuration options that point `/vsis3/` (what rasterio makes of `s3://`) at
+    the S3-compatible endpoint named by `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, which
+    boto and s3fs read but GDAL does not: `AWS_S3_ENDPOINT` (host[:port]), `AWS_HTTPS` from
+    the scheme, and path-style addressing (`AWS_VIRTUAL_HOSTING=FALSE`, what MinIO, Ceph and
+    moto expect). Empty when no endpoint is set or GDAL's own `AWS_S3_ENDPOINT` is."""
+    env = os.environ if environ is None else environ
+    url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if not url or env.get("AWS_S3_ENDPOINT"):
+        return {}
+    parsed = urlsplit(url)
+    if not parsed.netloc:
+        return {}
+    return {
+        "AWS_S3_ENDPOINT": parsed.netloc + parsed.path.rstrip("/"),
+        "AWS_HTTPS": "YES" if parsed.scheme == "https" else "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+    }
+
+
+@contextlib.contextmanager
+def gdal_s3_environ() -> Iterator[None]:
+    """`gdal_s3_options` as environment variables while the block runs, restored after.
+
+    Environment variables rather than `rasterio.Env`: rasterio's options are thread-local, and
+    the reads happen in Dask's threads, where GDAL falls back to the environment. Only
+    variables that are not set are added, so the user's own settings always win.
+    """
+    added = {k: v for k, v in gdal_s3_options().items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k, v in added.items():
+            if os.environ.get(k) == v:
+                del os.environ[k]
+
+
 __all__ = [
     "Location",
     "exists",
+    "gdal_s3_environ",
+    "gdal_s3_options",
     "filesystem",
     "glob",
     "is_empty_dir",

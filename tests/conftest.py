@@ -4,6 +4,7 @@ small cubes and models."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -61,22 +62,39 @@ def class_cube(
 SMALL_ARCH = {"channels": [8, 16, 16], "kernels": [5, 3, 3], "hidden": [16, 8]}
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def s3():
-    """A moto S3 server on 127.0.0.1 with a bucket `slamgeo-test`; yields an `s3fs` filesystem.
-    The AWS_* variables set here point boto (s3fs) at it, for this process, its subprocesses and
-    the worker processes of a LocalCluster started afterwards; not for the workers of
-    `local_cluster`, which may have started before."""
-    from moto.server import ThreadedMotoServer
-
+    """A moto S3 server on 127.0.0.1, in its own process (`python -m moto.server`, as a real
+    object store would be: GDAL's reads block while holding the GIL, so a server thread in
+    this process could deadlock them), with a bucket `slamgeo-test`; yields an `s3fs`
+    filesystem. The AWS_* variables set here point boto (s3fs) and GDAL at it, for this
+    process, its subprocesses and the worker processes of a LocalCluster started afterwards;
+    not for the workers of `local_cluster`, which may have started before."""
+    import subprocess
+    import sys
+    import time
     import urllib.request
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    # moto keeps its state per process, not per server: start each module with an empty one
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30)
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"the moto S3 server did not start on {endpoint}")
+            time.sleep(0.1)
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": endpoint}
     saved = {k: os.environ.get(k) for k in env}
@@ -94,7 +112,9 @@ def s3():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        server.stop()
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture

@@ -169,6 +169,37 @@ def test_netcdf_and_parquet_inputs_on_s3(s3):
     assert "label_name" in table.coords  # the legend beside the table, read from S3 too
 
 
+def test_geotiff_and_stac_inputs_on_s3_are_read_by_gdal(s3, tmp_path):
+    # GDAL does not read AWS_ENDPOINT_URL: slamgeo derives its /vsis3/ settings from it
+    from slamgeo.ingest import ingest
+    from slamgeo.synth import make_scene, write_scene
+
+    written = write_scene(make_scene(size=32, n_dates=4, seed=1), tmp_path / "scene")
+    s3.put(str(written["tiffs"]), "slamgeo-test/scene/tiffs", recursive=True)
+    s3.put_file(str(written["stac"]), "slamgeo-test/scene/stac.json")  # relative hrefs: tiffs/...
+    want = open_cube(ingest([written["tiffs"]], tmp_path / "local.zarr", chunk=16, progress=False)).load()
+    for src, name in ((f"{BUCKET}/scene/tiffs", "tiffs.zarr"), (f"{BUCKET}/scene/stac.json", "stac.zarr")):
+        got = open_cube(ingest([src], f"{BUCKET}/copies/{name}", chunk=16, progress=False)).load()
+        for band in ("VV", "VH"):
+            np.testing.assert_array_equal(got[band].values, want[band].values)
+        assert got.rio.crs == want.rio.crs
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, {}),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"},
+         {"AWS_S3_ENDPOINT": "127.0.0.1:9000", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}),
+        ({"AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_S3": "https://minio.example.org/"},
+         {"AWS_S3_ENDPOINT": "minio.example.org", "AWS_HTTPS": "YES", "AWS_VIRTUAL_HOSTING": "FALSE"}),
+        ({"AWS_ENDPOINT_URL": "http://a:1", "AWS_S3_ENDPOINT": "b:2"}, {}),  # GDAL's own setting wins
+    ],
+)
+def test_gdal_endpoint_options_follow_the_aws_endpoint(env, expected):
+    assert storage.gdal_s3_options(env) == expected
+
+
 def test_a_checkpoint_round_trips_through_s3(s3):
     dates = pd.date_range("2017-01-03", periods=8, freq="6D").values
     cfg = CAEConfig(n_bands=2, n_times=8, embed_dim=2, channels=(4, 8, 8), kernels=(3, 3, 3), hidden=(8, 4))
