@@ -18,10 +18,12 @@ state file and the manifests are single files, written whole.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,8 +150,12 @@ def _say(msg: str, quiet: bool) -> None:
 class _Season:
     """Runs the steps of one season; each `step_*` returns (fingerprint, runner)."""
 
-    def __init__(self, cfg: PipelineConfig, paths: SeasonPaths, *, force: bool, client, quiet: bool):
+    def __init__(self, cfg: PipelineConfig, paths: SeasonPaths, *, force: bool, client, quiet: bool,
+                 start_client: Callable[[], object] | None = None):
+        """`client`: a distributed Client, or None; then `start_client()` gives one when the
+        first step is about to run (None: steps use Dask's default scheduler)."""
         self.cfg, self.paths, self.force, self.client, self.quiet = cfg, paths, force, client, quiet
+        self.start_client = start_client
         self.fp: dict[str, str] = {}
 
     # ingest ---------------------------------------------------------------
@@ -419,6 +425,8 @@ class _Season:
                 results.append(StepResult(name, "skipped", fingerprint=fp, info=rec.get("info", {})))
                 _say(f"[{name}] up to date, skipped", self.quiet)
                 continue
+            if self.client is None and self.start_client is not None:
+                self.client = self.start_client()
             _say(f"[{name}] running", self.quiet)
             self.state_steps[name] = {"status": "running", "fingerprint": fp,
                                       "started": dt.datetime.now(dt.timezone.utc).isoformat()}
@@ -443,14 +451,6 @@ class _Season:
         return results
 
 
-def _all_up_to_date(cfg: PipelineConfig, paths: SeasonPaths, force: bool) -> bool:
-    """True when a dry run plans to skip every enabled step (a re-run with nothing to do)."""
-    if force:
-        return False
-    plan = _Season(cfg, paths, force=False, client=None, quiet=True).run(dry_run=True)
-    return all(s.status in ("would skip", "disabled") for s in plan)
-
-
 def run_pipeline(
     cfg: PipelineConfig,
     *,
@@ -466,14 +466,13 @@ def run_pipeline(
     paths = SeasonPaths(storage.join(storage.location(cfg.output), cfg.season.name))
     storage.makedirs(paths.root)
     started = dt.datetime.now(dt.timezone.utc)
-    if dry_run or client is not None or _all_up_to_date(cfg, paths, force):
-        # nothing to compute: no cluster is started (it takes seconds)
-        steps = _Season(cfg, paths, force=force, client=client, quiet=quiet).run(dry_run=dry_run)
-    else:
-        opts = ClusterOptions(scheduler=cfg.cluster.scheduler, n_workers=cfg.cluster.n_workers,
-                              threads_per_worker=cfg.cluster.threads_per_worker)
-        with dask_client(opts, quiet=quiet) as c:
-            steps = _Season(cfg, paths, force=force, client=c, quiet=quiet).run()
+    opts = ClusterOptions(scheduler=cfg.cluster.scheduler, n_workers=cfg.cluster.n_workers,
+                          threads_per_worker=cfg.cluster.threads_per_worker)
+    with contextlib.ExitStack() as stack:
+        # The cluster starts when the first step is about to run: none for a run with nothing
+        # to do (starting one takes seconds), and it is closed on the way out.
+        start = None if client is not None else (lambda: stack.enter_context(dask_client(opts, quiet=quiet)))
+        steps = _Season(cfg, paths, force=force, client=client, start_client=start, quiet=quiet).run(dry_run=dry_run)
     manifest = None
     if not dry_run:
         manifest = storage.join(paths.manifests, f"run-{started.strftime('%Y%m%dT%H%M%S%fZ')}.json")

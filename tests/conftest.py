@@ -59,6 +59,11 @@ def class_cube(
     return cube, cls
 
 
+def step_status(summary) -> dict[str, str]:
+    """Step name -> status of a pipeline run's summary."""
+    return {s.name: s.status for s in summary.steps}
+
+
 SMALL_ARCH = {"channels": [8, 16, 16], "kernels": [5, 3, 3], "hidden": [16, 8]}
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 import zarr
 
-from conftest import run_and_kill
+from conftest import run_and_kill, step_status as _status
 from slamgeo.config import load_config, parse_config
 from slamgeo.errors import ConfigError
 from slamgeo.pipeline import STEPS, run_pipeline
@@ -37,10 +37,6 @@ def _config(tmp: Path, name: str = "season.yaml", **changes) -> Path:
     path = tmp / name
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def _status(summary) -> dict[str, str]:
-    return {s.name: s.status for s in summary.steps}
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +149,28 @@ def test_a_run_with_nothing_to_do_starts_no_cluster(first_run, local_cluster, mo
     monkeypatch.setattr(slamgeo.runtime, "dask_client", no_cluster)
     summary = run_pipeline(cfg, quiet=True)
     assert _status(summary) == {s: "skipped" for s in STEPS}
+
+
+def test_the_cluster_starts_only_when_a_step_runs_and_is_closed(first_run, local_cluster, monkeypatch):
+    import contextlib
+
+    import slamgeo.runtime
+
+    _, cfg, _ = first_run
+    run_pipeline(cfg, client=local_cluster, quiet=True)  # the state of `cfg` (other tests change it)
+    events = []
+
+    @contextlib.contextmanager
+    def fake_client(opts, quiet=False):
+        events.append("start")
+        yield local_cluster
+        events.append("close")
+
+    monkeypatch.setattr(slamgeo.runtime, "dask_client", fake_client)
+    titled = cfg.model_copy(update={"report": cfg.report.model_copy(update={"date": "2017-06-01"})})
+    summary = run_pipeline(titled, quiet=True)
+    assert _status(summary)["report"] == "done" and _status(summary)["explain"] == "skipped"
+    assert events == ["start", "close"]
 
 
 def test_a_disabled_report_is_not_made(first_run, local_cluster):

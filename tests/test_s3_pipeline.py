@@ -20,7 +20,7 @@ import torch
 import yaml
 import zarr
 
-from conftest import SHARED_DATA, run_and_kill
+from conftest import SHARED_DATA, run_and_kill, step_status as _status
 from slamgeo import storage
 from slamgeo.checkpoint import META_FILE, WEIGHTS_FILE, dates_meta, load_model, save_model
 from slamgeo.config import load_config
@@ -50,10 +50,6 @@ def _config(tmp: Path, name: str, **changes) -> Path:
     path = tmp / name
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def _status(summary) -> dict[str, str]:
-    return {s.name: s.status for s in summary.steps}
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +194,20 @@ def test_geotiff_and_stac_inputs_on_s3_are_read_by_gdal(s3, tmp_path):
 )
 def test_gdal_endpoint_options_follow_the_aws_endpoint(env, expected):
     assert storage.gdal_s3_options(env) == expected
+
+
+def test_gdal_endpoint_variables_are_set_for_the_block_only_and_never_override(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_HTTPS", "YES")  # the user's own setting
+    monkeypatch.delenv("AWS_S3_ENDPOINT", raising=False)
+    monkeypatch.delenv("AWS_VIRTUAL_HOSTING", raising=False)
+    with storage.gdal_s3_environ():
+        assert os.environ["AWS_S3_ENDPOINT"] == "127.0.0.1:9000"
+        assert os.environ["AWS_VIRTUAL_HOSTING"] == "FALSE"
+        assert os.environ["AWS_HTTPS"] == "YES"
+    assert "AWS_S3_ENDPOINT" not in os.environ and "AWS_VIRTUAL_HOSTING" not in os.environ
+    assert os.environ["AWS_HTTPS"] == "YES"
 
 
 def test_a_checkpoint_round_trips_through_s3(s3):
