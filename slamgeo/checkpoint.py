@@ -3,7 +3,11 @@
 The weights are safetensors (they load without unpickling code). The JSON holds everything
 needed to use the model on another cube: architecture, band names, date grid, normalisation
 statistics, training settings, seed, losses, versions, a data fingerprint, and the sha256 of
-the weights file, which `load_model` checks before loading anything.
+the weights file, which `load_model` checks before loading anything. The fields that change the
+model's meaning (architecture, bands, dates, normalisation, gap filling, the weights' record)
+each have their sha256 in `metadata_sha256`, also checked on load: bands swapped by hand in the
+JSON are refused, naming the field. A checkpoint without `metadata_sha256` (written by an older
+slamgeo) loads with a warning that its metadata is not verified.
 
 `MODEL_DIR` may be a local folder or an fsspec URL (`s3://bucket/model`). The JSON is the
 checkpoint's commit record: on object storage it is written after the weights (and removed
@@ -20,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,6 +42,11 @@ META_FILE = "model.json"
 FORMAT = "slamgeo-cae"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "architecture", "bands", "dates", "normalisation", "weights")
+# The metadata that changes what the model means (and the weights' record): each has its sha256
+# in `metadata_sha256`, checked on load. Training settings, losses and versions are not in it.
+PROTECTED_KEYS = ("format", "format_version", "architecture", "bands", "dates", "day_of_year", "normalisation",
+                  "gap_fill", "weights")
+METADATA_CHECKSUMS = "metadata_sha256"
 
 
 def weights_bytes(model: CAE) -> bytes:
@@ -172,21 +182,14 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _looks_like_checkpoint(path: storage.Location) -> bool:
-    return storage.is_empty_dir(path) or any(
-        storage.exists(storage.join(path, f)) for f in (META_FILE, WEIGHTS_FILE))
-
-
-def check_writable(out_dir: str | Path, *, overwrite: bool = False) -> storage.Location:
-    """Raise `CheckpointError` unless `out_dir` can be (over)written: absent, empty, or, with
-    `overwrite`, an existing checkpoint. Lets a long training run fail before it starts.
-    Returns `out_dir` as a location (a `Path`, or the URL)."""
+def check_writable(out_dir: str | Path, *, overwrite: bool = False,
+                   inputs: Sequence[str | Path] = ()) -> storage.Location:
+    """Raise unless `out_dir` can be (over)written: absent, empty, or, with `overwrite`, a
+    slamgeo checkpoint holding nothing else and none of `inputs` (`storage.claim_output`).
+    Lets a long training run fail before it starts. Returns `out_dir` as a location (a `Path`,
+    or the URL)."""
     out = storage.location(out_dir)
-    if storage.exists(out) and not storage.is_empty_dir(out):
-        if not overwrite:
-            raise CheckpointError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
-        if not storage.isdir(out) or not _looks_like_checkpoint(out):
-            raise CheckpointError(f"{out}: exists and is not a slamgeo checkpoint; refusing to replace it")
+    storage.claim_output(out, storage.CHECKPOINT, overwrite=overwrite, inputs=inputs)
     return out
 
 
@@ -210,10 +213,47 @@ def finalise_meta(model: CAE, meta: dict) -> tuple[dict, bytes]:
     }
     # through JSON and back, so that what is returned is exactly what a later load reads
     full = json.loads(json.dumps(full, default=_json_default, allow_nan=False))
+    full[METADATA_CHECKSUMS] = metadata_checksums(full)
     return full, blob
 
 
-def save_model(model: CAE, meta: dict, out_dir: str | Path, *, overwrite: bool = False) -> storage.Location:
+def _canonical_json(value: Any) -> bytes:
+    """One byte string per JSON value: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def metadata_checksums(meta: dict) -> dict[str, str]:
+    """sha256 (hex) of the canonical JSON of each of `PROTECTED_KEYS` in `meta` (null when
+    absent), by key: what `load_model` checks, so that bands, dates, normalisation statistics
+    or the architecture changed in the JSON are refused."""
+    return {k: sha256_hex(_canonical_json(meta.get(k))) for k in PROTECTED_KEYS}
+
+
+def _check_metadata_checksums(meta: dict, where: str | Path) -> None:
+    """Raise `CheckpointError` naming the first protected field whose sha256 differs from the
+    one recorded; warn for a checkpoint without checksums (written by an older slamgeo)."""
+    recorded = meta.get(METADATA_CHECKSUMS)
+    if recorded is None:
+        warnings.warn(
+            f"{where}: no {METADATA_CHECKSUMS} (a checkpoint written by an older slamgeo): its bands, dates "
+            "and normalisation statistics are not verified",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{where}: {METADATA_CHECKSUMS} must be an object of sha256 by field")
+    actual = metadata_checksums(meta)
+    changed = [k for k in PROTECTED_KEYS if recorded.get(k) != actual[k]]
+    if changed:
+        raise CheckpointError(
+            f"{where}: metadata altered: field(s) {changed} do not match their sha256 recorded in "
+            f"{METADATA_CHECKSUMS}; the checkpoint's meaning is not what it was trained with"
+        )
+
+
+def save_model(model: CAE, meta: dict, out_dir: str | Path, *, overwrite: bool = False,
+               inputs: Sequence[str | Path] = ()) -> storage.Location:
     """Write `out_dir/model.safetensors` and `out_dir/model.json`; returns `out_dir` (a `Path`,
     or the URL).
 
@@ -222,12 +262,12 @@ def save_model(model: CAE, meta: dict, out_dir: str | Path, *, overwrite: bool =
     object storage the JSON is removed first and uploaded last (see the module doc). The
     architecture and the sha256 of the weights are written into the JSON from the model itself.
     An existing `out_dir` is replaced only with `overwrite=True`, and only if it is empty or a
-    checkpoint.
+    checkpoint that holds nothing else and none of `inputs` (`check_writable`).
     """
-    out = check_writable(out_dir, overwrite=overwrite)
+    out = check_writable(out_dir, overwrite=overwrite, inputs=inputs)
     full, blob = finalise_meta(model, meta)
     text = json.dumps(full, indent=2, allow_nan=False)
-    with storage.staged_folder(out, marker=META_FILE) as tmp:
+    with storage.staged_folder(out, storage.CHECKPOINT) as tmp:
         (tmp / WEIGHTS_FILE).write_bytes(blob)
         (tmp / META_FILE).write_text(text + "\n")
     return out
@@ -277,8 +317,9 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
     """Load and check a checkpoint; the model comes back in eval mode on `device`.
 
     Raises `CheckpointError` for a missing or unreadable JSON, a missing weights file, weights
-    whose sha256 differs from the one recorded, and weights whose names or shapes do not match
-    the architecture in the metadata.
+    whose sha256 differs from the one recorded, weights whose names or shapes do not match
+    the architecture in the metadata, and protected metadata fields whose sha256 differs from
+    the one recorded in `metadata_sha256` (`PROTECTED_KEYS`).
     """
     model_dir = storage.location(model_dir)
     meta = read_meta(model_dir)
@@ -319,6 +360,7 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
         )
     model.load_state_dict(state, strict=True)
     model.eval()
+    _check_metadata_checksums(meta, meta_file)
     return TrainedModel(model=model.to(device), meta=meta, checksum=checksum)
 
 
@@ -330,6 +372,7 @@ __all__ = [
     "dates_meta",
     "finalise_meta",
     "load_model",
+    "metadata_checksums",
     "read_meta",
     "save_model",
     "weights_bytes",

@@ -3,20 +3,7 @@
 Shapes: an embedding is `(dim, *S)` where `S` is `(y, x)` (a grid) or `(sample,)` (a table);
 a valid pixel is one whose embedding is finite in every dim. Centres are `(k, D)` float64.
 
-Why not dask-ml's `KMeans` (2025.1) for the Lloyd iterations (checked here, with scikit-learn
-1.9): `init="k-means++"` raises a TypeError (`_kmeans_plusplus() missing ... 'sample_weight'`);
-the default `k-means||` came out up to 9 % above scikit-learn's squared error on 16 blobs
-(DESIGN.md reports 1.3-1.7x and fewer distinct centres on other data); with an array `init` it
-runs, but an empty cluster's centre silently collapses to the origin (counts are clipped to 1,
-sums are 0), its stopping rule is an absolute shift that ignores the data's scale, its
-`inertia_` is a sum of distances (not squared), and it needs the valid pixels as an `(n, D)`
-array with known chunks, which a NaN mask over a `(dim, y, x)` store only gives after an extra
-pass (plus one for its NaN check). The Lloyd loop below is the same algorithm in a few lines of
-`map_blocks`: one pass per iteration returns the per-cluster sums, counts and the squared
-inertia at once, directly on the `(dim, y, x)` blocks, and empty clusters are re-seeded as
-scikit-learn does (on the farthest sample points). `benchmarks/bench_cluster.py` compares it
-with dask-ml (same initial centres) and scikit-learn on the same data: on 1 M pixels it took
-6.9 s against dask-ml's 35 s and scikit-learn's 3.7 s (in memory), at the same inertia.
+Lloyd runs in `map_blocks`, not dask-ml's `KMeans`: less accurate, slower (benchmarks/README.md).
 """
 
 from __future__ import annotations

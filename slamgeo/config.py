@@ -103,6 +103,13 @@ class SeasonConfig(_Strict):
     start: str | None = None
     end: str | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _inside_output(cls, v: str) -> str:
+        if v.strip(".") == "":
+            raise ValueError(f"{v!r} would put the season's outputs outside `output`; use a name such as 2017")
+        return v
+
 
 class ReportConfig(_Strict):
     enabled: bool = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -183,18 +183,24 @@ def write_cube(
     zarr_format: int = 2,
     overwrite: bool = False,
     progress: bool = True,
+    inputs: Sequence[str | Path] = (),
+    check: Callable[[xr.Dataset], None] | None = None,
 ) -> str | Path:
     """Write a contract cube to the Zarr store `out` (a local path or an fsspec URL), chunk by
     chunk; the store is marked complete (root attribute `slamgeo_complete = True`, consolidated
-    metadata rewritten) only after every chunk is written.
+    metadata rewritten) only after every chunk is written and `check` (called with the written
+    store, opened lazily) has passed.
 
-    Local path: the store is written to a sibling `<out>.tmp-<random>`, marked complete, then
-    renamed to `out`; an existing `out` is replaced only once the new store is complete, and on
-    any error the temporary store is removed. Object storage has no rename: the store is written
-    in place with `slamgeo_complete = False` and marked complete last, so an interrupted write
-    leaves a store that `is_complete` and `open_cube` refuse, and an existing `out` (with
-    `overwrite`) is removed before the new one is written. Either way an existing `out` is
-    refused unless `overwrite`. Memory is bounded by a few chunks per Dask thread
+    `out` must be absent, an empty folder, or (with `overwrite`) a slamgeo cube store that is
+    none of `inputs` and holds nothing else (`slamgeo.storage.claim_output`).
+
+    Local path: the store is written to a sibling `<out>.tmp-<pid>-<random>`, marked complete,
+    then renamed to `out`; an existing `out` is replaced only once the new store is complete,
+    and on any error the temporary store is removed (temporaries of killed runs are removed by
+    the next write). Object storage has no rename: the store is written in place with
+    `slamgeo_complete = False` and marked complete last, so an interrupted write leaves a store
+    that `is_complete` and `open_cube` refuse, and an existing `out` (with `overwrite`) is
+    removed before the new one is written. Memory is bounded by a few chunks per Dask thread
     (`to_zarr(compute=True)` streams the graph). Returns `out` (a `Path`, or the URL).
     """
     from slamgeo import storage
@@ -202,21 +208,24 @@ def write_cube(
     if zarr_format not in (2, 3):
         raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
     out = storage.location(out)
-    if storage.exists(out) and not overwrite:
-        raise InputError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
+    storage.claim_output(out, storage.CUBE, overwrite=overwrite, inputs=inputs)
     validate_cube(ds, where=str(out))
     ds = _for_zarr(ds)
     ds.attrs[COMPLETE_ATTR] = False
+    ds.attrs[storage.KIND_ATTR] = storage.CUBE.name
     if storage.is_local(out):
-        _write_local(ds, out if isinstance(out, Path) else Path(storage.filesystem(out)[1]), zarr_format, progress)
+        local = out if isinstance(out, Path) else Path(storage.filesystem(out)[1])
+        storage.remove_stale_temporaries(local, storage.CUBE)
+        _write_local(ds, local, zarr_format, progress, check)
         return out
     storage.remove(out)  # stale chunks of an older store would outlive its metadata
-    _write_store(ds, str(out), zarr_format, progress)
+    _write_store(ds, str(out), zarr_format, progress, check)
     return out
 
 
-def _write_store(ds: xr.Dataset, store: str, zarr_format: int, progress: bool) -> None:
-    """Write every chunk of `ds` to a new store, then mark it complete."""
+def _write_store(ds: xr.Dataset, store: str, zarr_format: int, progress: bool,
+                 check: Callable[[xr.Dataset], None] | None = None) -> None:
+    """Write every chunk of `ds` to a new store, run `check` on it, then mark it complete."""
     from dask.diagnostics import ProgressBar
 
     with warnings.catch_warnings():
@@ -225,20 +234,23 @@ def _write_store(ds: xr.Dataset, store: str, zarr_format: int, progress: bool) -
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         with _own_thread_pool(ds), ProgressBar(minimum=1.0) if progress else contextlib.nullcontext():
             ds.to_zarr(store, mode="w-", zarr_format=zarr_format, consolidated=True, compute=True)
+        if check is not None:
+            check(xr.open_zarr(store, decode_coords="all"))
         _mark_complete(store, zarr_format)
 
 
-def _write_local(ds: xr.Dataset, out: Path, zarr_format: int, progress: bool) -> None:
+def _write_local(ds: xr.Dataset, out: Path, zarr_format: int, progress: bool,
+                 check: Callable[[xr.Dataset], None] | None = None) -> None:
     """`_write_store` into a temporary sibling of `out`, renamed into place once complete."""
-    import secrets
     import shutil
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(4)
-    tmp = out.with_name(f"{out.name}.tmp-{token}")
-    old = out.with_name(f"{out.name}.old-{token}")
+    from slamgeo import storage
+
+    storage.makedirs(out.parent)
+    tmp = out.with_name(storage.temporary_name(out, "tmp"))
+    old = out.with_name(storage.temporary_name(out, "old"))
     try:
-        _write_store(ds, str(tmp), zarr_format, progress)
+        _write_store(ds, str(tmp), zarr_format, progress, check)
         if out.exists():
             out.rename(old)
         tmp.rename(out)

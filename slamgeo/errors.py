@@ -15,3 +15,23 @@ class CheckpointError(SlamgeoError, ValueError):
 
 class ConfigError(SlamgeoError, ValueError):
     """A configuration that does not validate."""
+
+
+class OutputError(SlamgeoError, OSError):
+    """An output location that may not be written: it holds inputs or files slamgeo did not
+    write, it is a file, or it cannot be created or written."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: a slamgeo error's message; `PATH: cause` for an OS error
+    that names paths; otherwise its type and message."""
+    if isinstance(exc, SlamgeoError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and (exc.filename or exc.filename2):
+        paths = [str(p) for p in (exc.filename, exc.filename2) if p]
+        text = f"{' -> '.join(paths)}: {exc.strerror or exc}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())

@@ -321,7 +321,8 @@ def _describe(ds: xr.Dataset, model: TrainedModel, opts: ExplainOptions) -> xr.D
 
 @dataclass
 class ExplainReport:
-    """What a run did: blocks computed now, blocks found done, pixels explained, seconds."""
+    """What a run did: blocks computed now, blocks found done, the valid pixels explained in the
+    whole store (those of a resumed run's earlier blocks included), seconds."""
 
     out: str
     blocks_total: int
@@ -426,14 +427,6 @@ def _template(cube: xr.Dataset, model: TrainedModel, opts: ExplainOptions, attrs
     return _strings_as_objects(ds)
 
 
-def _store_exists(store: str) -> bool:
-    try:
-        zarr.open_group(store, mode="r")
-        return True
-    except Exception:  # noqa: BLE001 - any failure to open means "no usable store here"
-        return False
-
-
 def explain(
     cube_path: str | Path,
     model_dir: str | Path,
@@ -482,7 +475,10 @@ def explain(
     }
     expected = {k: run_attrs[k] for k in ("model_checksum", "input_fingerprint", "options", "chunks")}
 
-    if _store_exists(out) and not overwrite:
+    # a results store of this run is resumed; anything that is not slamgeo's results is refused
+    state = storage.claim_output(out, storage.RESULTS, overwrite=overwrite, inputs=[cube_path, str(model_dir)],
+                                 resume=True)
+    if state == "own" and not overwrite:
         have = xr.open_zarr(out, decode_coords="all").attrs
         differs = {k: (have.get(k), v) for k, v in expected.items() if have.get(k) != v}
         if differs:
@@ -491,10 +487,10 @@ def explain(
         reference = np.asarray(have["reference_map"], np.float32) if "reference_map" in have else None
         done = np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).astype(bool)
     else:
-        if overwrite:
+        if state == "own":
             storage.remove(out)
         reference = scene_reference(model, cube, opts, client=client, gpu_resources=gpu_resources)
-        attrs = dict(run_attrs, **{COMPLETE_ATTR: False})
+        attrs = dict(run_attrs, **{COMPLETE_ATTR: False, storage.KIND_ATTR: storage.RESULTS.name})
         if reference is not None:
             attrs["reference_map"] = reference.tolist()
         _template(cube, model, opts, attrs).to_zarr(out, mode="w", compute=False, zarr_format=zarr_format)
@@ -528,6 +524,8 @@ def explain(
     final = np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).astype(bool)
     if not final.all():
         raise InputError(f"{out}: {int((~final).sum())} block(s) were not written; run again to resume")
+    if len(todo) < len(blocks):  # resumed: count the pixels of the blocks written before too
+        valid = int(np.isfinite(xr.open_zarr(out)["recon_error"].data).sum().compute(scheduler="threads"))
     group = zarr.open_group(out, mode="r+")
     group.attrs[COMPLETE_ATTR] = True
     zarr.consolidate_metadata(out)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from slamgeo.errors import InputError
-from slamgeo.gradslam import _as_encoder, _check_x, _explaining
+from slamgeo.gradslam import as_encoder, check_series, explaining
 
 Baseline = Literal["random", "least"]
 DEFAULT_BATCH_SIZE = 4096
@@ -83,8 +83,8 @@ def deletion(
       ratio `(K, D)` = top / baseline; embedding_std `(D,)`: the std of E(x) over the pixels,
       to read displacements in units of the embedding's spread.
     """
-    encoder = _as_encoder(encoder)
-    x = _check_x(encoder, x)
+    encoder = as_encoder(encoder)
+    x = check_series(encoder, x)
     importance = torch.as_tensor(importance).to(x.device)
     n, _, n_times = x.shape
     if importance.ndim != 3 or importance.shape[0] != n or importance.shape[2] != n_times:
@@ -100,7 +100,7 @@ def deletion(
         raise InputError(f"n_random must be >= 1, found {n_random}")
     n_dims = importance.shape[1]
     gen = torch.Generator().manual_seed(seed)
-    with _explaining(encoder):
+    with explaining(encoder):
         with torch.no_grad():
             e0 = _embed(encoder, x, batch_size)
         if e0.shape[1] != n_dims:
@@ -133,28 +133,11 @@ def deletion(
     }
 
 
-def _per_date(attribute, encoder: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    """Run a captum attribution for every target dimension, chunked; `(N, D, T)` float32 summed over bands."""
-    encoder = _as_encoder(encoder)
-    x = _check_x(encoder, x)
-    with _explaining(encoder):
-        with torch.no_grad():
-            n_dims = encoder(x[:1]).shape[1]
-        out = []
-        for i in range(0, x.shape[0], batch_size):
-            xc = x[i : i + batch_size].clone().requires_grad_(True)  # captum's leaf input
-            out.append(torch.stack([attribute(xc, d).sum(1) for d in range(n_dims)], 1).detach().float())
-    return torch.cat(out) if out else torch.zeros(0, n_dims, x.shape[2])
-
-
 def gradient_x_input(encoder: nn.Module, x: Tensor, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Tensor:
-    """Gradient x input per date `(N, D, T)`: sum_c x[n, c, t] * dE[n, d] / dx[n, c, t] (captum
-    `InputXGradient`), on standardised x `(N, C, T)`. Signed, float32."""
-    from captum.attr import InputXGradient
+    """Gradient x input per date `(N, D, T)` (`slamgeo.attribution.GradientXInput`)."""
+    from slamgeo.attribution import GradientXInput
 
-    enc = _as_encoder(encoder)
-    method = InputXGradient(enc)
-    return _per_date(lambda xc, d: method.attribute(xc, target=d), enc, x, batch_size)
+    return GradientXInput(encoder, batch_size=batch_size).attribute(x)
 
 
 def integrated_gradients(
@@ -165,43 +148,10 @@ def integrated_gradients(
     n_steps: int = 32,
     batch_size: int = 1024,
 ) -> Tensor:
-    """Integrated gradients per date `(N, D, T)` (captum `IntegratedGradients`, Gauss-Legendre,
-    `n_steps` points), summed over bands: sum_c (x - x0)[n, c, t] * mean_a dE[n, d]/dx at
-    x0 + a (x - x0). Baseline x0: None = zeros, the per-band mean of the standardised series
-    (a "flat average" pixel); a float, or a tensor `(C, T)` or `(N, C, T)`. Signed, float32;
-    sum_t of the result ~ E(x)[n, d] - E(x0)[d] (completeness). Costs about n_steps backward
-    passes per dimension; `batch_size` bounds the series per forward pass (pixels x steps)."""
-    from captum.attr import IntegratedGradients
+    """Integrated gradients per date `(N, D, T)` (`slamgeo.attribution.IntegratedGradients`)."""
+    from slamgeo.attribution import IntegratedGradients
 
-    if n_steps < 1:
-        raise InputError(f"n_steps must be >= 1, found {n_steps}")
-    enc = _as_encoder(encoder)
-    x = _check_x(enc, x)
-    if baseline is None:
-        x0 = torch.zeros_like(x)
-    else:
-        x0 = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
-        if x0.ndim not in (0, 2, 3):
-            raise InputError(f"baseline must be a float, (C, T) or (N, C, T), found shape {tuple(x0.shape)}")
-        x0 = x0.expand_as(x).contiguous()
-    # chunk pixels and the baseline together
-    method = IntegratedGradients(enc)
-    chunks = []
-    with _explaining(enc):
-        with torch.no_grad():
-            n_dims = enc(x[:1]).shape[1]
-        for i in range(0, x.shape[0], batch_size):
-            xc, bc = x[i : i + batch_size], x0[i : i + batch_size]
-            chunks.append(
-                torch.stack(
-                    [
-                        method.attribute(xc, baselines=bc, target=d, n_steps=n_steps, internal_batch_size=batch_size).sum(1)
-                        for d in range(n_dims)
-                    ],
-                    1,
-                ).float()
-            )
-    return torch.cat(chunks) if chunks else torch.zeros(0, n_dims, x.shape[2])
+    return IntegratedGradients(encoder, baseline=baseline, n_steps=n_steps, batch_size=batch_size).attribute(x)
 
 
 __all__ = ["Baseline", "delete_dates", "deletion", "gradient_x_input", "integrated_gradients"]

@@ -63,6 +63,8 @@ Merge = Literal["mean"]
 SCALES: tuple[str, ...] = ("minmax", "maxabs", "abs", "centred", "none")
 DEFAULT_SCALE: Scale = "centred"
 DEFAULT_BATCH_SIZE = 1024
+# what an attribution explains: None (every embedding dimension), a dimension, a direction
+Target = int | Sequence[float] | np.ndarray | Tensor | None
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class GradSlamOutput:
 
 def default_layers(encoder: nn.Module) -> list[nn.Module]:
     """The default Grad-SLAM layers: the outputs of the encoder's conv blocks, in order."""
-    encoder = _as_encoder(encoder)
+    encoder = as_encoder(encoder)
     if not isinstance(encoder, Encoder):
         raise InputError(
             f"default layers are the conv blocks of a slamgeo Encoder; found a {type(encoder).__name__}: "
@@ -124,8 +126,16 @@ def grad_slam(
     return_embedding: bool = False,
     return_layer_maps: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    target: Target = None,
 ) -> Tensor | GradSlamOutput:
     """Date importance `(N, D, T)` per pixel and embedding dimension, merged over layers.
+
+    `target` explains one quantity instead of every dimension, and the importance is `(N, T)`:
+    an int d (the dimension e^d), a direction w `(D,)` or one direction per pixel `(N, D)` (the
+    projection e . w, for example the line from one class's mean embedding to another's).
+    Eq. 3-4 are linear in the gradient target, so the raw maps of e . w are exactly
+    sum_d w_d L^d (`target_maps`); they are then resampled, scaled and merged as for one
+    dimension, and "centred" subtracts the reference projected the same way, sum_d w_d R[d].
 
     Each layer's raw map `(N, D, t_A)` is resampled to the T input dates (`resample`), scaled
     per sample and per dimension along time, and the layers are averaged (`merge="mean"`).
@@ -152,16 +162,57 @@ def grad_slam(
         ref_shape = torch.as_tensor(reference).shape
         _check_reference(reference, ref_shape[0] if ref_shape else 0, n_times, torch.device("cpu"))
     e, maps = _run(encoder, x, layers, batch_size)
+    w = None if target is None else target_weights(target, e.shape[1], e.shape[0]).to(e.device)
     with torch.autocast(e.device.type, enabled=False):  # float32 from here on
+        if w is not None:
+            maps = [target_maps(m, w) for m in maps]
         resampled = [resample(m, n_times) for m in maps]
         if scale == "centred":
             ref = _check_reference(reference, e.shape[1], n_times, e.device)
+            if w is not None:
+                ref = target_maps(ref.unsqueeze(0), w)  # (N or 1, 1, T)
             importance = scale_maps(torch.stack(resampled).mean(0) - ref, "maxabs")
         else:
             importance = torch.stack([scale_maps(r, scale) for r in resampled]).mean(0)
+        if w is not None:
+            importance = importance[:, 0]
     if not (return_embedding or return_layer_maps):
         return importance
     return GradSlamOutput(importance, e, maps if return_layer_maps else None)
+
+
+def target_weights(target: Target, n_dims: int, n: int) -> Tensor:
+    """A `target` as float32 weights `(1, D)` (one dimension, or one direction for every pixel)
+    or `(N, D)` (a direction per pixel); an `InputError` for anything else, for a dimension out
+    of range, and for a zero or non-finite direction (it would explain nothing)."""
+    if isinstance(target, (bool, np.bool_)):
+        raise InputError(f"target must be a dimension index or a direction, found {target!r}")
+    if isinstance(target, (int, np.integer)):
+        if not 0 <= int(target) < n_dims:
+            raise InputError(f"target dimension must be in [0, D - 1 = {n_dims - 1}], found {int(target)}")
+        w = torch.zeros(1, n_dims)
+        w[0, int(target)] = 1.0
+        return w
+    w = torch.as_tensor(np.asarray(target, dtype=np.float32) if not isinstance(target, Tensor) else target)
+    w = w.detach().to(dtype=torch.float32, device="cpu")
+    if w.ndim == 1:
+        w = w.unsqueeze(0)
+    if w.ndim != 2 or w.shape[1] != n_dims or w.shape[0] not in (1, n):
+        raise InputError(f"target direction must be (D,) = ({n_dims},) or (N, D) = ({n}, {n_dims}), "
+                         f"found shape {tuple(torch.as_tensor(target).shape)}")
+    if not bool(torch.isfinite(w).all()):
+        raise InputError("target direction holds NaN or infinite values")
+    zero = (w.abs().sum(1) == 0).nonzero()
+    if zero.numel():
+        raise InputError(f"target direction is zero (pixel {int(zero[0, 0])}): a zero direction explains nothing")
+    return w
+
+
+def target_maps(maps: Tensor, w: Tensor) -> Tensor:
+    """Per-dimension maps `(N or 1, D, t)` projected on the weights `w` `(1 or N, D)`:
+    `(N, 1, t)`, sum_d w[n, d] maps[n, d, :] (the map of the target e . w, by linearity of
+    Eq. 3-4)."""
+    return (w.to(maps.dtype)[:, :, None] * maps).sum(1, keepdim=True)
 
 
 def reference_map(
@@ -255,7 +306,8 @@ def scale_maps(maps: Tensor, scale: Scale) -> Tensor:
 # input checks
 
 
-def _as_encoder(encoder: nn.Module) -> nn.Module:
+def as_encoder(encoder: nn.Module) -> nn.Module:
+    """The encoder to explain: a CAE's encoder, or the module itself."""
     if isinstance(encoder, CAE):
         return encoder.encoder
     if not isinstance(encoder, nn.Module):
@@ -263,8 +315,9 @@ def _as_encoder(encoder: nn.Module) -> nn.Module:
     return encoder
 
 
-def _check_x(encoder: nn.Module, x: Tensor) -> Tensor:
-    """x as a detached floating tensor on the encoder's device and dtype, or an InputError."""
+def check_series(encoder: nn.Module, x: Tensor) -> Tensor:
+    """Series `(N, C, T)` as a detached floating tensor on the encoder's device and dtype,
+    checked against the encoder's bands and dates and for non-finite values (`InputError`)."""
     if not isinstance(x, Tensor):
         x = torch.as_tensor(np.asarray(x))
     if x.ndim != 3:
@@ -328,7 +381,7 @@ def _check_reference(reference: Tensor | None, n_dims: int, n_times: int, device
 
 
 @contextmanager
-def _explaining(encoder: nn.Module) -> Iterator[None]:
+def explaining(encoder: nn.Module) -> Iterator[None]:
     """Eval mode and grad mode on (whatever the caller's mode), restored afterwards."""
     flags = [(m, m.training) for m in encoder.modules()]
     try:
@@ -374,7 +427,7 @@ def _capture(modules: Sequence[nn.Module], layers: Sequence[nn.Module]) -> Itera
         torch.set_grad_enabled(False)
         yield seen
     finally:
-        torch.set_grad_enabled(True)  # `_explaining` restores the caller's mode on exit
+        torch.set_grad_enabled(True)  # `explaining` restores the caller's mode on exit
         for h in handles:
             h.remove()
 
@@ -580,24 +633,27 @@ def _run(
     encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module] | None, batch_size: int
 ) -> tuple[Tensor, list[Tensor]]:
     """Embedding `(N, D)` and raw maps `[(N, D, t_A)]`, float32, chunk by chunk."""
-    encoder = _as_encoder(encoder)
+    encoder = as_encoder(encoder)
     layers = _check_layers(encoder, layers)
-    x = _check_x(encoder, x)
+    x = check_series(encoder, x)
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, found {batch_size}")
     if _plain_blocks(encoder, layers):
         forward = _blocks_forward
     else:
         # the shallowest requested block's gradient is not needed by any other layer: take it
-        # one linear map later (module docstring); the deeper ones come free on the way.
-        order = {id(b): i for i, b in enumerate(getattr(encoder, "blocks", {}).values()) if isinstance(b, nn.Module)}
+        # one linear map later (module docstring); the deeper ones come free on the way. Only a
+        # slamgeo Encoder's blocks are known to feed a linear map: another encoder's `blocks`
+        # (a list, a dict, anything) plays no part, its `layers` are used as given.
+        blocks = cast(Encoder, encoder).blocks.values() if type(encoder) is Encoder else ()
+        order = {id(b): i for i, b in enumerate(blocks)}
         shallow = min((layer for layer in layers if id(layer) in order), key=lambda m: order[id(m)], default=None)
         consumer = _linear_consumer(encoder, shallow) if shallow is not None else None
         forward = partial(_hooked_forward, consumer=consumer)
     chunks = [x[i : i + batch_size] for i in range(0, x.shape[0], batch_size)] or [x]
     outs = []
     kernels: dict[tuple, Tensor] = {}  # the consumer's V, computed once per call
-    with _explaining(encoder):
+    with explaining(encoder):
         for xc in chunks:
             xc = xc.clone() if xc.is_inference() else xc  # inference tensors cannot enter a graph
             outs.append(_maps_from_graph(*forward(encoder, xc, layers, kernels)))
@@ -611,6 +667,10 @@ __all__ = [
     "GradSlamOutput",
     "SCALES",
     "Scale",
+    "Target",
+    "as_encoder",
+    "check_series",
+    "explaining",
     "default_layers",
     "grad_slam",
     "layer_maps",
@@ -619,4 +679,6 @@ __all__ = [
     "resample",
     "resample_matrix",
     "scale_maps",
+    "target_maps",
+    "target_weights",
 ]

@@ -26,7 +26,8 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 import rasterio.errors
+import rasterio.windows
 import rioxarray
 import xarray as xr
 
@@ -51,7 +53,7 @@ from slamgeo.cube import (
     validate_cube,
     write_cube,
 )
-from slamgeo.errors import ConfigError, InputError
+from slamgeo.errors import ConfigError, InputError, OutputError, SlamgeoError
 
 SourceKind = Literal["geotiff", "stac", "dataset", "table"]
 
@@ -123,14 +125,28 @@ def _kind_of(p: storage.Location) -> SourceKind:
     )
 
 
+def scene_tiffs(p: str | Path) -> storage.Location | None:
+    """The GeoTIFF folder of a `slamgeo synth` output folder (it holds `scene.json` and
+    `tiffs/`), or None when `p` is not one. Its other rasters (`truth.tif`) are not backscatter."""
+    from slamgeo.synth import SCENE_FILES
+
+    p = storage.location(p)
+    if not storage.isdir(p) or not storage.exists(storage.join(p, SCENE_FILES["meta"])):
+        return None
+    tiffs = storage.join(p, SCENE_FILES["tiffs"])
+    return tiffs if storage.isdir(tiffs) else None
+
+
 def detect_source(inputs: Sequence[str | Path]) -> tuple[SourceKind, list[storage.Location]]:
     """Which reader fits `inputs` (local paths or fsspec URLs): any number of GeoTIFF
-    files/folders, or exactly one STAC JSON, NetCDF file, Zarr store or Parquet table.
+    files/folders, or exactly one STAC JSON, NetCDF file, Zarr store or Parquet table. A
+    `slamgeo synth` output folder stands for its `tiffs/` folder (`scene_tiffs`).
     Returns the kind and the inputs as locations (`Path`, or URL `str`). Raises `InputError`
     naming the bad path."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     paths = [storage.location(p) for p in inputs]
+    paths = [scene_tiffs(p) or p for p in paths]
     if not paths:
         raise InputError(
             "no input given: expected GeoTIFF files or folders, a STAC ItemCollection JSON, "
@@ -666,6 +682,43 @@ def _find_column(columns: Sequence[str], pol: str, where: str) -> str:
     )
 
 
+def _table_timestamps(values: pd.Series, where: str) -> pd.Series:
+    """The `timestamp` column as datetimes; `InputError` naming the first value that is empty
+    or not a date."""
+    if values.isna().any():
+        raise InputError(f"{where}: column 'timestamp' has {int(values.isna().sum())} empty value(s)")
+    try:
+        return pd.to_datetime(values)
+    except (ValueError, TypeError, OverflowError) as exc:
+        for v in pd.unique(values):
+            try:
+                pd.Timestamp(v)
+            except (ValueError, TypeError, OverflowError):
+                raise InputError(f"{where}: column 'timestamp': {v!r} is not a date (expected YYYY-MM-DD)") from exc
+        raise InputError(f"{where}: column 'timestamp' cannot be read as dates ({_one_line(exc)})") from exc
+
+
+def _check_band_column(raw: pd.Series, col: str, where: str) -> None:
+    """A band column must hold numbers (uint16 DN or float linear power); float linear power
+    that is mostly negative on a date is dB read as linear power. Index: (time, sample)."""
+    if not pd.api.types.is_numeric_dtype(raw.dtype) or pd.api.types.is_bool_dtype(raw.dtype):
+        first = raw.dropna().iloc[0] if raw.notna().any() else None
+        raise InputError(
+            f"{where}: column {col!r} holds {raw.dtype} values such as {first!r}; expected numbers "
+            "(uint16 digital numbers or float linear power)"
+        )
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        return
+    values = raw[np.isfinite(raw.to_numpy(dtype=np.float64)) & (raw != 0)]
+    negative = (values < 0).groupby(level=0).mean()
+    bad = negative.index[negative.to_numpy() > 0.5].to_numpy()
+    if bad.size:
+        raise InputError(
+            f"{where}: column {col!r} is mostly negative on {_dates_text(bad, np.arange(bad.size))}: values look "
+            "like dB already; float columns are read as linear power (uint16 columns as digital numbers)"
+        )
+
+
 def open_table(
     path: str | Path,
     *,
@@ -696,7 +749,7 @@ def open_table(
     bands = {pol: _find_column(columns, pol, where) for pol in BANDS}
     extra = [c for c in ("ewoc_code", "lon", "lat") if c in columns]
     df = pd.read_parquet(str(path), columns=["sample_id", "timestamp", *bands.values(), *extra])
-    df["timestamp"] = pd.to_datetime(df["timestamp"])
+    df["timestamp"] = _table_timestamps(df["timestamp"], where)
     if df["timestamp"].dt.tz is not None:
         df["timestamp"] = df["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
     df["sample_id"] = df["sample_id"].astype(str)
@@ -711,6 +764,7 @@ def open_table(
     values = {}
     for pol, col in bands.items():
         raw = series[col]
+        _check_band_column(raw, col, where)
         integer = pd.api.types.is_integer_dtype(raw.dtype)
         conv = dn_to_db(raw.to_numpy(dtype=np.float64)) if integer else linear_to_db(raw.to_numpy())
         values[pol] = pd.Series(conv, index=series.index)
@@ -749,6 +803,176 @@ def open_table(
         ds["lat"].attrs = {"units": "degrees_north", "crs": "EPSG:4326"}
     ds = select_time(ds.sortby("time"), start, end, where=where)
     return chunk_cube(validate_cube(ds, where=where), chunk)
+
+
+# --- plausibility of the backscatter ---------------------------------------------------------------
+
+PLAUSIBLE_MEDIAN_DB = (-40.0, 5.0)  # the median of a date's valid pixels lies in this range (dB)
+LINEAR_LIMIT_DB = 30.0  # a median above this (linear power 1e3) is not backscatter (dB)
+IMPOSSIBLE_DB = 40.0  # a value above this (linear power 1e4) is not backscatter, not even a corner reflector (dB)
+IMPOSSIBLE_SHARE = 0.01  # a date with more than this share of valid pixels above IMPOSSIBLE_DB is refused
+LOW_VALID_SHARE = 0.01  # a date with fewer valid pixels than this share is ingested with a warning
+_HIST_EDGES = np.arange(-100.0, 100.25, 0.5)  # dB bin edges; two more bins take what lies outside
+
+
+class BackscatterWarning(UserWarning):
+    """A date with no, or very few, valid pixels: ingested as it is, but worth a look."""
+
+
+def _block_histogram(block: np.ndarray) -> np.ndarray:
+    """`(T, ...)` dB block -> `(T, NB, 1, ...)` counts of its finite values per bin of
+    `_HIST_EDGES` (bin 0: below -100 dB, bin NB-1: +100 dB and above)."""
+    t = block.shape[0]
+    flat = np.asarray(block).reshape(t, -1)
+    finite = np.isfinite(flat)
+    nb = _HIST_EDGES.size + 1
+    bins = np.searchsorted(_HIST_EDGES, np.where(finite, flat, 0.0), side="right")
+    codes = (np.arange(t)[:, None] * nb + bins)[finite]
+    counts = np.bincount(codes, minlength=t * nb).reshape(t, nb)
+    return counts.reshape(t, nb, *([1] * (block.ndim - 1)))
+
+
+def backscatter_histograms(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """Per band, counts `(T, NB)` int64 of the valid (finite) dB values of each date in the bins
+    of `_HIST_EDGES`, computed in one pass chunk by chunk (memory: a few chunks per thread)."""
+    import dask.array
+
+    nb = _HIST_EDGES.size + 1
+    lazy = {}
+    for band in BANDS:
+        var = ds[band]
+        data = dask.array.asarray(var.transpose("time", *(d for d in var.dims if d != "time")).data)
+        per_block = data.map_blocks(
+            _block_histogram, new_axis=1, dtype=np.int64,
+            chunks=(data.chunks[0], (nb,), *[(1,) * len(c) for c in data.chunks[1:]]),
+        )
+        lazy[band] = per_block.sum(axis=tuple(range(2, per_block.ndim)))
+    (out,) = dask.compute(lazy)
+    return {b: np.asarray(h, dtype=np.int64) for b, h in out.items()}
+
+
+def _median_db(counts: np.ndarray) -> np.ndarray:
+    """`(T, NB)` histogram -> `(T,)` median in dB to 0.5 dB (bin centre); -inf / +inf when it
+    lies beyond -100 / +100 dB; NaN for a date without a valid value."""
+    n = counts.sum(1)
+    k = np.argmax(counts.cumsum(1) >= np.maximum(n, 1)[:, None] / 2, axis=1)
+    centres = np.concatenate([[-np.inf], (_HIST_EDGES[:-1] + _HIST_EDGES[1:]) / 2, [np.inf]])
+    return np.where(n > 0, centres[k], np.nan)
+
+
+def _dates_text(times: np.ndarray, idx: np.ndarray) -> str:
+    shown = ", ".join(str(t)[:10] for t in times[idx[:5]])
+    return f"{idx.size} date(s) ({shown}{', ...' if idx.size > 5 else ''})"
+
+
+def check_plausible(
+    ds: xr.Dataset,
+    *,
+    where: str = "cube",
+    negative_share: Callable[[np.datetime64, str], float | None] | None = None,
+) -> None:
+    """Refuse a cube (`VV`, `VH` in dB on `(time, ...)`) whose values are not backscatter.
+
+    Per band and date, over the valid (finite) pixels, in one chunked pass
+    (`backscatter_histograms`): the median must lie in `PLAUSIBLE_MEDIAN_DB`, and at most
+    `IMPOSSIBLE_SHARE` of the pixels may lie above `IMPOSSIBLE_DB` (so a few corner reflectors
+    pass, a fill value does not). The `InputError` names the band, the dates and the likely
+    encoding (linear power x 1000 as digital numbers, a fill value, dB read as linear power).
+    A cube without any valid pixel, or a band without any on every date, is refused; a date
+    without a valid pixel (or with fewer than `LOW_VALID_SHARE`) gives a `BackscatterWarning`,
+    unless `negative_share(time, band)` (the share of negative values in the date's raw input,
+    None if unknown) says that the input holds dB already, which is refused.
+    """
+    hists = backscatter_histograms(ds)
+    times = np.asarray(ds["time"].values)
+    n_pixels = int(np.prod([n for d, n in ds[BANDS[0]].sizes.items() if d != "time"]))
+    span = f"{str(times.min())[:10]} .. {str(times.max())[:10]}" if times.size else "no date"
+
+    def negative(idx: np.ndarray, band: str) -> float | None:
+        return None if negative_share is None or idx.size == 0 else negative_share(times[idx[0]], band)
+
+    valid = {b: h.sum(1) for b, h in hists.items()}
+    empty_bands = [b for b in BANDS if not valid[b].any()]
+    if empty_bands:
+        share = negative(np.arange(times.size), empty_bands[0])
+        hint = ("the input values are negative: values look like dB already, read here as linear power"
+                if share is not None and share > 0.5 else
+                "every value is no data, zero or negative (values already in dB, read as linear power?)")
+        raise InputError(
+            f"{where}: no valid {'/'.join(empty_bands)} backscatter on any of the {times.size} date(s) ({span}): {hint}"
+        )
+    impossible_from = int(np.searchsorted(_HIST_EDGES, IMPOSSIBLE_DB)) + 1
+    for band in BANDS:
+        h, n = hists[band], valid[band]
+        median = _median_db(h)
+        high = h[:, impossible_from:].sum(1) / np.maximum(n, 1)
+        lo, hi = PLAUSIBLE_MEDIAN_DB
+        fill = np.flatnonzero((n > 0) & ((median > LINEAR_LIMIT_DB) | (high > IMPOSSIBLE_SHARE)))
+        scaled = np.flatnonzero((n > 0) & (median > hi) & (median <= LINEAR_LIMIT_DB) & (high <= IMPOSSIBLE_SHARE))
+        dark = np.flatnonzero((n > 0) & (median < lo))
+        for idx, hint in (
+            (fill, f"linear power above 1e3 is not backscatter (a fill value such as 1e38, or digital numbers?); "
+                   f"{100 * high[fill[:1]].max(initial=0):.0f} % of the valid pixels above +{IMPOSSIBLE_DB:.0f} dB"),
+            (scaled, "looks like DN scaled by 1000 (linear power x 1000 stored as integers): divide by 1000"),
+            (dark, "far below the noise floor: values look scaled down (linear power x 1e-3 or less?)"),
+        ):
+            if idx.size:
+                m = median[idx[0]]
+                m_text = f"{m:+.1f} dB" if np.isfinite(m) else ("above +100 dB" if m > 0 else "below -100 dB")
+                expected = f" (expected {lo:+.0f} .. {hi:+.0f} dB)" if not lo <= m <= hi else ""
+                raise InputError(
+                    f"{where}: implausible {band} backscatter on {_dates_text(times, idx)}: median {m_text}{expected}; "
+                    f"{hint}"
+                )
+    for band in BANDS:
+        n = valid[band]
+        none = np.flatnonzero(n == 0)
+        share = negative(none, band)
+        if share is not None and share > 0.5:
+            raise InputError(
+                f"{where}: no valid {band} pixel on {_dates_text(times, none)}: {100 * share:.0f} % of the input "
+                "values are negative: values look like dB already, read here as linear power"
+            )
+        few = np.flatnonzero((n > 0) & (n < LOW_VALID_SHARE * n_pixels))
+        for idx, what in ((none, "no valid pixel"), (few, f"fewer than {100 * LOW_VALID_SHARE:g} % valid pixels")):
+            if idx.size:
+                warnings.warn(
+                    f"{where}: {band} has {what} on {_dates_text(times, idx)}; kept as they are (no data is NaN)",
+                    BackscatterWarning,
+                    stacklevel=2,
+                )
+
+
+def _raw_window(path: str, band: int, size: int = 256) -> np.ndarray:
+    """The valid raw values (no data masked) of a central window of at most `size` x `size`
+    pixels of one band of a GeoTIFF."""
+    with rasterio.Env(**storage.gdal_s3_options()), rasterio.open(path) as src:
+        h, w = src.shape
+        win = rasterio.windows.Window(max(0, (w - size) // 2), max(0, (h - size) // 2), min(size, w), min(size, h))
+        return np.ma.masked_invalid(src.read(band, window=win, masked=True)).compressed()
+
+
+def _negative_share(kind: SourceKind, paths: Sequence[storage.Location], time: np.datetime64, band: str) -> float | None:
+    """Share of negative values among the non-zero raw values of `band` on the date `time`, read
+    from one window of that date's GeoTIFF (GeoTIFF and STAC inputs; None for other kinds or
+    when it cannot be read). Used only to explain a date without valid pixels."""
+    try:
+        if kind == "geotiff":
+            found = ((describe_tiff(str(f)), None) for f in _expand_tiffs(paths))
+        elif kind == "stac":
+            found = ((describe_tiff(href, time=when, where=w), pol) for w, when, pol, href in stac_assets(paths[0])
+                     if when == time and pol in ("", band))
+        else:
+            return None
+        for info, pol in found:
+            index = info.bands.get(band, 1 if pol else None)
+            if info.time == time and index is not None:
+                values = _raw_window(info.path, index)
+                nonzero = values[values != 0]
+                return float((nonzero < 0).mean()) if nonzero.size else None
+    except (InputError, rasterio.errors.RasterioError, OSError):
+        return None
+    return None
 
 
 # --- dispatch and ingest -------------------------------------------------------------------------
@@ -840,15 +1064,14 @@ def _provenance(kind: SourceKind, paths: Sequence[storage.Location]) -> dict:
     }
 
 
-def _overlap(a: storage.Location, b: storage.Location) -> bool:
-    """True when one location is the other or lies inside it."""
-    if storage.is_url(a) != storage.is_url(b):
-        return False
-    if storage.is_url(a):
-        x, y = str(a).rstrip("/"), str(b).rstrip("/")
-        return x == y or x.startswith(y + "/") or y.startswith(x + "/")
-    ra, rb = Path(a).resolve(), Path(b).resolve()
-    return ra == rb or ra in rb.parents or rb in ra.parents
+def _writing(exc: BaseException, out: storage.Location) -> bool:
+    """True when the OS error `exc` names a path at or next to the output `out` (its
+    temporary store), so the write failed, not the read."""
+    out_path = Path(storage.filesystem(out)[1]).resolve()
+    for f in (getattr(exc, "filename", None), getattr(exc, "filename2", None)):
+        if f and str(Path(str(f)).resolve()).startswith(str(out_path)):
+            return True
+    return False
 
 
 def ingest(
@@ -874,12 +1097,8 @@ def ingest(
     if zarr_format not in (2, 3):
         raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
     out = storage.location(out)
-    if storage.exists(out) and not overwrite:
-        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
     kind, paths = detect_source(inputs)
-    for p in paths:
-        if _overlap(p, out):
-            raise InputError(f"{out}: the output would overwrite the input {p}")
+    storage.claim_output(out, storage.CUBE, overwrite=overwrite, inputs=paths)
     with storage.gdal_s3_environ():  # GeoTIFFs on S3: GDAL reads them, in Dask's threads too
         return _ingest_opened(kind, paths, out, chunk=chunk, zarr_format=zarr_format, overwrite=overwrite,
                               start=start, end=end, progress=progress)
@@ -895,15 +1114,23 @@ def _ingest_opened(kind, paths, out, *, chunk, zarr_format, overwrite, start, en
         # settings above apply to this process only, and a GDAL error raised on a remote worker
         # comes back without the file it names.
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), dask.config.set(scheduler="threads"):
-            return write_cube(ds, out, zarr_format=zarr_format, overwrite=overwrite, progress=progress)
+            return write_cube(ds, out, zarr_format=zarr_format, overwrite=overwrite, progress=progress, inputs=paths,
+                              check=lambda written: check_plausible(
+                                  written, where=str(paths[0]),
+                                  negative_share=lambda t, band: _negative_share(kind, paths, t, band)))
     except (rasterio.errors.RasterioError, OSError, RuntimeError) as exc:
-        if isinstance(exc, InputError):
+        if isinstance(exc, SlamgeoError):
             raise
+        if storage.is_local(out) and _writing(exc, out):
+            raise OutputError(f"{out}: writing the cube failed ({_one_line(exc)})") from exc
         raise InputError(f"{paths[0]}: reading the {kind} input failed while writing {out} ({_one_line(exc)})") from exc
 
 
 __all__ = [
+    "BackscatterWarning",
     "RasterInfo",
+    "backscatter_histograms",
+    "check_plausible",
     "check_same_grid",
     "describe_tiff",
     "detect_source",
@@ -911,6 +1138,7 @@ __all__ = [
     "group_dates",
     "ingest",
     "input_fingerprint",
+    "scene_tiffs",
     "open_dataset_cube",
     "open_geotiffs",
     "open_source",

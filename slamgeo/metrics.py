@@ -8,6 +8,7 @@ tests check every one against scikit-learn on the same labels.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -20,6 +21,12 @@ from slamgeo.errors import InputError
 
 VoteUnit = Literal["pixels", "parcels"]
 UNASSIGNED = "unassigned"
+HELD_OUT = "held-out parcels"
+ALL_PARCELS = "all labelled parcels (none held out)"
+
+
+class EvaluationWarning(UserWarning):
+    """The figures are not what was asked for (no parcel could be held out), but were computed."""
 
 
 def _labelled(labels: np.ndarray) -> np.ndarray:
@@ -175,12 +182,13 @@ def split_parcels(
 
     With `labels`, stratified: in each class, round(test_fraction * n) parcels go to test, but a
     class with at least 2 parcels keeps one on each side, and a class of 1 stays in train (it
-    must be able to vote). Hand-written rather than scikit-learn's `train_test_split`, which
-    refuses classes of one parcel. Deterministic for `seed`.
+    must be able to vote). `test_fraction=0` holds nothing out (every parcel in train).
+    Hand-written rather than scikit-learn's `train_test_split`, which refuses classes of one
+    parcel. Deterministic for `seed`.
     """
     ids = np.asarray(parcel_ids)
-    if not 0.0 < test_fraction < 1.0:
-        raise InputError(f"split_parcels: test_fraction must be in (0, 1), found {test_fraction}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise InputError(f"split_parcels: test_fraction must be in [0, 1), found {test_fraction}")
     if np.unique(ids).size != ids.size:
         raise InputError("split_parcels: duplicated parcel ids")
     groups = np.zeros(ids.size, dtype=np.int64) if labels is None else np.unique(
@@ -191,7 +199,7 @@ def split_parcels(
         members = np.sort(ids[groups == g])
         n = members.size
         n_test = int(round(test_fraction * n))
-        if n >= 2:
+        if n >= 2 and test_fraction > 0:
             n_test = min(max(n_test, 1), n - 1)
         else:
             n_test = 0
@@ -207,7 +215,8 @@ def split_parcels(
 class Evaluation:
     """What `evaluate_parcels` found: the cluster -> class mapping, the split, and the
     confusion matrices and scores at the pixel level (held-out parcels' pixels) and at the
-    parcel level (each held-out parcel's majority cluster)."""
+    parcel level (each held-out parcel's majority cluster). `evaluated_on` says which parcels
+    were scored (`HELD_OUT`, or `ALL_PARCELS` when none could be held out), `note` why."""
 
     vote: str
     mapping: dict[int, Hashable]
@@ -219,6 +228,13 @@ class Evaluation:
     scores_pixels: dict
     scores_parcels: dict
     predicted: pd.Series = field(default_factory=pd.Series)
+    evaluated_on: str = HELD_OUT
+    note: str = ""
+
+    @property
+    def held_out(self) -> int:
+        """Number of parcels held out of the vote (0: the scores are on the voting parcels)."""
+        return 0 if self.evaluated_on == ALL_PARCELS else int(self.test_ids.size)
 
     def to_dict(self) -> dict:
         return {
@@ -227,6 +243,9 @@ class Evaluation:
             "classes": [str(c) for c in self.classes],
             "n_train_parcels": int(self.train_ids.size),
             "n_test_parcels": int(self.test_ids.size),
+            "held_out": self.held_out,
+            "evaluated_on": self.evaluated_on,
+            **({"note": self.note} if self.note else {}),
             "pixels": self.scores_pixels,
             "parcels": self.scores_parcels,
         }
@@ -242,6 +261,9 @@ def evaluate_parcels(
 ) -> Evaluation:
     """Vote on the training parcels, evaluate on the held-out ones.
 
+    When no parcel is held out (`test_fraction=0`, or every class has a single parcel), the
+    scores are computed on all labelled parcels, those that voted, with an
+    `EvaluationWarning`; `Evaluation.evaluated_on` and `note` say so, `test_ids` is empty.
     `per_parcel` needs `cluster_pixels (parcel, centre)` and `cluster (parcel)` (from
     `aggregate_parcels`); `labels` the class per parcel id (null or "" = unlabelled, left out).
     `vote="pixels"`: each labelled pixel of a training parcel votes for its cluster;
@@ -259,16 +281,19 @@ def evaluate_parcels(
         raise InputError("evaluate_parcels: no labelled parcel has clustered pixels on the grid")
     classes = sorted(pd.unique(lab[use]).tolist())
     train_ids, test_ids = split_parcels(ids[use], labels=lab[use].to_numpy(), test_fraction=test_fraction, seed=seed)
+    evaluated_on, note, scored_ids = HELD_OUT, "", test_ids
     if test_ids.size == 0:
-        raise InputError(
-            f"evaluate_parcels: no parcel can be held out ({ids[use].size} labelled parcel(s); a class needs at "
-            "least 2 parcels to have one in the test set)"
-        )
+        why = ("test_fraction is 0" if test_fraction == 0 else
+               f"too few parcels: {ids[use].size} labelled parcel(s), and a class needs at least 2 to hold one out")
+        evaluated_on, scored_ids = ALL_PARCELS, train_ids
+        note = (f"no parcel held out ({why}): the scores are computed on all labelled parcels, those that voted, "
+                "so they are optimistic")
+        warnings.warn(f"evaluate_parcels: {note}", EvaluationWarning, stacklevel=2)
     cp = per_parcel["cluster_pixels"].transpose("parcel", "centre").values
     majority = per_parcel["cluster"].values
     k = cp.shape[1]
     pos = pd.Series(np.arange(ids.size), index=ids)
-    tr, te = pos[train_ids].to_numpy(), pos[test_ids].to_numpy()
+    tr, te = pos[train_ids].to_numpy(), pos[scored_ids].to_numpy()
     lab_values = lab.to_numpy()
     if vote == "pixels":
         clusters = np.tile(np.arange(k), tr.size)
@@ -286,13 +311,16 @@ def evaluate_parcels(
         vote=vote, mapping=mapping, classes=classes, train_ids=train_ids, test_ids=test_ids,
         confusion_pixels=cm_pix, confusion_parcels=cm_par,
         scores_pixels=scores_from_confusion(cm_pix), scores_parcels=scores_from_confusion(cm_par),
-        predicted=predicted,
+        predicted=predicted, evaluated_on=evaluated_on, note=note,
     )
 
 
 __all__ = [
+    "ALL_PARCELS",
+    "HELD_OUT",
     "UNASSIGNED",
     "Evaluation",
+    "EvaluationWarning",
     "VoteUnit",
     "apply_vote",
     "confusion",

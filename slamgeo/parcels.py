@@ -4,7 +4,8 @@ and per class, out of core.
 Policies (said once, here, and recorded in the outputs' attributes):
 - parcel ids are positive integers, unique; 0 means "no parcel" on the `parcel_id` raster;
 - invalid geometries (self-intersections, ...) are repaired with `shapely.make_valid`, keeping
-  their polygonal part; their ids are listed in `gdf.attrs["repaired_ids"]`. Null, empty or
+  their polygonal part, with a `ParcelWarning` naming the file and the count; their ids are
+  listed in `gdf.attrs["repaired_ids"]`, their count in `gdf.attrs["repaired"]`. Null, empty or
   non-polygonal geometries are refused;
 - a pixel belongs to a parcel when its centre is inside it (`all_touched=False`, the default)
   or when the parcel touches it (`all_touched=True`);
@@ -123,7 +124,8 @@ def read_parcels(
     them, repair invalid geometries, reproject to `crs` when given and different.
 
     Returns a GeoDataFrame with columns `id_column` (int64), `class_column` and `geometry`, in
-    file order; `attrs`: `repaired_ids` (list), `overlaps` (list of id pairs), `source`.
+    file order; `attrs`: `repaired_ids` (list), `repaired` (their count), `overlaps` (list of id
+    pairs), `source`. Repairs are also said in a `ParcelWarning` naming the file and the count.
     Raises `InputError` for a missing file, an empty layer, a missing column, bad ids,
     null/empty/non-polygonal geometries, or a layer without a CRS.
     """
@@ -160,11 +162,18 @@ def read_parcels(
         if empty:
             raise InputError(f"{path}: parcel(s) {empty[:10]} have an invalid geometry with no area left once repaired")
         out.loc[invalid, "geometry"] = gpd.GeoSeries(fixed, index=out.index[invalid], crs=gdf.crs)
+        warnings.warn(
+            f"{path}: repaired {len(repaired)} invalid parcel geometr{'y' if len(repaired) == 1 else 'ies'} "
+            f"(self-intersections, ...) with make_valid (ids {repaired[:10]}{' ...' if len(repaired) > 10 else ''})",
+            ParcelWarning,
+            stacklevel=2,
+        )
     if crs is not None and not out.crs.equals(crs):
         out = out.to_crs(crs)
     out.attrs = {
         "source": str(path),
         "repaired_ids": [int(i) for i in repaired],
+        "repaired": len(repaired),
         "overlaps": find_overlaps(out, id_column=id_column),
         "id_column": id_column,
         "class_column": class_column,

@@ -30,8 +30,9 @@ import numpy as np
 
 from slamgeo import storage
 from slamgeo.config import PipelineConfig
-from slamgeo.errors import InputError, SlamgeoError
+from slamgeo.errors import InputError, SlamgeoError, one_line
 from slamgeo.provenance import fingerprint, versions
+from slamgeo.runtime import Interrupted
 
 STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "report")
 
@@ -39,7 +40,8 @@ STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "report")
 @dataclass
 class StepResult:
     name: str
-    status: str  # "done", "skipped", "failed", "not run" (after a failure), "disabled", "would run", "would skip"
+    status: str  # "done", "skipped", "failed", "interrupted", "not run" (after a failure or an interrupt),
+    # "disabled", "would run", "would skip"
     seconds: float = 0.0
     fingerprint: str = ""
     info: dict = field(default_factory=dict)
@@ -190,7 +192,7 @@ class _Season:
                 else:
                     # GeoTIFFs are read by GDAL, which does not share fsspec's settings: the scene
                     # is written and ingested locally, then uploaded (parcels reads it from there)
-                    with storage.staged_folder(self.paths.scene, marker=SCENE_MARKER) as tmp:
+                    with storage.staged_folder(self.paths.scene, storage.SCENE) as tmp:
                         written = write_scene(scene, tmp, overwrite=True)
                         ingest_from([str(written["tiffs"])])
             from slamgeo.cube import open_cube
@@ -224,6 +226,7 @@ class _Season:
 
             t = c.model.train
             tm = train(open_cube(str(self.paths.cube)), out_dir=self.paths.model, overwrite=True,
+                       inputs=[str(self.paths.cube)],
                        sample_size=t.sample_size, val_fraction=t.val_fraction, max_epochs=t.max_epochs,
                        patience=t.patience, batch_size=t.batch_size, lr=t.lr, seed=t.seed, device=t.device,
                        gap_fill=t.gap_fill, arch={"embed_dim": t.embed_dim}, threads=t.threads,
@@ -251,7 +254,7 @@ class _Season:
 
         def run() -> dict:
             if not self._needs_alignment():
-                storage.remove(self.paths.aligned)  # one left by an earlier configuration would be used
+                storage.remove_output(self.paths.aligned, storage.CUBE)  # an earlier one would be used
                 return {"aligned": False, "note": "cube dates equal the model's dates"}
             from slamgeo.checkpoint import load_model
             from slamgeo.cube import open_cube, write_cube
@@ -260,7 +263,7 @@ class _Season:
             tm = load_model(self.model_dir)
             cube = open_cube(str(self.paths.cube))
             out = resample_cube(cube, tm.dates, bands=tm.bands, max_gap_days=c.gradslam.max_gap_days)
-            write_cube(out, self.paths.aligned, overwrite=True, progress=not self.quiet)
+            write_cube(out, self.paths.aligned, overwrite=True, progress=not self.quiet, inputs=[self.paths.cube])
             return {"aligned": True, "source_dates": int(cube.sizes["time"]), "model_dates": int(len(tm.dates)),
                     "max_gap_days": c.gradslam.max_gap_days}
 
@@ -365,7 +368,8 @@ class _Season:
             html = make_report(results, self.paths.report, cube=open_cube(str(self.explain_input)),
                                parcels_dir=self.paths.parcels if parcels_ready else None,
                                class_groups=c.report.class_groups, date=c.report.date, faithfulness=faith,
-                               title=f"slamgeo season {c.season.name}")
+                               title=f"slamgeo season {c.season.name}", overwrite=True,
+                               inputs=[self.paths.results, self.explain_input, self.paths.parcels])
             return {"html": str(html), "figures": [str(p) for p in storage.glob(self.paths.report, "*.png")]}
 
         return fp, run, [storage.join(self.paths.report, REPORT_MARKER)]
@@ -395,10 +399,41 @@ class _Season:
 
     # the loop ----------------------------------------------------------------
     def run(self, *, dry_run: bool = False) -> list[StepResult]:
+        """Run the steps in order; they are also in `self.results` as they end. An interrupt
+        (KeyboardInterrupt, `Interrupted`) is recorded (the step as "interrupted" in the
+        results and the state file, the steps after it as "not run") and raised again."""
+        self.results: list[StepResult] = []
+        self._current: tuple[str, float] | None = None  # the step under way, since when
+        self._running: str | None = None  # the last step whose work began
+        try:
+            return self._run_steps(self.results, dry_run=dry_run)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            self._record_interrupt(exc)
+            raise
+
+    def _record_interrupt(self, exc: BaseException) -> None:
+        """The step that was going on when `exc` came, as "interrupted"; the rest "not run"."""
+        why = str(exc) if isinstance(exc, Interrupted) else "interrupted by SIGINT"
+        ended = {r.name for r in self.results}
+        if self._current is not None and self._current[0] not in ended:
+            name, t0 = self._current
+            secs = time.perf_counter() - t0
+            fp = self.fp.get(name, "")
+            if self._running == name:  # its work began: the state says so (a later run redoes it)
+                self.state_steps[name] = {"status": "interrupted", "fingerprint": fp, "error": why,
+                                          "started": self.state_steps.get(name, {}).get("started"),
+                                          "seconds": round(secs, 2),
+                                          "finished": dt.datetime.now(dt.timezone.utc).isoformat()}
+                _write_state(self.paths.state, self.state)
+            self.results.append(StepResult(name, "interrupted", secs, fp, error=why))
+            _say(f"[{name}] {why}", self.quiet)
+        self.results.extend(StepResult(n, "not run") for n in STEPS if n not in {r.name for r in self.results})
+
+    def _run_steps(self, results: list[StepResult], *, dry_run: bool) -> list[StepResult]:
         self.state = _read_state(self.paths.state)
         self.state_steps = self.state.setdefault("steps", {})
-        results: list[StepResult] = []
         for name in STEPS:
+            self._current = (name, time.perf_counter())
             if any(r.status == "failed" for r in results):  # the run stops at the first failure
                 results.append(StepResult(name, "not run"))
                 continue
@@ -406,7 +441,7 @@ class _Season:
                 results.append(StepResult(name, "disabled"))
                 _say(f"[{name}] disabled in the configuration", self.quiet)
                 continue
-            t0 = time.perf_counter()
+            t0 = self._current[1]
             try:
                 fp, runner, outputs = getattr(self, f"step_{name}")()
             except SlamgeoError as exc:
@@ -427,19 +462,20 @@ class _Season:
                 continue
             if self.client is None and self.start_client is not None:
                 self.client = self.start_client()
-            _say(f"[{name}] running", self.quiet)
+            self._running = name
             self.state_steps[name] = {"status": "running", "fingerprint": fp,
                                       "started": dt.datetime.now(dt.timezone.utc).isoformat()}
             _write_state(self.paths.state, self.state)
+            _say(f"[{name}] running", self.quiet)
             try:
                 info = runner()
             except Exception as exc:  # noqa: BLE001 - recorded, tallied, and the run stops here
-                msg = str(exc) if isinstance(exc, SlamgeoError) else f"{type(exc).__name__}: {exc}"
+                msg = one_line(exc)
                 self.state_steps[name].update(status="failed", error=msg)
                 _write_state(self.paths.state, self.state)
                 results.append(StepResult(name, "failed", time.perf_counter() - t0, fp, error=msg))
                 _say(f"[{name}] failed: {msg}", self.quiet)
-                if not isinstance(exc, SlamgeoError):
+                if not isinstance(exc, (SlamgeoError, OSError)):  # a bug: its traceback helps
                     traceback.print_exc()
                 continue
             secs = time.perf_counter() - t0
@@ -460,7 +496,12 @@ def run_pipeline(
     quiet: bool = False,
 ) -> RunSummary:
     """Run (or with `dry_run`, plan) one season. `client`: a distributed Client; None starts a
-    LocalCluster (or connects to `cfg.cluster.scheduler`) for the run."""
+    LocalCluster (or connects to `cfg.cluster.scheduler`) for the run.
+
+    An interrupt (KeyboardInterrupt, `slamgeo.runtime.Interrupted`) stops the run: the step it
+    came in is recorded as "interrupted" in the state file and the manifest, the cluster is
+    stopped, and the interrupt is raised again. Running again resumes: finished steps are
+    skipped, explain resumes its blocks."""
     from slamgeo.runtime import ClusterOptions, dask_client
 
     paths = SeasonPaths(storage.join(storage.location(cfg.output), cfg.season.name))
@@ -468,11 +509,18 @@ def run_pipeline(
     started = dt.datetime.now(dt.timezone.utc)
     opts = ClusterOptions(scheduler=cfg.cluster.scheduler, n_workers=cfg.cluster.n_workers,
                           threads_per_worker=cfg.cluster.threads_per_worker)
-    with contextlib.ExitStack() as stack:
-        # The cluster starts when the first step is about to run: none for a run with nothing
-        # to do (starting one takes seconds), and it is closed on the way out.
-        start = None if client is not None else (lambda: stack.enter_context(dask_client(opts, quiet=quiet)))
-        steps = _Season(cfg, paths, force=force, client=client, start_client=start, quiet=quiet).run(dry_run=dry_run)
+    interrupt: BaseException | None = None
+    season = None
+    try:
+        with contextlib.ExitStack() as stack:
+            # The cluster starts when the first step is about to run: none for a run with nothing
+            # to do (starting one takes seconds), and it is closed on the way out.
+            start = None if client is not None else (lambda: stack.enter_context(dask_client(opts, quiet=quiet)))
+            season = _Season(cfg, paths, force=force, client=client, start_client=start, quiet=quiet)
+            steps = season.run(dry_run=dry_run)
+    except (KeyboardInterrupt, Interrupted) as exc:  # recorded in the manifest, then raised again
+        interrupt = exc
+        steps = getattr(season, "results", None) or [StepResult(n, "not run") for n in STEPS]
     manifest = None
     if not dry_run:
         manifest = storage.join(paths.manifests, f"run-{started.strftime('%Y%m%dT%H%M%S%fZ')}.json")
@@ -487,6 +535,10 @@ def run_pipeline(
             "figures": report_step.info.get("figures", []) if report_step else [],
             "tally": RunSummary(paths.root, steps, None).tally(),
         }, indent=2, default=str))
+    if interrupt is not None:
+        if manifest is not None:
+            _say(f"manifest: {manifest}; run again to resume", quiet)
+        raise interrupt
     return RunSummary(paths.root, steps, manifest)
 
 

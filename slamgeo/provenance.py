@@ -38,7 +38,7 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for pkg in ("slamgeo", "torch", "numpy", "xarray", "dask", "distributed", "zarr", "dask-ml", "scikit-learn"):
+    for pkg in ("slamgeo", "torch", "numpy", "xarray", "dask", "distributed", "zarr", "scikit-learn"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -1,4 +1,4 @@
-"""The report: PNG figures and one self-contained HTML page (issue 7).
+"""The report: PNG figures and one self-contained HTML page.
 
 One function per figure, each taking data and returning a matplotlib `Figure` (usable from a
 notebook, where a bare `Figure` displays itself):
@@ -15,9 +15,9 @@ notebook, where a bare `Figure` displays itself):
 `make_report` draws what its inputs allow, writes every figure as a PNG into `out_dir` and
 an `index.html` that embeds them (base64, so the page is one file), lists the figures it could
 not draw with the reason, and writes `report.json` (the same list, for programs). `out_dir`
-may be a local folder or an fsspec URL (`s3://bucket/report`); each file is written whole
-(`slamgeo.storage.write_bytes`), and `index.html` is removed first and written last, so its
-presence means the report is complete.
+may be a local folder or an fsspec URL (`s3://bucket/report`); the folder is staged and
+published whole (`slamgeo.storage.staged_folder`: a rename locally; on object storage
+`index.html` is removed first and uploaded last), so its presence means the report is complete.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
 no display is needed and no global figure state accumulates. Maps read a strided subsample of
@@ -1019,11 +1019,13 @@ def make_report(
     date=None,
     faithfulness: Mapping | None = None,
     title: str = "slamgeo report",
+    overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
 ) -> storage.Location:
     """Draw every figure the inputs allow, write them as PNGs into `out_dir` (a folder, created,
     or an fsspec URL), and an `index.html` that embeds them (base64) with the metrics and the
     run's provenance, and lists the figures that could not be drawn with the reason; also
-    `report.json` (the same list). `index.html` is removed first and written last. Returns the
+    `report.json` (the same list). `index.html` is the marker of a complete report. Returns the
     location of `index.html` (a `Path`, or a URL).
 
     `results`: results store (`embedding (dim, *S)`, `importance (dim, time, *S)`,
@@ -1033,11 +1035,14 @@ def make_report(
     per-parcel embeddings, metrics). `class_groups`: group name -> classes, one Fig. 4 per group
     (default: the classes in groups of 4). `date`: the date of the importance map (default: the
     date of highest mean |importance|). `faithfulness`: deletion curves (see
-    `fig_deletion_curve`).
+    `fig_deletion_curve`). An existing `out_dir` must be empty or, with `overwrite`, a report
+    folder holding nothing else and none of `inputs` (the locations the data came from)
+    (`slamgeo.storage.claim_output`); it is replaced once the new report is complete
+    (`slamgeo.storage.staged_folder`).
     """
     out = storage.location(out_dir)
     page = storage.join(out, "index.html")
-    storage.remove(page)  # the marker of a complete report: not there until this one is
+    storage.claim_output(out, storage.REPORT, overwrite=overwrite, inputs=inputs)
     rep = _Report()
     if "embedding" not in results:
         raise InputError(f"results: no 'embedding' variable; found {sorted(map(str, results.data_vars))}")
@@ -1178,12 +1183,12 @@ def make_report(
                 "(replaced by interpolation), against k dates chosen at random: a faithful explanation moves it more.",
                 lambda: fig_deletion_curve(faithfulness))
 
-    storage.makedirs(out)
-    for name, png in rep.pngs.items():
-        storage.write_bytes(storage.join(out, name), png)
     manifest = {"title": title, "figures": [asdict(i) for i in rep.items]}
-    storage.write_text(storage.join(out, "report.json"), json.dumps(manifest, indent=2))
-    storage.write_text(page, _html(title, rep.items, rep.pngs, results.attrs, metrics))
+    with storage.staged_folder(out, storage.REPORT) as tmp:  # index.html is the marker, written last
+        for name, png in rep.pngs.items():
+            (tmp / name).write_bytes(png)
+        (tmp / "report.json").write_text(json.dumps(manifest, indent=2))
+        (tmp / "index.html").write_text(_html(title, rep.items, rep.pngs, results.attrs, metrics))
     return page
 
 

@@ -6,6 +6,13 @@ torch threads never exceed the machine, and a 1-worker x T-thread cluster still 
 Distributed's nanny starts workers with OMP_NUM_THREADS=1 and MALLOC_TRIM_THRESHOLD_=65536;
 the latter makes glibc serve every allocation above 128 KiB with a fresh mmap, which halves
 torch's speed; `relax_malloc_trim` undoes it once per worker process.
+
+Interrupts: `interrupt_handlers` turns SIGINT and SIGTERM into `Interrupted` in the main
+thread for the duration of a run. The worker processes of a LocalCluster started here ignore
+both (a Ctrl-C reaches the whole process group): the driver decides, and when it leaves
+`dask_client` through an exception it kills the workers and closes the cluster with short
+timeouts, with logging silenced, so nothing but the driver's own message reaches the terminal.
+A normal close stops the workers through their nannies, as before.
 """
 
 from __future__ import annotations
@@ -13,12 +20,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import gc
+import logging
+import multiprocessing
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING
 
-from distributed import Client, LocalCluster
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 
 @dataclass(frozen=True)
@@ -43,30 +58,211 @@ def default_workers() -> int:
 
 @contextlib.contextmanager
 def dask_client(opts: ClusterOptions | None = None, *, quiet: bool = False) -> Iterator[Client]:
-    """A `distributed.Client`, closed (with its LocalCluster) on exit; prints the dashboard."""
+    """A `distributed.Client`, closed (with its LocalCluster) on exit; prints the dashboard.
+
+    Left through an interrupt, a LocalCluster is stopped at once: its workers are killed and
+    the cluster closed with short timeouts, quietly; otherwise (an error too) it is closed
+    cleanly, so that its workers release what they hold."""
+    from distributed import Client, LocalCluster
+
     opts = opts or ClusterOptions()
     if opts.scheduler:
         client = Client(opts.scheduler)
         cluster = None
     else:
-        cluster = LocalCluster(
-            n_workers=opts.n_workers or default_workers(),
-            threads_per_worker=opts.threads_per_worker,
-            processes=True,
-            memory_limit=opts.memory_limit,
-            dashboard_address=":0" if opts.dashboard else None,
-        )
-        client = Client(cluster)
+        with _ignored_by_children((signal.SIGINT, signal.SIGTERM)):
+            cluster = LocalCluster(
+                n_workers=opts.n_workers or default_workers(),
+                threads_per_worker=opts.threads_per_worker,
+                processes=True,
+                memory_limit=opts.memory_limit,
+                dashboard_address=":0" if opts.dashboard else None,
+            )
+        try:
+            client = Client(cluster)
+        except BaseException:
+            _stop_now(None, cluster)
+            raise
     try:
         if not quiet:
             where = opts.scheduler or f"LocalCluster, {len(client.scheduler_info()['workers'])} worker processes"
             link = client.dashboard_link if opts.dashboard or opts.scheduler else "off"
             print(f"dask: {where}; dashboard: {link}", flush=True)
         yield client
+    except (KeyboardInterrupt, Interrupted):
+        _stop_now(client, cluster)
+        raise
+    except BaseException:  # an error: the workers are closed cleanly, releasing what they hold
+        _close(client, cluster)
+        raise
+    _close(client, cluster)
+
+
+def _close(client: Client, cluster: LocalCluster | None) -> None:
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+CLOSE_TIMEOUT = 5.0  # seconds for a cluster stopped by an interrupt or a failure to close
+
+
+@contextlib.contextmanager
+def _ignored_by_children(signals: tuple[int, ...]) -> Iterator[None]:
+    """`signals` ignored while worker processes are started, so that they inherit the ignored
+    disposition (for SIGINT, Python then installs no KeyboardInterrupt handler in them): a
+    Ctrl-C or a SIGTERM sent to the process group is left to the driver, which stops them.
+    The driver itself ignores them for that time (about a second). Main thread only;
+    elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
+    try:
+        yield
     finally:
-        client.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """No log records at all for the duration (distributed's warnings about workers that
+    disappear while a cluster is torn down); the previous setting is restored."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def _stop_now(client: Client | None, cluster: LocalCluster | None) -> None:
+    """Stop a run's cluster without waiting for its work: kill a LocalCluster's worker
+    processes, then close the client and the cluster with short timeouts, quietly."""
+    with _quiet_logging(), contextlib.suppress(Exception):
         if cluster is not None:
-            cluster.close()
+            for nanny in list(cluster.workers.values()):
+                pid = getattr(getattr(nanny, "process", None), "pid", None)
+                if pid:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=CLOSE_TIMEOUT)
+        if cluster is not None:
+            cluster.close(timeout=CLOSE_TIMEOUT)
+
+
+class Interrupted(BaseException):
+    """The run was stopped by a signal (SIGINT, SIGTERM), raised in the main thread by the
+    handlers of `interrupt_handlers`. A BaseException, like KeyboardInterrupt, so that
+    `except Exception` clauses let it through."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def signal_name(self) -> str:
+        """SIGINT, SIGTERM, ..."""
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by this signal: 128 + its number."""
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return f"interrupted by {self.signal_name}"
+
+
+@contextlib.contextmanager
+def interrupt_handlers(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """While active, each of `signals` raises `Interrupted` in the main thread; the previous
+    handlers are restored on exit. Main thread only; elsewhere a no-op.
+
+    Python cannot propagate an exception out of a gc callback (distributed's GC diagnosis
+    runs one in this process) or a `__del__`: it prints "Exception ignored in ..." and goes on.
+    So a signal that comes while a gc callback runs is handled again shortly after, and an
+    `Interrupted` swallowed elsewhere is raised again, without the report. A second signal
+    while the first is being handled (the run closing its cluster, writing its state) ends the
+    process at once: its child processes are killed, exit code 128 + signal number.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    unwinding = False  # an Interrupted has been raised and has not been swallowed
+    active = True
+    timers: list[threading.Timer] = []
+    main_thread = threading.main_thread().ident
+
+    def again_soon(signum: int) -> None:
+        """The same signal again in 10 ms, to the main thread (a real signal, so that a
+        blocking wait there is interrupted), from a helper thread: the main thread is in a
+        callback that would swallow the exception."""
+
+        def send() -> None:
+            if active:
+                signal.pthread_kill(main_thread, signum)
+
+        timer = threading.Timer(0.01, send)
+        timer.daemon = True
+        timers.append(timer)
+        timer.start()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal unwinding
+        if _in_gc_callback(frame):
+            again_soon(signum)
+            return
+        if unwinding:
+            _exit_now(signum)
+        unwinding = True
+        raise Interrupted(signum)
+
+    previous_hook = sys.unraisablehook
+
+    def unraisable(report: object) -> None:
+        nonlocal unwinding
+        exc = getattr(report, "exc_value", None)
+        if isinstance(exc, Interrupted):
+            unwinding = False
+            again_soon(exc.signum)
+            return
+        previous_hook(report)
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    sys.unraisablehook = unraisable
+    try:
+        yield
+    finally:
+        active = False
+        for timer in timers:
+            timer.cancel()
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if sys.unraisablehook is unraisable:
+            sys.unraisablehook = previous_hook
+
+
+def _in_gc_callback(frame: FrameType | None) -> bool:
+    """True when `frame` runs in (or below) one of the garbage collector's callbacks."""
+    codes = {getattr(getattr(cb, "__func__", cb), "__code__", None) for cb in gc.callbacks} - {None}
+    while frame is not None and codes:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _exit_now(signum: int) -> None:
+    """End the process at once (a second interrupt): kill the child processes, exit 128 + signum."""
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGKILL)
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def torch_threads_for_task() -> int:
@@ -115,4 +311,12 @@ def relax_malloc_trim() -> bool:
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-__all__ = ["ClusterOptions", "dask_client", "default_workers", "relax_malloc_trim", "torch_threads_for_task"]
+__all__ = [
+    "ClusterOptions",
+    "Interrupted",
+    "dask_client",
+    "default_workers",
+    "interrupt_handlers",
+    "relax_malloc_trim",
+    "torch_threads_for_task",
+]

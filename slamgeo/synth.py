@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -791,28 +790,24 @@ def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -
     `stac.json` (ItemCollection, relative asset hrefs), `parcels.gpkg` (layer "parcels"),
     `phenology.csv`, `truth.tif` (bands parcel_id, class_id) and `scene.json` (parameters,
     rain, distinctive windows). Everything is written to a hidden sibling folder that is renamed
-    to `out_dir` at the end. A non-empty `out_dir` is refused unless `overwrite`, and then
-    replaced only once the new one is complete. Returns the paths by kind.
+    to `out_dir` at the end. An existing `out_dir` must be empty or, with `overwrite`, a scene
+    folder holding nothing else (`slamgeo.storage.claim_output`); it is replaced only once the
+    new one is complete. Returns the paths by kind.
 
     `out_dir` may be an fsspec URL (`s3://bucket/scene`): the scene is written locally, then
     uploaded with `scene.json` last (`slamgeo.storage.staged_folder`); the URLs are returned.
     """
     from slamgeo import storage
 
+    storage.claim_output(out_dir, storage.SCENE, overwrite=overwrite)
     if not storage.is_local(out_dir):
-        if storage.exists(out_dir) and not storage.is_empty_dir(out_dir) and not overwrite:
-            raise InputError(f"{out_dir}: exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-        with storage.staged_folder(out_dir, marker=SCENE_FILES["meta"]) as tmp:
+        with storage.staged_folder(out_dir, storage.SCENE) as tmp:
             write_scene(scene, tmp, overwrite=True)
         return {k: storage.join(out_dir, v) for k, v in SCENE_FILES.items()}
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; expected a folder to write the scene into")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out}: folder exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(4)
-    tmp = out.parent / f".{out.name}.tmp-{token}"
+    out = Path(storage.filesystem(out_dir)[1])
+    storage.remove_stale_temporaries(out, storage.SCENE)
+    storage.makedirs(out.parent)
+    tmp = out.parent / storage.temporary_name(out, "tmp", hidden=True)
     tmp.mkdir()
     try:
         tiffs = _write_tiffs(scene, tmp / "tiffs")
@@ -831,7 +826,7 @@ def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -
         ))
         _write_stac(scene, tiffs, tmp / "stac.json")
         if out.exists():
-            old = out.parent / f".{out.name}.old-{token}"
+            old = out.parent / storage.temporary_name(out, "old", hidden=True)
             out.rename(old)
             try:
                 tmp.rename(out)

@@ -217,6 +217,7 @@ def train(
     *,
     out_dir=None,
     overwrite: bool = False,
+    inputs: Sequence[str] = (),
     sample_size: int = 200_000,
     val_fraction: float = 0.1,
     max_epochs: int = 50,
@@ -242,7 +243,8 @@ def train(
     bfloat16 autocast for the forward pass. `arch`: overrides for `CAEConfig`. `threads`: torch
     CPU threads while training (None: torch's setting); small models train much faster on one
     thread when the cores are shared. With the same seed (and thread count), two CPU runs give
-    identical weights.
+    identical weights. `inputs`: the locations `ds` was read from, which `out_dir` must neither
+    be nor hold (`slamgeo.checkpoint.check_writable`).
     """
     _check_settings(sample_size, val_fraction, max_epochs, patience, batch_size, lr)
     bands = tuple(bands)
@@ -252,7 +254,7 @@ def train(
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1 or None, got {threads}")
     if out_dir is not None:
-        check_writable(out_dir, overwrite=overwrite)
+        check_writable(out_dir, overwrite=overwrite, inputs=inputs)
 
     x = sample_pixels(ds, sample_size, seed=seed, gap_fill=gap_fill, bands=bands)
     n_val = max(1, int(round(val_fraction * len(x))))
@@ -340,7 +342,7 @@ def train(
         **_provenance(ds),
     }
     if out_dir is not None:
-        save_model(model, meta, out_dir, overwrite=overwrite)
+        save_model(model, meta, out_dir, overwrite=overwrite, inputs=inputs)
         return load_model(out_dir, device=str(dev))
     full, blob = finalise_meta(model, meta)
     return TrainedModel(model=model, meta=full, checksum=hashlib.sha256(blob).hexdigest())

@@ -13,7 +13,7 @@ import torch
 
 from slamgeo.checkpoint import META_FILE, WEIGHTS_FILE, TrainedModel, dates_meta, load_model, save_model
 from slamgeo.cube import make_cube
-from slamgeo.errors import CheckpointError
+from slamgeo.errors import CheckpointError, OutputError
 from slamgeo.model import CAE, CAEConfig
 
 T = 16
@@ -118,7 +118,7 @@ def test_save_leaves_no_temporary_directory(tmp_path, model):
 
 
 def test_existing_checkpoint_is_not_overwritten_by_default(saved, model):
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         save_model(model, _meta(), saved)
 
 
@@ -133,7 +133,7 @@ def test_overwrite_replaces_checkpoint(saved):
 def test_overwrite_refuses_a_directory_that_is_not_a_checkpoint(tmp_path, model):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "precious.txt").write_text("keep me")
-    with pytest.raises(CheckpointError, match="not a slamgeo checkpoint"):
+    with pytest.raises(OutputError, match="not a slamgeo checkpoint"):
         save_model(model, _meta(), tmp_path / "data", overwrite=True)
     assert (tmp_path / "data" / "precious.txt").exists()
 
@@ -255,3 +255,54 @@ def test_weights_checksum_is_the_same_in_another_process():
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     torch.manual_seed(0)
     assert other == sha256_hex(weights_bytes(CAE(CFG)))
+
+
+def _edit_meta(saved, edit) -> None:
+    meta = json.loads((saved / META_FILE).read_text())
+    edit(meta)
+    (saved / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+@pytest.mark.parametrize("field, edit", [
+    ("bands", lambda m: m.update(bands=m["bands"][::-1])),
+    ("dates", lambda m: m["dates"].__setitem__(0, "2017-01-02T00:00:00")),
+    ("normalisation", lambda m: m["normalisation"].update(mean=m["normalisation"]["mean"][::-1])),
+    ("gap_fill", lambda m: m.update(gap_fill=True)),
+    ("day_of_year", lambda m: m["day_of_year"].__setitem__(0, 2)),
+])
+def test_altered_metadata_is_refused_naming_the_field(saved, field, edit):
+    _edit_meta(saved, edit)
+    with pytest.raises(CheckpointError) as err:
+        load_model(saved)
+    msg = str(err.value)
+    assert "\n" not in msg and str(saved / META_FILE) in msg
+    assert f"metadata altered: field(s) ['{field}'] do not match" in msg
+
+
+def test_metadata_outside_the_protected_fields_may_change(saved):
+    _edit_meta(saved, lambda m: m.update(seed=99, note="retrained on Monday"))
+    assert load_model(saved).meta["seed"] == 99
+
+
+def test_recorded_metadata_checksums_are_sha256_of_canonical_json(saved):
+    import hashlib
+
+    meta = json.loads((saved / META_FILE).read_text())
+    bands = json.dumps(["VV", "VH"], separators=(",", ":")).encode()
+    assert meta["metadata_sha256"]["bands"] == hashlib.sha256(bands).hexdigest()
+    assert set(meta["metadata_sha256"]) >= {"architecture", "bands", "dates", "normalisation", "weights"}
+
+
+def test_checkpoint_without_metadata_checksums_loads_with_a_warning(saved, model):
+    _edit_meta(saved, lambda m: m.pop("metadata_sha256"))
+    with pytest.warns(UserWarning, match="no metadata_sha256 .* not verified"):
+        tm = load_model(saved)
+    np.testing.assert_allclose(tm.embed(_series()), load_model_embed(model), rtol=1e-6, atol=1e-7)
+
+
+def load_model_embed(model):
+    """Embeddings of `_series()` by `model` standardised with `_meta()`'s statistics."""
+    x = _series()
+    mean, std = np.array([-12.0, -19.0])[None, :, None], np.array([2.5, 3.0])[None, :, None]
+    with torch.no_grad():
+        return model.encoder(torch.from_numpy(((x - mean) / std).astype(np.float32))).numpy()

@@ -203,6 +203,34 @@ def test_a_cae_is_explained_through_its_encoder():
         assert torch.equal(a, b)
 
 
+class ListBlocksEncoder(nn.Module):
+    """Someone else's encoder: the same modules as a slamgeo Encoder, `blocks` an nn.ModuleList."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.blocks = nn.ModuleList(conv_blocks(encoder))
+        self.head = encoder.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.flatten(1))
+
+
+def test_an_encoder_with_a_list_of_blocks_is_explained_at_the_given_layers():
+    enc = small_encoder(16, n_times=19)
+    foreign = ListBlocksEncoder(enc)
+    x = torch.randn(4, 2, 19)
+    layers = [foreign.blocks[2], foreign.blocks[0]]
+    got = layer_maps(foreign, x, layers)
+    for g, w in zip(got, reference_maps_float64(enc, x, layers)):
+        assert_maps_close(g, w)
+    want = grad_slam(enc, x, list(enc.blocks.values()), scale="maxabs")
+    torch.testing.assert_close(grad_slam(foreign, x, list(foreign.blocks), scale="maxabs"), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match=r"found a ListBlocksEncoder: pass `layers` explicitly"):
+        grad_slam(foreign, x, scale="maxabs")
+
+
 # ------------------------------------------------------------------------------- per sample
 
 
@@ -572,3 +600,53 @@ def test_default_importance_moves_the_embedding_more_than_random_dates(window_mo
     for scale, r in ratios.items():
         print(f"  {scale:8s} " + "  ".join(f"{v:5.2f}" for v in r.tolist()))
     assert ratios[DEFAULT_SCALE][1] > 2 and ratios[DEFAULT_SCALE][2] > 2
+
+
+# --- targets: a dimension, a direction, a direction per pixel -------------------------------
+
+
+def test_a_direction_target_is_the_weighted_sum_of_the_per_dimension_maps():
+    """Eq. 3-4 are linear in the gradient target: the raw maps of e . w equal sum_d w_d L^d,
+    checked against the float64 per-sample Jacobian of the projection itself."""
+    enc = small_encoder(3, embed_dim=3)
+    x = torch.randn(6, 2, 24, generator=torch.Generator().manual_seed(1))
+    w = torch.tensor([0.5, -1.0, 2.0])
+    layers = conv_blocks(enc)
+    want = [torch.einsum("d,ndt->nt", w.double(), m) for m in reference_maps_float64(enc, x, layers)]
+    out = grad_slam(enc, x, scale="none", target=w, return_layer_maps=True)
+    for got, ref in zip(out.layer_maps, want):
+        assert got.shape == (6, 1, ref.shape[-1])
+        assert_maps_close(got[:, 0], ref)
+    unscaled = grad_slam(enc, x, scale="none")
+    torch.testing.assert_close(out.importance, torch.einsum("d,ndt->nt", w, unscaled), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", ["centred", "maxabs", "minmax", "abs", "none"])
+def test_a_dimension_target_equals_that_dimension_and_directions_scale_as_one(scale):
+    enc = small_encoder(4, embed_dim=3)
+    x = torch.randn(20, 2, 24, generator=torch.Generator().manual_seed(2))
+    ref = reference_map(enc, x)
+    full = grad_slam(enc, x, scale=scale, reference=ref)
+    torch.testing.assert_close(grad_slam(enc, x, scale=scale, reference=ref, target=1), full[:, 1])
+    # a one-hot direction is the same target; a direction per pixel matches pixel by pixel
+    torch.testing.assert_close(grad_slam(enc, x, scale=scale, reference=ref, target=[0.0, 1.0, 0.0]), full[:, 1])
+    w = torch.randn(20, 3, generator=torch.Generator().manual_seed(3))
+    per_pixel = grad_slam(enc, x, scale=scale, reference=ref, target=w)
+    for n in (0, 7, 19):
+        alone = grad_slam(enc, x[n : n + 1], scale=scale, reference=ref, target=w[n])
+        torch.testing.assert_close(per_pixel[n : n + 1], alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("target, message", [
+    (3, r"target dimension must be in \[0, D - 1 = 2\]"),
+    (-1, "target dimension must be in"),
+    ([0.0, 0.0, 0.0], "a zero direction explains nothing"),
+    ([1.0, 2.0], r"target direction must be \(D,\) = \(3,\)"),
+    (np.ones((5, 3)), r"or \(N, D\) = \(4, 3\)"),
+    ([1.0, float("nan"), 0.0], "NaN or infinite"),
+    (True, "a dimension index or a direction"),
+])
+def test_bad_targets_are_refused(target, message):
+    enc = small_encoder(0, embed_dim=3)
+    with pytest.raises(InputError, match=message):
+        grad_slam(enc, torch.randn(4, 2, 24), scale="maxabs", target=target)

@@ -19,7 +19,7 @@ import zarr
 from rasterio.transform import from_origin
 
 from slamgeo.cube import COMPLETE_ATTR, is_complete, make_cube, write_cube
-from slamgeo.errors import ConfigError, InputError
+from slamgeo.errors import ConfigError, InputError, OutputError
 from slamgeo.ingest import (
     describe_tiff,
     detect_source,
@@ -490,7 +490,7 @@ def test_existing_output_is_refused_without_overwrite(stack, tmp_path) -> None:
     folder, _ = stack
     out = ingest([folder], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
     before = tree_state(out)
-    with pytest.raises(InputError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         ingest([folder], out, chunk=CHUNK, progress=False)
     assert tree_state(out) == before
 
@@ -654,8 +654,10 @@ def test_bad_dates_and_options_are_config_errors(stack, tmp_path) -> None:
 
 def test_output_inside_an_input_is_refused(stack) -> None:
     folder, _ = stack
-    with pytest.raises(InputError, match="would overwrite the input"):
+    with pytest.raises(OutputError, match="the output lies inside the input"):
         ingest([folder], folder / "c.zarr", progress=False)
+    with pytest.raises(OutputError, match="the output holds the input"):
+        ingest([folder], folder.parent, overwrite=True, progress=False)
 
 
 def test_dates_outside_the_input_are_an_error(stack, tmp_path) -> None:
@@ -721,3 +723,180 @@ def test_synthetic_scene_ingests_back_to_its_cube_from_tiffs_and_stac(tmp_path) 
             np.testing.assert_allclose(cube[band].values[3], expected_db(written), atol=1e-5, equal_nan=True)
             # float32 power -> dB loses only float32 rounding; NaN exactly where the scene has none
             np.testing.assert_allclose(cube[band].values, scene.cube[band].values, atol=1e-4, equal_nan=True)
+
+
+# --- plausible backscatter: wrong encodings refused, naming the date and the encoding ------------
+
+
+def write_uint16_tif(path: Path, dn: np.ndarray, date: dt.date) -> Path:
+    """A GeoTIFF of uint16 values (bands VV, VH), nodata 0, dated by its tags."""
+    count, h, w = dn.shape
+    profile = dict(driver="GTiff", width=w, height=h, count=count, dtype="uint16", crs="EPSG:32630",
+                   transform=TRANSFORM, nodata=0)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(dn.astype(np.uint16))
+        for i, d in enumerate(("VV", "VH"), start=1):
+            dst.set_band_description(i, d)
+        dst.update_tags(ACQUISITION_DATE=date.isoformat())
+    return path
+
+
+def test_a_fill_value_of_linear_power_is_refused_naming_the_date(tmp_path) -> None:
+    power = power_stack()
+    power[2, 0, 5:, :] = 1e38  # 3/4 of the VV pixels of the third date
+    write_stack(tmp_path / "tiffs", power)
+    with pytest.raises(InputError) as err:
+        ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "tiffs" in msg
+    assert f"implausible VV backscatter on 1 date(s) ({day(2)})" in msg
+    assert "median above +100 dB" in msg and "linear power above 1e3 is not backscatter" in msg
+    assert_no_output(tmp_path / "c.zarr")
+
+
+def test_a_fill_value_on_a_minority_of_pixels_is_refused(tmp_path) -> None:
+    power = power_stack()
+    power[1, 1, :2, :] = 1e38  # 10 % of the VH pixels of the second date: the median is still fine
+    write_stack(tmp_path / "tiffs", power)
+    with pytest.raises(InputError, match=rf"VH backscatter on 1 date\(s\) \({day(1)}\): median -\d+\.\d dB; "
+                                         r"linear power above 1e3 .* 10 % of the valid pixels above \+40 dB"):
+        ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
+    assert_no_output(tmp_path / "c.zarr")
+
+
+def test_a_few_corner_reflectors_do_not_trigger_the_check(tmp_path) -> None:
+    power = power_stack()
+    power[:, 0, 10, 10:14] = 3e4  # +45 dB on 4 of 480 pixels (0.8 %), every date
+    write_stack(tmp_path / "tiffs", power)
+    out = ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
+    assert is_complete(out)
+    assert float(xr.open_zarr(out)["VV"].max()) == pytest.approx(10 * np.log10(3e4), abs=1e-4)
+
+
+def test_dn_scaled_by_1000_is_refused_as_such(tmp_path) -> None:
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    for k, p in enumerate(power_stack()):
+        write_uint16_tif(folder / f"S1_{day(k):%Y%m%d}.tif", np.clip(np.round(p * 1000), 0, None), day(k))
+    with pytest.raises(InputError) as err:
+        ingest([folder], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
+    msg = str(err.value)
+    assert f"implausible VV backscatter on 4 date(s) ({day(0)}, {day(1)}, {day(2)}, {day(3)})" in msg
+    assert "(expected -40 .. +5 dB)" in msg and "looks like DN scaled by 1000" in msg
+    assert_no_output(tmp_path / "c.zarr")
+
+
+def test_tiffs_in_db_are_refused_as_db_already(tmp_path) -> None:
+    db = 10 * np.log10(np.clip(power_stack(), 1e-3, None))  # -30 .. -3 dB: every value negative
+    write_stack(tmp_path / "tiffs", db)
+    with pytest.raises(InputError) as err:
+        ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
+    msg = str(err.value)
+    assert f"no valid VV/VH backscatter on any of the 4 date(s) ({day(0)} .. {day(3)})" in msg
+    assert "values look like dB already" in msg
+    assert_no_output(tmp_path / "c.zarr")
+
+
+def test_one_date_in_db_is_refused_naming_it(tmp_path) -> None:
+    power = power_stack()
+    power[1] = 10 * np.log10(np.clip(power[1], 1e-3, None))
+    write_stack(tmp_path / "tiffs", power)
+    with pytest.raises(InputError, match=rf"no valid VV pixel on 1 date\(s\) \({day(1)}\): 100 % of the input "
+                                         "values are negative: values look like dB already"):
+        ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
+    assert_no_output(tmp_path / "c.zarr")
+
+
+def test_an_all_nan_cube_is_refused(tmp_path) -> None:
+    write_stack(tmp_path / "tiffs", np.zeros((3, 2, H, W), np.float32))  # 0 is the tiffs' no data
+    with pytest.raises(InputError, match=r"no valid VV/VH backscatter on any of the 3 date\(s\).*no data, zero or "
+                                         "negative"):
+        ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
+    assert_no_output(tmp_path / "c.zarr")
+
+
+def test_a_date_without_valid_pixels_is_ingested_with_a_warning(tmp_path) -> None:
+    from slamgeo.ingest import BackscatterWarning
+
+    power = power_stack()
+    power[3] = 0.0  # no data
+    power[2, :, 1:, :] = 0.0  # one row of 20 left: 5 % valid, above the 1 % warning threshold
+    write_stack(tmp_path / "tiffs", power)
+    with pytest.warns(BackscatterWarning) as caught:
+        out = ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
+    assert is_complete(out)
+    messages = [str(w.message) for w in caught if issubclass(w.category, BackscatterWarning)]
+    assert any(f"VV has no valid pixel on 1 date(s) ({day(3)})" in m for m in messages)
+    assert not any(str(day(2)) in m for m in messages)
+
+
+def test_check_plausible_on_a_cube_in_db() -> None:
+    from slamgeo.ingest import check_plausible
+
+    rng = np.random.default_rng(0)
+    vv, vh = rng.normal(-10, 3, (3, H, W)), rng.normal(-18, 3, (3, H, W))
+
+    def cube(a, b):
+        return make_cube({"VV": a, "VH": b}, pd.date_range("2023-01-01", periods=3, freq="6D"),
+                         y=np.arange(H)[::-1] * 10.0, x=np.arange(W) * 10.0, crs=32630, chunk=CHUNK)
+
+    check_plausible(cube(vv, vh), where="here")  # plausible: nothing raised
+    with pytest.raises(InputError, match=r"here: implausible VH backscatter on 3 date.*median \+1[12]\.\d dB.*DN scaled"):
+        check_plausible(cube(vv, vh + 30), where="here")
+    with pytest.raises(InputError, match=r"implausible VV .* median -5\d\.\d dB .*far below the noise floor"):
+        check_plausible(cube(vv - 40, vh), where="here")
+
+
+def test_table_in_db_is_refused_naming_the_column_and_dates(tmp_path) -> None:
+    df = pd.DataFrame({"sample_id": ["a", "b", "a", "b"], "timestamp": pd.to_datetime(["2023-01-01"] * 2 + ["2023-01-11"] * 2),
+                       "VV": [-12.0, -11.0, 0.05, 0.06], "VH": [0.01, 0.02, 0.01, 0.02]})
+    df.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputError, match=r"t\.parquet: column 'VV' is mostly negative on 1 date\(s\) \(2023-01-01\): "
+                                         "values look like dB already"):
+        ingest([tmp_path / "t.parquet"], tmp_path / "c.zarr", progress=False)
+    assert_no_output(tmp_path / "c.zarr")
+
+
+# --- tables: bad columns are one clear error ----------------------------------------------------------
+
+
+def test_table_band_column_of_strings_is_an_error_naming_the_column(tmp_path) -> None:
+    df = pd.DataFrame({"sample_id": ["a", "a"], "timestamp": pd.to_datetime(["2023-01-01", "2023-01-11"]),
+                       "S1-SIGMA0-VV": ["1000", "high"], "S1-SIGMA0-VH": np.array([500, 501], np.uint16)})
+    df.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputError) as err:
+        open_table(tmp_path / "t.parquet")
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 't.parquet'}: column 'S1-SIGMA0-VV' holds ") and "'1000'" in msg
+    assert "expected numbers" in msg and "\n" not in msg
+
+
+def test_table_timestamp_that_is_not_a_date_is_an_error_naming_it(tmp_path) -> None:
+    df = pd.DataFrame({"sample_id": ["a", "a", "a"], "timestamp": ["2023-01-01", "2023-01-11", "2023-13-45"],
+                       "S1-SIGMA0-VV": np.array([1000, 1001, 1002], np.uint16),
+                       "S1-SIGMA0-VH": np.array([500, 501, 502], np.uint16)})
+    df.to_parquet(tmp_path / "t.parquet")
+    out = tmp_path / "c.zarr"
+    proc = run_cli(str(tmp_path / "t.parquet"), "--out", str(out), "--no-progress")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: {tmp_path / 't.parquet'}: column 'timestamp': '2023-13-45' is not a date (expected YYYY-MM-DD)"]
+    assert_no_output(out)
+
+
+# --- a synth output folder is read through its GeoTIFFs ----------------------------------------------
+
+
+def test_cli_ingests_a_synth_output_folder_from_its_tiffs(tmp_path) -> None:
+    scene = tmp_path / "scene"
+    synth = subprocess.run([sys.executable, "-m", "slamgeo", "synth", str(scene), "--size", "48", "--n-dates", "5"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert synth.returncode == 0, synth.stderr
+    assert (scene / "truth.tif").exists()  # not backscatter: must not be read
+    out = tmp_path / "c.zarr"
+    proc = run_cli(str(scene), "--out", str(out), "--chunk", "16", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: {scene} is a slamgeo synth scene; reading its GeoTIFFs in {scene / 'tiffs'}" in proc.stdout
+    cube = xr.open_zarr(out)
+    assert cube.sizes == {"time": 5, "y": 48, "x": 48}
+    assert json.loads((scene / "scene.json").read_text())["dates"] == [str(t)[:10] for t in cube["time"].values]

@@ -1,5 +1,7 @@
 """Majority voting, confusion and scores, checked by hand and against scikit-learn."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -190,3 +192,53 @@ def test_evaluate_holds_out_parcels_of_every_class():
     assert ev.mapping == {0: "a", 1: "b"}
     assert ev.scores_pixels["overall_accuracy"] == 1.0
     assert ev.scores_pixels["n"] == cp[ev.test_ids - 1].sum()
+
+
+def test_split_parcels_with_test_fraction_0_holds_nothing_out():
+    labels = np.array(["a"] * 5 + ["b"] * 2)
+    ids = np.arange(1, labels.size + 1)
+    train, test = split_parcels(ids, labels=labels, test_fraction=0.0)
+    assert np.array_equal(train, ids) and test.size == 0
+
+
+def test_split_parcels_refuses_a_fraction_outside_0_1():
+    for bad in (-0.1, 1.0):
+        with pytest.raises(InputError, match=r"test_fraction must be in \[0, 1\)"):
+            split_parcels(np.arange(1, 5), test_fraction=bad)
+
+
+def _two_class_parcels(n: int):
+    labels = pd.Series(np.array(["a", "b"])[np.arange(n) % 2], index=np.arange(1, n + 1), dtype=object)
+    cp = np.zeros((n, 2), dtype=int)
+    cp[np.arange(n), np.arange(n) % 2] = 7
+    cp[0, 1] = 3  # parcel 1 (class a): 3 of its 10 pixels in the cluster voted b
+    return labels, cp
+
+
+@pytest.mark.parametrize("n, test_fraction, why", [(2, 0.3, "too few parcels: 2 labelled"), (6, 0.0, "test_fraction is 0")])
+def test_evaluate_with_no_parcel_held_out_scores_all_parcels_and_says_so(n, test_fraction, why):
+    from slamgeo.metrics import ALL_PARCELS, EvaluationWarning
+
+    labels, cp = _two_class_parcels(n)
+    with pytest.warns(EvaluationWarning, match=f"no parcel held out \\({why}"):
+        ev = evaluate_parcels(_per_parcel(cp), labels, vote="pixels", test_fraction=test_fraction)
+    assert ev.test_ids.size == 0 and np.array_equal(ev.train_ids, labels.index.to_numpy())
+    assert ev.evaluated_on == ALL_PARCELS and ev.held_out == 0
+    # every parcel scored: the 3 pixels of parcel 1 in the cluster voted b are wrong, all others right
+    assert ev.scores_pixels["n"] == cp.sum()
+    assert ev.scores_pixels["overall_accuracy"] == pytest.approx(1 - 3 / cp.sum())
+    assert ev.scores_parcels["n"] == n and ev.scores_parcels["overall_accuracy"] == 1.0
+    d = ev.to_dict()
+    assert d["held_out"] == 0 and d["n_test_parcels"] == 0 and d["evaluated_on"] == ALL_PARCELS
+    assert "optimistic" in d["note"]
+
+
+def test_evaluate_with_held_out_parcels_says_so():
+    from slamgeo.metrics import HELD_OUT
+
+    labels, cp = _two_class_parcels(20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ev = evaluate_parcels(_per_parcel(cp), labels, test_fraction=0.3)
+    d = ev.to_dict()
+    assert d["held_out"] == ev.test_ids.size == 6 and d["evaluated_on"] == HELD_OUT and "note" not in d

@@ -126,10 +126,20 @@ def test_invalid_geometry_is_repaired_and_reported(tmp_path):
     gdf = _parcels()
     bowtie = shapely.Polygon([(X0 + 10, Y0 - 10), (X0 + 90, Y0 - 90), (X0 + 90, Y0 - 10), (X0 + 10, Y0 - 90)])
     gdf.loc[0, "geometry"] = bowtie
-    out = read_parcels(_write(gdf, tmp_path / "p.parquet"))
+    path = _write(gdf, tmp_path / "p.parquet")
+    with pytest.warns(ParcelWarning, match=rf"{path}: repaired 1 invalid parcel geometry .* make_valid \(ids \[100\]\)"):
+        out = read_parcels(path)
     assert out.attrs["repaired_ids"] == [100]
+    assert out.attrs["repaired"] == 1
     assert out.geometry.is_valid.all()
     assert out.geometry.iloc[0].area == pytest.approx(2 * 80 * 40 / 2)  # two triangles
+
+
+def test_valid_parcels_are_read_without_a_repair_warning(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParcelWarning)
+        out = read_parcels(_write(_parcels(), tmp_path / "p.parquet"))
+    assert out.attrs["repaired"] == 0 and out.attrs["repaired_ids"] == []
 
 
 def test_null_geometry_is_refused(tmp_path):
@@ -436,3 +446,22 @@ def test_cli_sample_form_uses_the_labels_it_carries(tmp_path, local_cluster):
     assert metrics["pixels"]["overall_accuracy"] == 1.0 and metrics["n_test_parcels"] == 3
     table = pd.read_parquet(tmp_path / "out" / "parcels.parquet")
     assert table["n_pixels"].tolist() == [10] * 12 and "geometry" not in table
+
+
+@pytest.mark.parametrize("case", ["test-fraction-0", "one-parcel-per-class"])
+def test_cli_with_no_parcel_held_out_scores_all_parcels_and_says_so(tmp_path, local_cluster, case):
+    results, cube = _stores(tmp_path)
+    gdf = _parcels() if case == "test-fraction-0" else _parcels().iloc[:3]  # beet, cotton, wheat: one each
+    parcels = _write(gdf, tmp_path / "p.gpkg")
+    extra = ["--test-fraction", "0"] if case == "test-fraction-0" else []
+    proc = _run(results, parcels, "--cube", cube, "--out", tmp_path / "out", *extra,
+                "--scheduler", local_cluster.scheduler_info()["address"])
+    assert proc.returncode == 0, proc.stderr
+    why = "test_fraction is 0" if case == "test-fraction-0" else "too few parcels: 3 labelled parcel(s)"
+    assert f"note: no parcel held out ({why}" in proc.stdout
+    assert "all (none held out) pixels: OA 100.0 %" in proc.stdout
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["held_out"] == 0 and metrics["n_test_parcels"] == 0 and metrics["n_train_parcels"] == len(gdf)
+    assert metrics["evaluated_on"] == "all labelled parcels (none held out)" and "optimistic" in metrics["note"]
+    assert metrics["parcels"]["n"] == len(gdf) and metrics["parcels"]["overall_accuracy"] == 1.0
+    assert set(gpd.read_parquet(tmp_path / "out" / "parcels.parquet")["split"]) == {"train"}

@@ -25,7 +25,7 @@ from slamgeo import storage
 from slamgeo.checkpoint import META_FILE, WEIGHTS_FILE, dates_meta, load_model, save_model
 from slamgeo.config import load_config
 from slamgeo.cube import COMPLETE_ATTR, is_complete, make_cube, open_cube, write_cube
-from slamgeo.errors import CheckpointError, InputError
+from slamgeo.errors import CheckpointError, InputError, OutputError
 from slamgeo.model import CAE, CAEConfig
 from slamgeo.pipeline import STEPS, run_pipeline
 
@@ -127,11 +127,14 @@ def test_a_second_run_skips_everything(resumed, s3_cluster):
 
 
 def test_an_output_left_incomplete_on_s3_is_redone(s3, resumed, s3_cluster):
-    s3.rm(f"{ROOT.removeprefix('s3://')}/parcels/metrics.json")  # as if its upload had been cut short
+    # as if its upload had been cut short: the marker of a write under way, and no metrics.json
+    s3.pipe(f"{ROOT.removeprefix('s3://')}/parcels/{storage.INCOMPLETE}", b"parcels")
+    s3.rm(f"{ROOT.removeprefix('s3://')}/parcels/metrics.json")
     summary = run_pipeline(load_config(CONFIG), client=s3_cluster, quiet=True)
     st = _status(summary)
     assert st["parcels"] == "done" and all(st[s] == "skipped" for s in STEPS if s != "parcels")
     assert s3.exists(f"{ROOT.removeprefix('s3://')}/parcels/metrics.json")
+    assert not s3.exists(f"{ROOT.removeprefix('s3://')}/parcels/{storage.INCOMPLETE}")
 
 
 def test_inputs_on_s3_cube_checkpoint_and_parcels(s3, resumed, tmp_path):
@@ -223,7 +226,7 @@ def test_a_checkpoint_round_trips_through_s3(s3):
     tm = load_model(url)
     for k, v in model.state_dict().items():
         assert torch.equal(tm.model.state_dict()[k], v), k
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         save_model(model, meta, url)
     torch.manual_seed(1)
     other = CAE(cfg).eval()

@@ -21,7 +21,7 @@ from shapely.geometry import Point, shape
 
 import slamgeo.synth as synth
 from slamgeo.cube import validate_cube
-from slamgeo.errors import InputError
+from slamgeo.errors import InputError, OutputError
 from slamgeo.synth import CALENDARS, CLASSES, DISTINCTIVE_WINDOWS, EVENTS, make_dates, make_scene, write_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -493,35 +493,42 @@ def test_scene_json_is_strict_json_with_the_rain_dates(small, written):
 
 def test_write_refuses_a_non_empty_folder(small, tmp_path):
     (tmp_path / "keep.txt").write_text("x")
-    with pytest.raises(InputError, match="not empty"):
-        write_scene(small, tmp_path)
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match=r"keep.txt.*not a slamgeo scene folder"):
+            write_scene(small, tmp_path, overwrite=overwrite)
     assert (tmp_path / "keep.txt").read_text() == "x"
 
 
-def test_write_overwrites_when_asked(small, tmp_path):
+def test_write_overwrites_a_scene_when_asked(small, tmp_path):
     out = tmp_path / "scene"
-    out.mkdir()
-    (out / "old.txt").write_text("x")
+    write_scene(small, out)
+    (out / "stac.json").write_text("old")
+    with pytest.raises(OutputError, match="already exists; pass --overwrite"):
+        write_scene(small, out)
     write_scene(small, out, overwrite=True)
-    assert not (out / "old.txt").exists() and (out / "stac.json").exists()
+    assert (out / "stac.json").read_text() != "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene"]
+    (out / "old.txt").write_text("x")  # a file slamgeo did not write: never replaced
+    with pytest.raises(OutputError, match="old.txt"):
+        write_scene(small, out, overwrite=True)
+    assert (out / "old.txt").read_text() == "x"
 
 
 def test_failed_write_leaves_nothing_that_looks_complete(small, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
+    write_scene(small, tmp_path / "scene")
+    before = (tmp_path / "scene" / "stac.json").read_bytes()
     monkeypatch.setattr(synth, "_write_stac", broken)
     with pytest.raises(RuntimeError):
-        write_scene(small, tmp_path / "scene")
-    assert list(tmp_path.iterdir()) == []
+        write_scene(small, tmp_path / "other")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene"]
     # An existing scene survives a failed overwrite.
-    (tmp_path / "scene").mkdir()
-    (tmp_path / "scene" / "old.txt").write_text("x")
     with pytest.raises(RuntimeError):
         write_scene(small, tmp_path / "scene", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene"]
-    assert (tmp_path / "scene" / "old.txt").exists()
+    assert (tmp_path / "scene" / "stac.json").read_bytes() == before
 
 
 # --- command line -------------------------------------------------------------------------
@@ -542,7 +549,7 @@ def test_cli_writes_a_scene_then_refuses_to_overwrite_it(tmp_path):
     assert len(pystac.ItemCollection.from_file(str(out / "stac.json"))) == 4
     again = run_cli(str(out), "--size", "40", "--n-dates", "5")
     assert again.returncode == 1
-    assert "error:" in again.stderr and "not empty" in again.stderr
+    assert "error:" in again.stderr and "already exists" in again.stderr
 
 
 def test_cli_help_lists_the_options():

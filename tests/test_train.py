@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, SMALL_ARCH, class_cube
 from slamgeo.checkpoint import load_model
 from slamgeo.cube import make_cube
-from slamgeo.errors import CheckpointError, ConfigError, InputError
+from slamgeo.errors import ConfigError, InputError, OutputError
 from slamgeo.train import resolve_device, sample_pixels, train
 
 FAST = dict(arch=SMALL_ARCH, device="cpu", progress=False, batch_size=128, threads=1)
@@ -264,7 +264,7 @@ def test_existing_out_dir_is_refused_before_training(tmp_path, cube_and_classes)
     cube, _ = cube_and_classes
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         train(cube, out_dir=tmp_path / "m", sample_size=200, max_epochs=1, **FAST)
 
 

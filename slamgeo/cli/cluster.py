@@ -47,7 +47,7 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
     import xarray as xr
     import zarr
 
-    from slamgeo.errors import InputError
+    from slamgeo.errors import InputError, OutputError
 
     old = xr.open_zarr(store, decode_coords="all")
     replace = [str(n) for n in new.data_vars if n in old.variables]
@@ -72,7 +72,10 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
     # storage has no rename to gain from staging there; the copy below is what publishes).
     local = storage.is_local(store)
     where = str(storage.parent(storage.filesystem(store)[1])) if local else None
-    folder = tempfile.mkdtemp(prefix=f".{storage.name(store)}.tmp-" if local else "slamgeo-append-", dir=where)
+    try:
+        folder = tempfile.mkdtemp(prefix=f".{storage.name(store)}.tmp-" if local else "slamgeo-append-", dir=where)
+    except OSError as exc:
+        raise OutputError(f"{store}: cannot write beside the results store ({exc.strerror or exc})") from exc
     tmp = f"{folder}/new.zarr"
     try:
         new.to_zarr(tmp, mode="w", zarr_format=zarr_format)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from importlib import resources
 from pathlib import Path
 
 import typer
 
 from slamgeo.cli._app import app
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "pipelines" / "demo.yaml"
+
+def demo_config() -> AbstractContextManager[Path]:
+    """The demo configuration shipped in the package (`slamgeo/pipelines/demo.yaml`), as a local
+    file for as long as the context lasts: `with demo_config() as path: ...`."""
+    return resources.as_file(resources.files("slamgeo") / "pipelines" / "demo.yaml")
 
 
 @app.command("demo")
@@ -19,7 +25,5 @@ def demo_cmd(
     """Generate a synthetic Sentinel-1 scene and run the season pipeline on it, on a LocalCluster."""
     from slamgeo.cli.run import run_config
 
-    config = DEMO_CONFIG
-    if not config.exists():  # installed without the source tree: the packaged copy
-        config = Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml"
-    run_config(config, force=force, dry_run=False, output=str(Path(out).resolve()))
+    with demo_config() as config:
+        run_config(config, force=force, dry_run=False, output=str(Path(out).resolve()))

@@ -13,12 +13,12 @@ from slamgeo.cli._app import app
 def explain_cmd(
     cube: str = typer.Argument(..., help="Input cube (Zarr store written by `slamgeo ingest`)."),
     model_dir: str = typer.Argument(..., help="Model directory (or URL) written by `slamgeo train`."),
-    out: str = typer.Option(..., "--out", "-o", help="Results Zarr store (created, or resumed)."),
+    out: str = typer.Option(..., "--out", "-o", help="Results Zarr store (created, or resumed); an existing location must be an empty folder or a slamgeo results store."),
     scale: Optional[str] = typer.Option(None, help="Grad-SLAM scaling: minmax, maxabs, abs, centred, none (default: the library's)."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated encoder blocks (default: all conv blocks)."),
     batch_size: int = typer.Option(4096, help="Pixels per Grad-SLAM batch."),
     importance_dtype: str = typer.Option("float32", help="float32, or float16 to halve the largest output."),
-    overwrite: bool = typer.Option(False, help="Replace results of another run at --out."),
+    overwrite: bool = typer.Option(False, help="Replace a slamgeo results store of another run at --out (never a folder holding anything else)."),
     scheduler: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler (default: a LocalCluster)."),
     workers: Optional[int] = typer.Option(None, help="LocalCluster worker processes (default: one per core)."),
     threads: int = typer.Option(1, help="Threads per LocalCluster worker."),
@@ -42,5 +42,5 @@ def explain_cmd(
                       gpu_resources=gpu, zarr_format=zarr_format, progress=progress)
     typer.echo(
         f"wrote {rep.out}: {rep.blocks_computed} block(s) computed, {rep.blocks_skipped} already done, "
-        f"{rep.valid_pixels} valid pixels explained in {rep.seconds:.1f} s"
+        f"{rep.valid_pixels} valid pixels explained in the store, {rep.seconds:.1f} s"
     )

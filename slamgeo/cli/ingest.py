@@ -19,14 +19,18 @@ def ingest_command(
     out: str = typer.Option(..., "--out", "-o", help="The cube Zarr store to write (a path or a URL).", show_default=False),
     chunk: int = typer.Option(512, "--chunk", help="Spatial chunk size in pixels (samples for a table)."),
     zarr_format: int = typer.Option(2, "--zarr-format", help="Zarr format 2 (GDAL reads it) or 3."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output, once the new one is complete."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a slamgeo cube at --out once the new one is complete (never a folder holding anything else or an input)."),
     start: str | None = typer.Option(None, "--start", help="First date to keep (YYYY-MM-DD, inclusive)."),
     end: str | None = typer.Option(None, "--end", help="Last date to keep (YYYY-MM-DD, inclusive)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar while writing."),
 ) -> None:
     """Ingest Sentinel-1 backscatter into a cube: float32 dB VV/VH on (time, y, x) or (time, sample)."""
-    from slamgeo.ingest import ingest
+    from slamgeo.ingest import ingest, scene_tiffs
 
+    for given in inputs:
+        tiffs = scene_tiffs(given)
+        if tiffs is not None:
+            typer.echo(f"note: {given} is a slamgeo synth scene; reading its GeoTIFFs in {tiffs}")
     path = ingest(
         inputs, out, chunk=chunk, zarr_format=zarr_format, overwrite=overwrite, start=start, end=end, progress=progress
     )

@@ -72,16 +72,18 @@ def _write_outputs(tmp: Path, per_parcel, summary, profiles, ev, info: dict) -> 
 def parcels_cmd(
     results: str = typer.Argument(..., help="Results Zarr store, clustered by `slamgeo cluster`."),
     parcels: Optional[str] = typer.Argument(None, help="Parcels: GeoPackage, shapefile or GeoParquet, a path or a URL (optional for sample-form results)."),
-    out: str = typer.Option(..., "--out", "-o", help="Output folder or URL (created; must not exist unless --overwrite)."),
+    out: str = typer.Option(..., "--out", "-o", help="Output folder or URL (created; an existing one must be empty or, with --overwrite, a slamgeo parcels folder)."),
     cube: Optional[str] = typer.Option(None, help="Cube Zarr store, for the per-parcel and per-class VV/VH profiles."),
     id_column: str = typer.Option("parcel_id", help="Column (or sample coordinate) holding positive integer parcel ids."),
     class_column: str = typer.Option("crop", help="Column (or sample coordinate) holding the reference class."),
     all_touched: bool = typer.Option(False, help="A pixel belongs to every parcel it touches (default: pixel centre inside)."),
     vote: str = typer.Option("pixels", help="Majority voting unit: pixels (each labelled pixel votes) or parcels (one vote each)."),
-    test_fraction: float = typer.Option(0.3, help="Fraction of the parcels of each class held out for evaluation."),
+    test_fraction: float = typer.Option(
+        0.3, help="Fraction of the parcels of each class held out for evaluation (0: none; the scores are then "
+        "computed on the parcels that voted)."),
     seed: int = typer.Option(0, help="Seed of the train/test split of the parcels."),
     layer: Optional[str] = typer.Option(None, help="Layer of a multi-layer GeoPackage."),
-    overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+    overwrite: bool = typer.Option(False, help="Replace a slamgeo parcels folder at --out (never a folder holding anything else)."),
     scheduler: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler (default: a LocalCluster)."),
     workers: Optional[int] = typer.Option(None, help="LocalCluster worker processes (default: one per core)."),
     threads: int = typer.Option(1, help="Threads per LocalCluster worker."),
@@ -98,7 +100,7 @@ def parcels_cmd(
     from slamgeo.cli.cluster import open_results_store
     from slamgeo.cube import open_cube
     from slamgeo.errors import InputError
-    from slamgeo.metrics import UNASSIGNED, evaluate_parcels
+    from slamgeo.metrics import UNASSIGNED, EvaluationWarning, evaluate_parcels
     from slamgeo.parcels import (
         OVERLAP_RULE,
         aggregate_parcels,
@@ -111,11 +113,11 @@ def parcels_cmd(
 
     if vote not in ("pixels", "parcels"):
         raise InputError(f"--vote must be 'pixels' or 'parcels', found {vote!r}")
-    if not 0.0 < test_fraction < 1.0:
-        raise InputError(f"--test-fraction must be in (0, 1), found {test_fraction}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise InputError(f"--test-fraction must be in [0, 1), found {test_fraction}")
     out = storage.location(out)
-    if storage.exists(out) and not overwrite:
-        raise InputError(f"{out}: exists; pass --overwrite to replace it")
+    storage.claim_output(out, storage.PARCELS, overwrite=overwrite,
+                         inputs=[p for p in (results, parcels, cube) if p])
     ds = open_results_store(results)
     if "importance" not in ds:
         raise InputError(f"{results}: no 'importance' variable; found {sorted(map(str, ds.data_vars))}")
@@ -163,7 +165,11 @@ def parcels_cmd(
     if no_pixels.size:
         messages.append(f"{no_pixels.size} parcel(s) have no pixel on the grid (ids {no_pixels[:10].tolist()})")
     info["parcels_without_pixels"] = no_pixels.tolist()
-    ev = evaluate_parcels(per_parcel, labels, vote=vote, test_fraction=test_fraction, seed=seed)  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EvaluationWarning)  # said below as a note, and in metrics.json
+        ev = evaluate_parcels(per_parcel, labels, vote=vote, test_fraction=test_fraction, seed=seed)  # type: ignore[arg-type]
+    if ev.note:
+        messages.append(ev.note)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         profiles = class_profiles(per_parcel, labels)
@@ -202,13 +208,14 @@ def parcels_cmd(
         summary = table
         messages.append("no parcel geometries (sample form without PARCELS): parcels.parquet is a plain Parquet table")
 
-    with storage.staged_folder(out, marker="metrics.json") as tmp:
+    with storage.staged_folder(out, storage.PARCELS) as tmp:
         _write_outputs(tmp, per_parcel, summary, profiles, ev, info)
     for m in messages:
         typer.echo(f"note: {m}")
     sp, sq = ev.scores_pixels, ev.scores_parcels
+    scored = "held-out" if ev.held_out else "all (none held out)"
     typer.echo(
         f"wrote {out}: {ids.size} parcels ({ev.train_ids.size} train, {ev.test_ids.size} test), "
-        f"{len(ev.classes)} classes, vote by {vote}; held-out pixels: OA {100 * sp['overall_accuracy']:.1f} %, "
-        f"kappa {sp['kappa']:.3f}; held-out parcels: OA {100 * sq['overall_accuracy']:.1f} %, kappa {sq['kappa']:.3f}"
+        f"{len(ev.classes)} classes, vote by {vote}; {scored} pixels: OA {100 * sp['overall_accuracy']:.1f} %, "
+        f"kappa {sp['kappa']:.3f}; {scored} parcels: OA {100 * sq['overall_accuracy']:.1f} %, kappa {sq['kappa']:.3f}"
     )

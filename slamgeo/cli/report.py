@@ -13,7 +13,7 @@ from slamgeo.cli._app import app
 def report_cmd(
     results: str = typer.Argument(..., help="Results Zarr store written by `slamgeo explain` (clustered or not)."),
     out: str = typer.Option(
-        ..., "--out", "-o", help="Output folder or URL for the PNGs, index.html and report.json (created)."),
+        ..., "--out", "-o", help="Output folder or URL for the PNGs, index.html and report.json (created; an existing one must be empty or a slamgeo report)."),
     cube: Optional[str] = typer.Option(
         None, help="Cube Zarr store: adds the per-cluster VV profiles coloured by importance."),
     parcels_dir: Optional[str] = typer.Option(
@@ -26,6 +26,7 @@ def report_cmd(
     faithfulness: Optional[str] = typer.Option(
         None, help="JSON of deletion curves (slamgeo.report.save_curves) for the faithfulness figure."),
     title: str = typer.Option("slamgeo report", help="Title of the HTML page."),
+    overwrite: bool = typer.Option(False, help="Replace a slamgeo report at --out (never a folder holding anything else)."),
 ) -> None:
     """Draw the report's figures (Fig. 3 confusion matrix, Fig. 4 class profiles coloured by
     Grad-SLAM importance, cluster / importance / reconstruction-error maps, embedding scatters,
@@ -49,5 +50,6 @@ def report_cmd(
     ds = open_results(results)
     cb = open_cube(cube) if cube else None
     page = make_report(ds, out, cube=cb, parcels_dir=parcels_dir, class_groups=class_groups, date=date,
-                       faithfulness=curves, title=title)
+                       faithfulness=curves, title=title, overwrite=overwrite,
+                       inputs=[p for p in (results, cube, parcels_dir, groups, faithfulness) if p])
     typer.echo(str(page))

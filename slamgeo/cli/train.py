@@ -25,7 +25,7 @@ def train_cmd(
     gap_fill: bool = typer.Option(False, "--gap-fill", help="Gap-fill pixels with missing dates (linear in time) instead of skipping them."),
     embed_dim: Optional[int] = typer.Option(None, help="Embedding dimension D (default: the model's, 2)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads while training (default: torch's; 1 is often fastest for small models on shared cores)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a slamgeo checkpoint at --out (never a folder holding anything else)."),
     progress: bool = typer.Option(True, help="Show a progress bar with the losses."),
 ) -> None:
     """Train the CAE on a sample of the cube's pixels and write a checkpoint."""
@@ -37,6 +37,7 @@ def train_cmd(
         ds,
         out_dir=out,
         overwrite=overwrite,
+        inputs=[cube],
         sample_size=sample_size,
         val_fraction=val_fraction,
         max_epochs=epochs,
