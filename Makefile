@@ -20,6 +20,9 @@ run: $(STAMP)
 	$(VENV)/bin/slamgeo demo $(OUT)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 clean-demo:

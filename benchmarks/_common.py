@@ -46,7 +46,7 @@ def machine_info() -> dict:
     import psutil
     import torch
 
-    from slamgeo.provenance import versions
+    from slamgeo.io.provenance import versions
 
     return {
         "python": platform.python_version(),
@@ -59,7 +59,7 @@ def machine_info() -> dict:
         "torch_threads_default": torch.get_num_threads(),
         "cuda_available": bool(torch.cuda.is_available()),
         "versions": versions(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -87,8 +87,8 @@ def make_inputs(
 ) -> dict:
     """Write `work/cube_<size>.zarr` from `make_scene` and train a model (default architecture)
     into `work/model` unless `model_dir` is given. Returns paths and timings."""
-    from slamgeo.synth import make_scene
-    from slamgeo.train import train
+    from slamgeo.io.synth import make_scene
+    from slamgeo.method.train import train
 
     work.mkdir(parents=True, exist_ok=True)
     cube_path = work / f"cube_{size}.zarr"
@@ -100,8 +100,16 @@ def make_inputs(
     if model_dir is None:
         model_dir = work / "model"
         t0 = time.perf_counter()
-        train(scene.cube, out_dir=model_dir, overwrite=True, sample_size=sample_size, max_epochs=max_epochs,
-              progress=False, seed=seed, device=device)
+        train(
+            scene.cube,
+            out_dir=model_dir,
+            overwrite=True,
+            sample_size=sample_size,
+            max_epochs=max_epochs,
+            progress=False,
+            seed=seed,
+            device=device,
+        )
         train_s = time.perf_counter() - t0
     return {"cube": cube_path, "model": Path(model_dir), "scene_s": round(scene_s, 2), "train_s": round(train_s, 2)}
 
@@ -113,7 +121,7 @@ def tile_cube(src: Path, dst: Path, *, chunk: int) -> Path:
     import numpy as np
     import xarray as xr
 
-    from slamgeo.cube import BANDS, chunk_cube, open_cube
+    from slamgeo.io.cube import BANDS, chunk_cube, open_cube
 
     cube = open_cube(str(src))
     y, x = cube["y"].values, cube["x"].values
@@ -221,16 +229,23 @@ class TreeRSS(threading.Thread):
         }
 
 
-def run_child(code: str, *args: str, interval: float = 0.05, env: dict | None = None,
-              timeout: float | None = None) -> dict:
+def run_child(
+    code: str, *args: str, interval: float = 0.05, env: dict | None = None, timeout: float | None = None
+) -> dict:
     """Run `code` in a fresh interpreter (args in sys.argv[1:]), polling its process tree.
 
     The child prints one JSON object on its last stdout line; it may include `window`:
     [start, end] unix times of the part to report the memory peak of. Returns that object with
     `memory` added.
     """
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
     poller = TreeRSS(proc.pid, interval)
     poller.start()
     try:

@@ -1,11 +1,11 @@
 """k-Means and per-parcel aggregation: slamgeo (Dask, out of core) against in-memory baselines.
 
-k-Means on a `(dim, y, x)` embedding of Gaussian blobs: `slamgeo.cluster.fit_kmeans` against
+k-Means on a `(dim, y, x)` embedding of Gaussian blobs: `slamgeo.jobs.cluster.fit_kmeans` against
 scikit-learn `KMeans` (k-means++, n_init=1, in memory) and dask-ml `KMeans` started from the
 same initial centres (the only init of dask-ml 2025.1 that is both usable and good). Reported:
 wall time and the squared inertia, computed here the same way for all three.
 
-Aggregation of `importance (dim, time, y, x)` over a parcel raster: `slamgeo.parcels.
+Aggregation of `importance (dim, time, y, x)` over a parcel raster: `slamgeo.jobs.parcels.
 aggregate_parcels` (flox on Dask) against numpy `bincount` per (dim, time) channel in memory,
 and (with --quick) a plain loop over parcels. Reported: wall time and the largest difference.
 
@@ -47,7 +47,7 @@ def bench_kmeans(size: int, k: int, d: int, chunk: int, seed: int = 0) -> dict:
     from dask_ml.cluster import KMeans as DaskKMeans
     from sklearn.cluster import KMeans
 
-    from slamgeo.cluster import fit_kmeans, kmeans_init, sample_pixels
+    from slamgeo.jobs.cluster import fit_kmeans, kmeans_init, sample_embeddings
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 4, (k, d))
@@ -58,21 +58,27 @@ def bench_kmeans(size: int, k: int, d: int, chunk: int, seed: int = 0) -> dict:
 
     ours, t_ours = _timed(lambda: fit_kmeans(emb, k, seed=seed))
     sk, t_sk = _timed(lambda: KMeans(n_clusters=k, random_state=seed, n_init=1).fit(x))
-    sample, _ = sample_pixels(emb, 100_000, seed=seed)
+    sample, _ = sample_embeddings(emb, 100_000, seed=seed)
     init = kmeans_init(sample, k, seed=seed)
     xd = emb.data.reshape(d, -1).T.rechunk((chunk * chunk, d))
     dk, t_dk = _timed(lambda: DaskKMeans(n_clusters=k, init=init, max_iter=100, tol=1e-4).fit(xd))
     return {
-        "pixels": size * size, "dim": d, "k": k, "chunk": chunk,
+        "pixels": size * size,
+        "dim": d,
+        "k": k,
+        "chunk": chunk,
         "slamgeo": {"seconds": t_ours, "inertia": ours.inertia, "n_iter": ours.n_iter},
         "sklearn": {"seconds": t_sk, "inertia": _sq_inertia(x, sk.cluster_centers_), "n_iter": int(sk.n_iter_)},
-        "dask_ml_same_init": {"seconds": t_dk, "inertia": _sq_inertia(x, dk.cluster_centers_.astype(np.float64)),
-                              "n_iter": int(dk.n_iter_)},
+        "dask_ml_same_init": {
+            "seconds": t_dk,
+            "inertia": _sq_inertia(x, dk.cluster_centers_.astype(np.float64)),
+            "n_iter": int(dk.n_iter_),
+        },
     }
 
 
 def bench_aggregate(size: int, t: int, d: int, chunk: int, parcel_px: int, loop: bool, seed: int = 0) -> dict:
-    from slamgeo.parcels import aggregate_parcels
+    from slamgeo.jobs.parcels import aggregate_parcels
 
     rng = np.random.default_rng(seed)
     imp = rng.random((d, t, size, size), dtype=np.float32)
@@ -99,19 +105,25 @@ def bench_aggregate(size: int, t: int, d: int, chunk: int, parcel_px: int, loop:
 
     ref, t_np = _timed(numpy_bincount)
     out = {
-        "pixels": size * size, "dim": d, "time": t, "parcels": int(ids.size), "chunk": chunk,
+        "pixels": size * size,
+        "dim": d,
+        "time": t,
+        "parcels": int(ids.size),
+        "chunk": chunk,
         "importance_MB": imp.nbytes / 1e6,
         "slamgeo_flox": {"seconds": t_flox},
-        "numpy_bincount": {"seconds": t_np,
-                           "max_abs_diff": float(np.nanmax(np.abs(agg["importance"].values - ref)))},
+        "numpy_bincount": {"seconds": t_np, "max_abs_diff": float(np.nanmax(np.abs(agg["importance"].values - ref)))},
     }
     if loop:
+
         def numpy_loop():
             return np.stack([imp[:, :, pid == i].mean(-1) for i in ids])
 
         ref2, t_loop = _timed(numpy_loop)
-        out["numpy_loop"] = {"seconds": t_loop,
-                             "max_abs_diff": float(np.nanmax(np.abs(agg["importance"].values - ref2)))}
+        out["numpy_loop"] = {
+            "seconds": t_loop,
+            "max_abs_diff": float(np.nanmax(np.abs(agg["importance"].values - ref2))),
+        }
     return out
 
 
@@ -127,17 +139,22 @@ def main() -> None:
     size = args.size or (256 if args.quick else 1024)
     dask.config.set(scheduler="threads")
     km = bench_kmeans(size, args.k, d=2, chunk=min(256, size))
-    ag = bench_aggregate(size if args.quick else min(size, 768), t=31, d=2, chunk=min(256, size), parcel_px=16,
-                         loop=args.quick)
+    ag = bench_aggregate(
+        size if args.quick else min(size, 768), t=31, d=2, chunk=min(256, size), parcel_px=16, loop=args.quick
+    )
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "quick": args.quick, "kmeans": km, "aggregate": ag,
+        "quick": args.quick,
+        "kmeans": km,
+        "aggregate": ag,
     }
     print(f"k-Means, {km['pixels']} pixels, D={km['dim']}, k={km['k']}:")
     for name in ("slamgeo", "sklearn", "dask_ml_same_init"):
         r = km[name]
-        print(f"  {name:18s} {r['seconds']:8.2f} s  inertia {r['inertia']:.6g}  "
-              f"({r['inertia'] / km['sklearn']['inertia']:.4f} x sklearn)  iterations {r['n_iter']}")
+        print(
+            f"  {name:18s} {r['seconds']:8.2f} s  inertia {r['inertia']:.6g}  "
+            f"({r['inertia'] / km['sklearn']['inertia']:.4f} x sklearn)  iterations {r['n_iter']}"
+        )
     print(f"aggregation, {ag['pixels']} pixels, importance {ag['importance_MB']:.0f} MB, {ag['parcels']} parcels:")
     for name in ("slamgeo_flox", "numpy_bincount", "numpy_loop"):
         if name in ag:

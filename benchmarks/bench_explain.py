@@ -10,11 +10,11 @@ Then each measurement runs in a fresh Python process whose whole process tree is
 psutil every 50 ms for its summed RSS (the driver, which also hosts the LocalCluster's
 scheduler and nannies, plus the worker processes):
 
-(a) `explain(cube, model, out)` on a LocalCluster sized to the machine, for each `--configs`
+(a) `explain_store(cube, model, out)` on a LocalCluster sized to the machine, for each `--configs`
     entry "WxT" (W worker processes x T threads; default 2x1 and 1x2 on 2 cores, and 2x1:notrim,
     the same cluster with workers started without distributed's MALLOC_TRIM_THRESHOLD_=65536,
     which would make every torch allocation an mmap/munmap with fresh page faults; workers now
-    undo it themselves with `slamgeo.runtime.relax_malloc_trim`, so 2x1:notrim is the control
+    undo it themselves with `slamgeo.jobs.runtime.relax_malloc_trim`, so 2x1:notrim is the control
     that the fix is complete: it should match 2x1). Pixels per
     second = valid pixels / wall time of the whole `explain` call (opening the cube, the
     "centred" reference map, the output template, every block computed and written, the
@@ -61,8 +61,8 @@ EXPLAIN_CHILD = r'''
 import json, sys, time
 args = json.loads(sys.argv[1])
 import numpy as np
-import slamgeo.explain as ex
-from slamgeo.runtime import ClusterOptions, dask_client
+import slamgeo.jobs.explain as ex
+from slamgeo.jobs.runtime import ClusterOptions, dask_client
 
 phases = {}
 def timed(name, fn):
@@ -79,7 +79,7 @@ ex._run = timed("blocks_s", ex._run)
 def install_timers():
     """In each worker: time explain_array, the torch lock waits and the Zarr region writes."""
     import time, torch, xarray as xr
-    import slamgeo.explain as ex
+    import slamgeo.jobs.explain as ex
     if getattr(ex, "_bench_times", None) is not None:
         return
     t = ex._bench_times = {"explain_array_s": 0.0, "block_arrays_s": 0.0, "lock_wait_s": 0.0,
@@ -126,7 +126,7 @@ def install_timers():
 
 def collect():
     import os
-    import slamgeo.explain as ex
+    import slamgeo.jobs.explain as ex
     return dict(getattr(ex, "_bench_times", None) or {}, env={
         k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "SLAMGEO_CORES_PER_WORKER")})
 
@@ -152,7 +152,7 @@ with dask_client(copts, quiet=True) as client:
     w0 = time.time()
     with get_task_stream(client) as ts:
         t1 = time.perf_counter()
-        rep = ex.explain(args["cube"], args["model"], args["out"], options=opts, client=client, overwrite=True,
+        rep = ex.explain_store(args["cube"], args["model"], args["out"], options=opts, client=client, overwrite=True,
                          progress=False)
         explain_s = time.perf_counter() - t1
     w1 = time.time()
@@ -187,16 +187,16 @@ print(json.dumps({
 '''
 
 # (b) the in-memory baseline: one process, torch on all cores, no Dask in the timed part.
-BASELINE_CHILD = r'''
+BASELINE_CHILD = r"""
 import json, sys, time
 args = json.loads(sys.argv[1])
 import torch
 torch.set_num_threads(args["threads"])
 import dask
 import numpy as np
-from slamgeo.checkpoint import load_model
-from slamgeo.cube import open_cube
-from slamgeo.explain import ExplainOptions, explain_array, scene_reference
+from slamgeo.io.checkpoint import load_model
+from slamgeo.io.cube import open_cube
+from slamgeo.jobs.explain import ExplainOptions, explain_array, scene_reference
 
 model = load_model(args["model"])
 cube = open_cube(args["cube"])
@@ -222,7 +222,7 @@ print(json.dumps({"window": [w0, w1], "load_s": load_s, "reference_s": reference
                   "cpu_s": cpu_s,
                   "pixels": int(x.shape[0]), "valid_pixels": int(np.isfinite(err).sum()),
                   "torch_threads": torch.get_num_threads()}))
-'''
+"""
 
 
 # --sweep: where the time goes, in one process, on a fixed sample of valid pixels; the
@@ -232,15 +232,15 @@ SWEEP_CHILD = r"""
 import json, sys, time
 args = json.loads(sys.argv[1])
 import numpy as np, torch, zarr, tempfile, shutil
-from slamgeo.checkpoint import load_model
-from slamgeo.cube import open_cube
-from slamgeo.explain import ExplainOptions, explain_array, _block_pixels
-from slamgeo.gradslam import grad_slam, reference_map
-from slamgeo.train import sample_pixels
+from slamgeo.io.checkpoint import load_model
+from slamgeo.io.cube import open_cube
+from slamgeo.jobs.explain import ExplainOptions, explain_array, _block_pixels
+from slamgeo.method.gradslam import grad_slam, reference_map
+from slamgeo.method.train import sample_series
 
 model = load_model(args["model"])
 cube = open_cube(args["cube"])
-x = sample_pixels(cube, args["pixels"], seed=2, bands=model.bands)
+x = sample_series(cube, args["pixels"], seed=2, bands=model.bands)
 n = len(x)
 xs = torch.from_numpy(model.standardise(x))
 enc = model.model.encoder
@@ -287,18 +287,41 @@ print(json.dumps({
 
 
 def run_sweep(cube: Path, model: Path, chunk: int, cpus: int, pixels: int, repeats: int) -> dict:
-    args = {"cube": str(cube), "model": str(model), "chunk": chunk, "pixels": pixels, "repeats": repeats,
-            "threads": sorted({1, cpus}), "batch_sizes": [1024, 4096, 16384], "grad_batches": [256, 1024, 4096]}
+    args = {
+        "cube": str(cube),
+        "model": str(model),
+        "chunk": chunk,
+        "pixels": pixels,
+        "repeats": repeats,
+        "threads": sorted({1, cpus}),
+        "batch_sizes": [1024, 4096, 16384],
+        "grad_batches": [256, 1024, 4096],
+    }
     load0 = load_average()
     res = run_child(SWEEP_CHILD, json.dumps(args))
     res["load_before"], res["load_after"] = load0, load_average()
     return res
 
 
-def run_explain(cube: Path, model: Path, out: Path, workers: int, threads: int, batch_size: int, interval: float,
-                notrim: bool = False) -> dict:
-    args = {"cube": str(cube), "model": str(model), "out": str(out), "workers": workers, "threads": threads,
-            "batch_size": batch_size, "notrim": notrim}
+def run_explain(
+    cube: Path,
+    model: Path,
+    out: Path,
+    workers: int,
+    threads: int,
+    batch_size: int,
+    interval: float,
+    notrim: bool = False,
+) -> dict:
+    args = {
+        "cube": str(cube),
+        "model": str(model),
+        "out": str(out),
+        "workers": workers,
+        "threads": threads,
+        "batch_size": batch_size,
+        "notrim": notrim,
+    }
     load0 = load_average()
     res = run_child(EXPLAIN_CHILD, json.dumps(args), interval=interval)
     res["load_before"], res["load_after"] = load0, load_average()
@@ -324,9 +347,12 @@ def print_sweep(sw: dict) -> None:
     for k, v in sw["pixels_per_s"].items():
         print(f"  {k:<55} {v:>8.0f} px/s")
     b = sw["block"]
-    print(f"  one {b['pixels']}-px block: stack bands {b['stack_bands_s']:.3f} s, reorder importance "
-          f"{b['reorder_importance_s']:.3f} s, Zarr write of importance ({b['importance_mib']:.0f} MiB) "
-          f"{b['zarr_write_importance_s']:.3f} s", flush=True)
+    print(
+        f"  one {b['pixels']}-px block: stack bands {b['stack_bands_s']:.3f} s, reorder importance "
+        f"{b['reorder_importance_s']:.3f} s, Zarr write of importance ({b['importance_mib']:.0f} MiB) "
+        f"{b['zarr_write_importance_s']:.3f} s",
+        flush=True,
+    )
 
 
 def _fmt_load(r: dict) -> str:
@@ -340,16 +366,22 @@ def main() -> None:
     p.add_argument("--dates", type=int, default=61)
     p.add_argument("--chunk", type=int, default=256, help="spatial chunk of both cubes (pixels)")
     p.add_argument("--batch-size", type=int, default=None, help="ExplainOptions.batch_size (default: its default)")
-    p.add_argument("--configs", default=None,
-                   help="LocalCluster shapes 'WxT[:notrim],...' (default 'CPUSx1,1xCPUS,CPUSx1:notrim', e.g. "
-                        "2x1,1x2,2x1:notrim); ':notrim' starts the workers without distributed's default "
-                        "MALLOC_TRIM_THRESHOLD_=65536 (distributed.nanny.pre-spawn-environ)")
+    p.add_argument(
+        "--configs",
+        default=None,
+        help="LocalCluster shapes 'WxT[:notrim],...' (default 'CPUSx1,1xCPUS,CPUSx1:notrim', e.g. "
+        "2x1,1x2,2x1:notrim); ':notrim' starts the workers without distributed's default "
+        "MALLOC_TRIM_THRESHOLD_=65536 (distributed.nanny.pre-spawn-environ)",
+    )
     p.add_argument("--sample-size", type=int, default=20_000, help="training sample (pixels)")
     p.add_argument("--epochs", type=int, default=2, help="training epochs")
     p.add_argument("--model", type=Path, default=None, help="use this model directory instead of training one")
     p.add_argument("--skip-large", action="store_true", help="skip (c), the 2N x 2N cube")
-    p.add_argument("--sweep", action="store_true",
-                   help="also profile in one process: batch sizes, torch threads, reference map, block plumbing")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also profile in one process: batch sizes, torch threads, reference map, block plumbing",
+    )
     p.add_argument("--sweep-only", action="store_true", help="only the --sweep profile (no cluster runs)")
     p.add_argument("--sweep-pixels", type=int, default=4096)
     p.add_argument("--sweep-repeats", type=int, default=2)
@@ -369,7 +401,7 @@ def main() -> None:
     if args.out is None:
         args.out = RESULTS / ("bench_explain.quick.json" if args.quick else "bench_explain.json")
 
-    from slamgeo.explain import ExplainOptions
+    from slamgeo.jobs.explain import ExplainOptions
 
     batch_size = args.batch_size or ExplainOptions().batch_size
     info = machine_info()
@@ -377,19 +409,38 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="slamgeo-bench-explain-", dir=args.workdir))
     t_all = time.perf_counter()
     try:
-        inputs = make_inputs(work, size=args.size, n_dates=args.dates, chunk=args.chunk,
-                             sample_size=args.sample_size, max_epochs=args.epochs, model_dir=args.model)
+        inputs = make_inputs(
+            work,
+            size=args.size,
+            n_dates=args.dates,
+            chunk=args.chunk,
+            sample_size=args.sample_size,
+            max_epochs=args.epochs,
+            model_dir=args.model,
+        )
         cube, model = inputs["cube"], inputs["model"]
-        print(f"inputs: scene {args.size}^2 x {args.dates} dates in {inputs['scene_s']} s, "
-              f"model trained in {inputs['train_s']} s", flush=True)
+        print(
+            f"inputs: scene {args.size}^2 x {args.dates} dates in {inputs['scene_s']} s, "
+            f"model trained in {inputs['train_s']} s",
+            flush=True,
+        )
 
         sweep = None
         if args.sweep or args.sweep_only:
             sweep = run_sweep(cube, model, args.chunk, cpus, args.sweep_pixels, args.sweep_repeats)
             print_sweep(sweep)
         if args.sweep_only:
-            path = write_result("bench_explain", {"benchmark": "bench_explain", "sweep_only": True, "machine": info,
-                                                  "settings": vars(args), "sweep": sweep}, out=args.out)
+            path = write_result(
+                "bench_explain",
+                {
+                    "benchmark": "bench_explain",
+                    "sweep_only": True,
+                    "machine": info,
+                    "settings": vars(args),
+                    "sweep": sweep,
+                },
+                out=args.out,
+            )
             print(f"wrote {path}")
             return
 
@@ -400,9 +451,12 @@ def main() -> None:
         def baseline() -> dict:
             b = run_baseline(cube, model, cpus, batch_size, args.poll)
             bases.append(b)
-            print(f"(b) in-memory explain_array, torch threads {b['torch_threads']}: {b['valid_pixels']} px in "
-                  f"{b['compute_s']:.1f} s = {b['pixels_per_s']:.0f} px/s, {b['cpu_s']:.1f} CPU s (reference map "
-                  f"{b['reference_s']:.1f} s), load {_fmt_load(b)}", flush=True)
+            print(
+                f"(b) in-memory explain_array, torch threads {b['torch_threads']}: {b['valid_pixels']} px in "
+                f"{b['compute_s']:.1f} s = {b['pixels_per_s']:.0f} px/s, {b['cpu_s']:.1f} CPU s (reference map "
+                f"{b['reference_s']:.1f} s), load {_fmt_load(b)}",
+                flush=True,
+            )
             return b
 
         baseline()
@@ -410,13 +464,17 @@ def main() -> None:
         for w, t, notrim in configs:
             r = run_explain(cube, model, work / f"out_{w}x{t}.zarr", w, t, batch_size, args.poll, notrim)
             runs.append(r)
-            print(f"(a) explain {r['config']}: {r['valid_pixels']} px in {r['explain_s']:.1f} s = {r['pixels_per_s']:.0f} px/s"
-                  f" ({r['reference_s']:.1f} s reference map, {r['blocks_s']:.1f} s blocks; {r['cpu_s']:.1f} CPU s),"
-                  f" peak RSS {r['memory']['peak_tree_rss_mib']:.0f} MiB, load {_fmt_load(r)}", flush=True)
+            print(
+                f"(a) explain {r['config']}: {r['valid_pixels']} px in {r['explain_s']:.1f} s = {r['pixels_per_s']:.0f} px/s"
+                f" ({r['reference_s']:.1f} s reference map, {r['blocks_s']:.1f} s blocks; {r['cpu_s']:.1f} CPU s),"
+                f" peak RSS {r['memory']['peak_tree_rss_mib']:.0f} MiB, load {_fmt_load(r)}",
+                flush=True,
+            )
             b_before, b_after = bases[-1], baseline()
             r["baseline_pixels_per_s"] = (b_before["pixels_per_s"] + b_after["pixels_per_s"]) / 2
-            r["baseline_with_reference_pixels_per_s"] = sum(
-                b["valid_pixels"] / (b["compute_s"] + b["reference_s"]) for b in (b_before, b_after)) / 2
+            r["baseline_with_reference_pixels_per_s"] = (
+                sum(b["valid_pixels"] / (b["compute_s"] + b["reference_s"]) for b in (b_before, b_after)) / 2
+            )
             r["baseline_cpu_s"] = (b_before["cpu_s"] + b_after["cpu_s"]) / 2
             r["ratio"] = r["pixels_per_s"] / r["baseline_pixels_per_s"]
             print(f"    ratio (a)/(b) {r['ratio']:.3f} against the mean of the (b) runs before and after", flush=True)
@@ -428,9 +486,12 @@ def main() -> None:
             w, t, notrim = configs[0]
             large = run_explain(cube2, model, work / "out_large.zarr", w, t, batch_size, args.poll, notrim)
             large["tile_s"] = round(tile_s, 2)
-            print(f"(c) explain {large['config']} on {2 * args.size}^2: {large['valid_pixels']} px in {large['explain_s']:.1f} s = "
-                  f"{large['pixels_per_s']:.0f} px/s, peak RSS {large['memory']['peak_tree_rss_mib']:.0f} MiB,"
-                  f" load {_fmt_load(large)}", flush=True)
+            print(
+                f"(c) explain {large['config']} on {2 * args.size}^2: {large['valid_pixels']} px in {large['explain_s']:.1f} s = "
+                f"{large['pixels_per_s']:.0f} px/s, peak RSS {large['memory']['peak_tree_rss_mib']:.0f} MiB,"
+                f" load {_fmt_load(large)}",
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -438,23 +499,58 @@ def main() -> None:
     small = runs[0]
     rows = []
     for i, b in enumerate(bases):
-        rows.append((f"(b) explain_array #{i + 1}", f"1 proc x {b['torch_threads']} torch threads", b["valid_pixels"],
-                     b["compute_s"], b["pixels_per_s"], None, b["cpu_s"], b["memory"]["peak_tree_rss_mib"], _fmt_load(b)))
+        rows.append(
+            (
+                f"(b) explain_array #{i + 1}",
+                f"1 proc x {b['torch_threads']} torch threads",
+                b["valid_pixels"],
+                b["compute_s"],
+                b["pixels_per_s"],
+                None,
+                b["cpu_s"],
+                b["memory"]["peak_tree_rss_mib"],
+                _fmt_load(b),
+            )
+        )
     for r in runs:
-        rows.append((f"(a) explain {args.size}^2", f"{r['config']} (workers x threads)", r["valid_pixels"],
-                     r["explain_s"], r["pixels_per_s"], r["ratio"], r["cpu_s"], r["memory"]["peak_tree_rss_mib"],
-                     _fmt_load(r)))
+        rows.append(
+            (
+                f"(a) explain {args.size}^2",
+                f"{r['config']} (workers x threads)",
+                r["valid_pixels"],
+                r["explain_s"],
+                r["pixels_per_s"],
+                r["ratio"],
+                r["cpu_s"],
+                r["memory"]["peak_tree_rss_mib"],
+                _fmt_load(r),
+            )
+        )
     if large:
-        rows.append((f"(c) explain {2 * args.size}^2", f"{large['config']} (workers x threads)", large["valid_pixels"],
-                     large["explain_s"], large["pixels_per_s"], None, large["cpu_s"],
-                     large["memory"]["peak_tree_rss_mib"], _fmt_load(large)))
+        rows.append(
+            (
+                f"(c) explain {2 * args.size}^2",
+                f"{large['config']} (workers x threads)",
+                large["valid_pixels"],
+                large["explain_s"],
+                large["pixels_per_s"],
+                None,
+                large["cpu_s"],
+                large["memory"]["peak_tree_rss_mib"],
+                _fmt_load(large),
+            )
+        )
     print()
-    print(f"{'run':<26} {'where':<28} {'valid px':>9} {'seconds':>8} {'px/s':>7} {'(a)/(b)':>7} {'CPU s':>7} "
-          f"{'peak MiB':>9}  load(1m)")
+    print(
+        f"{'run':<26} {'where':<28} {'valid px':>9} {'seconds':>8} {'px/s':>7} {'(a)/(b)':>7} {'CPU s':>7} "
+        f"{'peak MiB':>9}  load(1m)"
+    )
     for row in rows:
         ratio = "" if row[5] is None else f"{row[5]:.3f}"
-        print(f"{row[0]:<26} {row[1]:<28} {row[2]:>9} {row[3]:>8.1f} {row[4]:>7.0f} {ratio:>7} {row[6]:>7.1f} "
-              f"{row[7]:>9.0f}  {row[8]}")
+        print(
+            f"{row[0]:<26} {row[1]:<28} {row[2]:>9} {row[3]:>8.1f} {row[4]:>7.0f} {ratio:>7} {row[6]:>7.1f} "
+            f"{row[7]:>9.0f}  {row[8]}"
+        )
     best = max(runs, key=lambda r: r["ratio"])
     summary = {
         "baseline_pixels_per_s_all_runs": [round(b["pixels_per_s"], 1) for b in bases],
@@ -473,30 +569,45 @@ def main() -> None:
     }
     if large:
         ratio = large["memory"]["peak_tree_rss_mib"] / small["memory"]["peak_tree_rss_mib"]
-        summary.update({
-            "peak_rss_mib_small": small["memory"]["peak_tree_rss_mib"],
-            "peak_rss_mib_large": large["memory"]["peak_tree_rss_mib"],
-            "peak_ratio_large_to_small": round(ratio, 3),
-            "memory_target_met": ratio <= 1.25,
-        })
-        print(f"peak memory {small['memory']['peak_tree_rss_mib']:.0f} MiB ({args.size}^2) -> "
-              f"{large['memory']['peak_tree_rss_mib']:.0f} MiB ({2 * args.size}^2): x{ratio:.2f} (target <= 1.25)")
-    print("throughput (a)/(b): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["ratio_explain_to_baseline"].items())
-          + " (target >= 0.85); blocks only: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in summary["ratio_blocks_only_to_baseline"].items())
-          + "; reference map share of explain: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in summary["reference_map_share_of_explain"].items()))
+        summary.update(
+            {
+                "peak_rss_mib_small": small["memory"]["peak_tree_rss_mib"],
+                "peak_rss_mib_large": large["memory"]["peak_tree_rss_mib"],
+                "peak_ratio_large_to_small": round(ratio, 3),
+                "memory_target_met": ratio <= 1.25,
+            }
+        )
+        print(
+            f"peak memory {small['memory']['peak_tree_rss_mib']:.0f} MiB ({args.size}^2) -> "
+            f"{large['memory']['peak_tree_rss_mib']:.0f} MiB ({2 * args.size}^2): x{ratio:.2f} (target <= 1.25)"
+        )
+    print(
+        "throughput (a)/(b): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in summary["ratio_explain_to_baseline"].items())
+        + " (target >= 0.85); blocks only: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in summary["ratio_blocks_only_to_baseline"].items())
+        + "; reference map share of explain: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in summary["reference_map_share_of_explain"].items())
+    )
     result = {
         "benchmark": "bench_explain",
         "quick": args.quick,
         "settings": {
-            "size": args.size, "large_size": None if args.skip_large else 2 * args.size, "dates": args.dates,
-            "chunk": args.chunk, "batch_size": batch_size, "configs": [f"{w}x{t}" + (":notrim" if n else "") for w, t, n in configs],
+            "size": args.size,
+            "large_size": None if args.skip_large else 2 * args.size,
+            "dates": args.dates,
+            "chunk": args.chunk,
+            "batch_size": batch_size,
+            "configs": [f"{w}x{t}" + (":notrim" if n else "") for w, t, n in configs],
             "explain_options": dataclasses.asdict(ExplainOptions(batch_size=batch_size)),
             "architecture": "default CAEConfig (64/128/256 channels, kernels 7/5/3, hidden 128/64, D=2)",
-            "training": {"sample_size": args.sample_size, "max_epochs": args.epochs,
-                         "model": str(args.model) if args.model else "trained here"},
-            "baseline_torch_threads": bases[0]["torch_threads"], "rss_poll_interval_s": args.poll,
+            "training": {
+                "sample_size": args.sample_size,
+                "max_epochs": args.epochs,
+                "model": str(args.model) if args.model else "trained here",
+            },
+            "baseline_torch_threads": bases[0]["torch_threads"],
+            "rss_poll_interval_s": args.poll,
             "zarr_format": 2,
         },
         "machine": info,

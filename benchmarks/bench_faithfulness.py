@@ -1,8 +1,8 @@
 """Deletion curves on the synthetic scene: how faithful is each date-importance map?
 
-Draws the synthetic Sentinel-1 scene (`slamgeo.synth.make_scene`, 61 dates), trains the CAE on
-it (`slamgeo.train.train`), samples labelled valid pixels, and for every Grad-SLAM scaling, for
-gradient x input and for integrated gradients (captum) measures with `slamgeo.faithfulness.deletion`
+Draws the synthetic Sentinel-1 scene (`slamgeo.io.synth.make_scene`, 61 dates), trains the CAE on
+it (`slamgeo.method.train.train`), samples labelled valid pixels, and for every Grad-SLAM scaling, for
+gradient x input and for integrated gradients (captum) measures with `slamgeo.method.faithfulness.deletion`
 how far each embedding dimension moves when the k dates ranked highest are deleted (linear
 interpolation from the neighbours), against k random dates. Ratio > 1: the map points at dates
 that matter to the encoder; ratio < 1: it points at dates that matter less than chance.
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slamgeo.faithfulness import deletion, gradient_x_input, integrated_gradients
-from slamgeo.gradslam import SCALES, grad_slam, reference_map
-from slamgeo.synth import CLASSES, DISTINCTIVE_WINDOWS, make_scene
-from slamgeo.train import train
+from slamgeo.io.synth import CLASSES, DISTINCTIVE_WINDOWS, make_scene
+from slamgeo.method.faithfulness import deletion, gradient_x_input, integrated_gradients
+from slamgeo.method.gradslam import SCALES, grad_slam, reference_map
+from slamgeo.method.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -105,10 +105,19 @@ def main() -> None:
         windows[crop] = row
 
     res = {
-        "setup": {"scene_size": size, "dates": int(x.shape[-1]), "train_sample": sample, "max_epochs": epochs,
-                  "arch": model.config.to_dict(), "pixels": int(len(x)), "ks": ks, "n_random": n_random,
-                  "best_val_loss": model.meta["losses"]["best_val"], "train_s": t_train,
-                  "load_avg": [round(v, 2) for v in os.getloadavg()]},
+        "setup": {
+            "scene_size": size,
+            "dates": int(x.shape[-1]),
+            "train_sample": sample,
+            "max_epochs": epochs,
+            "arch": model.config.to_dict(),
+            "pixels": int(len(x)),
+            "ks": ks,
+            "n_random": n_random,
+            "best_val_loss": model.meta["losses"]["best_val"],
+            "train_s": t_train,
+            "load_avg": [round(v, 2) for v in os.getloadavg()],
+        },
         "deletion": curves,
         "distinctive_window_share": windows,
         "pixels_per_s": cost,
@@ -117,19 +126,25 @@ def main() -> None:
     args.out.write_text(json.dumps(res, indent=2))
 
     n_dims = len(next(iter(curves.values()))["ratio"])
-    print(f"scene {size}x{size}, {x.shape[-1]} dates, {len(x)} pixels, D = {n_dims}, "
-          f"trained in {t_train:.0f} s (val loss {res['setup']['best_val_loss']:.3f}), load {res['setup']['load_avg']}")
+    print(
+        f"scene {size}x{size}, {x.shape[-1]} dates, {len(x)} pixels, D = {n_dims}, "
+        f"trained in {t_train:.0f} s (val loss {res['setup']['best_val_loss']:.3f}), load {res['setup']['load_avg']}"
+    )
     print("\nDeletion: embedding displacement, top-k dates / k random dates (ratio), per dimension")
     head = " | ".join(f"k={k}" for k in ks)
     for d in range(n_dims):
         print(f"\n| map (dim {d}) | {head} | pixels/s (one pass) |\n|---|" + "---|" * len(ks) + "---|")
         for name, c in curves.items():
             print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in c["ratio"][d]) + f" | {cost[name]:.0f} |")
-    print("\nRandom-date displacement / embedding std, per dim:",
-          [[round(v, 3) for v in row] for row in next(iter(curves.values()))["random_over_std"]])
+    print(
+        "\nRandom-date displacement / embedding std, per dim:",
+        [[round(v, 3) for v in row] for row in next(iter(curves.values()))["random_over_std"]],
+    )
     for crop, row in windows.items():
-        print(f"\n{crop}: share of the class-mean |importance| in its distinctive window "
-              f"(uniform {row['uniform_share']:.2f}), per dim:")
+        print(
+            f"\n{crop}: share of the class-mean |importance| in its distinctive window "
+            f"(uniform {row['uniform_share']:.2f}), per dim:"
+        )
         for name in maps:
             print(f"  {name:24s} " + "  ".join(f"{v:.2f}" for v in row[name]))
     print(f"\nwrote {args.out}")

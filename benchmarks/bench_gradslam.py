@@ -18,19 +18,19 @@ Usage: python benchmarks/bench_gradslam.py [--quick] [--pixels N] [--batch-size 
 from __future__ import annotations
 
 import argparse
-import warnings
 import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from slamgeo import gradslam
-from slamgeo.gradslam import default_layers, grad_slam, reference_map, resample, scale_maps
-from slamgeo.model import CAE, CAEConfig
+from slamgeo.method import gradslam
+from slamgeo.method.gradslam import default_layers, grad_slam, reference_map, resample, scale_maps
+from slamgeo.method.model import CAE, CAEConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,7 +83,11 @@ def profile_ops(fn, top: int = 12) -> list[dict]:
     rows = sorted(prof.key_averages(), key=lambda r: r.self_cpu_time_total, reverse=True)
     total = sum(r.self_cpu_time_total for r in rows)
     return [
-        {"op": r.key, "self_ms": round(r.self_cpu_time_total / 1e3, 2), "share": round(r.self_cpu_time_total / total, 3)}
+        {
+            "op": r.key,
+            "self_ms": round(r.self_cpu_time_total / 1e3, 2),
+            "share": round(r.self_cpu_time_total / total, 3),
+        }
         for r in rows[:top]
     ]
 
@@ -171,8 +175,10 @@ def main() -> None:
         with torch.backends.mkldnn.flags(enabled=False):
             grad_slam(encoder, xl[: bs // 4], reference=ref, batch_size=bs)
 
-    variants = {f"batch_size={size}": (lambda size=size: grad_slam(encoder, xl, reference=ref, batch_size=size))
-                for size in (256, 512, 2048, 4096)}
+    variants = {
+        f"batch_size={size}": (lambda size=size: grad_slam(encoder, xl, reference=ref, batch_size=size))
+        for size in (256, 512, 2048, 4096)
+    }
     variants["hooked_forward"] = patched(False, True)
     variants["hooked_forward_no_shortcut"] = patched(False, False)
     variants["default"] = lambda: grad_slam(encoder, xl, reference=ref, batch_size=bs)
@@ -191,8 +197,15 @@ def main() -> None:
             "load_avg_before": [round(v, 2) for v in load_before],
             "load_avg_after": [round(v, 2) for v in os.getloadavg()],
         },
-        "setup": {"pixels": n, "batch_size": bs, "repeats": repeats, "T": 61, "D": 2, "layers": 3,
-                  "scale": gradslam.DEFAULT_SCALE},
+        "setup": {
+            "pixels": n,
+            "batch_size": bs,
+            "repeats": repeats,
+            "T": 61,
+            "D": 2,
+            "layers": 3,
+            "scale": gradslam.DEFAULT_SCALE,
+        },
         "pixels_per_s": {"a_encode": n / t_a, "b_grad_slam": n / t_b, "c_naive_layergradcam": n / t_c},
         "speedup_b_over_c": t_c / t_b,
         "b_cost_over_a": t_b / t_a,
@@ -204,18 +217,25 @@ def main() -> None:
         "b_vs_c_max_abs_diff": max_diff,
         "levers_b_pixels_per_s": levers,
         "b_profile_top_ops": ops,
-        "targets": {"speedup_b_over_c >= 6": t_c / t_b >= 6, "b_fraction_of_ceiling >= 0.4": flops_b * n / t_b / ceiling >= 0.4},
+        "targets": {
+            "speedup_b_over_c >= 6": t_c / t_b >= 6,
+            "b_fraction_of_ceiling >= 0.4": flops_b * n / t_b / ceiling >= 0.4,
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2))
     pps = res["pixels_per_s"]
     print(f"machine: {res['machine']}")
-    print(f"pixels/s  (a) encode {pps['a_encode']:9.0f}   (b) grad_slam {pps['b_grad_slam']:8.0f}   "
-          f"(c) naive LayerGradCam {pps['c_naive_layergradcam']:7.0f}")
+    print(
+        f"pixels/s  (a) encode {pps['a_encode']:9.0f}   (b) grad_slam {pps['b_grad_slam']:8.0f}   "
+        f"(c) naive LayerGradCam {pps['c_naive_layergradcam']:7.0f}"
+    )
     print(f"(b) is {res['speedup_b_over_c']:.2f}x faster than (c); costs {res['b_cost_over_a']:.2f}x encoding")
     print(f"MFLOP/pixel  (a) {flops_a / 1e6:.2f}  (b) {flops_b / 1e6:.2f}  (c) {flops_c / 1e6:.2f}")
-    print(f"GEMM ceiling {ceiling / 1e9:.1f} GFLOP/s; (b) achieves {res['b_achieved_flops'] / 1e9:.1f} GFLOP/s = "
-          f"{100 * res['b_fraction_of_ceiling']:.0f} % (encode: {100 * res['a_fraction_of_ceiling']:.0f} %)")
+    print(
+        f"GEMM ceiling {ceiling / 1e9:.1f} GFLOP/s; (b) achieves {res['b_achieved_flops'] / 1e9:.1f} GFLOP/s = "
+        f"{100 * res['b_fraction_of_ceiling']:.0f} % (encode: {100 * res['a_fraction_of_ceiling']:.0f} %)"
+    )
     print(f"(b) vs (c) max |diff| {max_diff:.2e}")
     print("levers (b) pixels/s:", {k: round(v) for k, v in levers.items()})
     print("where (b)'s time goes:")

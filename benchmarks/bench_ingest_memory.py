@@ -8,7 +8,7 @@ set size is that process's `ru_maxrss`. Prints a table and writes
     .venv/bin/python benchmarks/bench_ingest_memory.py            # N = 2048, 24 dates
     .venv/bin/python benchmarks/bench_ingest_memory.py --quick    # N = 512, 6 dates
 
-The stack is written here window by window (not with `slamgeo.synth`, which builds a whole
+The stack is written here window by window (not with `slamgeo.io.synth`, which builds a whole
 scene in memory) in the product format of the synthetic generator: two float32 bands "VV" and
 "VH" of linear power, nodata 0, EPSG:32630, tiled, DEFLATE, tag ACQUISITION_DATE.
 """
@@ -37,7 +37,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # Runs in a fresh interpreter: ingest, then report this process's own peak RSS (KiB on Linux).
 RUNNER = """
 import json, resource, sys, time
-from slamgeo.ingest import ingest
+from slamgeo.io.ingest import ingest
 t0 = time.perf_counter()
 ingest(sys.argv[1:-2], sys.argv[-2], chunk=int(sys.argv[-1]), progress=False)
 seconds = time.perf_counter() - t0
@@ -48,7 +48,7 @@ print(json.dumps({"peak_rss_mib": peak_kib / 1024, "seconds": seconds}))
 # Peak RSS of a process that only imports what ingest imports: the part that does not scale.
 BASELINE = """
 import json, resource
-import slamgeo.ingest  # noqa: F401
+import slamgeo.io.ingest  # noqa: F401
 print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -58,9 +58,19 @@ def write_stack(folder: Path, size: int, n_dates: int, *, block: int = 512, seed
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     profile = dict(
-        driver="GTiff", width=size, height=size, count=2, dtype="float32", crs="EPSG:32630",
-        transform=from_origin(500000.0, 4200000.0, 10.0, 10.0), nodata=0.0,
-        tiled=True, blockxsize=256, blockysize=256, compress="deflate", zlevel=1,
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=2,
+        dtype="float32",
+        crs="EPSG:32630",
+        transform=from_origin(500000.0, 4200000.0, 10.0, 10.0),
+        nodata=0.0,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+        zlevel=1,
     )
     d0 = dt.date(2023, 1, 1)
     for k in range(n_dates):
@@ -92,8 +102,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=512, help="spatial chunk of the cube (pixels)")
     parser.add_argument("--quick", action="store_true", help="N = 512, 6 dates, chunk 256")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the stacks (a temp dir)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON to write (default benchmarks/results/ingest_memory[.quick].json)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON to write (default benchmarks/results/ingest_memory[.quick].json)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.size, args.dates, args.chunk = 512, 6, 256
@@ -111,20 +122,25 @@ def main() -> None:
             write_s = time.perf_counter() - t0
             res = run_child(RUNNER, str(stack), str(work / f"cube_{size}.zarr"), str(args.chunk))
             cube_bytes = sum(f.stat().st_size for f in (work / f"cube_{size}.zarr").rglob("*") if f.is_file())
-            runs.append({
-                "size": size,
-                "dates": args.dates,
-                "stack_bytes_in_memory": 2 * 4 * args.dates * size * size,
-                "stack_bytes_on_disk": disk,
-                "cube_bytes_on_disk": cube_bytes,
-                "write_stack_s": round(write_s, 2),
-                "ingest_s": round(res["seconds"], 2),
-                "peak_rss_mib": round(res["peak_rss_mib"], 1),
-            })
+            runs.append(
+                {
+                    "size": size,
+                    "dates": args.dates,
+                    "stack_bytes_in_memory": 2 * 4 * args.dates * size * size,
+                    "stack_bytes_on_disk": disk,
+                    "cube_bytes_on_disk": cube_bytes,
+                    "write_stack_s": round(write_s, 2),
+                    "ingest_s": round(res["seconds"], 2),
+                    "peak_rss_mib": round(res["peak_rss_mib"], 1),
+                }
+            )
             shutil.rmtree(stack)
             shutil.rmtree(work / f"cube_{size}.zarr")
-            print(f"{size:>6} x {size:<6} {args.dates} dates: stack {runs[-1]['stack_bytes_in_memory'] / 2**20:8.0f} MiB,"
-                  f" ingest {res['seconds']:6.1f} s, peak RSS {res['peak_rss_mib']:7.1f} MiB", flush=True)
+            print(
+                f"{size:>6} x {size:<6} {args.dates} dates: stack {runs[-1]['stack_bytes_in_memory'] / 2**20:8.0f} MiB,"
+                f" ingest {res['seconds']:6.1f} s, peak RSS {res['peak_rss_mib']:7.1f} MiB",
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -141,10 +157,12 @@ def main() -> None:
             (large["peak_rss_mib"] - baseline) / max(small["peak_rss_mib"] - baseline, 1e-9), 3
         ),
         "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    print(f"import baseline {baseline:.1f} MiB; data x{result['data_ratio']:.0f} -> peak RSS x{result['peak_ratio']:.2f}"
-          f" (x{result['peak_ratio_above_baseline']:.2f} above the baseline)")
+    print(
+        f"import baseline {baseline:.1f} MiB; data x{result['data_ratio']:.0f} -> peak RSS x{result['peak_ratio']:.2f}"
+        f" (x{result['peak_ratio_above_baseline']:.2f} above the baseline)"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -31,9 +31,9 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 from torch.nn import functional as F
 
-from slamgeo.model import CAE, CAEConfig
-from slamgeo.series import fill_gaps
-from slamgeo.train import train
+from slamgeo.method.model import CAE, CAEConfig
+from slamgeo.method.series import fill_gaps
+from slamgeo.method.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLDCEREAL = ROOT.parent / "shared" / "data" / "worldcereal" / "fra_2023_lpis_dekad.parquet"
@@ -43,8 +43,9 @@ ARCHS = {
 }
 
 
-def step_throughput(arch: dict, device: str, bf16: bool, *, batch: int = 1024, steps: int = 20,
-                    threads: int | None = None) -> float:
+def step_throughput(
+    arch: dict, device: str, bf16: bool, *, batch: int = 1024, steps: int = 20, threads: int | None = None
+) -> float:
     """Training samples per second for forward + backward + Adam step on `(batch, 2, 61)`."""
     dev = torch.device(device)
     before = torch.get_num_threads()
@@ -92,9 +93,10 @@ def ari_pair(embedding: np.ndarray, z: np.ndarray, labels: np.ndarray, k: int, s
     return out
 
 
-def scene_benchmark(size: int, sample_size: int, epochs: int, arch_name: str, device: str, batch: int,
-                    threads: int | None = None) -> dict:
-    from slamgeo.synth import make_scene
+def scene_benchmark(
+    size: int, sample_size: int, epochs: int, arch_name: str, device: str, batch: int, threads: int | None = None
+) -> dict:
+    from slamgeo.io.synth import make_scene
 
     scene = make_scene(size=size, seed=0)
     cube = scene.cube
@@ -105,29 +107,48 @@ def scene_benchmark(size: int, sample_size: int, epochs: int, arch_name: str, de
     x, cls = x[keep], cls[keep]
 
     t0 = time.perf_counter()
-    tm = train(cube, sample_size=sample_size, max_epochs=epochs, patience=5, batch_size=batch,
-               arch=ARCHS[arch_name], device=device, progress=True, seed=0, threads=threads)
+    tm = train(
+        cube,
+        sample_size=sample_size,
+        max_epochs=epochs,
+        patience=5,
+        batch_size=batch,
+        arch=ARCHS[arch_name],
+        device=device,
+        progress=True,
+        seed=0,
+        threads=threads,
+    )
     wall = time.perf_counter() - t0
     t = tm.meta["training"]
     emb = tm.embed(x)
     ari = ari_pair(emb, tm.standardise(x), cls, k=16)
     return {
-        "scene_size": size, "arch": arch_name, "device": t["device"], "cpu_threads": t["cpu_threads"], "sample_size": sample_size,
-        "batch_size": batch, "epochs_run": t["epochs_run"], "best_epoch": t["best_epoch"],
+        "scene_size": size,
+        "arch": arch_name,
+        "device": t["device"],
+        "cpu_threads": t["cpu_threads"],
+        "sample_size": sample_size,
+        "batch_size": batch,
+        "epochs_run": t["epochs_run"],
+        "best_epoch": t["best_epoch"],
         "train_wall_s": round(wall, 1),
         "end_to_end_samples_per_s": round(t["n_train"] * t["epochs_run"] / wall, 1),
         "best_val_loss": tm.meta["losses"]["best_val"],
         "baseline_val_loss_per_date_mean": tm.meta["losses"]["baseline_val_per_date_mean"],
-        "labelled_pixels": int(len(cls)), "k": 16,
-        "ari_cae": round(ari["cae"], 4), "ari_pca": round(ari["pca"], 4),
+        "labelled_pixels": int(len(cls)),
+        "k": 16,
+        "ari_cae": round(ari["cae"], 4),
+        "ari_pca": round(ari["pca"], 4),
     }
 
 
-def worldcereal_benchmark(seeds: list[int], arch_name: str, device: str, epochs: int, *, min_parcels: int = 10,
-                          threads: int | None = None) -> dict:
+def worldcereal_benchmark(
+    seeds: list[int], arch_name: str, device: str, epochs: int, *, min_parcels: int = 10, threads: int | None = None
+) -> dict:
     """Label sets: `level_2` (every parcel with a level-2 class) and `level_2_min{min_parcels}`
     (only the level-2 classes with at least `min_parcels` parcels); k = 16 and k = number of classes."""
-    from slamgeo.ingest import open_table
+    from slamgeo.io.ingest import open_table
 
     ds = open_table(WORLDCEREAL, start="2023-01-01", end="2023-12-31").compute()
     coarse = ds["level_2"].values.astype(str)
@@ -141,12 +162,25 @@ def worldcereal_benchmark(seeds: list[int], arch_name: str, device: str, epochs:
     }
     runs = []
     for seed in seeds:
-        tm = train(ds, sample_size=len(ds["sample"]), max_epochs=epochs, patience=15, batch_size=64,
-                   arch=ARCHS[arch_name], device=device, progress=False, seed=seed, gap_fill=True,
-                   threads=threads)
-        run = {"seed": seed, "epochs_run": tm.meta["training"]["epochs_run"],
-               "best_val_loss": tm.meta["losses"]["best_val"],
-               "baseline_val_loss_per_date_mean": tm.meta["losses"]["baseline_val_per_date_mean"]}
+        tm = train(
+            ds,
+            sample_size=len(ds["sample"]),
+            max_epochs=epochs,
+            patience=15,
+            batch_size=64,
+            arch=ARCHS[arch_name],
+            device=device,
+            progress=False,
+            seed=seed,
+            gap_fill=True,
+            threads=threads,
+        )
+        run = {
+            "seed": seed,
+            "epochs_run": tm.meta["training"]["epochs_run"],
+            "best_val_loss": tm.meta["losses"]["best_val"],
+            "baseline_val_loss_per_date_mean": tm.meta["losses"]["baseline_val_per_date_mean"],
+        }
         for set_name, m in label_sets.items():
             labels = np.unique(coarse[m], return_inverse=True)[1]
             emb, z = tm.embed(x[m]), tm.standardise(x[m])
@@ -159,11 +193,23 @@ def worldcereal_benchmark(seeds: list[int], arch_name: str, device: str, epochs:
         if "/" in key:
             vals = np.array([r[key] for r in runs])
             summary[key] = {"mean": round(float(vals.mean()), 4), "std": round(float(vals.std()), 4)}
-    sets = {k: {"parcels": int(m.sum()), "classes": {str(c): int(n) for c, n in zip(*np.unique(coarse[m], return_counts=True))}}
-            for k, m in label_sets.items()}
-    return {"dates": int(ds.sizes["time"]), "arch": arch_name, "epochs_max": epochs, "gap_fill": True,
-            "classes_from": "level_2 of crop_type_class_mappings.csv", "label_sets": sets,
-            "runs": runs, "summary": summary}
+    sets = {
+        k: {
+            "parcels": int(m.sum()),
+            "classes": {str(c): int(n) for c, n in zip(*np.unique(coarse[m], return_counts=True))},
+        }
+        for k, m in label_sets.items()
+    }
+    return {
+        "dates": int(ds.sizes["time"]),
+        "arch": arch_name,
+        "epochs_max": epochs,
+        "gap_fill": True,
+        "classes_from": "level_2 of crop_type_class_mappings.csv",
+        "label_sets": sets,
+        "runs": runs,
+        "summary": summary,
+    }
 
 
 def main() -> None:
@@ -178,9 +224,13 @@ def main() -> None:
     args = ap.parse_args()
     q = args.quick
 
-    res: dict = {"quick": q, "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-                 "machine": platform.processor() or platform.machine(),
-                 "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    res: dict = {
+        "quick": q,
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     if "steps" not in args.skip:
         res["step_throughput_samples_per_s"] = {}
         n_cpu = torch.get_num_threads()
@@ -196,20 +246,28 @@ def main() -> None:
         size = 128 if q else 512
         sample = args.scene_sample or (6000 if q else 50_000)
         epochs = args.scene_epochs or (5 if q else 30)
-        res["scene"] = scene_benchmark(size, sample, epochs, args.scene_arch, args.device, 256 if q else 1024,
-                                       threads=args.threads)
+        res["scene"] = scene_benchmark(
+            size, sample, epochs, args.scene_arch, args.device, 256 if q else 1024, threads=args.threads
+        )
         s = res["scene"]
-        print(f"scene {size}: {s['end_to_end_samples_per_s']:.0f} samples/s end to end ({s['device']}), "
-              f"val loss {s['best_val_loss']:.3f} vs per-date mean {s['baseline_val_loss_per_date_mean']:.3f}; "
-              f"ARI k=16: CAE {s['ari_cae']:.3f}, PCA {s['ari_pca']:.3f}", flush=True)
+        print(
+            f"scene {size}: {s['end_to_end_samples_per_s']:.0f} samples/s end to end ({s['device']}), "
+            f"val loss {s['best_val_loss']:.3f} vs per-date mean {s['baseline_val_loss_per_date_mean']:.3f}; "
+            f"ARI k=16: CAE {s['ari_cae']:.3f}, PCA {s['ari_pca']:.3f}",
+            flush=True,
+        )
     if "worldcereal" not in args.skip:
-        res["worldcereal"] = worldcereal_benchmark([0] if q else [0, 1, 2, 3, 4], "paper", args.device,
-                                                   40 if q else 200, threads=args.threads)
+        res["worldcereal"] = worldcereal_benchmark(
+            [0] if q else [0, 1, 2, 3, 4], "paper", args.device, 40 if q else 200, threads=args.threads
+        )
         w = res["worldcereal"]
         for key, v in w["summary"].items():
             n = w["label_sets"][key.split("/")[0]]
-            print(f"worldcereal {key:24s} ({n['parcels']} parcels, {len(n['classes'])} classes) ARI "
-                  f"{v['mean']:.3f} +- {v['std']:.3f} over {len(w['runs'])} seed(s)", flush=True)
+            print(
+                f"worldcereal {key:24s} ({n['parcels']} parcels, {len(n['classes'])} classes) ARI "
+                f"{v['mean']:.3f} +- {v['std']:.3f} over {len(w['runs'])} seed(s)",
+                flush=True,
+            )
 
     out = ROOT / "benchmarks" / "results" / ("bench_train_quick.json" if q else "bench_train.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,10 +55,20 @@ from _common import RESULTS, MiB, cpu_count, load_average, machine_info, make_in
 
 NO_CUDA = "no CUDA device: nothing to check"
 TOL = {
-    "strict": {"importance_atol": 1e-3, "importance_pixel_fraction": 0.999, "embedding_rtol": 1e-4,
-               "embedding_atol_x_std": 1e-4, "maps_rel": 1e-4},
-    "tf32": {"importance_atol": 2e-2, "importance_pixel_fraction": 0.999, "embedding_rtol": 1e-2,
-             "embedding_atol_x_std": 1e-2, "maps_rel": 1e-2},
+    "strict": {
+        "importance_atol": 1e-3,
+        "importance_pixel_fraction": 0.999,
+        "embedding_rtol": 1e-4,
+        "embedding_atol_x_std": 1e-4,
+        "maps_rel": 1e-4,
+    },
+    "tf32": {
+        "importance_atol": 2e-2,
+        "importance_pixel_fraction": 0.999,
+        "embedding_rtol": 1e-2,
+        "embedding_atol_x_std": 1e-2,
+        "maps_rel": 1e-2,
+    },
 }
 
 
@@ -87,7 +97,7 @@ def _gradslam(model, xs, ref, device, *, bf16: bool = False):
     """importance (N, D, T), embedding (N, D), raw layer maps, all float32 on the CPU."""
     import torch
 
-    from slamgeo.gradslam import grad_slam
+    from slamgeo.method.gradslam import grad_slam
 
     enc = model.model.encoder
     layers = list(enc.blocks.values())
@@ -96,8 +106,11 @@ def _gradslam(model, xs, ref, device, *, bf16: bool = False):
     with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
         out = grad_slam(enc, x, layers, scale="centred", reference=r, return_embedding=True, return_layer_maps=True)
     sync(device)
-    return (out.importance.float().cpu().numpy(), out.embedding.float().cpu().numpy(),
-            [m.float().cpu().numpy() for m in out.layer_maps])
+    return (
+        out.importance.float().cpu().numpy(),
+        out.embedding.float().cpu().numpy(),
+        [m.float().cpu().numpy() for m in out.layer_maps],
+    )
 
 
 def compare(cpu, dev, tol: dict) -> dict:
@@ -121,8 +134,9 @@ def compare(cpu, dev, tol: dict) -> dict:
         "layer_maps_max_abs_diff_over_max_abs": maps_rel,
         "tolerances": tol,
     }
-    res["ok"] = bool(ok_imp >= tol["importance_pixel_fraction"] and res["embedding_allclose"]
-                     and max(maps_rel) <= tol["maps_rel"])
+    res["ok"] = bool(
+        ok_imp >= tol["importance_pixel_fraction"] and res["embedding_allclose"] and max(maps_rel) <= tol["maps_rel"]
+    )
     return res
 
 
@@ -142,8 +156,9 @@ def correlation(a, b) -> dict:
         "importance_p01_per_pixel_correlation": float(np.nanquantile(per, 0.01)),
         "importance_max_abs_diff": float(np.abs(imp_a - imp_b).max()),
         "importance_mean_abs_diff": float(np.abs(imp_a - imp_b).mean()),
-        "embedding_correlation_per_dim": [float(np.corrcoef(emb_a[:, d], emb_b[:, d])[0, 1])
-                                          for d in range(emb_a.shape[1])],
+        "embedding_correlation_per_dim": [
+            float(np.corrcoef(emb_a[:, d], emb_b[:, d])[0, 1]) for d in range(emb_a.shape[1])
+        ],
     }
 
 
@@ -158,15 +173,17 @@ def throughput(fn, n_pixels: int, device, repeats: int = 1) -> float:
 
 def full_explain(cube: Path, model_dir: Path, out: Path, batch_size: int) -> dict:
     """`explain` on a LocalCluster with one single-threaded worker process that sees the GPU."""
-    from slamgeo.explain import ExplainOptions, explain
-    from slamgeo.runtime import ClusterOptions, dask_client
+    from slamgeo.jobs.explain import ExplainOptions, explain_store
+    from slamgeo.jobs.runtime import ClusterOptions, dask_client
 
     def worker_cuda():
         import torch
 
-        return {"cuda": torch.cuda.is_available(),
-                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                "max_memory_allocated_mib": torch.cuda.max_memory_allocated() / MiB if torch.cuda.is_available() else 0}
+        return {
+            "cuda": torch.cuda.is_available(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "max_memory_allocated_mib": torch.cuda.max_memory_allocated() / MiB if torch.cuda.is_available() else 0,
+        }
 
     t0 = time.perf_counter()
     with dask_client(ClusterOptions(n_workers=1, threads_per_worker=1, dashboard=False), quiet=True) as client:
@@ -174,13 +191,26 @@ def full_explain(cube: Path, model_dir: Path, out: Path, batch_size: int) -> dic
         start_s = time.perf_counter() - t0
         before = list(client.run(worker_cuda).values())[0]
         t1 = time.perf_counter()
-        rep = explain(cube, model_dir, out, options=ExplainOptions(batch_size=batch_size, device="auto"),
-                      client=client, overwrite=True, progress=False)
+        rep = explain_store(
+            cube,
+            model_dir,
+            out,
+            options=ExplainOptions(batch_size=batch_size, device="auto"),
+            client=client,
+            overwrite=True,
+            progress=False,
+        )
         secs = time.perf_counter() - t1
         after = list(client.run(worker_cuda).values())[0]
-    return {"cluster_start_s": round(start_s, 2), "explain_s": round(secs, 2), "valid_pixels": rep.valid_pixels,
-            "blocks": rep.blocks_total, "pixels_per_s": rep.valid_pixels / secs, "worker_before": before,
-            "worker_after": after}
+    return {
+        "cluster_start_s": round(start_s, 2),
+        "explain_s": round(secs, 2),
+        "valid_pixels": rep.valid_pixels,
+        "blocks": rep.blocks_total,
+        "pixels_per_s": rep.valid_pixels / secs,
+        "worker_before": before,
+        "worker_after": after,
+    }
 
 
 def main() -> int:
@@ -212,54 +242,93 @@ def main() -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
     if device is None:
         print(NO_CUDA)
-        path = write_result("gpu_check", {"benchmark": "gpu_check", "cuda": False, "status": "skipped",
-                                          "message": NO_CUDA, "quick": args.quick, "machine": info}, out=args.out)
+        path = write_result(
+            "gpu_check",
+            {
+                "benchmark": "gpu_check",
+                "cuda": False,
+                "status": "skipped",
+                "message": NO_CUDA,
+                "quick": args.quick,
+                "machine": info,
+            },
+            out=args.out,
+        )
         print(f"wrote {path}")
         return 0
 
-    from slamgeo.checkpoint import load_model
-    from slamgeo.cube import open_cube
-    from slamgeo.explain import ExplainOptions, explain_array
-    from slamgeo.gradslam import reference_map
-    from slamgeo.train import sample_pixels
+    from slamgeo.io.checkpoint import load_model
+    from slamgeo.io.cube import open_cube
+    from slamgeo.jobs.explain import ExplainOptions, explain_array
+    from slamgeo.method.gradslam import reference_map
+    from slamgeo.method.train import sample_series
 
     cuda = torch.device(device).type == "cuda"
     card = torch.cuda.get_device_name(0) if cuda else f"(no GPU: {device})"
-    print(f"device: {card}; torch {torch.__version__}, CUDA {torch.version.cuda}; {cpu_count()} cpus, "
-          f"load {load_average()}", flush=True)
+    print(
+        f"device: {card}; torch {torch.__version__}, CUDA {torch.version.cuda}; {cpu_count()} cpus, "
+        f"load {load_average()}",
+        flush=True,
+    )
     torch.set_num_threads(cpu_count())
     t_all = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="slamgeo-gpu-check-"))
-    result: dict = {"benchmark": "gpu_check", "cuda": cuda, "device": card, "quick": args.quick, "machine": info,
-                    "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    result: dict = {
+        "benchmark": "gpu_check",
+        "cuda": cuda,
+        "device": card,
+        "quick": args.quick,
+        "machine": info,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
     if cuda:
         props = torch.cuda.get_device_properties(0)
-        result["gpu"] = {"name": card, "memory_mib": round(props.total_memory / MiB), "capability": f"{props.major}.{props.minor}",
-                         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                         "tf32_defaults": {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-                                           "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32}}
+        result["gpu"] = {
+            "name": card,
+            "memory_mib": round(props.total_memory / MiB),
+            "capability": f"{props.major}.{props.minor}",
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "tf32_defaults": {
+                "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+                "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            },
+        }
     try:
         # ------------------------------------------------------------------ inputs
         if args.cube is not None:
             cube_path = args.cube
             if args.model is None:
-                from slamgeo.train import train
+                from slamgeo.method.train import train
 
                 t0 = time.perf_counter()
-                train(open_cube(str(cube_path)), out_dir=work / "model", sample_size=20_000, max_epochs=2,
-                      progress=False, device=device)
+                train(
+                    open_cube(str(cube_path)),
+                    out_dir=work / "model",
+                    sample_size=20_000,
+                    max_epochs=2,
+                    progress=False,
+                    device=device,
+                )
                 result["train_s"] = round(time.perf_counter() - t0, 1)
             model_dir = args.model or work / "model"
         else:
-            inputs = make_inputs(work, size=args.size, n_dates=args.dates, chunk=args.chunk,
-                                 sample_size=5000 if args.quick else 20_000, max_epochs=2, model_dir=args.model,
-                                 device=device)
+            inputs = make_inputs(
+                work,
+                size=args.size,
+                n_dates=args.dates,
+                chunk=args.chunk,
+                sample_size=5000 if args.quick else 20_000,
+                max_epochs=2,
+                model_dir=args.model,
+                device=device,
+            )
             cube_path, model_dir = inputs["cube"], inputs["model"]
             result["inputs"] = {k: v for k, v in inputs.items() if k.endswith("_s")}
         model_cpu = load_model(model_dir)
         model_dev = model_cpu.to(device)
         cube = open_cube(str(cube_path))
-        x = sample_pixels(cube, args.compare_pixels, seed=1, bands=model_cpu.bands)
+        x = sample_series(cube, args.compare_pixels, seed=1, bands=model_cpu.bands)
         x = x[np.isfinite(x).all(axis=(1, 2))]
         xs = model_cpu.standardise(x)
         print(f"inputs ready: {x.shape[0]} pixels to compare, {time.perf_counter() - t_all:.0f} s", flush=True)
@@ -270,7 +339,9 @@ def main() -> int:
         n_ref = min(len(xs), 4096)
         ref_cpu = reference_map(model_cpu.model.encoder, torch.from_numpy(xs[:n_ref]), layers_c).numpy()
         with tf32(False):
-            ref_dev = reference_map(model_dev.model.encoder, torch.from_numpy(xs[:n_ref]).to(device), layers_g).cpu().numpy()
+            ref_dev = (
+                reference_map(model_dev.model.encoder, torch.from_numpy(xs[:n_ref]).to(device), layers_g).cpu().numpy()
+            )
         cpu = _gradslam(model_cpu, xs, ref_cpu, "cpu")
         with tf32(False):
             strict = _gradslam(model_dev, xs, ref_cpu, device)
@@ -282,11 +353,17 @@ def main() -> int:
             "float32_torch_defaults": compare(cpu, default, TOL["tf32"]),
         }
         s = result["agreement"]["float32_strict"]
-        print(f"CPU vs {device} float32 (TF32 off): importance max |diff| {s['importance_max_abs_diff']:.2e}, "
-              f"embedding max |diff| {s['embedding_max_abs_diff']:.2e} -> {'OK' if s['ok'] else 'MISMATCH'}", flush=True)
+        print(
+            f"CPU vs {device} float32 (TF32 off): importance max |diff| {s['importance_max_abs_diff']:.2e}, "
+            f"embedding max |diff| {s['embedding_max_abs_diff']:.2e} -> {'OK' if s['ok'] else 'MISMATCH'}",
+            flush=True,
+        )
         d = result["agreement"]["float32_torch_defaults"]
-        print(f"CPU vs {device} float32 (torch defaults, TF32 convs): importance max |diff| "
-              f"{d['importance_max_abs_diff']:.2e}, embedding max |diff| {d['embedding_max_abs_diff']:.2e}", flush=True)
+        print(
+            f"CPU vs {device} float32 (torch defaults, TF32 convs): importance max |diff| "
+            f"{d['importance_max_abs_diff']:.2e}, embedding max |diff| {d['embedding_max_abs_diff']:.2e}",
+            flush=True,
+        )
 
         # ------------------------------------------------------------------ 2. bf16 autocast
         try:
@@ -294,15 +371,18 @@ def main() -> int:
                 bf = _gradslam(model_dev, xs, ref_cpu, device, bf16=True)
             result["bf16_vs_float32"] = correlation(strict, bf)
             b = result["bf16_vs_float32"]
-            print(f"bf16 autocast vs float32: importance correlation {b['importance_correlation']:.4f} "
-                  f"(mean per pixel {b['importance_mean_per_pixel_correlation']:.4f}), max |diff| "
-                  f"{b['importance_max_abs_diff']:.3f}", flush=True)
+            print(
+                f"bf16 autocast vs float32: importance correlation {b['importance_correlation']:.4f} "
+                f"(mean per pixel {b['importance_mean_per_pixel_correlation']:.4f}), max |diff| "
+                f"{b['importance_max_abs_diff']:.3f}",
+                flush=True,
+            )
         except Exception as exc:  # noqa: BLE001 - report, and go on with the rest
             result["bf16_vs_float32"] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"bf16 autocast failed: {exc}", flush=True)
 
         # ------------------------------------------------------------------ 3. throughput
-        from slamgeo.gradslam import grad_slam
+        from slamgeo.method.gradslam import grad_slam
 
         stacked = np.stack([cube[b].values for b in model_cpu.bands])
         c, t = stacked.shape[:2]
@@ -312,31 +392,58 @@ def main() -> int:
         x_valid = torch.from_numpy(model_cpu.standardise(x_all[np.isfinite(x_all).all(axis=(1, 2))])).to(device)
         ref_t = torch.as_tensor(ref_cpu, device=device)
         enc_g = model_dev.model.encoder
-        explain_array(model_dev, x_all[:2048], options=ExplainOptions(batch_size=1024, device=device), reference=ref_cpu)  # warm-up
+        explain_array(
+            model_dev, x_all[:2048], options=ExplainOptions(batch_size=1024, device=device), reference=ref_cpu
+        )  # warm-up
         rows = []
         for bs in [int(v) for v in args.batch_sizes.split(",")]:
             opts = ExplainOptions(batch_size=bs, device=device)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            pps = throughput(lambda: explain_array(model_dev, x_all, options=opts, reference=ref_cpu), n_valid, device)
+            pps = throughput(
+                lambda opts=opts: explain_array(model_dev, x_all, options=opts, reference=ref_cpu), n_valid, device
+            )
             peak = torch.cuda.max_memory_allocated() / MiB if cuda else None
-            pps_gs = throughput(lambda: grad_slam(enc_g, x_valid, layers_g, scale="centred", reference=ref_t,
-                                                  return_embedding=True, batch_size=bs), n_valid, device)
+            pps_gs = throughput(
+                lambda bs=bs: grad_slam(
+                    enc_g, x_valid, layers_g, scale="centred", reference=ref_t, return_embedding=True, batch_size=bs
+                ),
+                n_valid,
+                device,
+            )
             peak_gs = torch.cuda.max_memory_allocated() / MiB if cuda else None
-            rows.append({"batch_size": bs, "explain_array_pixels_per_s": round(pps, 1),
-                         "grad_slam_pixels_per_s": round(pps_gs, 1),
-                         "peak_gpu_memory_mib": None if peak is None else round(max(peak, peak_gs), 1)})
-            print(f"  batch {bs:>6}: explain_array {pps:>10.0f} px/s, grad_slam(batch_size={bs}) {pps_gs:>10.0f} px/s",
-                  flush=True)
+            rows.append(
+                {
+                    "batch_size": bs,
+                    "explain_array_pixels_per_s": round(pps, 1),
+                    "grad_slam_pixels_per_s": round(pps_gs, 1),
+                    "peak_gpu_memory_mib": None if peak is None else round(max(peak, peak_gs), 1),
+                }
+            )
+            print(
+                f"  batch {bs:>6}: explain_array {pps:>10.0f} px/s, grad_slam(batch_size={bs}) {pps_gs:>10.0f} px/s",
+                flush=True,
+            )
         n_cpu = min(args.cpu_pixels, len(x))
-        cpu_pps = throughput(lambda: explain_array(model_cpu, x[:n_cpu], options=ExplainOptions(device="cpu"),
-                                                   reference=ref_cpu), n_cpu, "cpu")
-        result["throughput"] = {"pixels": n_valid, "rows": rows, "cpu_explain_array_pixels_per_s": round(cpu_pps, 1),
-                                "cpu_threads": torch.get_num_threads(), "cpu_pixels": n_cpu}
+        cpu_pps = throughput(
+            lambda: explain_array(model_cpu, x[:n_cpu], options=ExplainOptions(device="cpu"), reference=ref_cpu),
+            n_cpu,
+            "cpu",
+        )
+        result["throughput"] = {
+            "pixels": n_valid,
+            "rows": rows,
+            "cpu_explain_array_pixels_per_s": round(cpu_pps, 1),
+            "cpu_threads": torch.get_num_threads(),
+            "cpu_pixels": n_cpu,
+        }
         best = max(rows, key=lambda r: r["explain_array_pixels_per_s"])
         result["throughput"]["best_gpu_speedup_vs_cpu"] = round(best["explain_array_pixels_per_s"] / cpu_pps, 1)
-        print(f"  CPU ({torch.get_num_threads()} threads) explain_array: {cpu_pps:.0f} px/s; best GPU x"
-              f"{result['throughput']['best_gpu_speedup_vs_cpu']}", flush=True)
+        print(
+            f"  CPU ({torch.get_num_threads()} threads) explain_array: {cpu_pps:.0f} px/s; best GPU x"
+            f"{result['throughput']['best_gpu_speedup_vs_cpu']}",
+            flush=True,
+        )
 
         # ------------------------------------------------------------------ 4. full explain
         if not args.skip_explain:
@@ -348,16 +455,20 @@ def main() -> int:
 
             res = xr.open_zarr(str(out))
             ref_store = np.asarray(res.attrs["reference_map"], np.float32) if "reference_map" in res.attrs else None
-            emb_mem, _, _ = explain_array(model_dev, x_all, options=ExplainOptions(batch_size=bs, device=device),
-                                          reference=ref_store)
+            emb_mem, _, _ = explain_array(
+                model_dev, x_all, options=ExplainOptions(batch_size=bs, device=device), reference=ref_store
+            )
             emb_zarr = res["embedding"].values.reshape(res.sizes["dim"], -1).T
             ok = np.isfinite(emb_mem).all(1)
             fe["embedding_max_abs_diff_vs_explain_array"] = float(np.abs(emb_zarr[ok] - emb_mem[ok]).max())
             fe["explain_vs_explain_array_best"] = round(fe["pixels_per_s"] / best["explain_array_pixels_per_s"], 3)
             result["explain"] = fe
-            print(f"explain on a LocalCluster (1 worker, GPU {fe['worker_after']['cuda']}): {fe['valid_pixels']} px in "
-                  f"{fe['explain_s']} s = {fe['pixels_per_s']:.0f} px/s ({fe['explain_vs_explain_array_best']} of "
-                  f"explain_array's best), cluster start {fe['cluster_start_s']} s", flush=True)
+            print(
+                f"explain on a LocalCluster (1 worker, GPU {fe['worker_after']['cuda']}): {fe['valid_pixels']} px in "
+                f"{fe['explain_s']} s = {fe['pixels_per_s']:.0f} px/s ({fe['explain_vs_explain_array_best']} of "
+                f"explain_array's best), cluster start {fe['cluster_start_s']} s",
+                flush=True,
+            )
         result["status"] = "ok" if result["agreement"]["float32_strict"]["ok"] else "mismatch"
     finally:
         shutil.rmtree(work, ignore_errors=True)

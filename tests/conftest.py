@@ -1,18 +1,12 @@
-"""Shared fixtures: a real LocalCluster with worker processes, a real S3-compatible server,
-small cubes and models."""
+"""Shared fixtures: a real LocalCluster with worker processes and a real S3-compatible server.
+Helpers that tests import (cubes, architectures, run-and-kill) are in helpers.py."""
 
 from __future__ import annotations
 
 import os
-import socket
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+from helpers import free_port
 
 
 @pytest.fixture(scope="session")
@@ -23,54 +17,6 @@ def local_cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with Client(cluster, set_as_default=False) as client:
             yield client
-
-
-def class_cube(
-    *,
-    ny: int = 24,
-    nx: int = 20,
-    n_times: int = 16,
-    chunk: int = 8,
-    seed: int = 0,
-    nodata_rows: int = 3,
-):
-    """A small gridded cube of 3 classes in vertical stripes with distinct VV/VH profiles
-    (dB), noise, and `nodata_rows` all-NaN rows at the top (a no-data border)."""
-    from slamgeo.cube import make_cube
-
-    rng = np.random.default_rng(seed)
-    t = np.linspace(0, 1, n_times)
-    profiles = np.stack(
-        [
-            np.stack([-12 + 3 * np.sin(2 * np.pi * t), -20 + 4 * np.sin(2 * np.pi * t)]),
-            np.stack([-10 - 4 * t, -18 - 5 * t]),
-            np.stack([-14 + 5 * np.exp(-((t - 0.5) ** 2) / 0.01), -22 + 7 * np.exp(-((t - 0.5) ** 2) / 0.01)]),
-        ]
-    )  # (3 classes, 2 bands, T)
-    cls = (np.arange(nx)[None, :] * 3 // nx).repeat(ny, 0)  # (ny, nx)
-    data = profiles[cls]  # (ny, nx, 2, T)
-    data = data + rng.normal(0, 0.7, data.shape)
-    data[:nodata_rows] = np.nan
-    data = data.transpose(2, 3, 0, 1).astype(np.float32)  # (2, T, ny, nx)
-    time = pd.date_range("2017-01-03", periods=n_times, freq="6D")
-    y = 4_140_000 - 10 * np.arange(ny) - 5.0
-    x = 230_000 + 10 * np.arange(nx) + 5.0
-    cube = make_cube({"VV": data[0], "VH": data[1]}, time, y=y, x=x, crs=32630, chunk=chunk)
-    return cube, cls
-
-
-def step_status(summary) -> dict[str, str]:
-    """Step name -> status of a pipeline run's summary."""
-    return {s.name: s.status for s in summary.steps}
-
-
-SMALL_ARCH = {"channels": [8, 16, 16], "kernels": [5, 3, 3], "hidden": [16, 8]}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +32,13 @@ def s3():
     import time
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -98,10 +47,14 @@ def s3():
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                raise RuntimeError(f"the moto S3 server did not start on {endpoint}")
+                raise RuntimeError(f"the moto S3 server did not start on {endpoint}") from None
             time.sleep(0.1)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     import s3fs
@@ -129,49 +82,3 @@ def default_cluster(local_cluster):
 
     with dask.config.set(scheduler=local_cluster):
         yield local_cluster
-
-
-# A preamble for scripts run in a subprocess: every explain block sleeps first, so that a test
-# can kill the run half-way.
-SLOW_BLOCKS = """
-import sys, time
-import slamgeo.explain as ex
-_real = ex._explain_block_arrays
-def _slow(*a, **k):
-    time.sleep(0.5)
-    return _real(*a, **k)
-ex._explain_block_arrays = _slow
-"""
-
-
-def blocks_done(store) -> int:
-    """How many blocks an explain run has ticked in `store` (0 before the store exists)."""
-    import zarr
-
-    try:
-        return int(np.asarray(zarr.open_array(str(store), path="block_done", mode="r")[...]).sum())
-    except Exception:  # noqa: BLE001 - not created yet
-        return 0
-
-
-def run_and_kill(script: str, args, *, store, at_least: int, tmp: Path, env=None, timeout: float = 300) -> int:
-    """Run `SLOW_BLOCKS + script` with `args` in a subprocess, SIGKILL it once `store` has
-    `at_least` blocks done, and return the count then. Fails if the run ends by itself."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    path = tmp / "killed_run.py"
-    path.write_text(SLOW_BLOCKS + script)
-    proc = subprocess.Popen([sys.executable, str(path), *map(str, args)], env=env or dict(os.environ))
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if blocks_done(store) >= at_least:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    return blocks_done(store)

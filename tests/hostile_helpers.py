@@ -53,8 +53,7 @@ def slamgeo(*args, cwd: Path | None = None, env: dict | None = None, timeout: fl
     full_env.update({"MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"})
     full_env.update(env or {})
     args = [str(a) for a in args]
-    proc = subprocess.run([*SLAMGEO, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run([*SLAMGEO, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Result(args, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -92,6 +91,7 @@ def slamgeo_here(*args, cwd: Path) -> Result:
 
 # --- snapshots -------------------------------------------------------------------------------
 
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under `root` (symlinks not followed) -> sha256 of its bytes ("link:TARGET"
     for a symlink), keyed by the path relative to `root`."""
@@ -116,6 +116,7 @@ def damage(before: dict[str, str], after: dict[str, str], *, exempt: tuple[str, 
     """What happened to the files of `before`: "missing PATH" or "changed PATH" (new files are
     allowed, at new paths). Paths under a prefix in `exempt` (relative folder paths) are not
     checked: outputs the command may legitimately replace."""
+
     def is_exempt(rel: str) -> bool:
         return any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in exempt)
 
@@ -141,6 +142,7 @@ def describe_damage(problems: list[str], limit: int = 12) -> str:
 
 # --- one-line errors -------------------------------------------------------------------------
 
+
 def assert_one_line_error(res: Result, names, cause: str | None = None) -> str:
     """The command failed (non-zero exit code), printed no traceback, and its output holds
     exactly one line starting with `error:`, which is the last line of stderr, names one of
@@ -161,6 +163,7 @@ def assert_one_line_error(res: Result, names, cause: str | None = None) -> str:
 
 
 # --- unwritable folders ----------------------------------------------------------------------
+
 
 def _chattr(flag: str, path: Path, recursive: bool) -> bool:
     if shutil.which("chattr") is None:
@@ -187,8 +190,10 @@ def unwritable(*paths: Path, recursive: bool = False):
                 done.append((path, modes))
             else:
                 if not _chattr("+i", path, recursive):
-                    pytest.skip(f"running as root and `chattr +i` is not available on {path}'s file system: "
-                                "no way to make a folder unwritable for root")
+                    pytest.skip(
+                        f"running as root and `chattr +i` is not available on {path}'s file system: "
+                        "no way to make a folder unwritable for root"
+                    )
                 done.append((path, None))
             probe = path / ".probe-unwritable"
             with contextlib.suppress(OSError):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slamgeo.attribution import GradientXInput, GradSlam, IntegratedGradients, Occlusion
 from slamgeo.errors import InputError
-from slamgeo.gradslam import grad_slam, reference_map
-from slamgeo.model import CAE, CAEConfig
+from slamgeo.method.attribution import GradientXInput, GradSlam, IntegratedGradients, Occlusion
+from slamgeo.method.gradslam import grad_slam, reference_map
+from slamgeo.method.model import CAE, CAEConfig
 
 T = 24
 
@@ -30,8 +30,9 @@ def test_grad_slam_class_is_the_function(cae, x):
     ref = method.set_reference(x)
     torch.testing.assert_close(ref, reference_map(cae.encoder, x))
     torch.testing.assert_close(method.attribute(x), grad_slam(cae.encoder, x, reference=ref))
-    torch.testing.assert_close(method.attribute(x, target=2, scale="minmax"),
-                               grad_slam(cae.encoder, x, scale="minmax")[:, 2])
+    torch.testing.assert_close(
+        method.attribute(x, target=2, scale="minmax"), grad_slam(cae.encoder, x, scale="minmax")[:, 2]
+    )
 
 
 def test_a_method_without_reference_refuses_centred(cae, x):

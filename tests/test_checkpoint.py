@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import warnings
@@ -11,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from slamgeo.checkpoint import META_FILE, WEIGHTS_FILE, TrainedModel, dates_meta, load_model, save_model
-from slamgeo.cube import make_cube
 from slamgeo.errors import CheckpointError, OutputError
-from slamgeo.model import CAE, CAEConfig
+from slamgeo.io.checkpoint import META_FILE, WEIGHTS_FILE, TrainedModel, dates_meta, load_model, save_model
+from slamgeo.io.cube import make_cube
+from slamgeo.method.model import CAE, CAEConfig
 
 T = 16
 DATES = pd.date_range("2017-01-03", periods=T, freq="6D").values
@@ -126,7 +127,9 @@ def test_overwrite_replaces_checkpoint(saved):
     torch.manual_seed(5)
     other = CAE(CFG)
     save_model(other, _meta(), saved, overwrite=True)
-    assert torch.equal(load_model(saved).model.state_dict()["decoder.net.0.weight"], other.state_dict()["decoder.net.0.weight"])
+    assert torch.equal(
+        load_model(saved).model.state_dict()["decoder.net.0.weight"], other.state_dict()["decoder.net.0.weight"]
+    )
     assert sorted(p.name for p in saved.parent.iterdir()) == ["m"]
 
 
@@ -234,7 +237,7 @@ def test_cube_with_other_dates_warns_with_the_shift(saved):
 def test_trained_model_is_a_frozen_dataclass(saved):
     tm = load_model(saved)
     assert isinstance(tm, TrainedModel)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         tm.checksum = "x"  # type: ignore[misc]
 
 
@@ -244,12 +247,12 @@ def test_weights_checksum_is_the_same_in_another_process():
     import subprocess
     import sys
 
-    from slamgeo.checkpoint import sha256_hex, weights_bytes
+    from slamgeo.io.checkpoint import sha256_hex, weights_bytes
 
     code = (
         "import torch; torch.manual_seed(0)\n"
-        "from slamgeo.model import CAE, CAEConfig\n"
-        "from slamgeo.checkpoint import sha256_hex, weights_bytes\n"
+        "from slamgeo.method.model import CAE, CAEConfig\n"
+        "from slamgeo.io.checkpoint import sha256_hex, weights_bytes\n"
         f"print(sha256_hex(weights_bytes(CAE(CAEConfig(**{CFG.to_dict()!r})))))\n"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -263,13 +266,16 @@ def _edit_meta(saved, edit) -> None:
     (saved / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
-@pytest.mark.parametrize("field, edit", [
-    ("bands", lambda m: m.update(bands=m["bands"][::-1])),
-    ("dates", lambda m: m["dates"].__setitem__(0, "2017-01-02T00:00:00")),
-    ("normalisation", lambda m: m["normalisation"].update(mean=m["normalisation"]["mean"][::-1])),
-    ("gap_fill", lambda m: m.update(gap_fill=True)),
-    ("day_of_year", lambda m: m["day_of_year"].__setitem__(0, 2)),
-])
+@pytest.mark.parametrize(
+    "field, edit",
+    [
+        ("bands", lambda m: m.update(bands=m["bands"][::-1])),
+        ("dates", lambda m: m["dates"].__setitem__(0, "2017-01-02T00:00:00")),
+        ("normalisation", lambda m: m["normalisation"].update(mean=m["normalisation"]["mean"][::-1])),
+        ("gap_fill", lambda m: m.update(gap_fill=True)),
+        ("day_of_year", lambda m: m["day_of_year"].__setitem__(0, 2)),
+    ],
+)
 def test_altered_metadata_is_refused_naming_the_field(saved, field, edit):
     _edit_meta(saved, edit)
     with pytest.raises(CheckpointError) as err:

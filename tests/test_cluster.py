@@ -12,15 +12,15 @@ import xarray as xr
 import zarr
 from sklearn.cluster import KMeans
 
-from slamgeo.cli.cluster import append_variables
-from slamgeo.cluster import (
+from slamgeo.errors import InputError
+from slamgeo.jobs.cluster import (
+    append_variables,
     assign_clusters,
     fit_kmeans,
     inertia,
     kmeans_init,
-    sample_pixels,
+    sample_embeddings,
 )
-from slamgeo.errors import InputError
 
 
 def _embedding(kind: str = "blobs", *, seed: int = 0, d: int = 3, ny: int = 60, nx: int = 80, chunks=(25, 30)):
@@ -35,7 +35,8 @@ def _embedding(kind: str = "blobs", *, seed: int = 0, d: int = 3, ny: int = 60, 
     e[:, :5, :7] = np.nan
     e[1, ny // 2, nx // 2] = np.nan
     da_ = xr.DataArray(
-        e, dims=("dim", "y", "x"),
+        e,
+        dims=("dim", "y", "x"),
         coords={"dim": np.arange(d), "y": 4_140_000 - 10.0 * np.arange(ny), "x": 230_000 + 10.0 * np.arange(nx)},
         name="embedding",
     )
@@ -99,8 +100,8 @@ def test_results_identical_for_two_chunkings():
 
 
 def test_sample_is_independent_of_chunking_and_valid():
-    s1, n1 = sample_pixels(_embedding(chunks=(25, 30)), 500, seed=7)
-    s2, n2 = sample_pixels(_embedding(chunks=(7, 80)), 500, seed=7)
+    s1, n1 = sample_embeddings(_embedding(chunks=(25, 30)), 500, seed=7)
+    s2, n2 = sample_embeddings(_embedding(chunks=(7, 80)), 500, seed=7)
     assert n1 == n2 == _valid_pixels(_embedding()).shape[0]
     np.testing.assert_array_equal(s1, s2)
     assert s1.shape == (500, 3) and np.isfinite(s1).all()
@@ -110,7 +111,7 @@ def test_sample_is_independent_of_chunking_and_valid():
 def test_sample_is_complete_when_most_pixels_are_nan():
     emb = _embedding().copy()
     emb[:, :55] = np.nan  # 5 of 60 rows left
-    x, n = sample_pixels(emb, 300, seed=0)
+    x, n = sample_embeddings(emb, 300, seed=0)
     assert n == 5 * 80 and x.shape == (300, 3)
 
 
@@ -176,7 +177,9 @@ def test_cli_adds_clusters_and_keeps_the_store(tmp_path, local_cluster):
     address = local_cluster.scheduler_info()["address"]
     proc = subprocess.run(
         [sys.executable, "-m", "slamgeo", "cluster", store, "--k", "4", "--sample-size", "500", "--scheduler", address],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     ds = xr.open_zarr(store, decode_coords="all")
@@ -188,15 +191,18 @@ def test_cli_adds_clusters_and_keeps_the_store(tmp_path, local_cluster):
     assert ds["cluster_size"].values.sum() == (ds["cluster"].values >= 0).sum()
     again = subprocess.run(
         [sys.executable, "-m", "slamgeo", "cluster", store, "--k", "4", "--scheduler", address],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert again.returncode == 1 and "--overwrite" in again.stderr
 
 
 def test_cli_refuses_an_incomplete_explain_run(tmp_path):
     store = _results_store(tmp_path / "results.zarr", complete=0)
-    proc = subprocess.run([sys.executable, "-m", "slamgeo", "cluster", store], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "slamgeo", "cluster", store], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1 and "not completed" in proc.stderr
     assert "cluster" not in zarr.open_group(store, mode="r")
 
@@ -218,7 +224,7 @@ def test_failed_write_leaves_the_store_as_it_was(tmp_path):
 
 
 def test_overwrite_replaces_a_clustering_with_another_k(tmp_path):
-    from slamgeo.cluster import centres_dataarray
+    from slamgeo.jobs.cluster import centres_dataarray
 
     store = _results_store(tmp_path / "results.zarr")
     emb = xr.open_zarr(store, decode_coords="all")["embedding"]

@@ -15,12 +15,12 @@ import pytest
 import torch
 import xarray as xr
 import zarr
+from helpers import SMALL_ARCH, blocks_done, class_cube, run_and_kill
 
-from conftest import SMALL_ARCH, blocks_done, class_cube, run_and_kill
-from slamgeo.checkpoint import load_model
 from slamgeo.errors import CheckpointError, InputError
-from slamgeo.explain import ExplainOptions, explain, explain_array, explain_dataset, open_results
-from slamgeo.gradslam import grad_slam
+from slamgeo.io.checkpoint import load_model
+from slamgeo.jobs.explain import ExplainOptions, explain, explain_array, explain_store, open_results
+from slamgeo.method.gradslam import grad_slam
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -34,13 +34,21 @@ def workdir(tmp_path_factory):
 def cube_and_model(workdir):
     """A 24 x 20 cube (16 dates, 8 x 8 chunks, 3 no-data rows, one all-no-data chunk row) and a
     small CAE trained on it."""
-    from slamgeo.train import train
+    from slamgeo.method.train import train
 
     cube, _ = class_cube(ny=24, nx=20, n_times=16, chunk=8, nodata_rows=8)
     cube_path = workdir / "cube.zarr"
     cube.to_zarr(cube_path, zarr_format=2)
-    train(cube, out_dir=workdir / "model", sample_size=300, max_epochs=3, batch_size=64,
-          arch=SMALL_ARCH, seed=0, progress=False)
+    train(
+        cube,
+        out_dir=workdir / "model",
+        sample_size=300,
+        max_epochs=3,
+        batch_size=64,
+        arch=SMALL_ARCH,
+        seed=0,
+        progress=False,
+    )
     return cube_path, workdir / "model"
 
 
@@ -51,7 +59,7 @@ def _pixels(cube: xr.Dataset, bands) -> np.ndarray:
 
 
 def _run(cube_path, model_dir, out, client, **kw):
-    return explain(cube_path, model_dir, out, client=client, progress=False, **kw)
+    return explain_store(cube_path, model_dir, out, client=client, progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +93,8 @@ def test_results_equal_in_memory_grad_slam(cube_and_model, clean_run):
 
 
 def test_centred_reference_is_the_mean_map_of_a_scene_sample(cube_and_model, clean_run):
-    from slamgeo.gradslam import reference_map
-    from slamgeo.train import sample_pixels
+    from slamgeo.method.gradslam import reference_map
+    from slamgeo.method.train import sample_series
 
     cube_path, model_dir = cube_and_model
     _, res = clean_run
@@ -96,7 +104,7 @@ def test_centred_reference_is_the_mean_map_of_a_scene_sample(cube_and_model, cle
     if opts.scale != "centred":
         assert "reference_map" not in res.attrs
         return
-    x = sample_pixels(xr.open_zarr(cube_path, decode_coords="all"), opts.reference_size, seed=opts.seed, bands=tm.bands)
+    x = sample_series(xr.open_zarr(cube_path, decode_coords="all"), opts.reference_size, seed=opts.seed, bands=tm.bands)
     x = x[~np.isnan(x).any(axis=(1, 2))]
     want = reference_map(tm.model.encoder, torch.from_numpy(tm.standardise(x)))
     np.testing.assert_allclose(np.asarray(res.attrs["reference_map"]), want.numpy(), rtol=1e-5, atol=1e-6)
@@ -163,7 +171,7 @@ def test_chunking_does_not_change_results(cube_and_model, clean_run, workdir, lo
 def test_lazy_dataset_api_matches_the_store(cube_and_model, clean_run):
     cube_path, model_dir = cube_and_model
     _, res = clean_run
-    lazy = explain_dataset(xr.open_zarr(cube_path, decode_coords="all"), load_model(model_dir))
+    lazy = explain(xr.open_zarr(cube_path, decode_coords="all"), load_model(model_dir))
     assert lazy["importance"].chunks is not None
     got = lazy.compute(scheduler="threads")
     np.testing.assert_allclose(got["importance"].values, res["importance"].values, rtol=1e-5, atol=1e-6, equal_nan=True)
@@ -176,8 +184,9 @@ def test_float16_importance_halves_the_output(cube_and_model, clean_run, workdir
     _run(cube_path, model_dir, out, local_cluster, options=ExplainOptions(importance_dtype="float16"))
     half = open_results(out)
     assert half["importance"].dtype == np.float16
-    np.testing.assert_allclose(half["importance"].values.astype(np.float32), res["importance"].values,
-                               atol=2e-3, equal_nan=True)
+    np.testing.assert_allclose(
+        half["importance"].values.astype(np.float32), res["importance"].values, atol=2e-3, equal_nan=True
+    )
 
 
 def test_a_second_run_skips_every_block(cube_and_model, clean_run, workdir, local_cluster):
@@ -226,7 +235,7 @@ def test_incomplete_results_are_not_taken_for_complete(cube_and_model, workdir):
         open_results(out)
 
 
-EXPLAIN_ARGV = "ex.explain(sys.argv[1], sys.argv[2], sys.argv[3], client=None, progress=False)\n"
+EXPLAIN_ARGV = "ex.explain_store(sys.argv[1], sys.argv[2], sys.argv[3], client=None, progress=False)\n"
 
 
 def test_resume_after_the_process_is_killed(cube_and_model, clean_run, workdir, tmp_path):
@@ -240,7 +249,7 @@ def test_resume_after_the_process_is_killed(cube_and_model, clean_run, workdir, 
         open_results(out)
     missing = 9 - done
     assert 0 < missing < 9
-    rep = explain(cube_path, model_dir, out, client=None, progress=False)
+    rep = explain_store(cube_path, model_dir, out, client=None, progress=False)
     assert rep.blocks_computed == missing and rep.blocks_skipped == 9 - missing
     resumed = open_results(out).load()
     for v in ("importance", "embedding", "recon_error"):
@@ -249,7 +258,7 @@ def test_resume_after_the_process_is_killed(cube_and_model, clean_run, workdir, 
 
 def _slow_blocks(seconds: float = 0.5) -> None:
     """Run on a worker: make every block task sleep first, so a test can act mid-run."""
-    import slamgeo.explain as ex
+    import slamgeo.jobs.explain as ex
 
     real = ex._explain_block_arrays
 
@@ -271,8 +280,10 @@ def test_a_worker_killed_mid_run_loses_nothing(cube_and_model, clean_run, workdi
     out = workdir / "worker_killed.zarr"
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     errors: list[BaseException] = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(_slow_blocks)
         pids = client.run(os.getpid)
 
@@ -314,14 +325,22 @@ def test_explain_against_a_scheduler_started_by_the_dask_commands(cube_and_model
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = str(Path(sys.executable).parent / "dask")
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         for _ in range(2):
-            procs.append(subprocess.Popen(
-                [dask, "worker", address, "--nthreads", "1",
-                 "--no-dashboard", "--host", "127.0.0.1"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
             out = workdir / "remote.zarr"
@@ -330,10 +349,26 @@ def test_explain_against_a_scheduler_started_by_the_dask_commands(cube_and_model
             who = client.run(os.getpid)
             assert len(who) == 2
             # GPU placement: only a worker started with `--resources GPU=1` takes the tasks
-            procs.append(subprocess.Popen(
-                [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
-                 "--resources", "GPU=1", "--name", "gpu-worker"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                        "--resources",
+                        "GPU=1",
+                        "--name",
+                        "gpu-worker",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             client.wait_for_workers(3, timeout=60)
             gpu_addr = [a for a, w in client.scheduler_info()["workers"].items() if w.get("name") == "gpu-worker"]
             from distributed import get_task_stream
@@ -345,8 +380,9 @@ def test_explain_against_a_scheduler_started_by_the_dask_commands(cube_and_model
             ran_on = {t["worker"] for t in ours}
             assert ran_on == set(gpu_addr), ran_on
         got = open_results(out).load()
-        np.testing.assert_allclose(got["importance"].values, res["importance"].values, rtol=1e-5, atol=1e-6,
-                                   equal_nan=True)
+        np.testing.assert_allclose(
+            got["importance"].values, res["importance"].values, rtol=1e-5, atol=1e-6, equal_nan=True
+        )
     finally:
         for p in procs[::-1]:
             p.terminate()

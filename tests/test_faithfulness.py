@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from slamgeo.errors import InputError
-from slamgeo.faithfulness import delete_dates, deletion, gradient_x_input, integrated_gradients
-from slamgeo.model import CAE, CAEConfig
+from slamgeo.method.faithfulness import delete_dates, deletion, gradient_x_input, integrated_gradients
+from slamgeo.method.model import CAE, CAEConfig
 
 
 class LinearEncoder(nn.Module):

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from slamgeo.errors import InputError
-from slamgeo.faithfulness import deletion
-from slamgeo.gradslam import (
+from slamgeo.method.faithfulness import deletion
+from slamgeo.method.gradslam import (
     DEFAULT_SCALE,
     SCALES,
     GradSlamOutput,
@@ -26,7 +26,7 @@ from slamgeo.gradslam import (
     resample,
     scale_maps,
 )
-from slamgeo.model import CAE, CAEConfig, conv_blocks
+from slamgeo.method.model import CAE, CAEConfig, conv_blocks
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -52,13 +52,17 @@ def reference_maps_float64(encoder, x: torch.Tensor, layers: list[nn.Module]) ->
     seq_orig = stages(encoder)
     out = []
     for layer in layers:
-        j = next(i for i, m in enumerate(seq_orig) if m is layer or (isinstance(layer, nn.Sequential) and m is layer[-1]))
+        j = next(
+            i for i, m in enumerate(seq_orig) if m is layer or (isinstance(layer, nn.Sequential) and m is layer[-1])
+        )
         per_sample = []
         for n in range(x.shape[0]):
             a = x[n : n + 1].double()
             for m in seq[: j + 1]:
                 a = m(a)
-            jac = torch.autograd.functional.jacobian(lambda t: nn.Sequential(*seq[j + 1 :])(t)[0], a)  # (D, 1, K, t_A)
+            jac = torch.autograd.functional.jacobian(
+                lambda t, j=j: nn.Sequential(*seq[j + 1 :])(t)[0], a
+            )  # (D, 1, K, t_A)
             alpha = jac[:, 0].mean(-1)  # (D, K)
             per_sample.append(alpha @ a[0])  # (D, t_A)
         out.append(torch.stack(per_sample))
@@ -88,7 +92,7 @@ def test_layer_maps_equal_per_sample_float64_jacobian_for_every_layer_and_dim(se
     layers = default_layers(enc)
     got = layer_maps(enc, x)
     want = reference_maps_float64(enc, x, layers)
-    for g, w, layer in zip(got, want, layers):
+    for g, w in zip(got, want):
         assert g.shape == w.shape and g.shape[:2] == (n, embed_dim)
         assert_maps_close(g, w)
 
@@ -116,7 +120,6 @@ def test_any_subset_of_blocks_in_any_order_equals_the_reference(names):
 def test_layer_maps_equal_central_finite_differences_in_float64():
     enc = small_encoder(7, embed_dim=2).double()
     x = torch.randn(2, 2, 24, dtype=torch.float64)
-    layers = default_layers(enc)
     got = layer_maps(enc, x)
     seq = stages(enc)
     ends = [2, 5, 8]  # index in `stages` of each block's last module
@@ -539,7 +542,9 @@ def window_model():
     reference map of the training sample."""
     x, _ = window_classes(1536, seed=0)
     torch.manual_seed(0)
-    cae = CAE(CAEConfig(n_bands=2, n_times=T_WIN, embed_dim=2, channels=(16, 32, 64), kernels=(7, 5, 3), hidden=(32, 16)))
+    cae = CAE(
+        CAEConfig(n_bands=2, n_times=T_WIN, embed_dim=2, channels=(16, 32, 64), kernels=(7, 5, 3), hidden=(32, 16))
+    )
     opt = torch.optim.Adam(cae.parameters(), lr=5e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(300):
@@ -637,15 +642,18 @@ def test_a_dimension_target_equals_that_dimension_and_directions_scale_as_one(sc
         torch.testing.assert_close(per_pixel[n : n + 1], alone, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("target, message", [
-    (3, r"target dimension must be in \[0, D - 1 = 2\]"),
-    (-1, "target dimension must be in"),
-    ([0.0, 0.0, 0.0], "a zero direction explains nothing"),
-    ([1.0, 2.0], r"target direction must be \(D,\) = \(3,\)"),
-    (np.ones((5, 3)), r"or \(N, D\) = \(4, 3\)"),
-    ([1.0, float("nan"), 0.0], "NaN or infinite"),
-    (True, "a dimension index or a direction"),
-])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (3, r"target dimension must be in \[0, D - 1 = 2\]"),
+        (-1, "target dimension must be in"),
+        ([0.0, 0.0, 0.0], "a zero direction explains nothing"),
+        ([1.0, 2.0], r"target direction must be \(D,\) = \(3,\)"),
+        (np.ones((5, 3)), r"or \(N, D\) = \(4, 3\)"),
+        ([1.0, float("nan"), 0.0], "NaN or infinite"),
+        (True, "a dimension index or a direction"),
+    ],
+)
 def test_bad_targets_are_refused(target, message):
     enc = small_encoder(0, embed_dim=3)
     with pytest.raises(InputError, match=message):

@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from hostile_helpers import (
     UNREACHABLE_S3,
     Result,
@@ -54,6 +53,7 @@ PARCELS_OPTS = ["--test-fraction", "0.5"]
 
 
 # --- the prepared project ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Project:
@@ -121,8 +121,9 @@ def _write_fields(cube: Path, out: Path) -> None:
     x0, x1, y0, y1 = x.min() - 5, x.max() + 5, y.min() - 5, y.max() + 5
     xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
     geoms = [box(x0, ym, xm, y1), box(xm, ym, x1, y1), box(x0, y0, xm, ym), box(xm, y0, x1, ym)]
-    gpd.GeoDataFrame({"parcel_id": [1, 2, 3, 4], "crop": ["wheat", "maize", "maize", "wheat"]},
-                     geometry=geoms, crs=crs).to_file(out, layer="parcels", driver="GPKG")
+    gpd.GeoDataFrame(
+        {"parcel_id": [1, 2, 3, 4], "crop": ["wheat", "maize", "maize", "wheat"]}, geometry=geoms, crs=crs
+    ).to_file(out, layer="parcels", driver="GPKG")
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ def project(prepared, tmp_path) -> Project:
     return P
 
 
-def _pipeline_config(path: Path, P: Project, output, *, season: str = "2017", cluster: dict) -> Path:
+def _pipeline_config(path: Path, P: Project, output, *, season: str = "2017", dask: dict) -> Path:
     """A season pipeline on the project's cube, reusing its model (no training), report off."""
     raw = {
         "season": {"name": season},
@@ -173,7 +174,7 @@ def _pipeline_config(path: Path, P: Project, output, *, season: str = "2017", cl
         "input": {"kind": "cube", "paths": [str(P.cube)]},
         "parcels": {"path": str(P.fields), "test_fraction": 0.5},
         "chunk": 16,
-        "cluster": cluster,
+        "dask": dask,
         "model": {"checkpoint": str(P.model)},
         "kmeans": {"k": 2, "sample_size": 100},
         "report": {"enabled": False},
@@ -210,7 +211,7 @@ def _writer_args(writer: str, P: Project, target: Path, tmp: Path, scheduler: st
     if writer == "report":
         return ["report", P.results, "--out", target]
     if writer == "run":
-        return ["run", _pipeline_config(tmp / "season.yaml", P, target, cluster={"scheduler": scheduler})]
+        return ["run", _pipeline_config(tmp / "season.yaml", P, target, dask={"scheduler": scheduler})]
     raise AssertionError(writer)
 
 
@@ -299,7 +300,7 @@ def _table(path: Path, **columns) -> Path:
 
 def _c_readonly_run(P, tmp):
     ro = _ro(tmp)
-    cfg = _pipeline_config(tmp / "season.yaml", P, ro / "out", cluster={"n_workers": 1})
+    cfg = _pipeline_config(tmp / "season.yaml", P, ro / "out", dask={"n_workers": 1})
     return ErrorCase(["run", cfg], [ro], READ_ONLY, locked=[ro])
 
 
@@ -310,8 +311,12 @@ def _c_readonly_train(P, tmp):
 
 def _c_readonly_explain(P, tmp):
     ro = _ro(tmp)
-    return ErrorCase(["explain", P.cube, P.model, "--out", ro / "results.zarr", "--no-progress", "--workers", "1"],
-                     [ro], READ_ONLY, locked=[ro])
+    return ErrorCase(
+        ["explain", P.cube, P.model, "--out", ro / "results.zarr", "--no-progress", "--workers", "1"],
+        [ro],
+        READ_ONLY,
+        locked=[ro],
+    )
 
 
 def _c_readonly_report(P, tmp):
@@ -326,24 +331,31 @@ def _c_readonly_synth(P, tmp):
 
 def _c_readonly_cluster(P, tmp):
     # cluster writes into the results store: the store and the folder holding it are read-only
-    return ErrorCase(["cluster", P.results, *CLUSTER, "--overwrite", "--workers", "1"], [P.proj], READ_ONLY,
-                     locked=[P.proj], locked_deep=[P.results])
+    return ErrorCase(
+        ["cluster", P.results, *CLUSTER, "--overwrite", "--workers", "1"],
+        [P.proj],
+        READ_ONLY,
+        locked=[P.proj],
+        locked_deep=[P.results],
+    )
 
 
 def _c_readonly_ingest(P, tmp):
     ro = _ro(tmp)
-    return ErrorCase(["ingest", P.tiffs, "--out", ro / "cube.zarr", "--chunk", "16", "--no-progress"], [ro],
-                     READ_ONLY, locked=[ro])
+    return ErrorCase(
+        ["ingest", P.tiffs, "--out", ro / "cube.zarr", "--chunk", "16", "--no-progress"], [ro], READ_ONLY, locked=[ro]
+    )
 
 
 def _c_file_run(P, tmp):
-    cfg = _pipeline_config(tmp / "season.yaml", P, P.notes, cluster={"n_workers": 1})
+    cfg = _pipeline_config(tmp / "season.yaml", P, P.notes, dask={"n_workers": 1})
     return ErrorCase(["run", cfg], [P.notes], IS_A_FILE)
 
 
 def _c_file_explain(P, tmp):
-    return ErrorCase(["explain", P.cube, P.model, "--out", P.notes, "--no-progress", "--workers", "1"],
-                     [P.notes], IS_A_FILE)
+    return ErrorCase(
+        ["explain", P.cube, P.model, "--out", P.notes, "--no-progress", "--workers", "1"], [P.notes], IS_A_FILE
+    )
 
 
 def _c_file_report(P, tmp):
@@ -355,35 +367,54 @@ def _c_s3_synth_out(P, tmp):
 
 
 def _c_s3_train_out(P, tmp):
-    return ErrorCase(["train", P.cube, "--out", "s3://bucket/model", *TRAIN], ["bucket/model"], UNREACHABLE,
-                     env=UNREACHABLE_S3)
+    return ErrorCase(
+        ["train", P.cube, "--out", "s3://bucket/model", *TRAIN], ["bucket/model"], UNREACHABLE, env=UNREACHABLE_S3
+    )
 
 
 def _c_s3_ingest_in(P, tmp):
-    return ErrorCase(["ingest", "s3://bucket/x.parquet", "--out", tmp / "cube.zarr", "--no-progress"],
-                     ["bucket/x.parquet"], UNREACHABLE, env=UNREACHABLE_S3, absent=[tmp / "cube.zarr"])
+    return ErrorCase(
+        ["ingest", "s3://bucket/x.parquet", "--out", tmp / "cube.zarr", "--no-progress"],
+        ["bucket/x.parquet"],
+        UNREACHABLE,
+        env=UNREACHABLE_S3,
+        absent=[tmp / "cube.zarr"],
+    )
 
 
 def _c_s3_report_in(P, tmp):
-    return ErrorCase(["report", "s3://bucket/x/results.zarr", "--out", tmp / "report"], ["bucket/x/results.zarr"],
-                     UNREACHABLE, env=UNREACHABLE_S3, absent=[tmp / "report" / "index.html"])
+    return ErrorCase(
+        ["report", "s3://bucket/x/results.zarr", "--out", tmp / "report"],
+        ["bucket/x/results.zarr"],
+        UNREACHABLE,
+        env=UNREACHABLE_S3,
+        absent=[tmp / "report" / "index.html"],
+    )
 
 
 def _c_s3_run_out(P, tmp):
-    cfg = _pipeline_config(tmp / "season.yaml", P, "s3://bucket/x", cluster={"n_workers": 1})
+    cfg = _pipeline_config(tmp / "season.yaml", P, "s3://bucket/x", dask={"n_workers": 1})
     return ErrorCase(["run", cfg], ["bucket/x"], UNREACHABLE, env=UNREACHABLE_S3)
 
 
 def _c_parquet_string_band(P, tmp):
     table = _table(tmp / "series.parquet", **{"S1-SIGMA0-VV": ["high", "low", "1200", "n/a"]})
-    return ErrorCase(["ingest", table, "--out", tmp / "cube.zarr", "--no-progress"], [table],
-                     r"S1-SIGMA0-VV", absent=[tmp / "cube.zarr"])
+    return ErrorCase(
+        ["ingest", table, "--out", tmp / "cube.zarr", "--no-progress"],
+        [table],
+        r"S1-SIGMA0-VV",
+        absent=[tmp / "cube.zarr"],
+    )
 
 
 def _c_parquet_bad_timestamp(P, tmp):
     table = _table(tmp / "series.parquet", timestamp=["2023-01-01", "2023-01-11", "2023-01-01", "next tuesday"])
-    return ErrorCase(["ingest", table, "--out", tmp / "cube.zarr", "--no-progress"], [table],
-                     r"timestamp|date", absent=[tmp / "cube.zarr"])
+    return ErrorCase(
+        ["ingest", table, "--out", tmp / "cube.zarr", "--no-progress"],
+        [table],
+        r"timestamp|date",
+        absent=[tmp / "cube.zarr"],
+    )
 
 
 ERROR_CASES = {
@@ -427,11 +458,12 @@ def test_failure_is_one_line_without_traceback(project, tmp_path, case):
 
 # --- D: season names outside the output ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("season", [".", ".."], ids=["dot", "dotdot"])
 def test_season_name_outside_the_output_is_refused(project, tmp_path, scheduler, season):
     P = project
     out = P.ws / "out"
-    cfg = _pipeline_config(tmp_path / "season.yaml", P, out, season=season, cluster={"scheduler": scheduler})
+    cfg = _pipeline_config(tmp_path / "season.yaml", P, out, season=season, dask={"scheduler": scheduler})
     before = snapshot(P.ws)
     res = slamgeo("run", cfg, cwd=tmp_path)
     after = snapshot(P.ws)
@@ -469,8 +501,9 @@ def test_stale_ingest_temporary_is_removed(project, tmp_path, existing):
     if existing:
         shutil.copytree(P.cube, dest / "cube.zarr")
         extra = ["--overwrite"]
-    res = slamgeo("ingest", P.tiffs, "--out", dest / "cube.zarr", "--chunk", "16", "--no-progress", *extra,
-                  cwd=tmp_path)
+    res = slamgeo(
+        "ingest", P.tiffs, "--out", dest / "cube.zarr", "--chunk", "16", "--no-progress", *extra, cwd=tmp_path
+    )
     assert res.rc == 0, str(res)
     assert _complete(dest / "cube.zarr")
     left = sorted(p.name for p in dest.iterdir() if p.name.startswith("cube.zarr.tmp-"))

@@ -18,9 +18,9 @@ import xarray as xr
 import zarr
 from rasterio.transform import from_origin
 
-from slamgeo.cube import COMPLETE_ATTR, is_complete, make_cube, write_cube
 from slamgeo.errors import ConfigError, InputError, OutputError
-from slamgeo.ingest import (
+from slamgeo.io.cube import COMPLETE_ATTR, is_complete, make_cube, write_cube
+from slamgeo.io.ingest import (
     describe_tiff,
     detect_source,
     dn_to_db,
@@ -42,7 +42,7 @@ TRANSFORM = from_origin(500_000.0, 4_200_000.0, 10.0, 10.0)
 D0 = dt.date(2023, 1, 1)
 
 
-# --- fixtures: GeoTIFFs in the product format of slamgeo.synth ----------------------------------
+# --- fixtures: GeoTIFFs in the product format of slamgeo.io.synth ----------------------------------
 
 
 def write_tif(
@@ -59,8 +59,20 @@ def write_tif(
     """A tiled DEFLATE GeoTIFF of linear power (bands, y, x), nodata 0, tags as synth writes."""
     power = np.asarray(power, dtype=np.float32)
     count, h, w = power.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=count, dtype="float32", crs=crs, transform=transform,
-                   nodata=0.0, tiled=True, blockxsize=16, blockysize=16, compress="deflate")
+    profile = dict(
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=count,
+        dtype="float32",
+        crs=crs,
+        transform=transform,
+        nodata=0.0,
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+        compress="deflate",
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(power)
         for i, d in enumerate(descriptions, start=1):
@@ -295,11 +307,17 @@ def write_item_collection(
     items = []
     for k, (tif, d) in enumerate(zip(tiffs, dates)):
         item = pystac.Item(
-            id=f"item-{k}", geometry={"type": "Point", "coordinates": [-3.0, 37.9]}, bbox=[-3.0, 37.9, -3.0, 37.9],
-            datetime=dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc), properties={},
+            id=f"item-{k}",
+            geometry={"type": "Point", "coordinates": [-3.0, 37.9]},
+            bbox=[-3.0, 37.9, -3.0, 37.9],
+            datetime=dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC),
+            properties={},
         )
-        rel = {"relative": lambda t: str(t.relative_to(path.parent)), "absolute": str,
-               "file-url": lambda t: t.resolve().as_uri()}[hrefs](tif)
+        rel = {
+            "relative": lambda t: str(t.relative_to(path.parent)),
+            "absolute": str,
+            "file-url": lambda t: t.resolve().as_uri(),
+        }[hrefs](tif)
         if per_pol:
             item.add_asset("vv", pystac.Asset(href=rel.replace("_VH", "_VV"), media_type=pystac.MediaType.GEOTIFF))
             item.add_asset("vh", pystac.Asset(href=rel.replace("_VV", "_VH"), media_type=pystac.MediaType.GEOTIFF))
@@ -403,8 +421,11 @@ def test_linear_power_netcdf_with_time_dim_is_converted(tmp_path) -> None:
     power = power_stack(n=3)
     ds = xr.Dataset(
         {b: (("time", "y", "x"), power[:, i]) for i, b in enumerate(("VV", "VH"))},
-        coords={"time": pd.date_range("2023-01-01", periods=3, freq="6D"),
-                "y": 4_200_000 - 10 * np.arange(H) - 5.0, "x": 500_000 + 10 * np.arange(W) + 5.0},
+        coords={
+            "time": pd.date_range("2023-01-01", periods=3, freq="6D"),
+            "y": 4_200_000 - 10 * np.arange(H) - 5.0,
+            "x": 500_000 + 10 * np.arange(W) + 5.0,
+        },
     ).rio.write_crs("EPSG:32630")
     ds.to_netcdf(tmp_path / "power.nc")
     out = open_dataset_cube(tmp_path / "power.nc", chunk=CHUNK)
@@ -464,10 +485,14 @@ def small_table(path: Path, rows: list[tuple[str, str, int, int]]) -> Path:
 
 
 def test_table_missing_dates_and_nodata_become_nan(tmp_path) -> None:
-    path = small_table(tmp_path / "t.parquet", [
-        ("b", "2023-01-01", 1000, 500), ("b", "2023-01-11", 65535, 500),
-        ("a", "2023-01-11", 2000, 0),  # sample a has no row for 2023-01-01
-    ])
+    path = small_table(
+        tmp_path / "t.parquet",
+        [
+            ("b", "2023-01-01", 1000, 500),
+            ("b", "2023-01-11", 65535, 500),
+            ("a", "2023-01-11", 2000, 0),  # sample a has no row for 2023-01-01
+        ],
+    )
     cube = open_table(path)
     assert list(cube["sample"].values) == ["a", "b"]
     vv = cube["VV"].values  # (time, sample)
@@ -513,9 +538,14 @@ def test_failed_overwrite_keeps_the_previous_output(stack, tmp_path) -> None:
 
 
 def test_write_cube_leaves_the_source_dataset_unchanged(tmp_path) -> None:
-    cube = make_cube({"VV": np.zeros((2, 4, 4), np.float32), "VH": np.zeros((2, 4, 4), np.float32)},
-                     pd.date_range("2023-01-01", periods=2), y=np.arange(4.0)[::-1], x=np.arange(4.0),
-                     crs=32630, chunk=2)
+    cube = make_cube(
+        {"VV": np.zeros((2, 4, 4), np.float32), "VH": np.zeros((2, 4, 4), np.float32)},
+        pd.date_range("2023-01-01", periods=2),
+        y=np.arange(4.0)[::-1],
+        x=np.arange(4.0),
+        crs=32630,
+        chunk=2,
+    )
     before = {k: dict(v.encoding) for k, v in cube.variables.items()}, dict(cube.attrs)
     write_cube(cube, tmp_path / "c.zarr", progress=False)
     assert ({k: dict(v.encoding) for k, v in cube.variables.items()}, dict(cube.attrs)) == before
@@ -544,15 +574,23 @@ def _mismatched_crs(folder: Path) -> str:
 
 def _shifted_grid(folder: Path) -> str:
     write_stack(folder)
-    write_tif(folder / "S1_VVVH_20230201.tif", power_stack(1)[0], dt.date(2023, 2, 1),
-              transform=from_origin(500_005.0, 4_200_000.0, 10.0, 10.0))
+    write_tif(
+        folder / "S1_VVVH_20230201.tif",
+        power_stack(1)[0],
+        dt.date(2023, 2, 1),
+        transform=from_origin(500_005.0, 4_200_000.0, 10.0, 10.0),
+    )
     return r"S1_VVVH_20230201\.tif: grid origin .* differs"
 
 
 def _other_resolution(folder: Path) -> str:
     write_stack(folder)
-    write_tif(folder / "S1_VVVH_20230201.tif", power_stack(1)[0], dt.date(2023, 2, 1),
-              transform=from_origin(500_000.0, 4_200_000.0, 20.0, 20.0))
+    write_tif(
+        folder / "S1_VVVH_20230201.tif",
+        power_stack(1)[0],
+        dt.date(2023, 2, 1),
+        transform=from_origin(500_000.0, 4_200_000.0, 20.0, 20.0),
+    )
     return r"S1_VVVH_20230201\.tif: pixel size \(20\.0, -20\.0\) differs from \(10\.0, -10\.0\)"
 
 
@@ -593,8 +631,17 @@ def _corrupt_file(folder: Path) -> str:
 
 @pytest.mark.parametrize(
     "make_bad",
-    [_mismatched_crs, _shifted_grid, _other_resolution, _duplicated_date, _unparseable_date, _no_date_at_all,
-     _missing_polarisation, _empty_folder, _corrupt_file],
+    [
+        _mismatched_crs,
+        _shifted_grid,
+        _other_resolution,
+        _duplicated_date,
+        _unparseable_date,
+        _no_date_at_all,
+        _missing_polarisation,
+        _empty_folder,
+        _corrupt_file,
+    ],
     ids=lambda f: f.__name__.strip("_"),
 )
 def test_bad_geotiff_input_is_one_clear_error_and_no_output(tmp_path, make_bad) -> None:
@@ -708,7 +755,7 @@ def test_cli_bad_input_exits_nonzero_with_one_line_naming_the_file(tmp_path, bad
 
 
 def test_synthetic_scene_ingests_back_to_its_cube_from_tiffs_and_stac(tmp_path) -> None:
-    from slamgeo.synth import make_scene, write_scene
+    from slamgeo.io.synth import make_scene, write_scene
 
     scene = make_scene(size=96, n_dates=12, seed=1)
     paths = write_scene(scene, tmp_path / "scene")
@@ -731,8 +778,9 @@ def test_synthetic_scene_ingests_back_to_its_cube_from_tiffs_and_stac(tmp_path) 
 def write_uint16_tif(path: Path, dn: np.ndarray, date: dt.date) -> Path:
     """A GeoTIFF of uint16 values (bands VV, VH), nodata 0, dated by its tags."""
     count, h, w = dn.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=count, dtype="uint16", crs="EPSG:32630",
-                   transform=TRANSFORM, nodata=0)
+    profile = dict(
+        driver="GTiff", width=w, height=h, count=count, dtype="uint16", crs="EPSG:32630", transform=TRANSFORM, nodata=0
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(dn.astype(np.uint16))
         for i, d in enumerate(("VV", "VH"), start=1):
@@ -758,8 +806,11 @@ def test_a_fill_value_on_a_minority_of_pixels_is_refused(tmp_path) -> None:
     power = power_stack()
     power[1, 1, :2, :] = 1e38  # 10 % of the VH pixels of the second date: the median is still fine
     write_stack(tmp_path / "tiffs", power)
-    with pytest.raises(InputError, match=rf"VH backscatter on 1 date\(s\) \({day(1)}\): median -\d+\.\d dB; "
-                                         r"linear power above 1e3 .* 10 % of the valid pixels above \+40 dB"):
+    with pytest.raises(
+        InputError,
+        match=rf"VH backscatter on 1 date\(s\) \({day(1)}\): median -\d+\.\d dB; "
+        r"linear power above 1e3 .* 10 % of the valid pixels above \+40 dB",
+    ):
         ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
     assert_no_output(tmp_path / "c.zarr")
 
@@ -801,22 +852,28 @@ def test_one_date_in_db_is_refused_naming_it(tmp_path) -> None:
     power = power_stack()
     power[1] = 10 * np.log10(np.clip(power[1], 1e-3, None))
     write_stack(tmp_path / "tiffs", power)
-    with pytest.raises(InputError, match=rf"no valid VV pixel on 1 date\(s\) \({day(1)}\): 100 % of the input "
-                                         "values are negative: values look like dB already"):
+    with pytest.raises(
+        InputError,
+        match=rf"no valid VV pixel on 1 date\(s\) \({day(1)}\): 100 % of the input "
+        "values are negative: values look like dB already",
+    ):
         ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
     assert_no_output(tmp_path / "c.zarr")
 
 
 def test_an_all_nan_cube_is_refused(tmp_path) -> None:
     write_stack(tmp_path / "tiffs", np.zeros((3, 2, H, W), np.float32))  # 0 is the tiffs' no data
-    with pytest.raises(InputError, match=r"no valid VV/VH backscatter on any of the 3 date\(s\).*no data, zero or "
-                                         "negative"):
+    with pytest.raises(
+        InputError,
+        match=r"no valid VV/VH backscatter on any of the 3 date\(s\).*no data, zero or "
+        "negative",
+    ):
         ingest([tmp_path / "tiffs"], tmp_path / "c.zarr", chunk=CHUNK, progress=False)
     assert_no_output(tmp_path / "c.zarr")
 
 
 def test_a_date_without_valid_pixels_is_ingested_with_a_warning(tmp_path) -> None:
-    from slamgeo.ingest import BackscatterWarning
+    from slamgeo.io.ingest import BackscatterWarning
 
     power = power_stack()
     power[3] = 0.0  # no data
@@ -831,28 +888,45 @@ def test_a_date_without_valid_pixels_is_ingested_with_a_warning(tmp_path) -> Non
 
 
 def test_check_plausible_on_a_cube_in_db() -> None:
-    from slamgeo.ingest import check_plausible
+    from slamgeo.io.ingest import check_plausible
 
     rng = np.random.default_rng(0)
     vv, vh = rng.normal(-10, 3, (3, H, W)), rng.normal(-18, 3, (3, H, W))
 
     def cube(a, b):
-        return make_cube({"VV": a, "VH": b}, pd.date_range("2023-01-01", periods=3, freq="6D"),
-                         y=np.arange(H)[::-1] * 10.0, x=np.arange(W) * 10.0, crs=32630, chunk=CHUNK)
+        return make_cube(
+            {"VV": a, "VH": b},
+            pd.date_range("2023-01-01", periods=3, freq="6D"),
+            y=np.arange(H)[::-1] * 10.0,
+            x=np.arange(W) * 10.0,
+            crs=32630,
+            chunk=CHUNK,
+        )
 
     check_plausible(cube(vv, vh), where="here")  # plausible: nothing raised
-    with pytest.raises(InputError, match=r"here: implausible VH backscatter on 3 date.*median \+1[12]\.\d dB.*DN scaled"):
+    with pytest.raises(
+        InputError, match=r"here: implausible VH backscatter on 3 date.*median \+1[12]\.\d dB.*DN scaled"
+    ):
         check_plausible(cube(vv, vh + 30), where="here")
     with pytest.raises(InputError, match=r"implausible VV .* median -5\d\.\d dB .*far below the noise floor"):
         check_plausible(cube(vv - 40, vh), where="here")
 
 
 def test_table_in_db_is_refused_naming_the_column_and_dates(tmp_path) -> None:
-    df = pd.DataFrame({"sample_id": ["a", "b", "a", "b"], "timestamp": pd.to_datetime(["2023-01-01"] * 2 + ["2023-01-11"] * 2),
-                       "VV": [-12.0, -11.0, 0.05, 0.06], "VH": [0.01, 0.02, 0.01, 0.02]})
+    df = pd.DataFrame(
+        {
+            "sample_id": ["a", "b", "a", "b"],
+            "timestamp": pd.to_datetime(["2023-01-01"] * 2 + ["2023-01-11"] * 2),
+            "VV": [-12.0, -11.0, 0.05, 0.06],
+            "VH": [0.01, 0.02, 0.01, 0.02],
+        }
+    )
     df.to_parquet(tmp_path / "t.parquet")
-    with pytest.raises(InputError, match=r"t\.parquet: column 'VV' is mostly negative on 1 date\(s\) \(2023-01-01\): "
-                                         "values look like dB already"):
+    with pytest.raises(
+        InputError,
+        match=r"t\.parquet: column 'VV' is mostly negative on 1 date\(s\) \(2023-01-01\): "
+        "values look like dB already",
+    ):
         ingest([tmp_path / "t.parquet"], tmp_path / "c.zarr", progress=False)
     assert_no_output(tmp_path / "c.zarr")
 
@@ -861,8 +935,14 @@ def test_table_in_db_is_refused_naming_the_column_and_dates(tmp_path) -> None:
 
 
 def test_table_band_column_of_strings_is_an_error_naming_the_column(tmp_path) -> None:
-    df = pd.DataFrame({"sample_id": ["a", "a"], "timestamp": pd.to_datetime(["2023-01-01", "2023-01-11"]),
-                       "S1-SIGMA0-VV": ["1000", "high"], "S1-SIGMA0-VH": np.array([500, 501], np.uint16)})
+    df = pd.DataFrame(
+        {
+            "sample_id": ["a", "a"],
+            "timestamp": pd.to_datetime(["2023-01-01", "2023-01-11"]),
+            "S1-SIGMA0-VV": ["1000", "high"],
+            "S1-SIGMA0-VH": np.array([500, 501], np.uint16),
+        }
+    )
     df.to_parquet(tmp_path / "t.parquet")
     with pytest.raises(InputError) as err:
         open_table(tmp_path / "t.parquet")
@@ -872,15 +952,22 @@ def test_table_band_column_of_strings_is_an_error_naming_the_column(tmp_path) ->
 
 
 def test_table_timestamp_that_is_not_a_date_is_an_error_naming_it(tmp_path) -> None:
-    df = pd.DataFrame({"sample_id": ["a", "a", "a"], "timestamp": ["2023-01-01", "2023-01-11", "2023-13-45"],
-                       "S1-SIGMA0-VV": np.array([1000, 1001, 1002], np.uint16),
-                       "S1-SIGMA0-VH": np.array([500, 501, 502], np.uint16)})
+    df = pd.DataFrame(
+        {
+            "sample_id": ["a", "a", "a"],
+            "timestamp": ["2023-01-01", "2023-01-11", "2023-13-45"],
+            "S1-SIGMA0-VV": np.array([1000, 1001, 1002], np.uint16),
+            "S1-SIGMA0-VH": np.array([500, 501, 502], np.uint16),
+        }
+    )
     df.to_parquet(tmp_path / "t.parquet")
     out = tmp_path / "c.zarr"
     proc = run_cli(str(tmp_path / "t.parquet"), "--out", str(out), "--no-progress")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert lines == [f"error: {tmp_path / 't.parquet'}: column 'timestamp': '2023-13-45' is not a date (expected YYYY-MM-DD)"]
+    assert lines == [
+        f"error: {tmp_path / 't.parquet'}: column 'timestamp': '2023-13-45' is not a date (expected YYYY-MM-DD)"
+    ]
     assert_no_output(out)
 
 
@@ -889,8 +976,12 @@ def test_table_timestamp_that_is_not_a_date_is_an_error_naming_it(tmp_path) -> N
 
 def test_cli_ingests_a_synth_output_folder_from_its_tiffs(tmp_path) -> None:
     scene = tmp_path / "scene"
-    synth = subprocess.run([sys.executable, "-m", "slamgeo", "synth", str(scene), "--size", "48", "--n-dates", "5"],
-                           capture_output=True, text=True, cwd=ROOT)
+    synth = subprocess.run(
+        [sys.executable, "-m", "slamgeo", "synth", str(scene), "--size", "48", "--n-dates", "5"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert synth.returncode == 0, synth.stderr
     assert (scene / "truth.tif").exists()  # not backscatter: must not be read
     out = tmp_path / "c.zarr"

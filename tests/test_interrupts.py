@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+from helpers import blocks_done
 
-from conftest import blocks_done
-from slamgeo.runtime import Interrupted, interrupt_handlers
+from slamgeo.jobs.runtime import Interrupted, interrupt_handlers
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -37,7 +37,7 @@ CONFIG = {
     "output": "out",  # relative: resolved against the configuration file's folder
     "input": {"kind": "synthetic", "synthetic": {"size": 96, "n_dates": 16, "seed": 3}},
     "chunk": 16,
-    "cluster": {"n_workers": 2},
+    "dask": {"n_workers": 2},
     "model": {"train": {"sample_size": 2000, "max_epochs": 6, "patience": 6, "batch_size": 64, "threads": 1}},
     "kmeans": {"k": 4, "sample_size": 1000},
     "report": {"enabled": False},
@@ -61,8 +61,12 @@ class _Run:
         self.stderr_path = cwd / f"stderr-{time.monotonic_ns()}.txt"
         self._stderr = self.stderr_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slamgeo", "run", str(config)], cwd=cwd, stdout=subprocess.PIPE,
-            stderr=self._stderr, text=True, start_new_session=True,
+            [sys.executable, "-m", "slamgeo", "run", str(config)],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            start_new_session=True,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -127,7 +131,7 @@ def _alive_in_group(pgid: int) -> list[int]:
             text = Path(stat).read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
+        fields = text[text.rindex(")") + 2 :].split()  # state, ppid, pgrp, ...
         if int(fields[2]) == pgid and fields[0] != "Z":
             alive.append(int(Path(stat).parent.name))
     return alive
@@ -168,8 +172,13 @@ def _statuses(season: Path) -> tuple[dict[str, str], dict[str, str]]:
 def reference(tmp_path_factory) -> Path:
     """The results of an uninterrupted run."""
     tmp = tmp_path_factory.mktemp("reference")
-    proc = subprocess.run([sys.executable, "-m", "slamgeo", "run", str(_config(tmp / "config"))], cwd=tmp,
-                          capture_output=True, text=True, timeout=STEP_TIMEOUT * 2)
+    proc = subprocess.run(
+        [sys.executable, "-m", "slamgeo", "run", str(_config(tmp / "config"))],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT * 2,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     return tmp / "config" / "out" / "2017" / "results.zarr"
 
@@ -206,8 +215,13 @@ def test_interrupted_runs_stop_quickly_and_resume_to_the_same_results(tmp_path, 
     assert 1 <= blocks_done(store) < 36
 
     # running again resumes: the steps done are skipped, explain keeps the blocks it wrote
-    proc = subprocess.run([sys.executable, "-m", "slamgeo", "run", str(config)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=STEP_TIMEOUT * 2)
+    proc = subprocess.run(
+        [sys.executable, "-m", "slamgeo", "run", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT * 2,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     steps = {s["name"]: s for s in _last_manifest(season)["steps"]}
     assert [steps[s]["status"] for s in ("ingest", "train", "align")] == ["skipped"] * 3

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from slamgeo.errors import InputError
-from slamgeo.metrics import (
+from slamgeo.jobs.metrics import (
     UNASSIGNED,
     apply_vote,
     confusion,
@@ -93,9 +93,7 @@ def test_scores_equal_sklearn(data):
     kappa = skm.cohen_kappa_score(y_true, y_pred, labels=CLASSES, sample_weight=w)
     if np.isfinite(kappa):  # sklearn gives NaN when expected agreement is 1
         assert s["kappa"] == pytest.approx(kappa, abs=1e-12)
-    p, r, f, sup = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=CLASSES, sample_weight=w, zero_division=0
-    )
+    p, r, f, sup = skm.precision_recall_fscore_support(y_true, y_pred, labels=CLASSES, sample_weight=w, zero_division=0)
     for i, c in enumerate(CLASSES):
         assert s["per_class"][c]["precision"] == pytest.approx(p[i])
         assert s["per_class"][c]["recall"] == pytest.approx(r[i])
@@ -169,7 +167,7 @@ def test_evaluate_by_pixels_and_by_parcels_can_disagree(monkeypatch):
     labels = pd.Series(["a", "b", "b"], index=[1, 2, 3], dtype=object)
     per = _per_parcel(cp)
     # vote and evaluate on the same three parcels, so the vote alone makes the difference
-    from slamgeo import metrics
+    from slamgeo.jobs import metrics
 
     monkeypatch.setattr(metrics, "split_parcels", lambda ids, **kw: (np.sort(ids), np.sort(ids)))
     by_pixels = evaluate_parcels(per, labels, vote="pixels")
@@ -215,9 +213,11 @@ def _two_class_parcels(n: int):
     return labels, cp
 
 
-@pytest.mark.parametrize("n, test_fraction, why", [(2, 0.3, "too few parcels: 2 labelled"), (6, 0.0, "test_fraction is 0")])
+@pytest.mark.parametrize(
+    "n, test_fraction, why", [(2, 0.3, "too few parcels: 2 labelled"), (6, 0.0, "test_fraction is 0")]
+)
 def test_evaluate_with_no_parcel_held_out_scores_all_parcels_and_says_so(n, test_fraction, why):
-    from slamgeo.metrics import ALL_PARCELS, EvaluationWarning
+    from slamgeo.jobs.metrics import ALL_PARCELS, EvaluationWarning
 
     labels, cp = _two_class_parcels(n)
     with pytest.warns(EvaluationWarning, match=f"no parcel held out \\({why}"):
@@ -234,7 +234,7 @@ def test_evaluate_with_no_parcel_held_out_scores_all_parcels_and_says_so(n, test
 
 
 def test_evaluate_with_held_out_parcels_says_so():
-    from slamgeo.metrics import HELD_OUT
+    from slamgeo.jobs.metrics import HELD_OUT
 
     labels, cp = _two_class_parcels(20)
     with warnings.catch_warnings():

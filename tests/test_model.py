@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from slamgeo.model import CAE, CAEConfig, conv_blocks
+from slamgeo.method.model import CAE, CAEConfig, conv_blocks
 
 
 @pytest.mark.parametrize("n_times", [8, 9, 36, 61])

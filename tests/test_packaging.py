@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGED_DEMO = "slamgeo/pipelines/demo.yaml"
+PACKAGED_DEMO = "slamgeo/pipeline/demo.yaml"
 
 # Run in the fresh environment: where slamgeo and the demo configuration come from.
 LOOKUP = """
 import slamgeo
 from slamgeo.cli.demo import demo_config
-from slamgeo.config import load_config
+from slamgeo.pipeline.config import load_config
 with demo_config() as path:
     cfg = load_config(path)
     print(slamgeo.__file__)
@@ -54,19 +54,39 @@ def test_the_installed_wheel_runs_the_demo_command_with_its_own_configuration(tm
         shutil.copy2(ROOT / name, src / name)
     shutil.copytree(ROOT / "slamgeo", src / "slamgeo", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", str(src),
-          "-w", str(wheels)], cwd=tmp_path, env=env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            str(src),
+            "-w",
+            str(wheels),
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     (wheel,) = wheels.glob("slamgeo-*.whl")
     assert PACKAGED_DEMO in zipfile.ZipFile(wheel).namelist()
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path, env=env)
     python = venv / "bin" / "python"
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                     cwd=tmp_path, env=env).strip())
+    site = Path(
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path, env=env
+        ).strip()
+    )
     (site / "project-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)],
-         cwd=tmp_path, env=env)
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)],
+        cwd=tmp_path,
+        env=env,
+    )
 
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()

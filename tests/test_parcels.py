@@ -16,10 +16,10 @@ import xarray as xr
 from rasterstats import zonal_stats
 from shapely import affinity
 
-from slamgeo.cluster import assign_clusters
-from slamgeo.cube import make_cube
 from slamgeo.errors import InputError
-from slamgeo.parcels import (
+from slamgeo.io.cube import make_cube
+from slamgeo.jobs.cluster import assign_clusters
+from slamgeo.jobs.parcels import (
     ParcelWarning,
     aggregate_parcels,
     class_profiles,
@@ -57,14 +57,18 @@ def _scene(chunk: int = 16, seed: int = 0):
         emb[rng.integers(0, D), r, c] = np.nan
     imp = rng.random((D, T, NY, NX)).astype(np.float32)
     imp[:, :, ~np.isfinite(emb).all(0)] = np.nan
-    results = xr.Dataset(
-        {
-            "embedding": (("dim", "y", "x"), emb),
-            "importance": (("dim", "time", "y", "x"), imp),
-            "recon_error": (("y", "x"), rng.random((NY, NX)).astype(np.float32)),
-        },
-        coords={"dim": np.arange(D), "time": time, "y": y, "x": x},
-    ).rio.write_crs(CRS).chunk({"y": chunk, "x": chunk})
+    results = (
+        xr.Dataset(
+            {
+                "embedding": (("dim", "y", "x"), emb),
+                "importance": (("dim", "time", "y", "x"), imp),
+                "recon_error": (("y", "x"), rng.random((NY, NX)).astype(np.float32)),
+            },
+            coords={"dim": np.arange(D), "time": time, "y": y, "x": x},
+        )
+        .rio.write_crs(CRS)
+        .chunk({"y": chunk, "x": chunk})
+    )
     centres = np.array([[-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [1.0, -1.0]])
     results["cluster"] = assign_clusters(results["embedding"], centres)
     return cube, results
@@ -127,7 +131,9 @@ def test_invalid_geometry_is_repaired_and_reported(tmp_path):
     bowtie = shapely.Polygon([(X0 + 10, Y0 - 10), (X0 + 90, Y0 - 90), (X0 + 90, Y0 - 10), (X0 + 10, Y0 - 90)])
     gdf.loc[0, "geometry"] = bowtie
     path = _write(gdf, tmp_path / "p.parquet")
-    with pytest.warns(ParcelWarning, match=rf"{path}: repaired 1 invalid parcel geometry .* make_valid \(ids \[100\]\)"):
+    with pytest.warns(
+        ParcelWarning, match=rf"{path}: repaired 1 invalid parcel geometry .* make_valid \(ids \[100\]\)"
+    ):
         out = read_parcels(path)
     assert out.attrs["repaired_ids"] == [100]
     assert out.attrs["repaired"] == 1
@@ -170,7 +176,9 @@ def test_parcels_outside_the_cube_are_refused():
 
 
 def test_sample_form_is_not_rasterised():
-    cube = make_cube({"VV": np.zeros((2, 3)), "VH": np.zeros((2, 3))}, ["2017-01-01", "2017-01-07"], sample=np.arange(3))
+    cube = make_cube(
+        {"VV": np.zeros((2, 3)), "VH": np.zeros((2, 3))}, ["2017-01-01", "2017-01-07"], sample=np.arange(3)
+    )
     with pytest.raises(InputError, match="sample form"):
         rasterize_parcels(_parcels(), cube)
 
@@ -344,8 +352,16 @@ def test_class_profiles_match_numpy_over_class_pixels():
 def test_class_without_pixels_warns_and_is_left_out():
     cube, results = _scene()
     gdf = _parcels()
-    gdf = pd.concat([gdf, gpd.GeoDataFrame({"parcel_id": [5], "crop": ["rice"]},
-                                           geometry=[shapely.box(X0 + 5000, Y0, X0 + 5100, Y0 + 100)], crs=CRS)])
+    gdf = pd.concat(
+        [
+            gdf,
+            gpd.GeoDataFrame(
+                {"parcel_id": [5], "crop": ["rice"]},
+                geometry=[shapely.box(X0 + 5000, Y0, X0 + 5100, Y0 + 100)],
+                crs=CRS,
+            ),
+        ]
+    )
     agg = aggregate_parcels(results, cube, rasterize_parcels(gdf, results), gdf["parcel_id"].to_numpy())
     with pytest.warns(ParcelWarning, match=r"\['rice'\] have no valid pixel"):
         prof = class_profiles(agg, pd.Series(gdf["crop"].to_numpy(), index=gdf["parcel_id"].to_numpy()))
@@ -380,25 +396,37 @@ def _stores(tmp_path):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "slamgeo", "parcels", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "slamgeo", "parcels", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_writes_every_output(tmp_path, local_cluster):
     results, cube = _stores(tmp_path)
     gdf = _parcels()  # 12 parcels, 4 per class: each class has a held-out parcel
-    inner = gpd.GeoDataFrame({"parcel_id": [500], "crop": ["beet"]}, geometry=[gdf.geometry.iloc[0].centroid.buffer(15)],
-                             crs=CRS)  # inside parcel 100 (beet): its pixels go to 500, the smaller
+    inner = gpd.GeoDataFrame(
+        {"parcel_id": [500], "crop": ["beet"]}, geometry=[gdf.geometry.iloc[0].centroid.buffer(15)], crs=CRS
+    )  # inside parcel 100 (beet): its pixels go to 500, the smaller
     gdf = pd.concat([gdf, inner], ignore_index=True)
     parcels = _write(gdf, tmp_path / "p.gpkg")
     out = tmp_path / "out"
-    proc = _run(results, parcels, "--cube", cube, "--out", out, "--scheduler", local_cluster.scheduler_info()["address"])
+    proc = _run(
+        results, parcels, "--cube", cube, "--out", out, "--scheduler", local_cluster.scheduler_info()["address"]
+    )
     assert proc.returncode == 0, proc.stderr
     assert "smaller parcel" in proc.stdout
-    assert sorted(p.name for p in out.iterdir()) == sorted([
-        "parcels.zarr", "parcels.parquet", "class_profiles.zarr", "metrics.json", "confusion_pixels.csv",
-        "confusion_pixels_percent.csv", "confusion_parcels.csv", "confusion_parcels_percent.csv",
-    ])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "parcels.zarr",
+            "parcels.parquet",
+            "class_profiles.zarr",
+            "metrics.json",
+            "confusion_pixels.csv",
+            "confusion_pixels_percent.csv",
+            "confusion_parcels.csv",
+            "confusion_parcels_percent.csv",
+        ]
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train_parcels"] + metrics["n_test_parcels"] == 13
     assert metrics["overlapping_pairs"] == [[100, 500]]
@@ -431,16 +459,24 @@ def test_cli_sample_form_uses_the_labels_it_carries(tmp_path, local_cluster):
     centres = np.array([[-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
     emb = (3 * centres[(parcel - 1) % 3] + rng.normal(0, 0.1, (parcel.size, D))).T.astype(np.float32)
     results = xr.Dataset(
-        {"embedding": (("dim", "sample"), emb),
-         "importance": (("dim", "time", "sample"), rng.random((D, T, parcel.size)).astype(np.float32))},
-        coords={"dim": np.arange(D), "time": pd.date_range("2017-01-03", periods=T, freq="6D"),
-                "sample": np.arange(parcel.size), "parcel_id": ("sample", parcel), "crop": ("sample", crop)},
+        {
+            "embedding": (("dim", "sample"), emb),
+            "importance": (("dim", "time", "sample"), rng.random((D, T, parcel.size)).astype(np.float32)),
+        },
+        coords={
+            "dim": np.arange(D),
+            "time": pd.date_range("2017-01-03", periods=T, freq="6D"),
+            "sample": np.arange(parcel.size),
+            "parcel_id": ("sample", parcel),
+            "crop": ("sample", crop),
+        },
     ).chunk({"sample": 50})
     results["cluster"] = assign_clusters(results["embedding"], centres)
     results.attrs["slamgeo_complete"] = True  # as explain marks a finished run
     results.to_zarr(tmp_path / "results.zarr", zarr_format=2)
-    proc = _run(tmp_path / "results.zarr", "--out", tmp_path / "out", "--scheduler",
-                local_cluster.scheduler_info()["address"])
+    proc = _run(
+        tmp_path / "results.zarr", "--out", tmp_path / "out", "--scheduler", local_cluster.scheduler_info()["address"]
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["pixels"]["overall_accuracy"] == 1.0 and metrics["n_test_parcels"] == 3
@@ -454,8 +490,17 @@ def test_cli_with_no_parcel_held_out_scores_all_parcels_and_says_so(tmp_path, lo
     gdf = _parcels() if case == "test-fraction-0" else _parcels().iloc[:3]  # beet, cotton, wheat: one each
     parcels = _write(gdf, tmp_path / "p.gpkg")
     extra = ["--test-fraction", "0"] if case == "test-fraction-0" else []
-    proc = _run(results, parcels, "--cube", cube, "--out", tmp_path / "out", *extra,
-                "--scheduler", local_cluster.scheduler_info()["address"])
+    proc = _run(
+        results,
+        parcels,
+        "--cube",
+        cube,
+        "--out",
+        tmp_path / "out",
+        *extra,
+        "--scheduler",
+        local_cluster.scheduler_info()["address"],
+    )
     assert proc.returncode == 0, proc.stderr
     why = "test_fraction is 0" if case == "test-fraction-0" else "too few parcels: 3 labelled parcel(s)"
     assert f"note: no parcel held out ({why}" in proc.stdout

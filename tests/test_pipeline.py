@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 import zarr
+from helpers import run_and_kill
+from helpers import step_status as _status
 
-from conftest import run_and_kill, step_status as _status
-from slamgeo.config import load_config, parse_config
 from slamgeo.errors import ConfigError
-from slamgeo.pipeline import STEPS, run_pipeline
+from slamgeo.pipeline.config import load_config, parse_config
+from slamgeo.pipeline.steps import STEPS, run_pipeline
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -80,8 +81,9 @@ def test_dry_run_says_what_would_be_done_and_does_nothing(first_run):
 
 def test_training_threads_count_once_set(first_run):
     _, cfg, _ = first_run
-    one = cfg.model_copy(update={"model": cfg.model.model_copy(update={
-        "train": cfg.model.train.model_copy(update={"threads": 1})})})
+    one = cfg.model_copy(
+        update={"model": cfg.model.model_copy(update={"train": cfg.model.train.model_copy(update={"threads": 1})})}
+    )
     st = _status(run_pipeline(one, dry_run=True, quiet=True))
     assert st["ingest"] == "would skip" and st["train"] == "would run"
 
@@ -101,10 +103,20 @@ def test_a_new_season_with_12_day_revisit_reuses_the_model(first_run, local_clus
     tmp, cfg, first = first_run
     state_2017 = (first.season_dir / "pipeline_state.json").read_text()
     path = _config(
-        tmp, "season2018.yaml",
+        tmp,
+        "season2018.yaml",
         season={"name": "2018"},
-        input={"kind": "synthetic", "synthetic": {"size": 96, "n_dates": 12, "seed": 4, "start": "2018-01-06",
-                                                   "step_days": 12, "missing_dates": 2}},
+        input={
+            "kind": "synthetic",
+            "synthetic": {
+                "size": 96,
+                "n_dates": 12,
+                "seed": 4,
+                "start": "2018-01-06",
+                "step_days": 12,
+                "missing_dates": 2,
+            },
+        },
         model={"checkpoint": str(first.season_dir / "model")},
         gradslam={"max_gap_days": 40},
     )
@@ -122,10 +134,13 @@ def test_a_new_season_with_12_day_revisit_reuses_the_model(first_run, local_clus
 def test_a_season_too_short_for_the_model_fails_with_its_reason(first_run, local_cluster):
     tmp, _, first = first_run
     path = _config(
-        tmp, "short.yaml",
+        tmp,
+        "short.yaml",
         season={"name": "short"},
-        input={"kind": "synthetic", "synthetic": {"size": 48, "n_dates": 8, "seed": 5, "start": "2018-01-06",
-                                                   "step_days": 6}},
+        input={
+            "kind": "synthetic",
+            "synthetic": {"size": 48, "n_dates": 8, "seed": 5, "start": "2018-01-06", "step_days": 6},
+        },
         model={"checkpoint": str(first.season_dir / "model")},
     )
     summary = run_pipeline(load_config(path), client=local_cluster, quiet=True)
@@ -138,7 +153,7 @@ def test_a_season_too_short_for_the_model_fails_with_its_reason(first_run, local
 
 
 def test_a_run_with_nothing_to_do_starts_no_cluster(first_run, local_cluster, monkeypatch):
-    import slamgeo.runtime
+    import slamgeo.jobs.runtime
 
     _, cfg, _ = first_run
     run_pipeline(cfg, client=local_cluster, quiet=True)  # brings the state back to `cfg` (other tests change it)
@@ -146,7 +161,7 @@ def test_a_run_with_nothing_to_do_starts_no_cluster(first_run, local_cluster, mo
     def no_cluster(*a, **k):
         raise AssertionError("a cluster was started for a run with nothing to do")
 
-    monkeypatch.setattr(slamgeo.runtime, "dask_client", no_cluster)
+    monkeypatch.setattr(slamgeo.jobs.runtime, "dask_client", no_cluster)
     summary = run_pipeline(cfg, quiet=True)
     assert _status(summary) == {s: "skipped" for s in STEPS}
 
@@ -154,7 +169,7 @@ def test_a_run_with_nothing_to_do_starts_no_cluster(first_run, local_cluster, mo
 def test_the_cluster_starts_only_when_a_step_runs_and_is_closed(first_run, local_cluster, monkeypatch):
     import contextlib
 
-    import slamgeo.runtime
+    import slamgeo.jobs.runtime
 
     _, cfg, _ = first_run
     run_pipeline(cfg, client=local_cluster, quiet=True)  # the state of `cfg` (other tests change it)
@@ -166,7 +181,7 @@ def test_the_cluster_starts_only_when_a_step_runs_and_is_closed(first_run, local
         yield local_cluster
         events.append("close")
 
-    monkeypatch.setattr(slamgeo.runtime, "dask_client", fake_client)
+    monkeypatch.setattr(slamgeo.jobs.runtime, "dask_client", fake_client)
     titled = cfg.model_copy(update={"report": cfg.report.model_copy(update={"date": "2017-06-01"})})
     summary = run_pipeline(titled, quiet=True)
     assert _status(summary)["report"] == "done" and _status(summary)["explain"] == "skipped"
@@ -183,8 +198,8 @@ def test_a_disabled_report_is_not_made(first_run, local_cluster):
 
 PIPELINE_ARGV = """
 from distributed import Client
-from slamgeo.config import load_config
-from slamgeo.pipeline import run_pipeline
+from slamgeo.pipeline.config import load_config
+from slamgeo.pipeline.steps import run_pipeline
 with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
     run_pipeline(load_config(sys.argv[1]), client=c, quiet=True)
 """
@@ -237,8 +252,7 @@ def test_missing_season_and_bad_yaml_are_refused(tmp_path):
 
 def test_cli_reports_a_bad_configuration_in_one_line(tmp_path):
     p = _config(tmp_path, colour="blue")
-    proc = subprocess.run([sys.executable, "-m", "slamgeo", "run", str(p)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "slamgeo", "run", str(p)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "colour: unknown key" in proc.stderr
     assert not (tmp_path / "out").exists()

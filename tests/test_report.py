@@ -18,11 +18,12 @@ from matplotlib import dates as mdates
 from matplotlib.collections import LineCollection
 from matplotlib.image import AxesImage
 
-from slamgeo import report
 from slamgeo.errors import InputError
-from slamgeo.metrics import confusion
-from slamgeo.report import (
-    faithfulness_curves,
+from slamgeo.io.synth import CLASSES
+from slamgeo.jobs.metrics import confusion
+from slamgeo.method.faithfulness import deletion_curves
+from slamgeo.reporting import figures as report
+from slamgeo.reporting.figures import (
     fig_class_importance,
     fig_cluster_map,
     fig_confusion,
@@ -32,11 +33,10 @@ from slamgeo.report import (
     fig_recon_error_map,
     importance_segments,
     load_curves,
-    make_report,
     read_groups,
     save_curves,
 )
-from slamgeo.synth import CLASSES
+from slamgeo.reporting.page import make_report
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,10 +62,18 @@ def _results(seed: int = 0, *, scale: str = "minmax", clustered: bool = True) ->
             "importance": (("dim", "time", "y", "x"), imp, {"scale": scale}),
             "recon_error": (("y", "x"), err, {"units": "standardised units squared"}),
         },
-        coords={"dim": np.arange(D), "time": TIMES, "y": 4_110_000 - 10.0 * np.arange(NY) - 5,
-                "x": 230_000 + 10.0 * np.arange(NX) + 5},
-        attrs={"slamgeo_version": "test", "scale": scale, "slamgeo_complete": True,
-               "dates": ",".join(str(t)[:10] for t in TIMES)},
+        coords={
+            "dim": np.arange(D),
+            "time": TIMES,
+            "y": 4_110_000 - 10.0 * np.arange(NY) - 5,
+            "x": 230_000 + 10.0 * np.arange(NX) + 5,
+        },
+        attrs={
+            "slamgeo_version": "test",
+            "scale": scale,
+            "slamgeo_complete": True,
+            "dates": ",".join(str(t)[:10] for t in TIMES),
+        },
     )
     if clustered:
         ds["cluster"] = (("y", "x"), cl, {"k": 5})
@@ -95,8 +103,7 @@ def _texts(ax) -> list[str]:
 
 def test_confusion_cells_are_the_row_normalised_percentages():
     classes = ["beet", "cotton", "wheat"]
-    counts = pd.DataFrame([[8, 1, 1, 0], [2, 5, 0, 3], [0, 0, 0, 0]], index=classes,
-                          columns=[*classes, "unassigned"])
+    counts = pd.DataFrame([[8, 1, 1, 0], [2, 5, 0, 3], [0, 0, 0, 0]], index=classes, columns=[*classes, "unassigned"])
     fig = fig_confusion(counts, title="held-out pixels")
     ax = fig.axes[0]
     c = counts.to_numpy(float)
@@ -206,8 +213,9 @@ def test_importance_map_takes_the_nearest_date():
     assert "2017-01-27" in fig.get_suptitle() and "nearest acquisition to 2017-01-29" in fig.get_suptitle()
     assert "scaling 'minmax'" in fig.axes[-1].get_ylabel()
     signed = _results(scale="centred")
-    im = [c for c in fig_importance_map(signed["importance"], TIMES[0]).axes[0].get_children()
-          if isinstance(c, AxesImage)][0]
+    im = [
+        c for c in fig_importance_map(signed["importance"], TIMES[0]).axes[0].get_children() if isinstance(c, AxesImage)
+    ][0]
     assert im.get_cmap().name.startswith("RdBu_r") and (im.norm.vmin, im.norm.vmax) == (-1.0, 1.0)
     with pytest.raises(InputError, match="outside the acquisitions 2017-01-03 .. 2017-05-15"):
         fig_importance_map(ds["importance"], "2018-06-01")
@@ -265,8 +273,13 @@ def _curves(seed: int):
     k = torch.tensor([1.0, 2.0, 4.0])
     base = torch.tensor([[0.1, 0.2], [0.2, 0.3], [0.4, 0.5]], dtype=torch.float64)
     top = base + torch.as_tensor(rng.uniform(0, 0.3, (3, 2)))
-    return {"k": k, "top": top, "baseline": base, "ratio": top / base,
-            "embedding_std": torch.tensor([2.0, 0.5], dtype=torch.float64)}
+    return {
+        "k": k,
+        "top": top,
+        "baseline": base,
+        "ratio": top / base,
+        "embedding_std": torch.tensor([2.0, 0.5], dtype=torch.float64),
+    }
 
 
 def test_deletion_curve_plots_top_and_baseline_in_std_units():
@@ -289,12 +302,12 @@ def test_deletion_curve_plots_top_and_baseline_in_std_units():
 
 
 def test_faithfulness_curves_of_a_tiny_model_round_trip(tmp_path):
-    from slamgeo.model import CAE, CAEConfig
+    from slamgeo.method.model import CAE, CAEConfig
 
     torch.manual_seed(0)
     cae = CAE(CAEConfig(n_times=16, embed_dim=2, channels=(4, 8), kernels=(3, 3), hidden=(8,))).eval()
     x = torch.randn(12, 2, 16)
-    curves = faithfulness_curves(cae, x, [1, 3], methods=("gradslam", "gradient_x_input"), n_random=2)
+    curves = deletion_curves(cae, x, [1, 3], methods=("gradslam", "gradient_x_input"), scale="minmax", n_random=2)
     assert list(curves) == ["Grad-SLAM (minmax)", "gradient × input"]
     for c in curves.values():
         assert c["top"].shape == c["baseline"].shape == (2, 2) and c["k"].tolist() == [1.0, 3.0]
@@ -320,14 +333,26 @@ def _parcels_dir(path, classes=THREE):
     prof = _profiles(classes)
     prof.assign_coords({"class": prof["class"].values.astype(str)}).to_zarr(path / "class_profiles.zarr", zarr_format=2)
     n = 9
-    pp = xr.Dataset({"embedding": (("parcel", "dim"), rng.normal(size=(n, D)))},
-                    coords={"parcel": np.arange(1, n + 1), "dim": np.arange(D),
-                            "label": ("parcel", np.asarray(classes * 3, dtype=str))})
+    pp = xr.Dataset(
+        {"embedding": (("parcel", "dim"), rng.normal(size=(n, D)))},
+        coords={
+            "parcel": np.arange(1, n + 1),
+            "dim": np.arange(D),
+            "label": ("parcel", np.asarray(classes * 3, dtype=str)),
+        },
+    )
     pp.to_zarr(path / "parcels.zarr", zarr_format=2)
-    metrics = {"cluster_class": {"0": "cotton", "1": "pepper"}, "classes": classes,
-               "pixels": {"overall_accuracy": 0.5, "kappa": 0.25, "macro_f1": 0.4, "n": 300.0,
-                          "per_class": {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 100.0}
-                                        for c in classes}}}
+    metrics = {
+        "cluster_class": {"0": "cotton", "1": "pepper"},
+        "classes": classes,
+        "pixels": {
+            "overall_accuracy": 0.5,
+            "kappa": 0.25,
+            "macro_f1": 0.4,
+            "n": 300.0,
+            "per_class": {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 100.0} for c in classes},
+        },
+    }
     (path / "metrics.json").write_text(json.dumps(metrics))
     return path
 
@@ -335,8 +360,10 @@ def _parcels_dir(path, classes=THREE):
 def _cube(ds: xr.Dataset) -> xr.Dataset:
     rng = np.random.default_rng(5)
     vv = rng.uniform(-16, -8, size=(T, NY, NX)).astype(np.float32)
-    return xr.Dataset({"VV": (("time", "y", "x"), vv), "VH": (("time", "y", "x"), vv - 7)},
-                      coords={"time": TIMES, "y": ds["y"].values, "x": ds["x"].values})
+    return xr.Dataset(
+        {"VV": (("time", "y", "x"), vv), "VH": (("time", "y", "x"), vv - 7)},
+        coords={"time": TIMES, "y": ds["y"].values, "x": ds["x"].values},
+    )
 
 
 def _report_items(out):
@@ -347,16 +374,31 @@ def test_make_report_embeds_every_png_and_lists_skipped(tmp_path):
     ds = _results()
     pdir = _parcels_dir(tmp_path / "parcels")
     groups = {"confusable": ["cotton", "pepper"], "typo": ["cottn"]}
-    page = make_report(ds.chunk({"y": 10, "x": 12}), tmp_path / "rep", cube=_cube(ds), parcels_dir=pdir,
-                       class_groups=groups, date="2017-02-08", faithfulness=_curves(0), title="test run")
+    page = make_report(
+        ds.chunk({"y": 10, "x": 12}),
+        tmp_path / "rep",
+        cube=_cube(ds),
+        parcels_dir=pdir,
+        class_groups=groups,
+        date="2017-02-08",
+        faithfulness=_curves(0),
+        title="test run",
+    )
     assert page == tmp_path / "rep" / "index.html"
     text = page.read_text()
     items = _report_items(tmp_path / "rep")
     drawn = {k for k, i in items.items() if i["file"]}
     assert drawn == {
-        "fig3_confusion_pixels", "fig4_class_importance_confusable", "cluster_importance_clusters_1_4",
-        "cluster_importance_clusters_5", "map_cluster", "map_importance", "map_recon_error",
-        "embedding_pixels_cluster", "embedding_parcels_class", "faithfulness_deletion",
+        "fig3_confusion_pixels",
+        "fig4_class_importance_confusable",
+        "cluster_importance_clusters_1_4",
+        "cluster_importance_clusters_5",
+        "map_cluster",
+        "map_importance",
+        "map_recon_error",
+        "embedding_pixels_cluster",
+        "embedding_parcels_class",
+        "faithfulness_deletion",
     }
     for key in drawn:
         png = (tmp_path / "rep" / items[key]["file"]).read_bytes()
@@ -378,8 +420,9 @@ def test_make_report_sample_form_skips_maps(tmp_path):
     ds = _results().stack(sample=("y", "x")).reset_index("sample", drop=True)
     ds = ds.isel(sample=np.flatnonzero(ds["cluster"].values >= 0))
     crops = np.asarray(THREE * (ds.sizes["sample"] // 3 + 1))[: ds.sizes["sample"]]
-    ds = ds.assign_coords(crop=("sample", crops.astype(object)),
-                          parcel_id=("sample", np.arange(ds.sizes["sample"]) // 4 + 1))
+    ds = ds.assign_coords(
+        crop=("sample", crops.astype(object)), parcel_id=("sample", np.arange(ds.sizes["sample"]) // 4 + 1)
+    )
     make_report(ds, tmp_path / "rep")
     items = _report_items(tmp_path / "rep")
     for key in ("map_cluster", "map_importance", "map_recon_error"):
@@ -411,9 +454,23 @@ def test_cli_report_on_a_tiny_store(tmp_path):
     (tmp_path / "groups.yaml").write_text("confusable: [cotton, pepper]\n")
     save_curves(_curves(0), tmp_path / "curves.json")
     out = tmp_path / "rep"
-    cmd = [sys.executable, "-m", "slamgeo", "report", str(tmp_path / "results.zarr"), "--out", str(out),
-           "--parcels-dir", str(pdir), "--date", "2017-03-04", "--groups", str(tmp_path / "groups.yaml"),
-           "--faithfulness", str(tmp_path / "curves.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "slamgeo",
+        "report",
+        str(tmp_path / "results.zarr"),
+        "--out",
+        str(out),
+        "--parcels-dir",
+        str(pdir),
+        "--date",
+        "2017-03-04",
+        "--groups",
+        str(tmp_path / "groups.yaml"),
+        "--faithfulness",
+        str(tmp_path / "curves.json"),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == str(out / "index.html")
@@ -427,14 +484,14 @@ def test_cli_report_on_a_tiny_store(tmp_path):
     assert run.stderr.strip() == "error: --date 'not-a-date': expected YYYY-MM-DD"
 
 
-def test_sample_pixels_reads_a_bounded_number_of_chunks():
+def test_sample_variables_reads_a_bounded_number_of_chunks():
     ds = _results().chunk({"y": 5, "x": 6})  # 4 x 4 chunks
     ds["twice"] = ds["recon_error"] * 2
-    got = report.sample_pixels(ds, ["embedding", "recon_error", "twice"], max_blocks=3, max_pixels=10_000)
+    got = report.sample_variables(ds, ["embedding", "recon_error", "twice"], max_blocks=3, max_pixels=10_000)
     assert got["embedding"].shape == (D, 90) and got["recon_error"].shape == (90,)
     np.testing.assert_array_equal(got["twice"], got["recon_error"] * 2)  # the same pixels in every variable
     flat = ds["recon_error"].values.ravel()
     finite = got["recon_error"][np.isfinite(got["recon_error"])]
     assert np.isin(finite, flat).all()
-    strided = report.sample_pixels(ds, ["recon_error"], max_blocks=100, max_pixels=120)["recon_error"]
+    strided = report.sample_variables(ds, ["recon_error"], max_blocks=100, max_pixels=120)["recon_error"]
     assert strided.shape == (144,)  # stride 2 in y and x inside each 5 x 6 chunk: 3 x 3 of its pixels

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from slamgeo.explain import ExplainOptions, _batch_size
-from slamgeo.gradslam import DEFAULT_BATCH_SIZE
-from slamgeo.runtime import relax_malloc_trim, torch_threads_for_task
+from slamgeo.jobs.explain import ExplainOptions, _batch_size
+from slamgeo.jobs.runtime import relax_malloc_trim, torch_threads_for_task
+from slamgeo.method.gradslam import DEFAULT_BATCH_SIZE
 
 
 def test_worker_processes_get_their_malloc_thresholds_relaxed(local_cluster):
@@ -27,7 +27,7 @@ def test_malloc_thresholds_are_only_touched_when_the_environment_set_a_small_one
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
     if value is not None:
         env["MALLOC_TRIM_THRESHOLD_"] = value
-    code = "from slamgeo.runtime import relax_malloc_trim; print(relax_malloc_trim())"
+    code = "from slamgeo.jobs.runtime import relax_malloc_trim; print(relax_malloc_trim())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(expected and sys.platform.startswith("linux"))
 
@@ -35,8 +35,10 @@ def test_malloc_thresholds_are_only_touched_when_the_environment_set_a_small_one
 def test_the_torch_call_holding_the_lock_gets_every_core_of_its_worker():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         assert client.submit(torch_threads_for_task, pure=False).result() == 2
         client.run(lambda: os.environ.update(SLAMGEO_CORES_PER_WORKER="3"))
         assert client.submit(torch_threads_for_task, pure=False).result() == 3

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import class_cube
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import class_cube
 from slamgeo.errors import InputError
-from slamgeo.season import check_coverage, model_dates_in_season, resample_cube, resample_series
+from slamgeo.jobs.season import check_coverage, model_dates_in_season, resample_cube, resample_series
 
 
 def brute_force(x, src, dst, max_gap):

@@ -1,4 +1,4 @@
-"""The output rule of `slamgeo.storage`: a writer replaces only its own kind of output, never
+"""The output rule of `slamgeo.io.storage`: a writer replaces only its own kind of output, never
 inputs or files it did not write; stale temporaries of killed writers are removed, others kept."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from slamgeo import storage
 from slamgeo.errors import OutputError, SlamgeoError
+from slamgeo.io import storage
 
 
 def _zarr_store(path, attrs: dict) -> None:
@@ -42,14 +42,17 @@ def test_own_kind_needs_overwrite(tmp_path):
     assert storage.claim_output(tmp_path / "m", storage.CHECKPOINT, overwrite=True) == "own"
 
 
-@pytest.mark.parametrize("attrs, kind, ok", [
-    ({storage.KIND_ATTR: "cube", "slamgeo_complete": True}, storage.CUBE, True),
-    ({storage.KIND_ATTR: "results", "slamgeo_complete": False}, storage.RESULTS, True),
-    ({"slamgeo_complete": True}, storage.CUBE, True),  # written before stores carried their kind
-    ({"slamgeo_complete": True, "model_checksum": "ab"}, storage.RESULTS, True),
-    ({storage.KIND_ATTR: "cube", "slamgeo_complete": True}, storage.RESULTS, False),
-    ({"title": "someone else's store"}, storage.CUBE, False),
-])
+@pytest.mark.parametrize(
+    "attrs, kind, ok",
+    [
+        ({storage.KIND_ATTR: "cube", "slamgeo_complete": True}, storage.CUBE, True),
+        ({storage.KIND_ATTR: "results", "slamgeo_complete": False}, storage.RESULTS, True),
+        ({"slamgeo_complete": True}, storage.CUBE, True),  # written before stores carried their kind
+        ({"slamgeo_complete": True, "model_checksum": "ab"}, storage.RESULTS, True),
+        ({storage.KIND_ATTR: "cube", "slamgeo_complete": True}, storage.RESULTS, False),
+        ({"title": "someone else's store"}, storage.CUBE, False),
+    ],
+)
 def test_zarr_kinds(tmp_path, attrs, kind, ok):
     _zarr_store(tmp_path / "s.zarr", attrs)
     if ok:
@@ -141,8 +144,9 @@ def test_an_interrupted_in_place_write_is_still_own(tmp_path):
     (out / storage.INCOMPLETE).write_text("report")
     assert storage.claim_output(out, storage.REPORT, overwrite=True) == "own"
     with pytest.raises(OutputError, match="no metrics.json, so it is not a slamgeo parcels folder"):
-        storage.claim_output(out, storage.REPORT.__class__("parcels", marker="metrics.json", entries=("*.png",)),
-                             overwrite=True)
+        storage.claim_output(
+            out, storage.REPORT.__class__("parcels", marker="metrics.json", entries=("*.png",)), overwrite=True
+        )
 
 
 def test_staged_folder_on_object_storage_replaces_only_when_done():

@@ -19,10 +19,10 @@ from rasterio.enums import Compression
 from rasterio.features import rasterize
 from shapely.geometry import Point, shape
 
-import slamgeo.synth as synth
-from slamgeo.cube import validate_cube
+import slamgeo.io.synth as synth
 from slamgeo.errors import InputError, OutputError
-from slamgeo.synth import CALENDARS, CLASSES, DISTINCTIVE_WINDOWS, EVENTS, make_dates, make_scene, write_scene
+from slamgeo.io.cube import validate_cube
+from slamgeo.io.synth import CALENDARS, CLASSES, DISTINCTIVE_WINDOWS, EVENTS, make_dates, make_scene, write_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,8 +116,12 @@ def test_rasters_match_the_parcel_table(scene):
 
 def test_polygons_rasterise_back_to_parcel_id(scene):
     burnt = rasterize(
-        zip(scene.parcels.geometry, scene.parcels["parcel_id"]), out_shape=scene.parcel_id.shape,
-        transform=scene.cube.rio.transform(), fill=0, all_touched=False, dtype="int32",
+        zip(scene.parcels.geometry, scene.parcels["parcel_id"]),
+        out_shape=scene.parcel_id.shape,
+        transform=scene.cube.rio.transform(),
+        fill=0,
+        all_touched=False,
+        dtype="int32",
     )
     np.testing.assert_array_equal(burnt, scene.parcel_id.values)
 
@@ -234,8 +238,9 @@ def test_vh_drops_at_the_ground_truth_harvest(scene, cube, means):
 
 def test_vv_rises_at_the_ground_truth_tillage(scene, cube, means):
     vv = means["VV"]
-    ups = np.array([vv[k, i] - vv[k - 1, i]
-                    for ev in ("tillage", "post_tillage") for i, k in transitions(scene, cube, ev)])
+    ups = np.array(
+        [vv[k, i] - vv[k - 1, i] for ev in ("tillage", "post_tillage") for i, k in transitions(scene, cube, ev)]
+    )
     typical = np.abs(np.diff(vv, axis=0)).mean()
     assert ups.size > 100
     assert ups.mean() > 4 * typical
@@ -461,8 +466,14 @@ def test_gpkg_parcels_rasterise_back_to_parcel_id(small, written):
     assert {"parcel_id", "crop", "class_id", "geometry"} <= set(gdf.columns)
     assert gdf.crs.to_epsg() == 32630
     assert list(gdf["crop"]) == [CLASSES[c] for c in gdf["class_id"]]
-    burnt = rasterize(zip(gdf.geometry, gdf["parcel_id"]), out_shape=small.parcel_id.shape,
-                      transform=small.cube.rio.transform(), fill=0, all_touched=False, dtype="int32")
+    burnt = rasterize(
+        zip(gdf.geometry, gdf["parcel_id"]),
+        out_shape=small.parcel_id.shape,
+        transform=small.cube.rio.transform(),
+        fill=0,
+        all_touched=False,
+        dtype="int32",
+    )
     np.testing.assert_array_equal(burnt, small.parcel_id.values)
 
 
@@ -535,14 +546,27 @@ def test_failed_write_leaves_nothing_that_looks_complete(small, tmp_path, monkey
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slamgeo", "synth", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "slamgeo", "synth", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_writes_a_scene_then_refuses_to_overwrite_it(tmp_path):
     out = tmp_path / "scene"
-    res = run_cli(str(out), "--size", "40", "--n-dates", "5", "--seed", "3", "--rain-events", "1",
-                  "--missing-dates", "1", "--irregular")
+    res = run_cli(
+        str(out),
+        "--size",
+        "40",
+        "--n-dates",
+        "5",
+        "--seed",
+        "3",
+        "--rain-events",
+        "1",
+        "--missing-dates",
+        "1",
+        "--irregular",
+    )
     assert res.returncode == 0, res.stderr
     assert "wrote" in res.stdout and "stac.json" in res.stdout
     assert len(list((out / "tiffs").glob("S1_VVVH_*.tif"))) == 4
@@ -555,6 +579,15 @@ def test_cli_writes_a_scene_then_refuses_to_overwrite_it(tmp_path):
 def test_cli_help_lists_the_options():
     res = run_cli("--help")
     assert res.returncode == 0
-    for opt in ("--size", "--seed", "--n-dates", "--start", "--step-days", "--missing-dates", "--irregular",
-                "--rain-events", "--overwrite"):
+    for opt in (
+        "--size",
+        "--seed",
+        "--n-dates",
+        "--start",
+        "--step-days",
+        "--missing-dates",
+        "--irregular",
+        "--rain-events",
+        "--overwrite",
+    ):
         assert opt in res.stdout, opt

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import ROOT, SMALL_ARCH, class_cube
 
-from conftest import ROOT, SMALL_ARCH, class_cube
-from slamgeo.checkpoint import load_model
-from slamgeo.cube import make_cube
 from slamgeo.errors import ConfigError, InputError, OutputError
-from slamgeo.train import resolve_device, sample_pixels, train
+from slamgeo.io.checkpoint import load_model
+from slamgeo.io.cube import make_cube
+from slamgeo.method.train import resolve_device, sample_series, train
 
 FAST = dict(arch=SMALL_ARCH, device="cpu", progress=False, batch_size=128, threads=1)
 
@@ -28,8 +28,9 @@ def _id_cube(ny=32, nx=24, n_times=10, chunk=8, nan_mask=None):
     if nan_mask is not None:
         vv[:, nan_mask] = np.nan
     time = pd.date_range("2020-01-01", periods=n_times, freq="12D")
-    cube = make_cube({"VV": vv, "VH": vh}, time, y=np.arange(ny)[::-1] * 10.0, x=np.arange(nx) * 10.0,
-                     crs=32631, chunk=chunk)
+    cube = make_cube(
+        {"VV": vv, "VH": vh}, time, y=np.arange(ny)[::-1] * 10.0, x=np.arange(nx) * 10.0, crs=32631, chunk=chunk
+    )
     return cube, ids
 
 
@@ -51,14 +52,14 @@ def test_sample_has_requested_size_and_no_nan():
     mask = np.zeros((32, 24), dtype=bool)
     mask[:5] = True
     cube, _ = _id_cube(nan_mask=mask)
-    x = sample_pixels(cube, 300, seed=1)
+    x = sample_series(cube, 300, seed=1)
     assert x.shape == (300, 2, 10) and x.dtype == np.float32
     assert not np.isnan(x).any()
 
 
 def test_sampled_pixels_are_distinct_cube_pixels():
     cube, ids = _id_cube()
-    x = sample_pixels(cube, 200, seed=0)
+    x = sample_series(cube, 200, seed=0)
     got = x[:, 0, 0].astype(int)
     assert len(np.unique(got)) == 200
     np.testing.assert_array_equal(x[:, 0, :], np.repeat(got[:, None], 10, axis=1))
@@ -66,7 +67,7 @@ def test_sampled_pixels_are_distinct_cube_pixels():
 
 def test_sample_is_proportional_to_chunk_size():
     cube, _ = _id_cube(ny=32, nx=24, chunk=8)  # 12 chunks of 64 pixels
-    got = sample_pixels(cube, 240, seed=3)[:, 0, 0].astype(int)
+    got = sample_series(cube, 240, seed=3)[:, 0, 0].astype(int)
     chunk_of = (got // 24) // 8 * 3 + (got % 24) // 8
     np.testing.assert_array_equal(np.bincount(chunk_of, minlength=12), np.full(12, 20))
 
@@ -76,7 +77,7 @@ def test_sample_tops_up_from_other_chunks_when_one_is_mostly_empty():
     mask[:8, :8] = True  # chunk 0 empty
     mask[8:16, :7] = True  # chunk 3 keeps 8 valid pixels
     cube, _ = _id_cube(nan_mask=mask)
-    got = sample_pixels(cube, 600, seed=0)[:, 0, 0].astype(int)
+    got = sample_series(cube, 600, seed=0)[:, 0, 0].astype(int)
     assert len(got) == 600 and len(np.unique(got)) == 600
     chunk_of = (got // 24) // 8 * 3 + (got % 24) // 8
     counts = np.bincount(chunk_of, minlength=12)
@@ -88,13 +89,13 @@ def test_sample_returns_all_usable_pixels_when_fewer_than_asked():
     mask = np.ones((32, 24), dtype=bool)
     mask[3, 4] = mask[20, 10] = mask[31, 23] = False
     cube, ids = _id_cube(nan_mask=mask)
-    got = sorted(sample_pixels(cube, 100)[:, 0, 0].astype(int))
+    got = sorted(sample_series(cube, 100)[:, 0, 0].astype(int))
     assert got == sorted(ids[~mask].astype(int))
 
 
 def test_same_seed_gives_same_sample_and_other_seed_another():
     cube, _ = _id_cube()
-    a, b, c = (sample_pixels(cube, 100, seed=s) for s in (4, 4, 5))
+    a, b, c = (sample_series(cube, 100, seed=s) for s in (4, 4, 5))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -105,24 +106,25 @@ def test_gap_fill_keeps_gappy_pixels_filled_and_skips_empty_bands():
     vv[3, :4] = np.nan  # one missing date for 32 pixels
     vv[:, 7, :] = np.nan  # a band with no valid date for 8 pixels
     cube["VV"] = (cube["VV"].dims, vv)
-    x = sample_pixels(cube, 64, gap_fill=True)
+    x = sample_series(cube, 64, gap_fill=True)
     assert x.shape == (56, 2, 10) and not np.isnan(x).any()
-    assert sample_pixels(cube, 64).shape[0] == 24
+    assert sample_series(cube, 64).shape[0] == 24
 
 
 def test_sample_of_a_table_cube():
     rng = np.random.default_rng(0)
     vv = rng.normal(-12, 2, (10, 300)).astype(np.float32)
     vv[:, :50] = np.nan
-    cube = make_cube({"VV": vv, "VH": vv - 6}, pd.date_range("2021-01-01", periods=10, freq="10D"),
-                     sample=np.arange(300), chunk=100)
-    x = sample_pixels(cube, 120, seed=0)
+    cube = make_cube(
+        {"VV": vv, "VH": vv - 6}, pd.date_range("2021-01-01", periods=10, freq="10D"), sample=np.arange(300), chunk=100
+    )
+    x = sample_series(cube, 120, seed=0)
     assert x.shape == (120, 2, 10) and not np.isnan(x).any()
 
 
 def test_sample_of_an_in_memory_cube():
     cube, _ = _id_cube()
-    x = sample_pixels(cube.compute(), 50)
+    x = sample_series(cube.compute(), 50)
     assert x.shape == (50, 2, 10)
 
 
@@ -139,7 +141,7 @@ def test_sample_runs_one_task_per_chunk():
                 calls.append(key)
 
     with Count(), dask.config.set(scheduler="threads"):  # callbacks see local schedulers only
-        sample_pixels(cube, 100)
+        sample_series(cube, 100)
     assert len(calls) == 12
 
 
@@ -148,7 +150,7 @@ def test_sample_runs_one_task_per_chunk():
 
 def test_training_beats_the_per_date_mean_on_held_out_pixels(trained, cube_and_classes):
     cube, _ = cube_and_classes
-    x = sample_pixels(cube, 400, seed=99)  # pixels drawn independently of training
+    x = sample_series(cube, 400, seed=99)  # pixels drawn independently of training
     z = trained.standardise(x)
     with torch.no_grad():
         _, rec = trained.model(torch.from_numpy(z))
@@ -216,8 +218,20 @@ def test_training_leaves_global_torch_state_alone(cube_and_classes):
 
 def test_early_stopping_stops_patience_epochs_after_the_best(cube_and_classes):
     cube, _ = cube_and_classes
-    tm = train(cube, sample_size=60, val_fraction=0.5, max_epochs=300, patience=2, lr=2e-2, seed=0,
-               arch=SMALL_ARCH, device="cpu", progress=False, batch_size=8, threads=1)
+    tm = train(
+        cube,
+        sample_size=60,
+        val_fraction=0.5,
+        max_epochs=300,
+        patience=2,
+        lr=2e-2,
+        seed=0,
+        arch=SMALL_ARCH,
+        device="cpu",
+        progress=False,
+        batch_size=8,
+        threads=1,
+    )
     t = tm.meta["training"]
     assert t["stopped_early"] and t["epochs_run"] < 300
     assert t["epochs_run"] == t["best_epoch"] + 2
@@ -246,13 +260,13 @@ def test_train_writes_a_checkpoint_that_loads_to_the_same_embeddings(tmp_path, c
     cube, _ = cube_and_classes
     tm = train(cube, out_dir=tmp_path / "m", sample_size=200, max_epochs=2, **FAST)
     loaded = load_model(tmp_path / "m")
-    x = sample_pixels(cube, 100, seed=5)
+    x = sample_series(cube, 100, seed=5)
     np.testing.assert_array_equal(loaded.embed(x), tm.embed(x))
     assert loaded.meta == tm.meta
 
 
 def test_train_without_out_dir_has_the_checksum_a_save_would_record(tmp_path, cube_and_classes):
-    from slamgeo.checkpoint import save_model
+    from slamgeo.io.checkpoint import save_model
 
     cube, _ = cube_and_classes
     tm = train(cube, sample_size=200, max_epochs=1, **FAST)
@@ -305,23 +319,51 @@ def test_auto_device_is_cpu_without_cuda(monkeypatch):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "slamgeo", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "slamgeo", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_trains_and_writes_a_loadable_checkpoint(tmp_path):
     cube, _ = class_cube(ny=24, nx=20, n_times=16, chunk=8)
     cube.to_zarr(tmp_path / "cube.zarr", zarr_format=2, consolidated=True)
-    res = _cli("train", str(tmp_path / "cube.zarr"), "--out", str(tmp_path / "model"), "--sample-size", "300",
-               "--epochs", "2", "--batch-size", "64", "--embed-dim", "3", "--device", "cpu", "--seed", "1", "--threads", "1",
-               "--no-progress", cwd=ROOT)
+    res = _cli(
+        "train",
+        str(tmp_path / "cube.zarr"),
+        "--out",
+        str(tmp_path / "model"),
+        "--sample-size",
+        "300",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--embed-dim",
+        "3",
+        "--device",
+        "cpu",
+        "--seed",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     assert f"wrote {tmp_path / 'model'}" in res.stdout and "validation loss" in res.stdout
     tm = load_model(tmp_path / "model")
     assert tm.config.embed_dim == 3 and tm.meta["seed"] == 1 and tm.meta["training"]["epochs_run"] == 2
 
-    again = _cli("train", str(tmp_path / "cube.zarr"), "--out", str(tmp_path / "model"), "--epochs", "1",
-                 "--no-progress", cwd=ROOT)
+    again = _cli(
+        "train",
+        str(tmp_path / "cube.zarr"),
+        "--out",
+        str(tmp_path / "model"),
+        "--epochs",
+        "1",
+        "--no-progress",
+        cwd=ROOT,
+    )
     assert again.returncode == 1
     assert "already exists" in again.stderr and "Traceback" not in again.stderr
 
@@ -343,7 +385,7 @@ def test_cae_embeddings_separate_crop_classes_better_than_pca_of_the_series():
     0.58; PCA 0.33, 0.33, 0.34. On the default 512 scene (paper architecture): 0.60 vs 0.32."""
     from sklearn.decomposition import PCA
 
-    from slamgeo.synth import make_scene
+    from slamgeo.io.synth import make_scene
 
     scene = make_scene(size=128, seed=0)
     cube = scene.cube
@@ -351,8 +393,17 @@ def test_cae_embeddings_separate_crop_classes_better_than_pca_of_the_series():
     cls = scene.class_id.values.ravel()
     keep = (cls >= 0) & ~np.isnan(x).any(axis=(1, 2))
     x, cls = x[keep], cls[keep]
-    tm = train(cube, sample_size=12_000, max_epochs=20, batch_size=256, seed=0, device="cpu", progress=False, threads=1,
-               arch={"channels": [8, 16, 32], "kernels": [5, 3, 3], "hidden": [32, 16]})
+    tm = train(
+        cube,
+        sample_size=12_000,
+        max_epochs=20,
+        batch_size=256,
+        seed=0,
+        device="cpu",
+        progress=False,
+        threads=1,
+        arch={"channels": [8, 16, 32], "kernels": [5, 3, 3], "hidden": [32, 16]},
+    )
     ari_cae = _ari_kmeans(tm.embed(x), cls)
     ari_pca = _ari_kmeans(PCA(n_components=2, random_state=0).fit_transform(tm.standardise(x).reshape(len(x), -1)), cls)
     assert ari_cae > ari_pca + 0.1, (ari_cae, ari_pca)
@@ -361,11 +412,22 @@ def test_cae_embeddings_separate_crop_classes_better_than_pca_of_the_series():
 def test_training_on_real_worldcereal_parcels_beats_the_per_date_mean():
     """500 French parcels, 36 dekads of 2023, 6.6 % of S1 values missing: a (time, sample) cube
     that needs gap filling."""
-    from slamgeo.ingest import open_table
+    from slamgeo.io.ingest import open_table
 
     table = ROOT.parent / "shared" / "data" / "worldcereal" / "fra_2023_lpis_dekad.parquet"
     cube = open_table(table, start="2023-01-01", end="2023-12-31")
-    tm = train(cube, sample_size=500, max_epochs=30, patience=30, batch_size=32, seed=0, gap_fill=True,
-               arch=SMALL_ARCH, device="cpu", progress=False, threads=1)
+    tm = train(
+        cube,
+        sample_size=500,
+        max_epochs=30,
+        patience=30,
+        batch_size=32,
+        seed=0,
+        gap_fill=True,
+        arch=SMALL_ARCH,
+        device="cpu",
+        progress=False,
+        threads=1,
+    )
     assert tm.meta["training"]["n_sampled"] > 450
     assert tm.meta["losses"]["best_val"] < 0.75 * tm.meta["losses"]["baseline_val_per_date_mean"]

@@ -40,7 +40,7 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1; an interrupt
     (SIGINT, SIGTERM) one line and exit code 128 + the signal number."""
     from slamgeo.errors import SlamgeoError, one_line
-    from slamgeo.runtime import Interrupted
+    from slamgeo.jobs.runtime import Interrupted
 
     try:
         app()
@@ -71,12 +71,10 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-
 def _is_storage_error(exc: BaseException) -> bool:
     """True for the connection and service errors of the object-storage clients (botocore,
     aiobotocore, aiohttp, s3fs), which do not derive from `OSError`."""
-    return any(k.__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "s3fs")
-               for k in type(exc).__mro__)
+    return any(k.__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "s3fs") for k in type(exc).__mro__)
 
 
 __all__ = ["app", "main"]

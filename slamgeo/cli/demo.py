@@ -12,9 +12,9 @@ from slamgeo.cli._app import app
 
 
 def demo_config() -> AbstractContextManager[Path]:
-    """The demo configuration shipped in the package (`slamgeo/pipelines/demo.yaml`), as a local
+    """The demo configuration shipped in the package (`slamgeo/pipeline/demo.yaml`), as a local
     file for as long as the context lasts: `with demo_config() as path: ...`."""
-    return resources.as_file(resources.files("slamgeo") / "pipelines" / "demo.yaml")
+    return resources.as_file(resources.files("slamgeo") / "pipeline" / "demo.yaml")
 
 
 @app.command("demo")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from slamgeo import schema
 from slamgeo.cli._app import app
 
 
@@ -16,16 +17,22 @@ def ingest_command(
         "a NetCDF/Zarr cube, or a Parquet table of per-parcel series.",
         show_default=False,
     ),
-    out: str = typer.Option(..., "--out", "-o", help="The cube Zarr store to write (a path or a URL).", show_default=False),
-    chunk: int = typer.Option(512, "--chunk", help="Spatial chunk size in pixels (samples for a table)."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="The cube Zarr store to write (a path or a URL).", show_default=False
+    ),
+    chunk: int = typer.Option(schema.CHUNK, "--chunk", help="Spatial chunk size in pixels (samples for a table)."),
     zarr_format: int = typer.Option(2, "--zarr-format", help="Zarr format 2 (GDAL reads it) or 3."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a slamgeo cube at --out once the new one is complete (never a folder holding anything else or an input)."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace a slamgeo cube at --out once the new one is complete (never a folder holding anything else or an input).",
+    ),
     start: str | None = typer.Option(None, "--start", help="First date to keep (YYYY-MM-DD, inclusive)."),
     end: str | None = typer.Option(None, "--end", help="Last date to keep (YYYY-MM-DD, inclusive)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar while writing."),
 ) -> None:
     """Ingest Sentinel-1 backscatter into a cube: float32 dB VV/VH on (time, y, x) or (time, sample)."""
-    from slamgeo.ingest import ingest, scene_tiffs
+    from slamgeo.io.ingest import ingest, scene_tiffs
 
     for given in inputs:
         tiffs = scene_tiffs(given)

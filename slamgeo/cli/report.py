@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from slamgeo.cli._app import app
@@ -13,30 +11,43 @@ from slamgeo.cli._app import app
 def report_cmd(
     results: str = typer.Argument(..., help="Results Zarr store written by `slamgeo explain` (clustered or not)."),
     out: str = typer.Option(
-        ..., "--out", "-o", help="Output folder or URL for the PNGs, index.html and report.json (created; an existing one must be empty or a slamgeo report)."),
-    cube: Optional[str] = typer.Option(
-        None, help="Cube Zarr store: adds the per-cluster VV profiles coloured by importance."),
-    parcels_dir: Optional[str] = typer.Option(
-        None, "--parcels-dir", help="Output folder of `slamgeo parcels`: confusion matrices, class profiles, metrics."),
-    date: Optional[str] = typer.Option(
-        None, help="Date of the importance map, YYYY-MM-DD (default: the date of highest mean |importance|)."),
-    groups: Optional[str] = typer.Option(
-        None, help='JSON or YAML file of class groups for Fig. 4, e.g. {"confusable": ["cotton", "pepper"]} '
-                   "(default: the classes in groups of 4)."),
-    faithfulness: Optional[str] = typer.Option(
-        None, help="JSON of deletion curves (slamgeo.report.save_curves) for the faithfulness figure."),
+        ...,
+        "--out",
+        "-o",
+        help="Output folder or URL for the PNGs, index.html and report.json (created; an existing one must be empty or a slamgeo report).",
+    ),
+    cube: str | None = typer.Option(
+        None, help="Cube Zarr store: adds the per-cluster VV profiles coloured by importance."
+    ),
+    parcels_dir: str | None = typer.Option(
+        None, "--parcels-dir", help="Output folder of `slamgeo parcels`: confusion matrices, class profiles, metrics."
+    ),
+    date: str | None = typer.Option(
+        None, help="Date of the importance map, YYYY-MM-DD (default: the date of highest mean |importance|)."
+    ),
+    groups: str | None = typer.Option(
+        None,
+        help='JSON or YAML file of class groups for Fig. 4, e.g. {"confusable": ["cotton", "pepper"]} '
+        "(default: the classes in groups of 4).",
+    ),
+    faithfulness: str | None = typer.Option(
+        None, help="JSON of deletion curves (slamgeo.reporting.figures.save_curves) for the faithfulness figure."
+    ),
     title: str = typer.Option("slamgeo report", help="Title of the HTML page."),
-    overwrite: bool = typer.Option(False, help="Replace a slamgeo report at --out (never a folder holding anything else)."),
+    overwrite: bool = typer.Option(
+        False, help="Replace a slamgeo report at --out (never a folder holding anything else)."
+    ),
 ) -> None:
     """Draw the report's figures (Fig. 3 confusion matrix, Fig. 4 class profiles coloured by
     Grad-SLAM importance, cluster / importance / reconstruction-error maps, embedding scatters,
     faithfulness curves) as PNGs and embed them in OUT/index.html; prints that path. A figure
     its inputs do not allow is listed in the page as skipped, with the reason. Every location
     may be a local path or an fsspec URL (s3://bucket/...)."""
-    from slamgeo import storage
-    from slamgeo.cube import open_cube, open_results
     from slamgeo.errors import InputError
-    from slamgeo.report import load_curves, make_report, parse_date, read_groups
+    from slamgeo.io import storage
+    from slamgeo.io.cube import open_cube, open_results
+    from slamgeo.reporting.figures import load_curves, parse_date, read_groups
+    from slamgeo.reporting.page import make_report
 
     if date is not None:
         try:
@@ -49,7 +60,16 @@ def report_cmd(
     curves = load_curves(faithfulness) if faithfulness is not None else None
     ds = open_results(results)
     cb = open_cube(cube) if cube else None
-    page = make_report(ds, out, cube=cb, parcels_dir=parcels_dir, class_groups=class_groups, date=date,
-                       faithfulness=curves, title=title, overwrite=overwrite,
-                       inputs=[p for p in (results, cube, parcels_dir, groups, faithfulness) if p])
+    page = make_report(
+        ds,
+        out,
+        cube=cb,
+        parcels_dir=parcels_dir,
+        class_groups=class_groups,
+        date=date,
+        faithfulness=curves,
+        title=title,
+        overwrite=overwrite,
+        inputs=[p for p in (results, cube, parcels_dir, groups, faithfulness) if p],
+    )
     typer.echo(str(page))

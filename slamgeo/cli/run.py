@@ -9,15 +9,16 @@ import typer
 from slamgeo.cli._app import CLIError, app
 
 
-def run_config(config: str | Path, *, force: bool, dry_run: bool, output: str | None = None,
-               quiet: bool = False) -> None:
+def run_config(
+    config: str | Path, *, force: bool, dry_run: bool, output: str | None = None, quiet: bool = False
+) -> None:
     """Load, run, print the tally; exit non-zero when a step failed. SIGINT and SIGTERM stop
-    the run as `slamgeo.runtime.Interrupted` (the step is recorded as interrupted; the
+    the run as `slamgeo.jobs.runtime.Interrupted` (the step is recorded as interrupted; the
     command's exit code is 128 + the signal number)."""
-    from slamgeo import storage
-    from slamgeo.config import load_config
-    from slamgeo.pipeline import run_pipeline
-    from slamgeo.runtime import interrupt_handlers
+    from slamgeo.io import storage
+    from slamgeo.jobs.runtime import interrupt_handlers
+    from slamgeo.pipeline.config import load_config
+    from slamgeo.pipeline.steps import run_pipeline
 
     if output and not storage.is_url(output):
         output = str(Path(output).resolve())  # an option's relative path: from the current folder
@@ -38,28 +39,36 @@ def run_config(config: str | Path, *, force: bool, dry_run: bool, output: str | 
         raise typer.Exit(code=1)
 
 
-RUN_HELP = "\n\n".join([
-    "Run the season pipeline: ingest -> train (or reuse) -> align -> explain -> cluster -> parcels -> report.",
-    "Outputs go to <output>/<season name>/. A relative `output:` in the configuration is resolved against "
-    "the configuration file's folder, not the current folder. A second run skips the steps whose inputs "
-    "did not change.",
-    "Ctrl-C (SIGINT) or SIGTERM stops the run within seconds, with exit code 130 or 143; the step is "
-    "recorded as interrupted in pipeline_state.json and the run's manifest. Running again resumes.",
-])
+RUN_HELP = "\n\n".join(
+    [
+        "Run the season pipeline: ingest -> train (or reuse) -> align -> explain -> cluster -> parcels -> report.",
+        "Outputs go to <output>/<season name>/. A relative `output:` in the configuration is resolved against "
+        "the configuration file's folder, not the current folder. A second run skips the steps whose inputs "
+        "did not change.",
+        "Ctrl-C (SIGINT) or SIGTERM stops the run within seconds, with exit code 130 or 143; the step is "
+        "recorded as interrupted in pipeline_state.json and the run's manifest. Running again resumes.",
+    ]
+)
 
 
 @app.command("run", help=RUN_HELP)
 def run_cmd(
-    config: str = typer.Argument(..., help="Pipeline configuration (YAML, a path or a URL); see pipelines/. "
-                                 "Relative paths in it (output, input paths, parcels, checkpoint) are resolved "
-                                 "against the configuration file's folder."),
+    config: str = typer.Argument(
+        ...,
+        help="Pipeline configuration (YAML, a path or a URL); see pipelines/. "
+        "Relative paths in it (output, input paths, parcels, checkpoint) are resolved "
+        "against the configuration file's folder.",
+    ),
     force: bool = typer.Option(False, help="Redo every step, even those whose inputs did not change."),
     dry_run: bool = typer.Option(False, help="Say which steps would run, and do nothing."),
-    output: str = typer.Option(None, help="Override the configuration's output folder (a path or a URL such as "
-                               "s3://bucket/prefix); a relative path is taken from the current folder."),
+    output: str = typer.Option(
+        None,
+        help="Override the configuration's output folder (a path or a URL such as "
+        "s3://bucket/prefix); a relative path is taken from the current folder.",
+    ),
 ) -> None:
     """Run the season pipeline: ingest -> train (or reuse) -> align -> explain -> cluster -> parcels -> report."""
-    from slamgeo import storage
+    from slamgeo.io import storage
 
     if not storage.exists(config):
         raise CLIError(f"{config}: configuration file not found")

@@ -23,15 +23,26 @@ def synth_cmd(
     ),
     rain_events: int = typer.Option(0, help="Dates on which rain raises VV over the whole scene."),
     enl: float = typer.Option(4.4, help="Equivalent number of looks of the speckle."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a slamgeo scene at OUT_DIR (never a folder holding anything else)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a slamgeo scene at OUT_DIR (never a folder holding anything else)."
+    ),
 ) -> None:
     """Draw a synthetic Sentinel-1 scene (parcels, 16 crop classes, speckle) and write it as real products."""
-    from slamgeo import storage
-    from slamgeo.synth import make_scene, write_scene
+    from slamgeo.io import storage
+    from slamgeo.io.synth import make_scene, write_scene
 
     storage.claim_output(out_dir, storage.SCENE, overwrite=overwrite)  # before minutes of drawing
-    scene = make_scene(size=size, seed=seed, n_dates=n_dates, start=start, step_days=step_days,
-                       missing_dates=missing_dates, irregular=irregular, rain_events=rain_events, enl=enl)
+    scene = make_scene(
+        size=size,
+        seed=seed,
+        n_dates=n_dates,
+        start=start,
+        step_days=step_days,
+        missing_dates=missing_dates,
+        irregular=irregular,
+        rain_events=rain_events,
+        enl=enl,
+    )
     paths = write_scene(scene, out_dir, overwrite=overwrite)
     times = scene.cube["time"].values
     typer.echo(

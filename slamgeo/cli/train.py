@@ -2,35 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
+from slamgeo import schema
 from slamgeo.cli._app import app
 
 
 @app.command("train")
 def train_cmd(
     cube: str = typer.Argument(..., help="Input cube (Zarr store written by `slamgeo ingest`)."),
-    out: str = typer.Option(..., "--out", "-o", help="Model directory or URL to write (model.safetensors + model.json)."),
-    sample_size: int = typer.Option(200_000, help="Pixels drawn from the cube (stratified over its spatial chunks)."),
-    val_fraction: float = typer.Option(0.1, help="Share of the sample held out for validation and early stopping."),
-    epochs: int = typer.Option(50, help="Maximum number of epochs."),
-    patience: int = typer.Option(5, help="Stop after this many epochs without a better validation loss."),
-    batch_size: int = typer.Option(1024, help="Mini-batch size."),
-    lr: float = typer.Option(5e-3, help="Adam learning rate."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="Model directory or URL to write (model.safetensors + model.json)."
+    ),
+    sample_size: int = typer.Option(
+        schema.TRAIN_SAMPLE_SIZE, help="Pixels drawn from the cube (stratified over its spatial chunks)."
+    ),
+    val_fraction: float = typer.Option(
+        schema.TRAIN_VAL_FRACTION, help="Share of the sample held out for validation and early stopping."
+    ),
+    epochs: int = typer.Option(
+        schema.TRAIN_MAX_EPOCHS, help="Maximum number of epochs (early stopping may end sooner)."
+    ),
+    patience: int = typer.Option(
+        schema.TRAIN_PATIENCE, help="Stop after this many epochs without a better validation loss."
+    ),
+    batch_size: int = typer.Option(schema.TRAIN_BATCH_SIZE, help="Mini-batch size."),
+    lr: float = typer.Option(schema.TRAIN_LR, help="Adam learning rate."),
     seed: int = typer.Option(0, help="Seed of sampling, initialisation and shuffling (a CPU run is reproducible)."),
     device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast for the forward pass."),
-    gap_fill: bool = typer.Option(False, "--gap-fill", help="Gap-fill pixels with missing dates (linear in time) instead of skipping them."),
-    embed_dim: Optional[int] = typer.Option(None, help="Embedding dimension D (default: the model's, 2)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads while training (default: torch's; 1 is often fastest for small models on shared cores)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a slamgeo checkpoint at --out (never a folder holding anything else)."),
+    gap_fill: bool = typer.Option(
+        False, "--gap-fill", help="Gap-fill pixels with missing dates (linear in time) instead of skipping them."
+    ),
+    embed_dim: int | None = typer.Option(None, help="Embedding dimension D (default: the model's, 2)."),
+    threads: int | None = typer.Option(
+        None,
+        help="torch CPU threads while training (default: torch's; 1 is often fastest for small models on shared cores).",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a slamgeo checkpoint at --out (never a folder holding anything else)."
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar with the losses."),
 ) -> None:
     """Train the CAE on a sample of the cube's pixels and write a checkpoint."""
-    from slamgeo.cube import open_cube
-    from slamgeo.train import train
+    from slamgeo.io.cube import open_cube
+    from slamgeo.method.train import train
 
     ds = open_cube(cube)
     tm = train(

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from slamgeo.errors import InputError
-from slamgeo.gradslam import as_encoder, check_series, explaining
+from slamgeo.method.gradslam import as_encoder, check_series, explaining
 
 Baseline = Literal["random", "least"]
 DEFAULT_BATCH_SIZE = 4096
@@ -134,8 +134,8 @@ def deletion(
 
 
 def gradient_x_input(encoder: nn.Module, x: Tensor, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Tensor:
-    """Gradient x input per date `(N, D, T)` (`slamgeo.attribution.GradientXInput`)."""
-    from slamgeo.attribution import GradientXInput
+    """Gradient x input per date `(N, D, T)` (`slamgeo.method.attribution.GradientXInput`)."""
+    from slamgeo.method.attribution import GradientXInput
 
     return GradientXInput(encoder, batch_size=batch_size).attribute(x)
 
@@ -148,10 +148,77 @@ def integrated_gradients(
     n_steps: int = 32,
     batch_size: int = 1024,
 ) -> Tensor:
-    """Integrated gradients per date `(N, D, T)` (`slamgeo.attribution.IntegratedGradients`)."""
-    from slamgeo.attribution import IntegratedGradients
+    """Integrated gradients per date `(N, D, T)` (`slamgeo.method.attribution.IntegratedGradients`)."""
+    from slamgeo.method.attribution import IntegratedGradients
 
     return IntegratedGradients(encoder, baseline=baseline, n_steps=n_steps, batch_size=batch_size).attribute(x)
 
 
-__all__ = ["Baseline", "delete_dates", "deletion", "gradient_x_input", "integrated_gradients"]
+ATTRIBUTIONS = {
+    "gradslam": "Grad-SLAM",
+    "gradient_x_input": "gradient × input",
+    "integrated_gradients": "integrated gradients",
+    "occlusion": "occlusion",
+}
+
+
+def deletion_curves(
+    encoder: nn.Module,
+    x: Tensor,
+    ks: Sequence[int],
+    *,
+    methods: Sequence[str] = ("gradslam", "gradient_x_input", "integrated_gradients"),
+    scale: str = "centred",
+    reference: Tensor | None = None,
+    layers: Sequence[nn.Module] | None = None,
+    baseline: Baseline = "random",
+    n_random: int = 8,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """`deletion` for several explanations of the same pixels, by display name, as numpy
+    arrays (`k (K,)`, `top (K, D)`, `baseline (K, D)`, `ratio (K, D)`, `embedding_std (D,)`)
+    plus `baseline_name`: what `slamgeo.reporting.figures.fig_deletion_curve` draws.
+
+    encoder: a `CAE` or its encoder (a `TrainedModel`'s `.model`); x: `(N, C, T)` standardised
+    series (finite); methods: keys of `ATTRIBUTIONS` (`slamgeo.method.attribution`). Grad-SLAM
+    is taken at `scale`; "centred" subtracts `reference` `(D, T)` (the scene's, stored with the
+    results), or the mean map of `x` when None.
+    """
+    import numpy as np
+
+    from slamgeo.method.attribution import GradientXInput, GradSlam, IntegratedGradients, Occlusion
+
+    unknown = [m for m in methods if m not in ATTRIBUTIONS]
+    if unknown:
+        raise InputError(f"faithfulness methods {unknown} unknown; expected some of {list(ATTRIBUTIONS)}")
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, Tensor) else x
+    out: dict[str, dict] = {}
+    for m in methods:
+        if m == "gradslam":
+            method = GradSlam(encoder, layers, reference=reference)
+            if scale == "centred" and reference is None:
+                method.set_reference(x)
+            imp = method.attribute(x, scale=scale)  # type: ignore[arg-type]
+            name = f"Grad-SLAM ({scale})"
+        else:
+            cls = {
+                "gradient_x_input": GradientXInput,
+                "integrated_gradients": IntegratedGradients,
+                "occlusion": Occlusion,
+            }[m]
+            imp, name = cls(encoder).attribute(x), ATTRIBUTIONS[m]
+        res = deletion(encoder, x, imp, ks, baseline=baseline, n_random=n_random, seed=seed)
+        out[name] = {k: v.numpy() for k, v in res.items()}
+        out[name]["baseline_name"] = "k random dates" if baseline == "random" else "k least important dates"
+    return out
+
+
+__all__ = [
+    "ATTRIBUTIONS",
+    "Baseline",
+    "delete_dates",
+    "deletion",
+    "deletion_curves",
+    "gradient_x_input",
+    "integrated_gradients",
+]

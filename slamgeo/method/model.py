@@ -51,7 +51,7 @@ class CAEConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CAEConfig":
+    def from_dict(cls, d: dict) -> CAEConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:

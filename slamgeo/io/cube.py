@@ -1,4 +1,4 @@
-"""The cube contract of DESIGN.md, in one place.
+"""The cube contract of docs/design.md, in one place.
 
 A cube is an `xarray.Dataset` with float32 dB variables `VV`, `VH` on dims `(time, y, x)`
 (gridded) or `(time, sample)` (a table of parcels or points, labels as coordinates), `time`
@@ -18,11 +18,8 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from slamgeo.errors import ConfigError, InputError
-
-BANDS: tuple[str, ...] = ("VV", "VH")
-DEFAULT_CHUNK = 512
-GRID_DIMS: tuple[str, str] = ("y", "x")
-SAMPLE_DIMS: tuple[str] = ("sample",)
+from slamgeo.schema import BANDS, COMPLETE_ATTR, GRID_DIMS, SAMPLE_DIMS
+from slamgeo.schema import CHUNK as DEFAULT_CHUNK
 
 
 def spatial_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, ...]:
@@ -96,8 +93,10 @@ def make_cube(
             coords[k] = ("sample", np.asarray(v))
         dims = ("time", "sample")
     ds = xr.Dataset(
-        {b: (dims, np.asarray(a, dtype=np.float32), {"units": "dB", "long_name": f"Sentinel-1 {b} backscatter"})
-         for b, a in bands_db.items()},
+        {
+            b: (dims, np.asarray(a, dtype=np.float32), {"units": "dB", "long_name": f"Sentinel-1 {b} backscatter"})
+            for b, a in bands_db.items()
+        },
         coords=coords,
         attrs=dict(attrs or {}),
     )
@@ -141,8 +140,6 @@ def linear_to_db(power: np.ndarray) -> np.ndarray:
 
 
 # --- writing -------------------------------------------------------------------------------
-
-COMPLETE_ATTR = "slamgeo_complete"
 
 
 def is_complete(path: str | Path) -> bool:
@@ -192,7 +189,7 @@ def write_cube(
     store, opened lazily) has passed.
 
     `out` must be absent, an empty folder, or (with `overwrite`) a slamgeo cube store that is
-    none of `inputs` and holds nothing else (`slamgeo.storage.claim_output`).
+    none of `inputs` and holds nothing else (`slamgeo.io.storage.claim_output`).
 
     Local path: the store is written to a sibling `<out>.tmp-<pid>-<random>`, marked complete,
     then renamed to `out`; an existing `out` is replaced only once the new store is complete,
@@ -203,7 +200,7 @@ def write_cube(
     removed before the new one is written. Memory is bounded by a few chunks per Dask thread
     (`to_zarr(compute=True)` streams the graph). Returns `out` (a `Path`, or the URL).
     """
-    from slamgeo import storage
+    from slamgeo.io import storage
 
     if zarr_format not in (2, 3):
         raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
@@ -223,8 +220,9 @@ def write_cube(
     return out
 
 
-def _write_store(ds: xr.Dataset, store: str, zarr_format: int, progress: bool,
-                 check: Callable[[xr.Dataset], None] | None = None) -> None:
+def _write_store(
+    ds: xr.Dataset, store: str, zarr_format: int, progress: bool, check: Callable[[xr.Dataset], None] | None = None
+) -> None:
     """Write every chunk of `ds` to a new store, run `check` on it, then mark it complete."""
     from dask.diagnostics import ProgressBar
 
@@ -239,12 +237,13 @@ def _write_store(ds: xr.Dataset, store: str, zarr_format: int, progress: bool,
         _mark_complete(store, zarr_format)
 
 
-def _write_local(ds: xr.Dataset, out: Path, zarr_format: int, progress: bool,
-                 check: Callable[[xr.Dataset], None] | None = None) -> None:
+def _write_local(
+    ds: xr.Dataset, out: Path, zarr_format: int, progress: bool, check: Callable[[xr.Dataset], None] | None = None
+) -> None:
     """`_write_store` into a temporary sibling of `out`, renamed into place once complete."""
     import shutil
 
-    from slamgeo import storage
+    from slamgeo.io import storage
 
     storage.makedirs(out.parent)
     tmp = out.with_name(storage.temporary_name(out, "tmp"))
@@ -290,7 +289,7 @@ def _mark_complete(path: str | Path, zarr_format: int) -> None:
 
 
 def open_results(path: str | Path, *, require_complete: bool = True) -> xr.Dataset:
-    """Open a results store (written by `slamgeo.explain`) lazily, with its CRS coordinate;
+    """Open a results store (written by `slamgeo.jobs.explain`) lazily, with its CRS coordinate;
     refuse one whose explain run has not completed."""
     try:
         ds = xr.open_zarr(str(path), decode_coords="all")

@@ -21,10 +21,10 @@ import dataclasses
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -33,19 +33,29 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from slamgeo import storage
+from slamgeo import schema
 from slamgeo.errors import CheckpointError, InputError
-from slamgeo.model import CAE, CAEConfig
+from slamgeo.io import storage
+from slamgeo.method.model import CAE, CAEConfig
 
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
+WEIGHTS_FILE = schema.WEIGHTS_FILE
+META_FILE = schema.MODEL_MARKER  # the checkpoint's marker: written last
 FORMAT = "slamgeo-cae"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "architecture", "bands", "dates", "normalisation", "weights")
 # The metadata that changes what the model means (and the weights' record): each has its sha256
 # in `metadata_sha256`, checked on load. Training settings, losses and versions are not in it.
-PROTECTED_KEYS = ("format", "format_version", "architecture", "bands", "dates", "day_of_year", "normalisation",
-                  "gap_fill", "weights")
+PROTECTED_KEYS = (
+    "format",
+    "format_version",
+    "architecture",
+    "bands",
+    "dates",
+    "day_of_year",
+    "normalisation",
+    "gap_fill",
+    "weights",
+)
 METADATA_CHECKSUMS = "metadata_sha256"
 
 
@@ -108,7 +118,9 @@ class TrainedModel:
         """`(N, C, T)` dB -> float32 standardised with the stored per-band statistics."""
         x = np.asarray(x_db, dtype=np.float32)
         if x.ndim != 3 or x.shape[1] != len(self.bands):
-            raise InputError(f"expected series of shape (N, {len(self.bands)}, T) for bands {self.bands}, got {x.shape}")
+            raise InputError(
+                f"expected series of shape (N, {len(self.bands)}, T) for bands {self.bands}, got {x.shape}"
+            )
         return ((x - self.mean[None, :, None]) / self.std[None, :, None]).astype(np.float32)
 
     def embed(self, x_db: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:
@@ -154,7 +166,7 @@ class TrainedModel:
                 stacklevel=2,
             )
 
-    def to(self, device: str | torch.device) -> "TrainedModel":
+    def to(self, device: str | torch.device) -> TrainedModel:
         """A copy on `device` (the original is left where it is)."""
         model = CAE(self.config)
         model.load_state_dict(self.model.state_dict())
@@ -182,8 +194,9 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def check_writable(out_dir: str | Path, *, overwrite: bool = False,
-                   inputs: Sequence[str | Path] = ()) -> storage.Location:
+def check_writable(
+    out_dir: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()
+) -> storage.Location:
     """Raise unless `out_dir` can be (over)written: absent, empty, or, with `overwrite`, a
     slamgeo checkpoint holding nothing else and none of `inputs` (`storage.claim_output`).
     Lets a long training run fail before it starts. Returns `out_dir` as a location (a `Path`,
@@ -252,8 +265,9 @@ def _check_metadata_checksums(meta: dict, where: str | Path) -> None:
         )
 
 
-def save_model(model: CAE, meta: dict, out_dir: str | Path, *, overwrite: bool = False,
-               inputs: Sequence[str | Path] = ()) -> storage.Location:
+def save_model(
+    model: CAE, meta: dict, out_dir: str | Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()
+) -> storage.Location:
     """Write `out_dir/model.safetensors` and `out_dir/model.json`; returns `out_dir` (a `Path`,
     or the URL).
 
@@ -350,13 +364,17 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
     found = {k: tuple(v.shape) for k, v in state.items()}
     diffs = [f"missing {k}" for k in expected if k not in found]
     diffs += [f"unexpected {k}" for k in found if k not in expected]
-    diffs += [f"{k}: shape {found[k]} in file, {expected[k]} for the architecture" for k in expected
-              if k in found and found[k] != expected[k]]
+    diffs += [
+        f"{k}: shape {found[k]} in file, {expected[k]} for the architecture"
+        for k in expected
+        if k in found and found[k] != expected[k]
+    ]
     if diffs:
         more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
         raise CheckpointError(
             f"{wfile}: weights do not match the architecture in {META_FILE} {cfg.to_dict()}: "
-            + "; ".join(diffs[:5]) + more
+            + "; ".join(diffs[:5])
+            + more
         )
     model.load_state_dict(state, strict=True)
     model.eval()

@@ -146,7 +146,12 @@ def scores_from_confusion(cm: xr.Dataset) -> dict:
     f1 = ratio(2 * precision * recall, precision + recall)
     classes = [str(v) for v in cm["true"].values]
     per_class = {
-        cl: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": float(rows[i])}
+        cl: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": float(rows[i]),
+        }
         for i, cl in enumerate(classes)
     }
     present = rows > 0
@@ -191,8 +196,11 @@ def split_parcels(
         raise InputError(f"split_parcels: test_fraction must be in [0, 1), found {test_fraction}")
     if np.unique(ids).size != ids.size:
         raise InputError("split_parcels: duplicated parcel ids")
-    groups = np.zeros(ids.size, dtype=np.int64) if labels is None else np.unique(
-        np.asarray(labels, dtype=object).astype(str), return_inverse=True)[1]
+    groups = (
+        np.zeros(ids.size, dtype=np.int64)
+        if labels is None
+        else np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)[1]
+    )
     rng = np.random.default_rng(seed)
     test = np.zeros(ids.size, dtype=bool)
     for g in np.unique(groups):
@@ -283,11 +291,16 @@ def evaluate_parcels(
     train_ids, test_ids = split_parcels(ids[use], labels=lab[use].to_numpy(), test_fraction=test_fraction, seed=seed)
     evaluated_on, note, scored_ids = HELD_OUT, "", test_ids
     if test_ids.size == 0:
-        why = ("test_fraction is 0" if test_fraction == 0 else
-               f"too few parcels: {ids[use].size} labelled parcel(s), and a class needs at least 2 to hold one out")
+        why = (
+            "test_fraction is 0"
+            if test_fraction == 0
+            else f"too few parcels: {ids[use].size} labelled parcel(s), and a class needs at least 2 to hold one out"
+        )
         evaluated_on, scored_ids = ALL_PARCELS, train_ids
-        note = (f"no parcel held out ({why}): the scores are computed on all labelled parcels, those that voted, "
-                "so they are optimistic")
+        note = (
+            f"no parcel held out ({why}): the scores are computed on all labelled parcels, those that voted, "
+            "so they are optimistic"
+        )
         warnings.warn(f"evaluate_parcels: {note}", EvaluationWarning, stacklevel=2)
     cp = per_parcel["cluster_pixels"].transpose("parcel", "centre").values
     majority = per_parcel["cluster"].values
@@ -308,10 +321,18 @@ def evaluate_parcels(
     cm_par = confusion(lab_values[te], apply_vote(majority[te], mapping), classes)
     predicted = pd.Series(apply_vote(majority, mapping), index=ids, name="predicted")
     return Evaluation(
-        vote=vote, mapping=mapping, classes=classes, train_ids=train_ids, test_ids=test_ids,
-        confusion_pixels=cm_pix, confusion_parcels=cm_par,
-        scores_pixels=scores_from_confusion(cm_pix), scores_parcels=scores_from_confusion(cm_par),
-        predicted=predicted, evaluated_on=evaluated_on, note=note,
+        vote=vote,
+        mapping=mapping,
+        classes=classes,
+        train_ids=train_ids,
+        test_ids=test_ids,
+        confusion_pixels=cm_pix,
+        confusion_parcels=cm_par,
+        scores_pixels=scores_from_confusion(cm_pix),
+        scores_parcels=scores_from_confusion(cm_par),
+        predicted=predicted,
+        evaluated_on=evaluated_on,
+        note=note,
     )
 
 

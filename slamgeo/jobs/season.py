@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from slamgeo.cube import spatial_dims
 from slamgeo.errors import InputError
-
-DEFAULT_MAX_GAP_DAYS = 25
+from slamgeo.io.cube import spatial_dims
+from slamgeo.schema import MAX_GAP_DAYS as DEFAULT_MAX_GAP_DAYS
 
 
 def year_shift(model_dates: np.ndarray, season_dates: np.ndarray) -> int:
@@ -87,7 +86,10 @@ def resample_series(
 
 
 def check_coverage(
-    model_dates: np.ndarray, season_dates: np.ndarray, *, max_gap_days: float = DEFAULT_MAX_GAP_DAYS,
+    model_dates: np.ndarray,
+    season_dates: np.ndarray,
+    *,
+    max_gap_days: float = DEFAULT_MAX_GAP_DAYS,
     where: str = "season",
 ) -> None:
     """Refuse a season whose acquisitions cannot reach every model date within the gap limit."""

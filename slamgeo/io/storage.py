@@ -13,7 +13,7 @@ What "complete" means, per kind of output:
   staging folder and published: locally by renaming it into place (atomic); on object storage,
   which has no rename, by removing the folder's *marker* file first, uploading the other files,
   and uploading the marker last, so the marker's presence means the folder is complete;
-- a Zarr store carries the root attribute `slamgeo_complete`, set last (see `slamgeo.cube`).
+- a Zarr store carries the root attribute `slamgeo_complete`, set last (see `slamgeo.io.cube`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from slamgeo.errors import OutputError
+from slamgeo.schema import COMPLETE_ATTR as _COMPLETE_ATTR
+from slamgeo.schema import KIND_ATTR, MODEL_MARKER, PARCELS_MARKER, REPORT_MARKER, SCENE_MARKER, WEIGHTS_FILE
 
 Location = str | Path
 
@@ -173,7 +175,7 @@ def upload_folder(src: Path, dest: Location, *, marker: str | None = None) -> No
     if first:
         # lists of equal length: fsspec copies pairwise, without its folder-name rules
         fs.put([str(files[i]) for i in first], [f"{root.rstrip('/')}/{rel[i]}" for i in first])
-    for i in order[len(first):]:
+    for i in order[len(first) :]:
         fs.put_file(str(files[i]), f"{root.rstrip('/')}/{rel[i]}")
 
 
@@ -252,9 +254,7 @@ def staged_folder(dest: Location, kind: OutputKind) -> Iterator[Path]:
 # slamgeo's own output of the same kind, never when it holds an input of the command or any
 # file the writer does not write. `claim_output` applies it; writers call it before any work.
 
-KIND_ATTR = "slamgeo_kind"  # root attribute of slamgeo's Zarr stores: "cube" or "results"
 INCOMPLETE = ".slamgeo-incomplete"  # in a folder output being written in place: holds its kind
-_COMPLETE_ATTR = "slamgeo_complete"  # slamgeo.cube.COMPLETE_ATTR (cube imports xarray)
 _ZARR_META = frozenset({".zattrs", ".zgroup", ".zmetadata", "zarr.json"})
 
 
@@ -273,12 +273,18 @@ class OutputKind:
 
 CUBE = OutputKind("cube", zarr=True)
 RESULTS = OutputKind("results", zarr=True)
-CHECKPOINT = OutputKind("checkpoint", marker="model.json", entries=("model.json", "model.safetensors"))
-PARCELS = OutputKind("parcels", marker="metrics.json", entries=(
-    "metrics.json", "parcels.zarr", "class_profiles.zarr", "parcels.parquet", "confusion_*.csv"))
-REPORT = OutputKind("report", marker="index.html", entries=("index.html", "report.json", "*.png"))
-SCENE = OutputKind("scene", marker="scene.json", entries=(
-    "scene.json", "tiffs", "stac.json", "parcels*.gpkg", "phenology.csv", "truth.tif"))
+CHECKPOINT = OutputKind("checkpoint", marker=MODEL_MARKER, entries=(MODEL_MARKER, WEIGHTS_FILE))
+PARCELS = OutputKind(
+    "parcels",
+    marker=PARCELS_MARKER,
+    entries=(PARCELS_MARKER, "parcels.zarr", "class_profiles.zarr", "parcels.parquet", "confusion_*.csv"),
+)
+REPORT = OutputKind("report", marker=REPORT_MARKER, entries=(REPORT_MARKER, "report.json", "*.png"))
+SCENE = OutputKind(
+    "scene",
+    marker=SCENE_MARKER,
+    entries=(SCENE_MARKER, "tiffs", "stac.json", "parcels*.gpkg", "phenology.csv", "truth.tif"),
+)
 
 
 def _entries(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
@@ -301,7 +307,7 @@ def _zarr_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
 
 
 def store_kind(loc: Location) -> str | None:
-    """"cube" or "results" for a Zarr store slamgeo wrote at `loc`, else None."""
+    """ "cube" or "results" for a Zarr store slamgeo wrote at `loc`, else None."""
     fs, path = filesystem(loc)
     attrs = _zarr_attrs(fs, path.rstrip("/"))
     if attrs is None:
@@ -331,8 +337,14 @@ def _foreign(kind: OutputKind, fs: fsspec.AbstractFileSystem, path: str) -> list
     entries = _entries(fs, path)
     if kind.zarr:
         # metadata files, and arrays / groups (folders that hold Zarr metadata)
-        return sorted(n for n, t in entries.items() if n not in _ZARR_META and not (
-            t == "directory" and any(fs.exists(f"{path}/{n}/{m}") for m in (".zarray", ".zgroup", "zarr.json"))))
+        return sorted(
+            n
+            for n, t in entries.items()
+            if n not in _ZARR_META
+            and not (
+                t == "directory" and any(fs.exists(f"{path}/{n}/{m}") for m in (".zarray", ".zgroup", "zarr.json"))
+            )
+        )
     return sorted(n for n in entries if n != INCOMPLETE and not any(fnmatch.fnmatchcase(n, p) for p in kind.entries))
 
 
@@ -365,15 +377,20 @@ def claim_output(
     out = location(out)
     for inp in inputs:
         if _contains(out, inp) or _contains(inp, out):
-            what = "is" if _contains(inp, out) and _contains(out, inp) else (
-                "holds" if _contains(out, inp) else "lies inside")
+            what = (
+                "is"
+                if _contains(inp, out) and _contains(out, inp)
+                else ("holds" if _contains(out, inp) else "lies inside")
+            )
             raise OutputError(f"{out}: the output {what} the input {inp}; choose another output location")
     fs, path = filesystem(out)
     path = path.rstrip("/")
     try:
         if fs.isfile(path):
-            raise OutputError(f"{out}: is a file, not a {kind.name} {'store' if kind.zarr else 'folder'}; "
-                              "choose another output location")
+            raise OutputError(
+                f"{out}: is a file, not a {kind.name} {'store' if kind.zarr else 'folder'}; "
+                "choose another output location"
+            )
         if not fs.exists(path):
             return "absent"
         entries = _entries(fs, path)
@@ -390,12 +407,16 @@ def claim_output(
         if found is not None:
             raise OutputError(f"{out}: holds a slamgeo {found} store, not a {kind.name} folder; refusing to replace it")
         if kind.marker not in entries and not _incomplete_of(kind, fs, path, entries):
-            raise OutputError(f"{out}: holds {_describe(entries)} and no {kind.marker}, so it is not a slamgeo "
-                              f"{kind.name} folder; refusing to replace it")
+            raise OutputError(
+                f"{out}: holds {_describe(entries)} and no {kind.marker}, so it is not a slamgeo "
+                f"{kind.name} folder; refusing to replace it"
+            )
     foreign = _foreign(kind, fs, path)
     if foreign:
-        raise OutputError(f"{out}: a {kind.name} output, but it also holds {_describe({n: entries[n] for n in foreign})}"
-                          " that slamgeo did not write; refusing to replace it")
+        raise OutputError(
+            f"{out}: a {kind.name} output, but it also holds {_describe({n: entries[n] for n in foreign})}"
+            " that slamgeo did not write; refusing to replace it"
+        )
     if not (overwrite or resume):
         raise OutputError(f"{out}: a slamgeo {kind.name} output already exists; pass --overwrite to replace it")
     return "own"

@@ -1,6 +1,8 @@
 """The season pipeline's configuration: YAML, loaded safely, validated with pydantic.
 
 Unknown keys and wrong types are errors that name the offending key (`ConfigError`).
+Defaults are the library's (`slamgeo.schema`), so a key left out means what the command line
+and the Python functions do by default.
 Paths may be local or fsspec URLs (`s3://bucket/prefix`); relative paths are taken relative
 to the configuration file, which may itself be a local file or a URL.
 """
@@ -14,8 +16,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from slamgeo import storage
+from slamgeo import schema
 from slamgeo.errors import ConfigError
+from slamgeo.io import storage
+
+# Former section names: refused with a message naming the section to use instead.
+RENAMED_KEYS = {"cluster": "dask: (the Dask scheduler and workers; k-Means settings are under kmeans:)"}
 
 
 class _Strict(BaseModel):
@@ -43,7 +49,7 @@ class InputConfig(_Strict):
     synthetic: SyntheticInput = SyntheticInput()
 
     @model_validator(mode="after")
-    def _paths_given(self) -> "InputConfig":
+    def _paths_given(self) -> InputConfig:
         if self.kind != "synthetic" and not self.paths:
             raise ValueError(f"input.paths is required for input.kind={self.kind!r}")
         return self
@@ -59,19 +65,21 @@ class ParcelsConfig(_Strict):
     seed: int = 0
 
 
-class ClusterConfig(_Strict):
+class DaskConfig(_Strict):
+    """The Dask cluster of a run: an existing scheduler's address, or a LocalCluster's size."""
+
     scheduler: str | None = None
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
 
 
 class TrainConfig(_Strict):
-    sample_size: int = Field(100_000, ge=100)
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    max_epochs: int = Field(30, ge=1)
-    patience: int = Field(5, ge=1)
-    batch_size: int = Field(1024, ge=1)
-    lr: float = Field(5e-3, gt=0)
+    sample_size: int = Field(schema.TRAIN_SAMPLE_SIZE, ge=100)
+    val_fraction: float = Field(schema.TRAIN_VAL_FRACTION, gt=0, lt=1)
+    max_epochs: int = Field(schema.TRAIN_MAX_EPOCHS, ge=1)
+    patience: int = Field(schema.TRAIN_PATIENCE, ge=1)
+    batch_size: int = Field(schema.TRAIN_BATCH_SIZE, ge=1)
+    lr: float = Field(schema.TRAIN_LR, gt=0)
     seed: int = 0
     embed_dim: int = Field(2, ge=1)
     gap_fill: bool = False
@@ -87,15 +95,15 @@ class ModelConfig(_Strict):
 class GradSlamConfig(_Strict):
     scale: Literal["minmax", "maxabs", "abs", "centred", "none"] | None = None  # None: library default
     layers: list[str] | None = None
-    batch_size: int = Field(4096, ge=1)
+    batch_size: int = Field(schema.EXPLAIN_BATCH_SIZE, ge=1)
     importance_dtype: Literal["float32", "float16"] = "float32"
-    max_gap_days: float = Field(25, gt=0)  # season resampling onto a reused model's dates
+    max_gap_days: float = Field(schema.MAX_GAP_DAYS, gt=0)  # season resampling onto a reused model's dates
 
 
 class KMeansConfig(_Strict):
-    k: int = Field(16, ge=2)
+    k: int = Field(schema.KMEANS_K, ge=2)
     seed: int = 0
-    sample_size: int = Field(100_000, ge=100)
+    sample_size: int = Field(schema.KMEANS_SAMPLE_SIZE, ge=100)
 
 
 class SeasonConfig(_Strict):
@@ -122,8 +130,8 @@ class PipelineConfig(_Strict):
     output: str
     input: InputConfig = InputConfig()
     parcels: ParcelsConfig = ParcelsConfig()
-    chunk: int = Field(256, ge=16)
-    cluster: ClusterConfig = ClusterConfig()
+    chunk: int = Field(schema.CHUNK, ge=16)
+    dask: DaskConfig = DaskConfig()
     model: ModelConfig = ModelConfig()
     gradslam: GradSlamConfig = GradSlamConfig()
     kmeans: KMeansConfig = KMeansConfig()
@@ -173,6 +181,9 @@ def load_config(path: str | Path, *, overrides: dict | None = None) -> PipelineC
 
 def parse_config(raw: dict, *, where: str = "configuration") -> PipelineConfig:
     """Validate a configuration mapping; errors name each offending key path."""
+    renamed = [f"{old}: renamed to {new}" for old, new in RENAMED_KEYS.items() if old in raw]
+    if renamed:
+        raise ConfigError(f"{where}: " + "; ".join(renamed))
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:

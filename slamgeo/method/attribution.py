@@ -1,12 +1,12 @@
 """Per-date attributions of an encoder's embedding behind one interface, in the manner of captum:
 `Method(encoder, ...).attribute(x, target=...)`.
 
-- `GradSlam`: Grad-SLAM (`slamgeo.gradslam`), maps of the encoder's layers resampled to the
+- `GradSlam`: Grad-SLAM (`slamgeo.method.gradslam`), maps of the encoder's layers resampled to the
   dates, scaled and merged;
 - `GradientXInput`: gradient x input (captum `InputXGradient`), summed over bands;
 - `IntegratedGradients`: integrated gradients (captum), summed over bands;
 - `Occlusion`: the change of the target when one date is replaced by linear interpolation from
-  its neighbours (`slamgeo.faithfulness.delete_dates`), per date.
+  its neighbours (`slamgeo.method.faithfulness.delete_dates`), per date.
 
 `x` is `(N, C, T)` standardised series (finite). `target`: None explains every embedding
 dimension and returns `(N, D, T)`; a dimension d, a direction w `(D,)` or one direction per
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from slamgeo.errors import InputError
-from slamgeo.gradslam import (
+from slamgeo.method.gradslam import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SCALE,
     Merge,
@@ -68,8 +68,14 @@ class GradSlam(Attribution):
     `reference`: the `(D, T)` map the "centred" scaling subtracts; `set_reference(x_ref)`
     computes it from a sample of the scene's series."""
 
-    def __init__(self, encoder: nn.Module, layers: Sequence[nn.Module] | None = None, *,
-                 reference: Tensor | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        layers: Sequence[nn.Module] | None = None,
+        *,
+        reference: Tensor | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
         super().__init__(encoder)
         self.layers = layers
         self.reference = reference
@@ -80,12 +86,27 @@ class GradSlam(Attribution):
         self.reference = reference_map(self.encoder, x_ref, self.layers, batch_size=self.batch_size)
         return self.reference
 
-    def attribute(self, x: Tensor, target: Target = None, *, scale: Scale = DEFAULT_SCALE,
-                  merge: Merge = "mean", reference: Tensor | None = None) -> Tensor:
+    def attribute(
+        self,
+        x: Tensor,
+        target: Target = None,
+        *,
+        scale: Scale = DEFAULT_SCALE,
+        merge: Merge = "mean",
+        reference: Tensor | None = None,
+    ) -> Tensor:
         """Date importance (`grad_slam`): `(N, D, T)`, or `(N, T)` for a target."""
         ref = reference if reference is not None else self.reference
-        out = grad_slam(self.encoder, x, self.layers, scale=scale, merge=merge, reference=ref,
-                        batch_size=self.batch_size, target=target)
+        out = grad_slam(
+            self.encoder,
+            x,
+            self.layers,
+            scale=scale,
+            merge=merge,
+            reference=ref,
+            batch_size=self.batch_size,
+            target=target,
+        )
         assert isinstance(out, Tensor)
         return out
 
@@ -111,8 +132,9 @@ class IntegratedGradients(Attribution):
     `baseline` x0: None = zeros (the per-band mean of standardised series), a float, or a tensor
     `(C, T)` or `(N, C, T)`. `batch_size` bounds the series per forward pass (pixels x steps)."""
 
-    def __init__(self, encoder: nn.Module, *, baseline: Tensor | float | None = None, n_steps: int = 32,
-                 batch_size: int = 1024):
+    def __init__(
+        self, encoder: nn.Module, *, baseline: Tensor | float | None = None, n_steps: int = 32, batch_size: int = 1024
+    ):
         super().__init__(encoder)
         if n_steps < 1:
             raise InputError(f"n_steps must be >= 1, found {n_steps}")
@@ -134,17 +156,23 @@ class IntegratedGradients(Attribution):
             n_dims = _n_dims(self.encoder, x)
             for i in range(0, x.shape[0], self.batch_size):
                 xc, bc = x[i : i + self.batch_size], x0[i : i + self.batch_size]
-                chunks.append(torch.stack([
-                    method.attribute(xc, baselines=bc, target=d, n_steps=self.n_steps,
-                                     internal_batch_size=self.batch_size).sum(1)
-                    for d in range(n_dims)
-                ], 1).float())
+                chunks.append(
+                    torch.stack(
+                        [
+                            method.attribute(
+                                xc, baselines=bc, target=d, n_steps=self.n_steps, internal_batch_size=self.batch_size
+                            ).sum(1)
+                            for d in range(n_dims)
+                        ],
+                        1,
+                    ).float()
+                )
         return torch.cat(chunks) if chunks else torch.zeros(0, n_dims, x.shape[2])
 
 
 class Occlusion(Attribution):
     """E(x)[n, d] - E(x with date t deleted)[n, d] per date t: the date is replaced by linear
-    interpolation from its neighbours in every band (`slamgeo.faithfulness.delete_dates`), the
+    interpolation from its neighbours in every band (`slamgeo.method.faithfulness.delete_dates`), the
     same perturbation as the deletion measure. T + 1 forward passes; signed."""
 
     def __init__(self, encoder: nn.Module, *, batch_size: int = 4096):
@@ -152,7 +180,7 @@ class Occlusion(Attribution):
         self.batch_size = batch_size
 
     def _per_dimension(self, x: Tensor) -> Tensor:
-        from slamgeo.faithfulness import delete_dates
+        from slamgeo.method.faithfulness import delete_dates
 
         n, _, n_times = x.shape
         with explaining(self.encoder), torch.no_grad():
@@ -174,8 +202,9 @@ def _embed(encoder: nn.Module, x: Tensor, batch_size: int) -> Tensor:
 
 def _n_dims(encoder: nn.Module, x: Tensor) -> int:
     with torch.no_grad():
-        return int(encoder(x[:1] if x.shape[0] else torch.zeros(1, *x.shape[1:], dtype=x.dtype,
-                                                                 device=x.device)).shape[1])
+        return int(
+            encoder(x[:1] if x.shape[0] else torch.zeros(1, *x.shape[1:], dtype=x.dtype, device=x.device)).shape[1]
+        )
 
 
 def _per_date(attribute, encoder: nn.Module, x: Tensor, batch_size: int) -> Tensor:

@@ -18,8 +18,10 @@ Policies (said once, here, and recorded in the outputs' attributes):
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask
@@ -33,14 +35,14 @@ import shapely
 import xarray as xr
 from flox.xarray import xarray_reduce
 
-from slamgeo import storage
-from slamgeo.cluster import CENTRE, DIM, NO_CLUSTER
-from slamgeo.cube import DEFAULT_CHUNK, GRID_DIMS, spatial_dims
 from slamgeo.errors import InputError
+from slamgeo.io import storage
+from slamgeo.io.cube import DEFAULT_CHUNK, GRID_DIMS, spatial_dims
+from slamgeo.jobs.cluster import CENTRE, DIM, NO_CLUSTER
+from slamgeo.jobs.metrics import UNASSIGNED, Evaluation, EvaluationWarning, evaluate_parcels
+from slamgeo.schema import CLASS, PARCEL, PARCELS_MARKER
 
 NO_PARCEL = 0
-PARCEL = "parcel"
-CLASS = "class"
 OVERLAP_RULE = "smallest parcel wins (equal areas: larger id)"
 _PARQUET_SUFFIXES = {".parquet", ".geoparquet", ".pq"}
 
@@ -120,19 +122,35 @@ def read_parcels(
     crs=None,
     layer: str | None = None,
 ) -> gpd.GeoDataFrame:
-    """Read parcels (GeoPackage, shapefile, GeoParquet; a local path or an fsspec URL), check
-    them, repair invalid geometries, reproject to `crs` when given and different.
-
-    Returns a GeoDataFrame with columns `id_column` (int64), `class_column` and `geometry`, in
-    file order; `attrs`: `repaired_ids` (list), `repaired` (their count), `overlaps` (list of id
-    pairs), `source`. Repairs are also said in a `ParcelWarning` naming the file and the count.
-    Raises `InputError` for a missing file, an empty layer, a missing column, bad ids,
-    null/empty/non-polygonal geometries, or a layer without a CRS.
-    """
+    """Read parcels (GeoPackage, shapefile, GeoParquet; a local path or an fsspec URL) and
+    `check_parcels` them. Raises `InputError` for a missing or unreadable file too."""
     path = storage.location(path)
     if not storage.exists(path):
         raise InputError(f"{path}: no parcel file here")
     gdf = _read_any(path, layer)
+    gdf.attrs["source"] = str(path)
+    return check_parcels(gdf, id_column=id_column, class_column=class_column, crs=crs)
+
+
+def check_parcels(
+    gdf: gpd.GeoDataFrame,
+    *,
+    id_column: str = "parcel_id",
+    class_column: str = "crop",
+    crs=None,
+) -> gpd.GeoDataFrame:
+    """Check parcels, repair invalid geometries, reproject to `crs` when given and different.
+
+    Returns a GeoDataFrame with columns `id_column` (int64), `class_column` and `geometry`, in
+    the input's order; `attrs`: `repaired_ids` (list), `repaired` (their count), `overlaps`
+    (list of id pairs), `source` (`gdf.attrs["source"]`, or "parcels"). Repairs are also said
+    in a `ParcelWarning` naming the source and the count. Parcels checked already (with the same
+    columns) are only reprojected. Raises `InputError` for an empty layer, a missing column,
+    bad ids, null/empty/non-polygonal geometries, or a layer without a CRS.
+    """
+    path = gdf.attrs.get("source", "parcels")
+    if gdf.attrs.get("checked") == [id_column, class_column]:
+        return gdf if crs is None or gdf.crs.equals(crs) else _with_attrs(gdf.to_crs(crs), gdf.attrs)
     if len(gdf) == 0:
         raise InputError(f"{path}: the parcel layer is empty (0 features)")
     missing = [c for c in (id_column, class_column) if c not in gdf.columns]
@@ -172,6 +190,7 @@ def read_parcels(
         out = out.to_crs(crs)
     out.attrs = {
         "source": str(path),
+        "checked": [id_column, class_column],
         "repaired_ids": [int(i) for i in repaired],
         "repaired": len(repaired),
         "overlaps": find_overlaps(out, id_column=id_column),
@@ -181,6 +200,11 @@ def read_parcels(
     return out
 
 
+def _with_attrs(gdf: gpd.GeoDataFrame, attrs: dict) -> gpd.GeoDataFrame:
+    gdf.attrs = dict(attrs)
+    return gdf
+
+
 # --------------------------------------------------------------------------- rasterising
 
 
@@ -188,8 +212,12 @@ def _rasterize_block(geoms, values, shape, transform, all_touched: bool) -> np.n
     if len(geoms) == 0:
         return np.full(shape, NO_PARCEL, dtype=np.int32)
     return rasterio.features.rasterize(
-        zip(geoms, values), out_shape=shape, transform=transform, fill=NO_PARCEL,
-        all_touched=all_touched, dtype="int32",
+        zip(geoms, values),
+        out_shape=shape,
+        transform=transform,
+        fill=NO_PARCEL,
+        all_touched=all_touched,
+        dtype="int32",
     )
 
 
@@ -220,7 +248,9 @@ def rasterize_parcels(
     `like` without CRS, or parcels that do not overlap the grid.
     """
     if not set(GRID_DIMS) <= set(like.dims):
-        raise InputError("rasterize_parcels: the sample form of a cube carries its labels already; nothing to rasterise")
+        raise InputError(
+            "rasterize_parcels: the sample form of a cube carries its labels already; nothing to rasterise"
+        )
     crs = like.rio.crs
     if crs is None:
         raise InputError("rasterize_parcels: the grid has no CRS (expected a CF grid mapping 'spatial_ref')")
@@ -270,7 +300,9 @@ def rasterize_parcels(
         coords["spatial_ref"] = like.coords["spatial_ref"]
     out = xr.DataArray(data, dims=GRID_DIMS, coords=coords, name="parcel_id")
     out.attrs = {
-        "long_name": "parcel id", "flag_meaning": "0: no parcel", "all_touched": int(all_touched),
+        "long_name": "parcel id",
+        "flag_meaning": "0: no parcel",
+        "all_touched": int(all_touched),
         "overlap_rule": OVERLAP_RULE,
     }
     if "spatial_ref" in out.coords:
@@ -376,16 +408,20 @@ def aggregate_parcels(
         if n_clusters is None:
             n_clusters = results.sizes[CENTRE] if CENTRE in results.sizes else int(cl.max().compute()) + 1
         ones = xr.ones_like(cl, dtype=np.int64).rename("cluster_pixels")
-        cp = xarray_reduce(ones, pid, cl, func="sum", fill_value=0,
-                           expected_groups=(ids, np.arange(n_clusters)), isbin=(False, False))
+        cp = xarray_reduce(
+            ones, pid, cl, func="sum", fill_value=0, expected_groups=(ids, np.arange(n_clusters)), isbin=(False, False)
+        )
         parts.append(cp.rename({"cluster": CENTRE}).to_dataset())
     parts = dask.compute(*parts)
     out = xr.merge([p.rename({"parcel_id": PARCEL}) for p in parts], compat="override", join="exact")
     if "cluster_pixels" in out:
         cp = out["cluster_pixels"].values
         majority = np.where(cp.sum(1) > 0, cp.argmax(1), NO_CLUSTER)
-        out["cluster"] = ((PARCEL,), majority.astype(np.int32),
-                          {"long_name": "majority cluster of the parcel's pixels", "flag_meaning": "-1: none"})
+        out["cluster"] = (
+            (PARCEL,),
+            majority.astype(np.int32),
+            {"long_name": "majority cluster of the parcel's pixels", "flag_meaning": "-1: none"},
+        )
         out = out.assign_coords({CENTRE: np.arange(out.sizes[CENTRE])})
     out = out.sel({PARCEL: ids})  # flox returns the groups sorted; give them back in `ids` order
     order = [PARCEL, DIM, "time", CENTRE]
@@ -443,7 +479,9 @@ def minmax(profile: np.ndarray, axis: int = -1) -> np.ndarray:
     hi = np.nanmax(profile, axis=axis, keepdims=True)
     span = hi - lo
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(span > 0, (profile - lo) / np.where(span > 0, span, 1.0), np.where(np.isnan(profile), np.nan, 0.0))
+        return np.where(
+            span > 0, (profile - lo) / np.where(span > 0, span, 1.0), np.where(np.isnan(profile), np.nan, 0.0)
+        )
 
 
 def class_profiles(
@@ -504,8 +542,11 @@ def class_profiles(
     names = [c for c, _ in rows]
     mean = np.stack([r["importance_mean"] for _, r in rows])  # (class, dim, time)
     data = {
-        "importance": ((CLASS, DIM, "time"), minmax(mean, axis=-1),
-                       {"long_name": "class mean importance, min-max normalised over time per class and dim"}),
+        "importance": (
+            (CLASS, DIM, "time"),
+            minmax(mean, axis=-1),
+            {"long_name": "class mean importance, min-max normalised over time per class and dim"},
+        ),
         "importance_mean": ((CLASS, DIM, "time"), mean, {"long_name": "class mean importance (pixel-weighted)"}),
         "n_parcels": ((CLASS,), np.array([r["n_parcels"] for _, r in rows])),
         "n_pixels": ((CLASS,), np.array([r["n_pixels"] for _, r in rows])),
@@ -513,8 +554,11 @@ def class_profiles(
     }
     for band in ("VV", "VH"):
         if band in per_parcel:
-            data[band] = ((CLASS, "time"), np.stack([r[band] for _, r in rows]),
-                          {"units": "dB", "long_name": f"class mean {band} (mean of dB values)"})
+            data[band] = (
+                (CLASS, "time"),
+                np.stack([r[band] for _, r in rows]),
+                {"units": "dB", "long_name": f"class mean {band} (mean of dB values)"},
+            )
     coords = {CLASS: np.asarray(names, dtype=object if not np.issubdtype(np.asarray(names).dtype, np.number) else None)}
     coords[DIM] = per_parcel[DIM].values
     coords["time"] = per_parcel["time"].values
@@ -523,17 +567,300 @@ def class_profiles(
     return out
 
 
+# --------------------------------------------------------------------------- the stage
+
+PARCELS_OUTPUTS = {
+    "per_parcel": "parcels.zarr",
+    "profiles": "class_profiles.zarr",
+    "table": "parcels.parquet",
+    "confusion_pixels": "confusion_pixels.csv",
+    "confusion_pixels_percent": "confusion_pixels_percent.csv",
+    "confusion_parcels": "confusion_parcels.csv",
+    "confusion_parcels_percent": "confusion_parcels_percent.csv",
+    "metrics": PARCELS_MARKER,  # the marker of a complete parcels folder, written last
+}
+
+
+@dataclass
+class ParcelsResult:
+    """What the parcels stage gives.
+
+    per_parcel: Dataset on `parcel` (mean importance `(parcel, dim, time)`, VV/VH profiles,
+        embedding, n_pixels, n_valid, majority cluster; coordinates label, split, predicted)
+        and `cluster_class (centre)`, the class voted for each cluster;
+    classes: per-class profiles `(class, dim, time)` and `(class, time)` (`class_profiles`);
+    evaluation: the vote, confusion matrices and scores (`slamgeo.jobs.metrics.Evaluation`);
+    table: one row per parcel (a GeoDataFrame when the parcels have geometries);
+    info: provenance and what was found (repairs, overlaps, parcels without pixels);
+    messages: the same, as sentences for the user.
+    """
+
+    per_parcel: xr.Dataset
+    classes: xr.Dataset
+    evaluation: Evaluation
+    table: pd.DataFrame
+    info: dict
+    messages: list[str]
+
+    @property
+    def metrics(self) -> dict:
+        """Scores, mapping and provenance, as `metrics.json` holds them (JSON types)."""
+        return json.loads(json.dumps({**self.evaluation.to_dict(), **self.info}, default=_json_default))
+
+    def confusion(self, level: str) -> pd.DataFrame:
+        """Counts `(class, voted class)` plus an `unassigned` column, for "pixels" or "parcels"."""
+        cm = self.evaluation.confusion_pixels if level == "pixels" else self.evaluation.confusion_parcels
+        counts = cm["counts"].to_pandas()
+        counts["unassigned"] = cm["unassigned"].values
+        return counts
+
+    def parts(self) -> dict:
+        """The pieces the report draws from, as `slamgeo.reporting.read_parcels_outputs` reads
+        them back from a parcels folder."""
+        return {
+            "confusion_pixels": self.confusion("pixels"),
+            "confusion_parcels": self.confusion("parcels"),
+            "profiles": self.classes,
+            "per_parcel": self.per_parcel,
+            "metrics": self.metrics,
+        }
+
+
+def _json_default(o):
+    return o.tolist() if isinstance(o, np.ndarray) else o.item() if isinstance(o, np.generic) else str(o)
+
+
+def _label_series(values, ids) -> pd.Series:
+    """Class per parcel id as strings; "" for no class."""
+    s = pd.Series(values, index=ids, dtype=object, name="label")
+    return s.where(s.notna(), "").astype(str).astype(object)
+
+
+def _sample_labels(results: xr.Dataset, id_column: str, class_column: str):
+    """Sample form: parcel id and class per sample from the results' coordinates."""
+    for col in (id_column, class_column):
+        if col not in results.coords:
+            found = sorted(str(c) for c in results.coords if results[c].dims == ("sample",))
+            raise InputError(f"sample-form results: no '{col}' coordinate on sample; found {found}")
+    frame = pd.DataFrame({"id": results[id_column].values, "label": results[class_column].values})
+    per = frame.groupby("id")["label"].agg(lambda v: pd.unique(v.dropna()).tolist())
+    mixed = [int(i) for i, v in per.items() if len(v) > 1]
+    if mixed:
+        raise InputError(f"sample-form results: parcels {mixed[:10]} have samples of different classes")
+    ids = per.index.to_numpy().astype(np.int64)
+    return ids, [v[0] if v else None for v in per]
+
+
+def parcels(
+    results: xr.Dataset,
+    cube: xr.Dataset | None,
+    polygons: gpd.GeoDataFrame | str | Path | None,
+    *,
+    id_column: str = "parcel_id",
+    class_column: str = "crop",
+    all_touched: bool = False,
+    vote: str = "pixels",
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    provenance: dict | None = None,
+) -> ParcelsResult:
+    """Per-parcel and per-class importance, majority voting of the clusters into classes on
+    training parcels, and scores on held-out parcels.
+
+    results: clustered results (`embedding`, `importance`, `cluster`), gridded `(y, x)` or in
+    sample form `(sample,)` with the id and class as sample coordinates. cube: the cube the
+    results came from, for VV/VH profiles (or None). polygons: the parcels (a GeoDataFrame, or
+    a file `read_parcels` reads; None for sample form), reprojected to the results' CRS. The
+    aggregation is Dask work on the caller's scheduler (flox); the result is in memory.
+    `provenance`: entries put first into the result's `info` (where the inputs came from).
+    """
+    if vote not in ("pixels", "parcels"):
+        raise InputError(f"vote must be 'pixels' or 'parcels', found {vote!r}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise InputError(f"test_fraction must be in [0, 1), found {test_fraction}")
+    if "importance" not in results:
+        raise InputError(f"results: no 'importance' variable; found {sorted(map(str, results.data_vars))}")
+    if "cluster" not in results:
+        raise InputError("results: no 'cluster' variable; cluster the embeddings first (slamgeo.cluster)")
+    sdims = results_spatial_dims(results)
+    gdf = None
+    messages: list[str] = []
+    info: dict = {
+        **(provenance or {}),
+        "id_column": id_column,
+        "class_column": class_column,
+        "test_fraction": test_fraction,
+        "seed": seed,
+    }
+    if polygons is not None:
+        crs = results.rio.crs if sdims == ("y", "x") else None
+        gdf = (
+            check_parcels(polygons, id_column=id_column, class_column=class_column, crs=crs)
+            if isinstance(polygons, gpd.GeoDataFrame)
+            else read_parcels(polygons, id_column=id_column, class_column=class_column, crs=crs)
+        )
+    if sdims == ("y", "x"):
+        if gdf is None:
+            raise InputError("gridded results need parcels (a GeoPackage, shapefile or GeoParquet)")
+        parcel_id = rasterize_parcels(gdf, results, all_touched=all_touched, id_column=id_column)
+        ids = gdf[id_column].to_numpy()
+        labels = _label_series(gdf[class_column].to_numpy(), ids)
+        info.update(
+            all_touched=all_touched,
+            overlap_rule=OVERLAP_RULE,
+            repaired_ids=gdf.attrs["repaired_ids"],
+            overlapping_pairs=[list(p) for p in gdf.attrs["overlaps"]],
+        )
+        if gdf.attrs["repaired_ids"]:
+            messages.append(
+                f"repaired {len(gdf.attrs['repaired_ids'])} invalid geometr(y/ies) with make_valid "
+                f"(ids {gdf.attrs['repaired_ids'][:10]})"
+            )
+        if gdf.attrs["overlaps"]:
+            messages.append(
+                f"{len(gdf.attrs['overlaps'])} pair(s) of parcels overlap; their shared pixels go to the "
+                f"smaller parcel (pairs {gdf.attrs['overlaps'][:5]})"
+            )
+    else:
+        ids, lab = _sample_labels(results, id_column, class_column)
+        parcel_id = results[id_column]
+        labels = _label_series(lab, ids)
+
+    per_parcel = aggregate_parcels(results, cube, parcel_id, ids)
+    no_pixels = ids[per_parcel["n_pixels"].values == 0]
+    if no_pixels.size:
+        messages.append(f"{no_pixels.size} parcel(s) have no pixel on the grid (ids {no_pixels[:10].tolist()})")
+    info["parcels_without_pixels"] = no_pixels.tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EvaluationWarning)  # said in `messages`, and in the metrics
+        ev = evaluate_parcels(per_parcel, labels, vote=vote, test_fraction=test_fraction, seed=seed)  # type: ignore[arg-type]
+    if ev.note:
+        messages.append(ev.note)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        profiles = class_profiles(per_parcel, labels)
+    messages.extend(str(w.message) for w in caught)
+    info["classes_without_pixels"] = profiles.attrs["classes_without_pixels"]
+
+    split = np.full(ids.size, "", dtype=object)
+    split[np.isin(ids, ev.train_ids)] = "train"
+    split[np.isin(ids, ev.test_ids)] = "test"
+    per_parcel = per_parcel.assign_coords(
+        label=("parcel", labels.to_numpy().astype(str)),
+        split=("parcel", split.astype(str)),
+        predicted=("parcel", ev.predicted.reindex(ids).to_numpy().astype(str)),
+    )
+    per_parcel.attrs.update(
+        {
+            k: json.dumps(v) if isinstance(v, (list, dict)) else v
+            for k, v in info.items()
+            if v is not None and k != "overlapping_pairs"
+        }
+    )
+    per_parcel.attrs["vote"] = vote
+    per_parcel["cluster_class"] = (
+        ("centre",),
+        np.array([str(ev.mapping.get(c, UNASSIGNED)) for c in per_parcel["centre"].values]),
+        {"long_name": f"class voted for each cluster (by {vote}, on the training parcels)"},
+    )
+    profiles.attrs["classes_without_pixels"] = json.dumps(profiles.attrs["classes_without_pixels"])
+    profiles = profiles.assign_coords({"class": profiles["class"].values.astype(str)})
+    table = pd.DataFrame(
+        {
+            id_column: ids,
+            class_column: labels.to_numpy(),
+            "split": split,
+            "n_pixels": per_parcel["n_pixels"].values,
+            "n_valid": per_parcel["n_valid"].values,
+            "cluster": per_parcel["cluster"].values,
+            "predicted": per_parcel["predicted"].values,
+        }
+    )
+    for d in range(per_parcel.sizes["dim"]):
+        table[f"embedding_{d}"] = per_parcel["embedding"].values[:, d]
+    if gdf is not None:
+        geoms = gdf.set_index(id_column).geometry.reindex(ids)
+        table = gpd.GeoDataFrame(table, geometry=geoms.to_numpy(), crs=gdf.crs)
+    else:
+        messages.append("no parcel geometries (sample form without parcels): the table has no geometry")
+    return ParcelsResult(per_parcel, profiles, ev, table, info, messages)
+
+
+def write_parcels_outputs(result: ParcelsResult, folder: Path) -> None:
+    """Every output file of `result` into the (existing, empty) local folder `folder`;
+    `metrics.json` last."""
+    result.per_parcel.to_zarr(folder / PARCELS_OUTPUTS["per_parcel"], mode="w", zarr_format=2)
+    result.classes.to_zarr(folder / PARCELS_OUTPUTS["profiles"], mode="w", zarr_format=2)
+    result.table.to_parquet(folder / PARCELS_OUTPUTS["table"])  # GeoParquet for a GeoDataFrame
+    for level in ("pixels", "parcels"):
+        cm = result.evaluation.confusion_pixels if level == "pixels" else result.evaluation.confusion_parcels
+        result.confusion(level).to_csv(folder / PARCELS_OUTPUTS[f"confusion_{level}"])
+        cm["percent"].to_pandas().round(4).to_csv(folder / PARCELS_OUTPUTS[f"confusion_{level}_percent"])
+    (folder / PARCELS_OUTPUTS["metrics"]).write_text(json.dumps(result.metrics, indent=2))
+
+
+def parcels_store(
+    results: str | Path,
+    polygons: str | Path | None,
+    out: str | Path,
+    *,
+    cube: str | Path | None = None,
+    layer: str | None = None,
+    overwrite: bool = False,
+    **options,
+) -> ParcelsResult:
+    """`parcels` from a results store (and a cube store, a parcels file) into the folder `out`
+    (a path or a URL): `PARCELS_OUTPUTS`, written at once (`slamgeo.io.storage.staged_folder`).
+    `out` must be absent, empty or, with `overwrite`, a parcels folder holding nothing else
+    and none of the inputs (`slamgeo.io.storage.claim_output`). `options`: those of `parcels`."""
+    from slamgeo import __version__
+    from slamgeo.io.cube import open_cube, open_results
+
+    out = storage.location(out)
+    storage.claim_output(out, storage.PARCELS, overwrite=overwrite, inputs=[p for p in (results, polygons, cube) if p])
+    ds = open_results(results)
+    cb = open_cube(cube) if cube else None
+    provenance = {
+        "slamgeo_version": __version__,
+        "results_path": str(results),
+        "parcels_path": str(polygons) if polygons else None,
+        "cube_path": str(cube) if cube else None,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParcelWarning)  # repairs are in the result's messages
+        gdf = None
+        if polygons is not None:
+            crs = ds.rio.crs if results_spatial_dims(ds) == ("y", "x") else None
+            gdf = read_parcels(
+                polygons,
+                id_column=options.get("id_column", "parcel_id"),
+                class_column=options.get("class_column", "crop"),
+                crs=crs,
+                layer=layer,
+            )
+        res = parcels(ds, cb, gdf, provenance=provenance, **options)
+    with storage.staged_folder(out, storage.PARCELS) as tmp:
+        write_parcels_outputs(res, tmp)
+    return res
+
+
 __all__ = [
     "CLASS",
+    "PARCELS_OUTPUTS",
+    "ParcelsResult",
     "NO_PARCEL",
     "OVERLAP_RULE",
     "PARCEL",
     "ParcelWarning",
     "aggregate_parcels",
+    "check_parcels",
     "class_profiles",
     "find_overlaps",
     "minmax",
+    "parcels",
+    "parcels_store",
     "rasterize_parcels",
     "read_parcels",
     "results_spatial_dims",
+    "write_parcels_outputs",
 ]

@@ -8,7 +8,10 @@ Lloyd runs in `map_blocks`, not dask-ml's `KMeans`: less accurate, slower (bench
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -16,9 +19,17 @@ import numpy as np
 import xarray as xr
 
 from slamgeo.errors import InputError
+from slamgeo.schema import (
+    CENTRE,
+    CLUSTER,
+    CLUSTER_CENTRE,
+    CLUSTER_SIZE,
+    CLUSTER_VARIABLES,
+    DIM,
+    KMEANS_K,
+    KMEANS_SAMPLE_SIZE,
+)
 
-DIM = "dim"
-CENTRE = "centre"
 NO_CLUSTER = -1
 _BATCH = 1 << 16  # pixels per distance computation: bounds a block's (batch, k) float64 scratch
 
@@ -159,7 +170,7 @@ def _sample_block(block: np.ndarray, offset: tuple[int, ...], shape: tuple[int, 
     return u[keep], X[keep], int(valid.sum())
 
 
-def sample_pixels(embedding: xr.DataArray, size: int, *, seed: int = 0) -> tuple[np.ndarray, int]:
+def sample_embeddings(embedding: xr.DataArray, size: int, *, seed: int = 0) -> tuple[np.ndarray, int]:
     """A uniform random sample (without replacement) of `size` valid pixels' embeddings.
 
     Returns (`X (min(size, n_valid), D)` float64, `n_valid`). Out of core: each block keeps the
@@ -218,9 +229,9 @@ def _reseed_empty(centres: np.ndarray, empty: np.ndarray, sample: np.ndarray) ->
 
 def fit_kmeans(
     embedding: xr.DataArray,
-    k: int = 16,
+    k: int = KMEANS_K,
     *,
-    sample_size: int = 100_000,
+    sample_size: int = KMEANS_SAMPLE_SIZE,
     max_iter: int = 100,
     tol: float = 1e-4,
     seed: int = 0,
@@ -247,7 +258,7 @@ def fit_kmeans(
     if sample_size < k:
         raise InputError(f"k-Means: sample_size ({sample_size}) must be at least k ({k})")
     data, _ = _as_dask(embedding)
-    sample, n_valid = sample_pixels(embedding, sample_size, seed=seed)
+    sample, n_valid = sample_embeddings(embedding, sample_size, seed=seed)
     if n_valid < k:
         raise InputError(f"k-Means: k={k} clusters asked, but the embedding has only {n_valid} valid pixel(s)")
     if init is None:
@@ -259,7 +270,7 @@ def fit_kmeans(
     tol_abs = tol * float(np.mean(np.var(sample, axis=0)))
     converged = False
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 - the count of passes is read after the loop
         sums, counts, _, _ = _lloyd_pass(data, centres)
         empty = counts == 0
         new = np.where(empty[:, None], centres, sums / np.maximum(counts, 1)[:, None])
@@ -279,9 +290,15 @@ def fit_kmeans(
         sizes=sizes.astype(np.int64),
         n_valid=n_valid,
         sample_size=int(sample.shape[0]),
-        attrs={"k": int(k), "seed": int(seed), "sample_size": int(sample.shape[0]), "max_iter": int(max_iter),
-               "tol": float(tol), "n_init": int(n_init),
-               "init": "k-means++ on a sample, refined on the sample" if init is None else "given"},
+        attrs={
+            "k": int(k),
+            "seed": int(seed),
+            "sample_size": int(sample.shape[0]),
+            "max_iter": int(max_iter),
+            "tol": float(tol),
+            "n_init": int(n_init),
+            "init": "k-means++ on a sample, refined on the sample" if init is None else "given",
+        },
     )
 
 
@@ -312,8 +329,12 @@ def assign_clusters(embedding: xr.DataArray, centres: np.ndarray) -> xr.DataArra
         _assign_block, data, centres=centres, out_dtype=dtype, dtype=dtype, drop_axis=0, meta=np.array((), dtype)
     )
     template = embedding.isel({DIM: 0}, drop=True).transpose(*sdims)
-    out = xr.DataArray(labels, dims=sdims, coords=template.coords, name="cluster")
-    out.attrs = {"long_name": "k-Means cluster of the embedding", "flag_meaning": "-1: no data", "k": int(centres.shape[0])}
+    out = xr.DataArray(labels, dims=sdims, coords=template.coords, name=CLUSTER)
+    out.attrs = {
+        "long_name": "k-Means cluster of the embedding",
+        "flag_meaning": "-1: no data",
+        "k": int(centres.shape[0]),
+    }
     if "spatial_ref" in out.coords:
         out.attrs["grid_mapping"] = "spatial_ref"
     return out
@@ -325,27 +346,150 @@ def centres_dataarray(result: KMeansResult) -> xr.Dataset:
     coords = {CENTRE: np.arange(k), DIM: np.arange(d)}
     ds = xr.Dataset(
         {
-            "cluster_centre": ((CENTRE, DIM), result.centres, {"long_name": "k-Means centre in embedding space"}),
-            "cluster_size": ((CENTRE,), result.sizes, {"long_name": "valid pixels in the cluster"}),
+            CLUSTER_CENTRE: ((CENTRE, DIM), result.centres, {"long_name": "k-Means centre in embedding space"}),
+            CLUSTER_SIZE: ((CENTRE,), result.sizes, {"long_name": "valid pixels in the cluster"}),
         },
         coords=coords,
     )
-    ds["cluster_centre"].attrs.update(
+    ds[CLUSTER_CENTRE].attrs.update(
         {f"kmeans_{a}": v for a, v in result.attrs.items()},
-        inertia=result.inertia, n_iter=result.n_iter, converged=int(result.converged), n_valid=result.n_valid,
+        inertia=result.inertia,
+        n_iter=result.n_iter,
+        converged=int(result.converged),
+        n_valid=result.n_valid,
     )
     return ds
 
 
+# --------------------------------------------------------------------------- the stage
+
+NEW_VARIABLES = CLUSTER_VARIABLES
+
+
+def cluster(
+    results: xr.Dataset,
+    k: int = KMEANS_K,
+    *,
+    sample_size: int = KMEANS_SAMPLE_SIZE,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    seed: int = 0,
+) -> xr.Dataset:
+    """`results` plus k-Means of its `embedding (dim, *S)`: `cluster (*S)` (-1 = no data, lazy),
+    `cluster_centre (centre, dim)` and `cluster_size (centre,)` (`fit_kmeans`; the Lloyd passes
+    run on the caller's Dask scheduler)."""
+    if "embedding" not in results:
+        raise InputError(f"results: no 'embedding' variable; found {sorted(map(str, results.data_vars))}")
+    fit = fit_kmeans(results["embedding"], k, sample_size=sample_size, max_iter=max_iter, tol=tol, seed=seed)
+    new = xr.merge([assign_clusters(results["embedding"], fit.centres).to_dataset(), centres_dataarray(fit)])
+    return results.drop_vars([v for v in NEW_VARIABLES if v in results]).assign({v: new[v] for v in NEW_VARIABLES})
+
+
+def cluster_store(store: str | Path, k: int = KMEANS_K, *, overwrite: bool = False, **options) -> KMeansResult:
+    """`cluster` on a results store, the new variables written into it (`append_variables`);
+    a clustering already there is replaced only with `overwrite`. `options`: those of
+    `fit_kmeans` (`sample_size`, `max_iter`, `tol`, `seed`). Returns the fit."""
+    from slamgeo.io.cube import open_results
+
+    store = str(store)
+    ds = open_results(store)
+    if "embedding" not in ds:
+        raise InputError(f"{store}: no 'embedding' variable; found {sorted(map(str, ds.data_vars))}")
+    if not overwrite:
+        clash = [n for n in NEW_VARIABLES if n in ds.variables]
+        if clash:
+            raise InputError(f"{store}: already holds {clash}; pass --overwrite to replace them")
+    fit = fit_kmeans(ds["embedding"], k, **options)
+    new = xr.merge([assign_clusters(ds["embedding"], fit.centres).to_dataset(), centres_dataarray(fit)])
+    append_variables(store, new, overwrite=overwrite)
+    return fit
+
+
+def _drop_arrays(store: str, names) -> None:
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    for name in names:
+        if name in group:
+            del group[name]
+    zarr.consolidate_metadata(store)
+
+
+def append_variables(store: str, new, *, overwrite: bool) -> None:
+    """Add the variables of `new` (an xarray Dataset) to the Zarr store `store` (a local path or
+    an fsspec URL), all or nothing.
+
+    The new variables are computed into a temporary local store first, so a failure
+    while computing leaves `store` untouched; they are then copied in with `to_zarr(mode="a")`,
+    and if that copy fails, the arrays it created are removed again. Coordinates already in the
+    store are reused when equal; with `overwrite`, variables of the same names, and coordinates
+    that only they use (a `centre` axis of another k), are removed just before the copy."""
+    import numpy as np
+    import xarray as xr
+    import zarr
+
+    from slamgeo.errors import InputError, OutputError
+
+    old = xr.open_zarr(store, decode_coords="all")
+    replace = [str(n) for n in new.data_vars if n in old.variables]
+    if replace and not overwrite:
+        raise InputError(f"{store}: already holds {replace}; pass --overwrite to replace them")
+    same = []
+    for c in new.coords:
+        if c not in old.variables:
+            continue
+        if old[c].shape == new[c].shape and np.array_equal(old[c].values, new[c].values):
+            same.append(c)
+            continue
+        users = [str(v) for v in old.variables if c in old[v].dims and v not in replace and v != c]
+        if users or not overwrite:
+            raise InputError(f"{store}: coordinate '{c}' differs from the store's (used by {users or replace})")
+        replace.append(str(c))
+    new = new.drop_vars(same)
+    zarr_format = zarr.open_group(store, mode="r").metadata.zarr_format
+    from slamgeo.io import storage
+
+    # Staged on local disk: beside a local store, in a temporary folder for a URL (object
+    # storage has no rename to gain from staging there; the copy below is what publishes).
+    local = storage.is_local(store)
+    where = str(storage.parent(storage.filesystem(store)[1])) if local else None
+    try:
+        folder = tempfile.mkdtemp(prefix=f".{storage.name(store)}.tmp-" if local else "slamgeo-append-", dir=where)
+    except OSError as exc:
+        raise OutputError(f"{store}: cannot write beside the results store ({exc.strerror or exc})") from exc
+    tmp = f"{folder}/new.zarr"
+    try:
+        new.to_zarr(tmp, mode="w", zarr_format=zarr_format)
+        staged = xr.open_zarr(tmp)
+        # to_zarr(mode="a") replaces the group's attributes with the dataset's: keep the store's
+        staged.attrs = dict(zarr.open_group(store, mode="r").attrs)
+        for v in staged.variables.values():
+            v.encoding.pop("preferred_chunks", None)
+        if replace:
+            _drop_arrays(store, replace)
+        before = set(zarr.open_group(store, mode="r").keys())
+        try:
+            staged.to_zarr(store, mode="a")
+        except BaseException:
+            _drop_arrays(store, sorted(set(zarr.open_group(store, mode="r").keys()) - before))
+            raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 __all__ = [
     "CENTRE",
+    "NEW_VARIABLES",
     "KMeansResult",
     "NO_CLUSTER",
+    "append_variables",
     "assign_clusters",
     "centres_dataarray",
+    "cluster",
     "cluster_dtype",
+    "cluster_store",
     "fit_kmeans",
     "inertia",
     "kmeans_init",
-    "sample_pixels",
+    "sample_embeddings",
 ]

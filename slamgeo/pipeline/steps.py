@@ -10,7 +10,7 @@ manifest (versions, configuration, per-step status and timings, figures) and end
 of done / skipped / failed, in the manner of odc-stats' `run`.
 
 The output (and every input) may be a local folder or an fsspec URL (`s3://bucket/prefix`);
-`slamgeo.storage` serves both. An output "exists" for the skip rule only when it is complete:
+`slamgeo.io.storage` serves both. An output "exists" for the skip rule only when it is complete:
 a Zarr store with `slamgeo_complete` set, a folder with its marker file (`model.json`,
 `metrics.json`, `index.html`), so a step killed half-way on object storage is redone. The
 state file and the manifests are single files, written whole.
@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from slamgeo import storage
-from slamgeo.config import PipelineConfig
+from slamgeo import schema
 from slamgeo.errors import InputError, SlamgeoError, one_line
-from slamgeo.provenance import fingerprint, versions
-from slamgeo.runtime import Interrupted
+from slamgeo.io import storage
+from slamgeo.io.provenance import fingerprint, versions
+from slamgeo.jobs.runtime import Interrupted
+from slamgeo.pipeline.config import PipelineConfig
 
 STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "report")
 
@@ -76,53 +77,53 @@ class SeasonPaths:
 
     @property
     def scene(self) -> storage.Location:
-        return self._at("scene")
+        return self._at(schema.SCENE_DIR)
 
     @property
     def cube(self) -> storage.Location:
-        return self._at("cube.zarr")
+        return self._at(schema.CUBE_STORE)
 
     @property
     def model(self) -> storage.Location:
-        return self._at("model")
+        return self._at(schema.MODEL_DIR)
 
     @property
     def aligned(self) -> storage.Location:
-        return self._at("cube_model_dates.zarr")
+        return self._at(schema.ALIGNED_STORE)
 
     @property
     def results(self) -> storage.Location:
-        return self._at("results.zarr")
+        return self._at(schema.RESULTS_STORE)
 
     @property
     def parcels(self) -> storage.Location:
-        return self._at("parcels")
+        return self._at(schema.PARCELS_DIR)
 
     @property
     def report(self) -> storage.Location:
-        return self._at("report")
+        return self._at(schema.REPORT_DIR)
 
     @property
     def state(self) -> storage.Location:
-        return self._at("pipeline_state.json")
+        return self._at(schema.STATE_FILE)
 
     @property
     def manifests(self) -> storage.Location:
-        return self._at("manifests")
+        return self._at(schema.MANIFESTS_DIR)
 
 
-# The file whose presence means a folder output is complete (see slamgeo.storage): written
-# last by its stage. Spelt out here: the modules that write them load torch or matplotlib.
-MODEL_MARKER = "model.json"  # slamgeo.checkpoint.META_FILE
-PARCELS_MARKER = "metrics.json"  # slamgeo.cli.parcels
-REPORT_MARKER = "index.html"  # slamgeo.report.make_report
-SCENE_MARKER = "scene.json"  # slamgeo.synth.write_scene
+# The file whose presence means a folder output is complete (see slamgeo.io.storage): written
+# last by its stage.
+MODEL_MARKER = schema.MODEL_MARKER
+PARCELS_MARKER = schema.PARCELS_MARKER
+REPORT_MARKER = schema.REPORT_MARKER
+SCENE_MARKER = schema.SCENE_MARKER
 
 
 def _ready(output: storage.Location) -> bool:
     """True when a step output is there and complete: a Zarr store marked complete, or a file."""
     if storage.name(output).endswith(".zarr"):
-        from slamgeo.cube import is_complete
+        from slamgeo.io.cube import is_complete
 
         return is_complete(output)
     return storage.exists(output)
@@ -134,7 +135,9 @@ def _read_state(path: storage.Location) -> dict:
     except FileNotFoundError:
         return {"steps": {}}
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: the pipeline state file is not valid JSON ({exc}); remove it or run with --force")
+        raise InputError(
+            f"{path}: the pipeline state file is not valid JSON ({exc}); remove it or run with --force"
+        ) from exc
 
 
 def _write_state(path: storage.Location, state: dict) -> None:
@@ -152,8 +155,16 @@ def _say(msg: str, quiet: bool) -> None:
 class _Season:
     """Runs the steps of one season; each `step_*` returns (fingerprint, runner)."""
 
-    def __init__(self, cfg: PipelineConfig, paths: SeasonPaths, *, force: bool, client, quiet: bool,
-                 start_client: Callable[[], object] | None = None):
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        paths: SeasonPaths,
+        *,
+        force: bool,
+        client,
+        quiet: bool,
+        start_client: Callable[[], object] | None = None,
+    ):
         """`client`: a distributed Client, or None; then `start_client()` gives one when the
         first step is about to run (None: steps use Dask's default scheduler)."""
         self.cfg, self.paths, self.force, self.client, self.quiet = cfg, paths, force, client, quiet
@@ -165,27 +176,42 @@ class _Season:
         c = self.cfg
         inputs = c.input.model_dump()
         if c.input.kind != "synthetic":
-            from slamgeo.ingest import detect_source, input_fingerprint
+            from slamgeo.io.ingest import detect_source, input_fingerprint
 
             _, files = detect_source(c.input.paths)
             inputs["fingerprint"] = input_fingerprint(files)
         fp = fingerprint({"input": inputs, "start": c.season.start, "end": c.season.end, "chunk": c.chunk})
 
         def run() -> dict:
-            from slamgeo.ingest import ingest
+            from slamgeo.io.ingest import ingest
 
             def ingest_from(sources) -> None:
-                ingest(sources, self.paths.cube, chunk=c.chunk, start=c.season.start, end=c.season.end,
-                       overwrite=True, progress=not self.quiet)
+                ingest(
+                    sources,
+                    self.paths.cube,
+                    chunk=c.chunk,
+                    start=c.season.start,
+                    end=c.season.end,
+                    overwrite=True,
+                    progress=not self.quiet,
+                )
 
             if c.input.kind != "synthetic":
                 ingest_from(c.input.paths)
             else:
-                from slamgeo.synth import make_scene, write_scene
+                from slamgeo.io.synth import make_scene, write_scene
 
                 s = c.input.synthetic
-                scene = make_scene(size=s.size, seed=s.seed, n_dates=s.n_dates, start=s.start, step_days=s.step_days,
-                                   missing_dates=s.missing_dates, irregular=s.irregular, rain_events=s.rain_events)
+                scene = make_scene(
+                    size=s.size,
+                    seed=s.seed,
+                    n_dates=s.n_dates,
+                    start=s.start,
+                    step_days=s.step_days,
+                    missing_dates=s.missing_dates,
+                    irregular=s.irregular,
+                    rain_events=s.rain_events,
+                )
                 if storage.is_local(self.paths.scene):
                     written = write_scene(scene, self.paths.scene, overwrite=True)
                     ingest_from([str(written["tiffs"])])
@@ -195,7 +221,7 @@ class _Season:
                     with storage.staged_folder(self.paths.scene, storage.SCENE) as tmp:
                         written = write_scene(scene, tmp, overwrite=True)
                         ingest_from([str(written["tiffs"])])
-            from slamgeo.cube import open_cube
+            from slamgeo.io.cube import open_cube
 
             cube = open_cube(str(self.paths.cube))
             return {"dates": int(cube.sizes["time"]), "shape": dict(cube.sizes)}
@@ -206,7 +232,7 @@ class _Season:
     def step_train(self):
         c = self.cfg
         if c.model.checkpoint:
-            from slamgeo.checkpoint import load_model
+            from slamgeo.io.checkpoint import load_model
 
             tm = load_model(c.model.checkpoint)
             fp = fingerprint({"reuse": tm.checksum})
@@ -221,16 +247,28 @@ class _Season:
         fp = fingerprint({"train": train_opts, "ingest": self.fp["ingest"]})
 
         def run() -> dict:
-            from slamgeo.cube import open_cube
-            from slamgeo.train import train
+            from slamgeo.io.cube import open_cube
+            from slamgeo.method.train import train
 
             t = c.model.train
-            tm = train(open_cube(str(self.paths.cube)), out_dir=self.paths.model, overwrite=True,
-                       inputs=[str(self.paths.cube)],
-                       sample_size=t.sample_size, val_fraction=t.val_fraction, max_epochs=t.max_epochs,
-                       patience=t.patience, batch_size=t.batch_size, lr=t.lr, seed=t.seed, device=t.device,
-                       gap_fill=t.gap_fill, arch={"embed_dim": t.embed_dim}, threads=t.threads,
-                       progress=not self.quiet)
+            tm = train(
+                open_cube(str(self.paths.cube)),
+                out_dir=self.paths.model,
+                overwrite=True,
+                inputs=[str(self.paths.cube)],
+                sample_size=t.sample_size,
+                val_fraction=t.val_fraction,
+                max_epochs=t.max_epochs,
+                patience=t.patience,
+                batch_size=t.batch_size,
+                lr=t.lr,
+                seed=t.seed,
+                device=t.device,
+                gap_fill=t.gap_fill,
+                arch={"embed_dim": t.embed_dim},
+                threads=t.threads,
+                progress=not self.quiet,
+            )
             return {"model_checksum": tm.checksum}
 
         return fp, run, [storage.join(self.paths.model, MODEL_MARKER)]
@@ -241,8 +279,8 @@ class _Season:
 
     # align ----------------------------------------------------------------
     def _needs_alignment(self) -> bool:
-        from slamgeo.checkpoint import load_model
-        from slamgeo.cube import open_cube
+        from slamgeo.io.checkpoint import load_model
+        from slamgeo.io.cube import open_cube
 
         cube_dates = open_cube(str(self.paths.cube))["time"].values
         model_dates = load_model(self.model_dir).dates
@@ -256,16 +294,20 @@ class _Season:
             if not self._needs_alignment():
                 storage.remove_output(self.paths.aligned, storage.CUBE)  # an earlier one would be used
                 return {"aligned": False, "note": "cube dates equal the model's dates"}
-            from slamgeo.checkpoint import load_model
-            from slamgeo.cube import open_cube, write_cube
-            from slamgeo.season import resample_cube
+            from slamgeo.io.checkpoint import load_model
+            from slamgeo.io.cube import open_cube, write_cube
+            from slamgeo.jobs.season import resample_cube
 
             tm = load_model(self.model_dir)
             cube = open_cube(str(self.paths.cube))
             out = resample_cube(cube, tm.dates, bands=tm.bands, max_gap_days=c.gradslam.max_gap_days)
             write_cube(out, self.paths.aligned, overwrite=True, progress=not self.quiet, inputs=[self.paths.cube])
-            return {"aligned": True, "source_dates": int(cube.sizes["time"]), "model_dates": int(len(tm.dates)),
-                    "max_gap_days": c.gradslam.max_gap_days}
+            return {
+                "aligned": True,
+                "source_dates": int(cube.sizes["time"]),
+                "model_dates": int(len(tm.dates)),
+                "max_gap_days": c.gradslam.max_gap_days,
+            }
 
         return fp, run, []
 
@@ -279,20 +321,34 @@ class _Season:
         fp = fingerprint({"gradslam": c.gradslam.model_dump(), "align": self.fp["align"], "train": self.fp["train"]})
 
         def run() -> dict:
-            from slamgeo.explain import ExplainOptions, explain
-            from slamgeo.gradslam import DEFAULT_SCALE
+            from slamgeo.jobs.explain import ExplainOptions, explain_store
+            from slamgeo.method.gradslam import DEFAULT_SCALE
 
             g = c.gradslam
-            opts = ExplainOptions(layers=tuple(g.layers) if g.layers else None, scale=g.scale or DEFAULT_SCALE,
-                                  batch_size=g.batch_size, importance_dtype=g.importance_dtype)
+            opts = ExplainOptions(
+                layers=tuple(g.layers) if g.layers else None,
+                scale=g.scale or DEFAULT_SCALE,
+                batch_size=g.batch_size,
+                importance_dtype=g.importance_dtype,
+            )
             # a store from an interrupted run of this same step is resumed; one from other
             # options or inputs (a changed fingerprint) is replaced
             previous = self.state_steps.get("explain", {})
             overwrite = self.force or previous.get("fingerprint") not in (None, fp)
-            rep = explain(self.explain_input, self.model_dir, self.paths.results, options=opts, client=self.client,
-                          overwrite=overwrite, progress=not self.quiet)
-            return {"blocks_computed": rep.blocks_computed, "blocks_resumed_from_disk": rep.blocks_skipped,
-                    "valid_pixels": rep.valid_pixels}
+            rep = explain_store(
+                self.explain_input,
+                self.model_dir,
+                self.paths.results,
+                options=opts,
+                client=self.client,
+                overwrite=overwrite,
+                progress=not self.quiet,
+            )
+            return {
+                "blocks_computed": rep.blocks_computed,
+                "blocks_resumed_from_disk": rep.blocks_skipped,
+                "valid_pixels": rep.valid_pixels,
+            }
 
         return fp, run, [self.paths.results]
 
@@ -302,17 +358,11 @@ class _Season:
         fp = fingerprint({"kmeans": c.kmeans.model_dump(), "explain": self.fp["explain"]})
 
         def run() -> dict:
-            import xarray as xr
+            from slamgeo.jobs.cluster import cluster_store
 
-            from slamgeo.cli.cluster import append_variables
-            from slamgeo.cluster import assign_clusters, centres_dataarray, fit_kmeans
-            from slamgeo.explain import open_results
-
-            ds = open_results(self.paths.results)
-            fit = fit_kmeans(ds["embedding"], c.kmeans.k, sample_size=c.kmeans.sample_size, seed=c.kmeans.seed)
-            labels = assign_clusters(ds["embedding"], fit.centres)
-            append_variables(str(self.paths.results), xr.merge([labels.to_dataset(), centres_dataarray(fit)]),
-                             overwrite=True)
+            fit = cluster_store(
+                self.paths.results, c.kmeans.k, overwrite=True, sample_size=c.kmeans.sample_size, seed=c.kmeans.seed
+            )
             return {"k": c.kmeans.k, "inertia": float(fit.inertia), "n_iter": int(fit.n_iter)}
 
         return fp, run, [self.paths.results]
@@ -331,24 +381,37 @@ class _Season:
         path = self._parcels_file()
         parcels_fp = None
         if path and storage.exists(path):
-            from slamgeo.ingest import input_fingerprint
+            from slamgeo.io.ingest import input_fingerprint
 
             parcels_fp = input_fingerprint([storage.location(path)])
         fp = fingerprint({"parcels": c.parcels.model_dump(), "file": parcels_fp, "cluster": self.fp["cluster"]})
 
         def run() -> dict:
-            from slamgeo.cli.parcels import parcels_cmd
+            from slamgeo.jobs.parcels import parcels_store
 
-            scheduler = self.client.scheduler.address if self.client is not None else None
-            parcels_cmd(
-                results=str(self.paths.results), parcels=path, out=str(self.paths.parcels),
-                cube=str(self.explain_input), id_column=c.parcels.id_column, class_column=c.parcels.class_column,
-                all_touched=c.parcels.all_touched, vote=c.parcels.vote, test_fraction=c.parcels.test_fraction,
-                seed=c.parcels.seed, layer=None, overwrite=True, scheduler=scheduler, workers=None, threads=1,
+            res = parcels_store(
+                self.paths.results,
+                path,
+                self.paths.parcels,
+                cube=self.explain_input,
+                overwrite=True,
+                id_column=c.parcels.id_column,
+                class_column=c.parcels.class_column,
+                all_touched=c.parcels.all_touched,
+                vote=c.parcels.vote,
+                test_fraction=c.parcels.test_fraction,
+                seed=c.parcels.seed,
             )
-            metrics = json.loads(storage.read_text(storage.join(self.paths.parcels, PARCELS_MARKER)))
-            return {f"held_out_{k}": {m: metrics[k][m] for m in ("overall_accuracy", "kappa") if m in metrics[k]}
-                    for k in ("pixels", "parcels") if k in metrics}
+            for m in res.messages:
+                _say(f"[parcels] note: {m}", self.quiet)
+            scored = "held_out" if res.evaluation.held_out else "all"
+            return {
+                f"{scored}_{level}": {m: scores[m] for m in ("overall_accuracy", "kappa") if m in scores}
+                for level, scores in (
+                    ("pixels", res.evaluation.scores_pixels),
+                    ("parcels", res.evaluation.scores_parcels),
+                )
+            }
 
         return fp, run, [storage.join(self.paths.parcels, PARCELS_MARKER)]
 
@@ -358,44 +421,54 @@ class _Season:
         fp = fingerprint({"report": c.report.model_dump(), "parcels": self.fp["parcels"]})
 
         def run() -> dict:
-            from slamgeo.cube import open_cube
-            from slamgeo.explain import open_results
-            from slamgeo.report import make_report
+            from slamgeo.io.cube import open_cube
+            from slamgeo.jobs.explain import open_results
+            from slamgeo.reporting.page import make_report
 
             results = open_results(self.paths.results)
             faith = self._faithfulness(results)
             parcels_ready = _ready(storage.join(self.paths.parcels, PARCELS_MARKER))
-            html = make_report(results, self.paths.report, cube=open_cube(str(self.explain_input)),
-                               parcels_dir=self.paths.parcels if parcels_ready else None,
-                               class_groups=c.report.class_groups, date=c.report.date, faithfulness=faith,
-                               title=f"slamgeo season {c.season.name}", overwrite=True,
-                               inputs=[self.paths.results, self.explain_input, self.paths.parcels])
+            html = make_report(
+                results,
+                self.paths.report,
+                cube=open_cube(str(self.explain_input)),
+                parcels_dir=self.paths.parcels if parcels_ready else None,
+                class_groups=c.report.class_groups,
+                date=c.report.date,
+                faithfulness=faith,
+                title=f"slamgeo season {c.season.name}",
+                overwrite=True,
+                inputs=[self.paths.results, self.explain_input, self.paths.parcels],
+            )
             return {"html": str(html), "figures": [str(p) for p in storage.glob(self.paths.report, "*.png")]}
 
         return fp, run, [storage.join(self.paths.report, REPORT_MARKER)]
 
     def _faithfulness(self, results) -> dict | None:
-        """Deletion curves on a sample of valid pixels (Grad-SLAM at the run's scaling)."""
+        """Deletion curves on a sample of valid pixels (Grad-SLAM at the run's scaling and
+        reference map)."""
         import torch
 
-        from slamgeo.checkpoint import load_model
-        from slamgeo.cube import open_cube
-        from slamgeo.faithfulness import deletion
-        from slamgeo.gradslam import grad_slam
-        from slamgeo.train import sample_pixels
+        from slamgeo.io.checkpoint import load_model
+        from slamgeo.io.cube import open_cube
+        from slamgeo.method.faithfulness import deletion_curves
+        from slamgeo.method.train import sample_series
 
         tm = load_model(self.model_dir)
-        x = sample_pixels(open_cube(str(self.explain_input)), 1000, seed=0, gap_fill=tm.gap_fill, bands=tm.bands)
+        x = sample_series(open_cube(str(self.explain_input)), 1000, seed=0, gap_fill=tm.gap_fill, bands=tm.bands)
         x = x[~np.isnan(x).any(axis=(1, 2))]
         if x.shape[0] < 10:
             return None
-        xs = torch.from_numpy(tm.standardise(x))
-        ref = results.attrs.get("reference_map")
-        ref = None if ref is None else torch.tensor(ref, dtype=torch.float32)
-        imp = grad_slam(tm.model.encoder, xs, scale=results.attrs["scale"], reference=ref)
+        ref = results.attrs.get(schema.REFERENCE_MAP_ATTR)
         ks = [k for k in (1, 2, 4, 8, 16) if k < x.shape[-1]]
-        curves = deletion(tm.model.encoder, xs, imp, ks)
-        return {"grad-slam (" + results.attrs["scale"] + ")": {k: v.tolist() for k, v in curves.items()}}
+        return deletion_curves(
+            tm.model.encoder,
+            torch.from_numpy(tm.standardise(x)),
+            ks,
+            methods=("gradslam",),
+            scale=results.attrs["scale"],
+            reference=None if ref is None else torch.tensor(ref, dtype=torch.float32),
+        )
 
     # the loop ----------------------------------------------------------------
     def run(self, *, dry_run: bool = False) -> list[StepResult]:
@@ -420,10 +493,14 @@ class _Season:
             secs = time.perf_counter() - t0
             fp = self.fp.get(name, "")
             if self._running == name:  # its work began: the state says so (a later run redoes it)
-                self.state_steps[name] = {"status": "interrupted", "fingerprint": fp, "error": why,
-                                          "started": self.state_steps.get(name, {}).get("started"),
-                                          "seconds": round(secs, 2),
-                                          "finished": dt.datetime.now(dt.timezone.utc).isoformat()}
+                self.state_steps[name] = {
+                    "status": "interrupted",
+                    "fingerprint": fp,
+                    "error": why,
+                    "started": self.state_steps.get(name, {}).get("started"),
+                    "seconds": round(secs, 2),
+                    "finished": dt.datetime.now(dt.UTC).isoformat(),
+                }
                 _write_state(self.paths.state, self.state)
             self.results.append(StepResult(name, "interrupted", secs, fp, error=why))
             _say(f"[{name}] {why}", self.quiet)
@@ -450,8 +527,12 @@ class _Season:
                 continue
             self.fp[name] = fp
             rec = self.state_steps.get(name, {})
-            up_to_date = (not self.force and rec.get("status") == "done" and rec.get("fingerprint") == fp
-                          and all(_ready(o) for o in outputs))
+            up_to_date = (
+                not self.force
+                and rec.get("status") == "done"
+                and rec.get("fingerprint") == fp
+                and all(_ready(o) for o in outputs)
+            )
             if dry_run:
                 results.append(StepResult(name, "would skip" if up_to_date else "would run", fingerprint=fp))
                 _say(f"[{name}] {'up to date' if up_to_date else 'would run'} ({fp})", self.quiet)
@@ -463,8 +544,11 @@ class _Season:
             if self.client is None and self.start_client is not None:
                 self.client = self.start_client()
             self._running = name
-            self.state_steps[name] = {"status": "running", "fingerprint": fp,
-                                      "started": dt.datetime.now(dt.timezone.utc).isoformat()}
+            self.state_steps[name] = {
+                "status": "running",
+                "fingerprint": fp,
+                "started": dt.datetime.now(dt.UTC).isoformat(),
+            }
             _write_state(self.paths.state, self.state)
             _say(f"[{name}] running", self.quiet)
             try:
@@ -479,8 +563,13 @@ class _Season:
                     traceback.print_exc()
                 continue
             secs = time.perf_counter() - t0
-            self.state_steps[name] = {"status": "done", "fingerprint": fp, "seconds": round(secs, 2), "info": info,
-                                      "finished": dt.datetime.now(dt.timezone.utc).isoformat()}
+            self.state_steps[name] = {
+                "status": "done",
+                "fingerprint": fp,
+                "seconds": round(secs, 2),
+                "info": info,
+                "finished": dt.datetime.now(dt.UTC).isoformat(),
+            }
             _write_state(self.paths.state, self.state)
             results.append(StepResult(name, "done", secs, fp, info))
             _say(f"[{name}] done in {secs:.1f} s", self.quiet)
@@ -496,19 +585,20 @@ def run_pipeline(
     quiet: bool = False,
 ) -> RunSummary:
     """Run (or with `dry_run`, plan) one season. `client`: a distributed Client; None starts a
-    LocalCluster (or connects to `cfg.cluster.scheduler`) for the run.
+    LocalCluster (or connects to `cfg.dask.scheduler`) for the run.
 
-    An interrupt (KeyboardInterrupt, `slamgeo.runtime.Interrupted`) stops the run: the step it
+    An interrupt (KeyboardInterrupt, `slamgeo.jobs.runtime.Interrupted`) stops the run: the step it
     came in is recorded as "interrupted" in the state file and the manifest, the cluster is
     stopped, and the interrupt is raised again. Running again resumes: finished steps are
     skipped, explain resumes its blocks."""
-    from slamgeo.runtime import ClusterOptions, dask_client
+    from slamgeo.jobs.runtime import ClusterOptions, dask_client
 
     paths = SeasonPaths(storage.join(storage.location(cfg.output), cfg.season.name))
     storage.makedirs(paths.root)
-    started = dt.datetime.now(dt.timezone.utc)
-    opts = ClusterOptions(scheduler=cfg.cluster.scheduler, n_workers=cfg.cluster.n_workers,
-                          threads_per_worker=cfg.cluster.threads_per_worker)
+    started = dt.datetime.now(dt.UTC)
+    opts = ClusterOptions(
+        scheduler=cfg.dask.scheduler, n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker
+    )
     interrupt: BaseException | None = None
     season = None
     try:
@@ -525,16 +615,32 @@ def run_pipeline(
     if not dry_run:
         manifest = storage.join(paths.manifests, f"run-{started.strftime('%Y%m%dT%H%M%S%fZ')}.json")
         report_step = next((s for s in steps if s.name == "report" and s.info), None)
-        storage.write_text(manifest, json.dumps({
-            "started": started.isoformat(),
-            "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "versions": versions(),
-            "configuration": cfg.model_dump(),
-            "steps": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 2), "fingerprint": s.fingerprint,
-                       "info": s.info, "error": s.error} for s in steps],
-            "figures": report_step.info.get("figures", []) if report_step else [],
-            "tally": RunSummary(paths.root, steps, None).tally(),
-        }, indent=2, default=str))
+        storage.write_text(
+            manifest,
+            json.dumps(
+                {
+                    "started": started.isoformat(),
+                    "finished": dt.datetime.now(dt.UTC).isoformat(),
+                    "versions": versions(),
+                    "configuration": cfg.model_dump(),
+                    "steps": [
+                        {
+                            "name": s.name,
+                            "status": s.status,
+                            "seconds": round(s.seconds, 2),
+                            "fingerprint": s.fingerprint,
+                            "info": s.info,
+                            "error": s.error,
+                        }
+                        for s in steps
+                    ],
+                    "figures": report_step.info.get("figures", []) if report_step else [],
+                    "tally": RunSummary(paths.root, steps, None).tally(),
+                },
+                indent=2,
+                default=str,
+            ),
+        )
     if interrupt is not None:
         if manifest is not None:
             _say(f"manifest: {manifest}; run again to resume", quiet)

@@ -1,4 +1,4 @@
-"""Ingest: Sentinel-1 inputs -> the cube of DESIGN.md (float32 dB `VV`, `VH`; CF grid mapping).
+"""Ingest: Sentinel-1 inputs -> the cube of docs/design.md (float32 dB `VV`, `VH`; CF grid mapping).
 
 Four kinds of input, detected from the paths:
 
@@ -10,7 +10,7 @@ Four kinds of input, detected from the paths:
 - a long Parquet table of per-parcel or per-point series (WorldCereal style), which becomes a
   `(time, sample)` cube with the labels as coordinates.
 
-Rasters are read lazily with Dask and written chunk by chunk (`slamgeo.cube.write_cube`), so
+Rasters are read lazily with Dask and written chunk by chunk (`slamgeo.io.cube.write_cube`), so
 a stack larger than memory ingests in bounded memory. Inputs are only ever opened for reading.
 
 Inputs and the output may be fsspec URLs (`s3://bucket/cube.zarr`): Zarr stores and Parquet
@@ -43,9 +43,11 @@ import rasterio.windows
 import rioxarray
 import xarray as xr
 
-from slamgeo import storage
-from slamgeo.cube import (
+from slamgeo.errors import ConfigError, InputError, OutputError, SlamgeoError
+from slamgeo.io import storage
+from slamgeo.io.cube import (
     BANDS,
+    COMPLETE_ATTR,
     DEFAULT_CHUNK,
     chunk_cube,
     is_complete,
@@ -53,7 +55,6 @@ from slamgeo.cube import (
     validate_cube,
     write_cube,
 )
-from slamgeo.errors import ConfigError, InputError, OutputError, SlamgeoError
 
 SourceKind = Literal["geotiff", "stac", "dataset", "table"]
 
@@ -128,7 +129,7 @@ def _kind_of(p: storage.Location) -> SourceKind:
 def scene_tiffs(p: str | Path) -> storage.Location | None:
     """The GeoTIFF folder of a `slamgeo synth` output folder (it holds `scene.json` and
     `tiffs/`), or None when `p` is not one. Its other rasters (`truth.tif`) are not backscatter."""
-    from slamgeo.synth import SCENE_FILES
+    from slamgeo.io.synth import SCENE_FILES
 
     p = storage.location(p)
     if not storage.isdir(p) or not storage.exists(storage.join(p, SCENE_FILES["meta"])):
@@ -157,8 +158,7 @@ def detect_source(inputs: Sequence[str | Path]) -> tuple[SourceKind, list[storag
         odd = next((p for p, k in zip(paths, kinds) if k != "geotiff"), None)
         if odd is not None:
             raise InputError(
-                f"{odd}: only GeoTIFFs can be given several at a time; a {_kind_of(odd)} input "
-                "must be the only input"
+                f"{odd}: only GeoTIFFs can be given several at a time; a {_kind_of(odd)} input must be the only input"
             )
     return kinds[0], paths
 
@@ -363,9 +363,7 @@ def group_dates(infos: Sequence[RasterInfo]) -> list[_Date]:
         for pol, band in info.bands.items():
             if pol in entry.layers:
                 other = entry.layers[pol][0]
-                raise InputError(
-                    f"{info.label}: duplicated date {str(info.time)[:10]} ({pol} also in {other.label})"
-                )
+                raise InputError(f"{info.label}: duplicated date {str(info.time)[:10]} ({pol} also in {other.label})")
             entry.layers[pol] = (info, band)
     for entry in dates.values():
         missing = [b for b in BANDS if b not in entry.layers]
@@ -531,8 +529,9 @@ def open_stac(
     for where, when, pol, href in stac_assets(path):
         info = describe_tiff(href, time=when, where=f"{where}: {href}")
         if pol:  # a per-polarisation asset: its band described so, or its first band
-            info = RasterInfo(info.path, info.time, {pol: info.bands.get(pol, 1)}, info.crs, info.transform,
-                              info.shape, info.where)
+            info = RasterInfo(
+                info.path, info.time, {pol: info.bands.get(pol, 1)}, info.crs, info.transform, info.shape, info.where
+            )
         infos.append(info)
     dates = group_dates(infos)
     check_same_grid([i for d in dates for i, _ in d.layers.values()])
@@ -613,8 +612,8 @@ def open_dataset_cube(
                 import zarr
 
                 attrs = zarr.open_group(str(path), mode="r").attrs
-                if "slamgeo_complete" in attrs and not is_complete(path):
-                    raise InputError(f"{where}: this cube was not written completely (slamgeo_complete is not set)")
+                if COMPLETE_ATTR in attrs and not is_complete(path):
+                    raise InputError(f"{where}: this cube was not written completely ({COMPLETE_ATTR} is not set)")
             src = xr.open_zarr(str(path), decode_coords="all", chunks={})
         elif storage.is_url(path):
             # The netCDF4 library reads local files only: fsspec's simplecache downloads the file
@@ -646,9 +645,7 @@ def open_dataset_cube(
         variables = {k: v.transpose("time", "y", "x") for k, v in variables.items()}
     crs = None if sample_form else src[names["VV"]].rio.crs
     keep = [c for c in src.coords if c not in ("crs", "spatial_ref")]
-    ds = xr.Dataset(
-        {k: v.drop_vars([c for c in v.coords if c not in keep]) for k, v in variables.items()}
-    )
+    ds = xr.Dataset({k: v.drop_vars([c for c in v.coords if c not in keep]) for k, v in variables.items()})
     if not sample_form:
         if crs is None:
             raise InputError(f"{where}: no CRS found (no CF grid_mapping variable with crs_wkt)")
@@ -677,9 +674,7 @@ def _find_column(columns: Sequence[str], pol: str, where: str) -> str:
     for name in BAND_ALIASES[pol]:
         if name in columns:
             return name
-    raise InputError(
-        f"{where}: missing polarisation {pol} (looked for columns {list(BAND_ALIASES[pol])})"
-    )
+    raise InputError(f"{where}: missing polarisation {pol} (looked for columns {list(BAND_ALIASES[pol])})")
 
 
 def _table_timestamps(values: pd.Series, where: str) -> pd.Series:
@@ -771,8 +766,11 @@ def open_table(
     grid = pd.DataFrame(values).to_xarray()  # (time, sample); absent pairs -> NaN
     ds = xr.Dataset(
         {
-            pol: (("time", "sample"), grid[pol].values.astype(np.float32), {
-                "units": "dB", "long_name": f"Sentinel-1 {pol} backscatter"})
+            pol: (
+                ("time", "sample"),
+                grid[pol].values.astype(np.float32),
+                {"units": "dB", "long_name": f"Sentinel-1 {pol} backscatter"},
+            )
             for pol in BANDS
         },
         coords={
@@ -843,7 +841,9 @@ def backscatter_histograms(ds: xr.Dataset) -> dict[str, np.ndarray]:
         var = ds[band]
         data = dask.array.asarray(var.transpose("time", *(d for d in var.dims if d != "time")).data)
         per_block = data.map_blocks(
-            _block_histogram, new_axis=1, dtype=np.int64,
+            _block_histogram,
+            new_axis=1,
+            dtype=np.int64,
             chunks=(data.chunks[0], (nb,), *[(1,) * len(c) for c in data.chunks[1:]]),
         )
         lazy[band] = per_block.sum(axis=tuple(range(2, per_block.ndim)))
@@ -895,9 +895,11 @@ def check_plausible(
     empty_bands = [b for b in BANDS if not valid[b].any()]
     if empty_bands:
         share = negative(np.arange(times.size), empty_bands[0])
-        hint = ("the input values are negative: values look like dB already, read here as linear power"
-                if share is not None and share > 0.5 else
-                "every value is no data, zero or negative (values already in dB, read as linear power?)")
+        hint = (
+            "the input values are negative: values look like dB already, read here as linear power"
+            if share is not None and share > 0.5
+            else "every value is no data, zero or negative (values already in dB, read as linear power?)"
+        )
         raise InputError(
             f"{where}: no valid {'/'.join(empty_bands)} backscatter on any of the {times.size} date(s) ({span}): {hint}"
         )
@@ -911,8 +913,11 @@ def check_plausible(
         scaled = np.flatnonzero((n > 0) & (median > hi) & (median <= LINEAR_LIMIT_DB) & (high <= IMPOSSIBLE_SHARE))
         dark = np.flatnonzero((n > 0) & (median < lo))
         for idx, hint in (
-            (fill, f"linear power above 1e3 is not backscatter (a fill value such as 1e38, or digital numbers?); "
-                   f"{100 * high[fill[:1]].max(initial=0):.0f} % of the valid pixels above +{IMPOSSIBLE_DB:.0f} dB"),
+            (
+                fill,
+                f"linear power above 1e3 is not backscatter (a fill value such as 1e38, or digital numbers?); "
+                f"{100 * high[fill[:1]].max(initial=0):.0f} % of the valid pixels above +{IMPOSSIBLE_DB:.0f} dB",
+            ),
             (scaled, "looks like DN scaled by 1000 (linear power x 1000 stored as integers): divide by 1000"),
             (dark, "far below the noise floor: values look scaled down (linear power x 1e-3 or less?)"),
         ):
@@ -952,7 +957,9 @@ def _raw_window(path: str, band: int, size: int = 256) -> np.ndarray:
         return np.ma.masked_invalid(src.read(band, window=win, masked=True)).compressed()
 
 
-def _negative_share(kind: SourceKind, paths: Sequence[storage.Location], time: np.datetime64, band: str) -> float | None:
+def _negative_share(
+    kind: SourceKind, paths: Sequence[storage.Location], time: np.datetime64, band: str
+) -> float | None:
     """Share of negative values among the non-zero raw values of `band` on the date `time`, read
     from one window of that date's GeoTIFF (GeoTIFF and STAC inputs; None for other kinds or
     when it cannot be read). Used only to explain a date without valid pixels."""
@@ -960,8 +967,11 @@ def _negative_share(kind: SourceKind, paths: Sequence[storage.Location], time: n
         if kind == "geotiff":
             found = ((describe_tiff(str(f)), None) for f in _expand_tiffs(paths))
         elif kind == "stac":
-            found = ((describe_tiff(href, time=when, where=w), pol) for w, when, pol, href in stac_assets(paths[0])
-                     if when == time and pol in ("", band))
+            found = (
+                (describe_tiff(href, time=when, where=w), pol)
+                for w, when, pol, href in stac_assets(paths[0])
+                if when == time and pol in ("", band)
+            )
         else:
             return None
         for info, pol in found:
@@ -1013,7 +1023,7 @@ def _object_entries(url: str) -> list[str]:
     found = fs.find(root, detail=True) if fs.isdir(root) else {root: fs.info(root)}
     out = []
     for key, info in found.items():
-        rel = key[len(root.rstrip("/")):].lstrip("/") or storage.name(url)
+        rel = key[len(root.rstrip("/")) :].lstrip("/") or storage.name(url)
         tag = next((info[k] for k in ("ETag", "etag", "mtime", "LastModified", "created") if info.get(k)), None)
         out.append(json.dumps([rel, info.get("size"), str(tag)]))
     return out
@@ -1034,8 +1044,11 @@ def input_fingerprint(files: Sequence[str | Path], *, content_limit: int = 16 * 
             entries.extend(_object_entries(text))
         elif Path(f).is_dir():
             root = Path(f)
-            entries.extend(_local_entry(q, q.relative_to(root).as_posix(), content_limit)
-                           for q in sorted(root.rglob("*")) if q.is_file())
+            entries.extend(
+                _local_entry(q, q.relative_to(root).as_posix(), content_limit)
+                for q in sorted(root.rglob("*"))
+                if q.is_file()
+            )
         else:
             entries.append(_local_entry(Path(f), Path(f).name, content_limit))
     # Sorted: the same files given in another order are the same input.
@@ -1060,7 +1073,7 @@ def _provenance(kind: SourceKind, paths: Sequence[storage.Location]) -> dict:
         "source": [str(p) for p in paths],
         "input_fingerprint": input_fingerprint(files),
         "slamgeo_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -1089,7 +1102,7 @@ def ingest(
     fsspec URL); returns its location (a `Path`, or the URL).
 
     Validates everything it can before writing (paths, dates, bands, grids), then writes
-    chunk by chunk (`slamgeo.cube.write_cube`: locally to a temporary store renamed into place
+    chunk by chunk (`slamgeo.io.cube.write_cube`: locally to a temporary store renamed into place
     once complete; on object storage in place, marked complete last). Errors are
     `InputError`/`ConfigError` naming the file and the problem; no output that looks complete
     is left when it is not.
@@ -1100,8 +1113,34 @@ def ingest(
     kind, paths = detect_source(inputs)
     storage.claim_output(out, storage.CUBE, overwrite=overwrite, inputs=paths)
     with storage.gdal_s3_environ():  # GeoTIFFs on S3: GDAL reads them, in Dask's threads too
-        return _ingest_opened(kind, paths, out, chunk=chunk, zarr_format=zarr_format, overwrite=overwrite,
-                              start=start, end=end, progress=progress)
+        return _ingest_opened(
+            kind,
+            paths,
+            out,
+            chunk=chunk,
+            zarr_format=zarr_format,
+            overwrite=overwrite,
+            start=start,
+            end=end,
+            progress=progress,
+        )
+
+
+def load(
+    inputs: Sequence[str | Path],
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    start: str | None = None,
+    end: str | None = None,
+) -> xr.Dataset:
+    """Sentinel-1 backscatter from `inputs` (any source `detect_source` knows) as a lazy cube
+    of the contract: float32 dB `VV`, `VH` on `(time, y, x)` (or `(time, sample)` for a table),
+    chunked `chunk` in space and whole in time, with its provenance as attributes. Nothing is
+    written; `ingest` writes the same cube to a Zarr store (and checks its values)."""
+    kind, paths = detect_source(inputs)
+    ds = open_source(paths, chunk=chunk, start=start, end=end)
+    ds.attrs = _provenance(kind, paths)
+    return ds
 
 
 def _ingest_opened(kind, paths, out, *, chunk, zarr_format, overwrite, start, end, progress) -> storage.Location:
@@ -1114,10 +1153,17 @@ def _ingest_opened(kind, paths, out, *, chunk, zarr_format, overwrite, start, en
         # settings above apply to this process only, and a GDAL error raised on a remote worker
         # comes back without the file it names.
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), dask.config.set(scheduler="threads"):
-            return write_cube(ds, out, zarr_format=zarr_format, overwrite=overwrite, progress=progress, inputs=paths,
-                              check=lambda written: check_plausible(
-                                  written, where=str(paths[0]),
-                                  negative_share=lambda t, band: _negative_share(kind, paths, t, band)))
+            return write_cube(
+                ds,
+                out,
+                zarr_format=zarr_format,
+                overwrite=overwrite,
+                progress=progress,
+                inputs=paths,
+                check=lambda written: check_plausible(
+                    written, where=str(paths[0]), negative_share=lambda t, band: _negative_share(kind, paths, t, band)
+                ),
+            )
     except (rasterio.errors.RasterioError, OSError, RuntimeError) as exc:
         if isinstance(exc, SlamgeoError):
             raise
@@ -1138,6 +1184,7 @@ __all__ = [
     "group_dates",
     "ingest",
     "input_fingerprint",
+    "load",
     "scene_tiffs",
     "open_dataset_cube",
     "open_geotiffs",

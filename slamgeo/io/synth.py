@@ -97,8 +97,9 @@ from scipy.ndimage import gaussian_filter
 from shapely import affinity
 from shapely.geometry import Polygon, box
 
-from slamgeo.cube import make_cube
 from slamgeo.errors import InputError
+from slamgeo.io.cube import make_cube
+from slamgeo.schema import CHUNK, SCENE_MARKER
 
 CLASSES: tuple[str, ...] = (
     "cotton",
@@ -174,34 +175,149 @@ class CropCalendar:
 _COTTON = dict(tillage=70, sowing=100, emergence=112, peak=195, post_tillage=325, bmax=0.85, irrigated=True)
 CALENDARS: dict[str, CropCalendar] = {
     "cotton": CropCalendar(**_COTTON, senescence_start=255, harvest=290, r_sen=0.4),
-    "tomato": CropCalendar(tillage=80, sowing=110, emergence=116, peak=180, senescence_start=200, harvest=225,
-                           post_tillage=260, bmax=0.8, r_sen=0.7, stubble=0.05, vv_gain_db=1.0, irrigated=True),
-    "sugar beet": CropCalendar(tillage=-80, sowing=-65, emergence=-50, peak=120, senescence_start=160, harvest=190,
-                               post_tillage=280, bmax=1.1, r_sen=0.7, vv_gain_db=1.5, vh_gain_db=0.5,
-                               root_crop=True, irrigated=True),
-    "maize": CropCalendar(tillage=85, sowing=110, emergence=120, peak=200, senescence_start=230, harvest=262,
-                          post_tillage=300, bmax=1.2, r_sen=0.6, stubble=0.15, vv_gain_db=-1.0, vh_gain_db=0.5,
-                          irrigated=True),
-    "wheat": CropCalendar(tillage=-50, sowing=-40, emergence=-25, peak=100, senescence_start=125, harvest=160,
-                          post_tillage=290, bmax=0.9, r_sen=0.5, stubble=0.1, vv_gain_db=-2.5),
-    "sunflower": CropCalendar(tillage=30, sowing=55, emergence=68, peak=145, senescence_start=165, harvest=205,
-                              post_tillage=280, bmax=1.0, r_sen=0.55, stubble=0.12, vv_gain_db=0.5),
-    "carrot": CropCalendar(tillage=-95, sowing=-80, emergence=-65, peak=55, harvest=110, post_tillage=235,
-                           bmax=0.7, vv_gain_db=0.5, root_crop=True, irrigated=True),
-    "onion": CropCalendar(tillage=-60, sowing=-45, emergence=-30, peak=105, senescence_start=140, harvest=165,
-                          post_tillage=270, bmax=0.55, r_sen=0.6, root_crop=True, irrigated=True),
-    "alfalfa": CropCalendar(kind="cut", bmax=0.9, cuts=(100, 133, 166, 199, 232, 265, 298), vh_gain_db=0.5,
-                            irrigated=True),
+    "tomato": CropCalendar(
+        tillage=80,
+        sowing=110,
+        emergence=116,
+        peak=180,
+        senescence_start=200,
+        harvest=225,
+        post_tillage=260,
+        bmax=0.8,
+        r_sen=0.7,
+        stubble=0.05,
+        vv_gain_db=1.0,
+        irrigated=True,
+    ),
+    "sugar beet": CropCalendar(
+        tillage=-80,
+        sowing=-65,
+        emergence=-50,
+        peak=120,
+        senescence_start=160,
+        harvest=190,
+        post_tillage=280,
+        bmax=1.1,
+        r_sen=0.7,
+        vv_gain_db=1.5,
+        vh_gain_db=0.5,
+        root_crop=True,
+        irrigated=True,
+    ),
+    "maize": CropCalendar(
+        tillage=85,
+        sowing=110,
+        emergence=120,
+        peak=200,
+        senescence_start=230,
+        harvest=262,
+        post_tillage=300,
+        bmax=1.2,
+        r_sen=0.6,
+        stubble=0.15,
+        vv_gain_db=-1.0,
+        vh_gain_db=0.5,
+        irrigated=True,
+    ),
+    "wheat": CropCalendar(
+        tillage=-50,
+        sowing=-40,
+        emergence=-25,
+        peak=100,
+        senescence_start=125,
+        harvest=160,
+        post_tillage=290,
+        bmax=0.9,
+        r_sen=0.5,
+        stubble=0.1,
+        vv_gain_db=-2.5,
+    ),
+    "sunflower": CropCalendar(
+        tillage=30,
+        sowing=55,
+        emergence=68,
+        peak=145,
+        senescence_start=165,
+        harvest=205,
+        post_tillage=280,
+        bmax=1.0,
+        r_sen=0.55,
+        stubble=0.12,
+        vv_gain_db=0.5,
+    ),
+    "carrot": CropCalendar(
+        tillage=-95,
+        sowing=-80,
+        emergence=-65,
+        peak=55,
+        harvest=110,
+        post_tillage=235,
+        bmax=0.7,
+        vv_gain_db=0.5,
+        root_crop=True,
+        irrigated=True,
+    ),
+    "onion": CropCalendar(
+        tillage=-60,
+        sowing=-45,
+        emergence=-30,
+        peak=105,
+        senescence_start=140,
+        harvest=165,
+        post_tillage=270,
+        bmax=0.55,
+        r_sen=0.6,
+        root_crop=True,
+        irrigated=True,
+    ),
+    "alfalfa": CropCalendar(
+        kind="cut", bmax=0.9, cuts=(100, 133, 166, 199, 232, 265, 298), vh_gain_db=0.5, irrigated=True
+    ),
     "sweet potato": CropCalendar(**_COTTON, harvest=245, root_crop=True),
     "quinoa": CropCalendar(kind="flat", peak=140, bmax=0.35, width=55.0),
-    "pumpkin": CropCalendar(tillage=95, sowing=120, emergence=128, peak=185, senescence_start=210, harvest=240,
-                            post_tillage=290, bmax=0.8, r_sen=0.6, vv_gain_db=2.0, vh_gain_db=-0.5, irrigated=True),
+    "pumpkin": CropCalendar(
+        tillage=95,
+        sowing=120,
+        emergence=128,
+        peak=185,
+        senescence_start=210,
+        harvest=240,
+        post_tillage=290,
+        bmax=0.8,
+        r_sen=0.6,
+        vv_gain_db=2.0,
+        vh_gain_db=-0.5,
+        irrigated=True,
+    ),
     "fallow": CropCalendar(kind="flat", bmax=0.15, width=30.0),
     "pepper": CropCalendar(**_COTTON, senescence_start=255, harvest=290, r_sen=0.4, bump_db=3.0),
-    "potato": CropCalendar(tillage=10, sowing=25, emergence=45, peak=100, senescence_start=125, harvest=150,
-                           post_tillage=200, bmax=1.0, r_sen=0.55, vv_gain_db=1.0, root_crop=True, irrigated=True),
-    "chickpea": CropCalendar(tillage=20, sowing=35, emergence=50, peak=110, senescence_start=130, harvest=165,
-                             post_tillage=280, bmax=0.6, r_sen=0.5, stubble=0.08, vv_gain_db=-0.5),
+    "potato": CropCalendar(
+        tillage=10,
+        sowing=25,
+        emergence=45,
+        peak=100,
+        senescence_start=125,
+        harvest=150,
+        post_tillage=200,
+        bmax=1.0,
+        r_sen=0.55,
+        vv_gain_db=1.0,
+        root_crop=True,
+        irrigated=True,
+    ),
+    "chickpea": CropCalendar(
+        tillage=20,
+        sowing=35,
+        emergence=50,
+        peak=110,
+        senescence_start=130,
+        harvest=165,
+        post_tillage=280,
+        bmax=0.6,
+        r_sen=0.5,
+        stubble=0.08,
+        vv_gain_db=-0.5,
+    ),
 }
 # Days of the season year where a class differs from cotton (the rest is drawn from one law),
 # allowing for the per-parcel jitter of up to +-20 days: pepper's brighter peak (195 +- 20
@@ -394,8 +510,12 @@ def _layout(rng: np.random.Generator, size: int, transform: Affine):
     x0, y_top = transform.c, transform.f
     polys = [affinity.translate(p, x0, y_top - extent) for p in polys]
     raster = rasterize(
-        ((p, i + 1) for i, p in enumerate(polys)), out_shape=(size, size), transform=transform,
-        fill=0, all_touched=False, dtype="int32",
+        ((p, i + 1) for i, p in enumerate(polys)),
+        out_shape=(size, size),
+        transform=transform,
+        fill=0,
+        all_touched=False,
+        dtype="int32",
     )
     counts = np.bincount(raster.ravel(), minlength=len(polys) + 1)[1:]
     keep = [i for i in range(len(polys)) if counts[i] >= MIN_PARCEL_PIXELS]
@@ -405,10 +525,18 @@ def _layout(rng: np.random.Generator, size: int, transform: Affine):
     np.minimum.at(first, flat, np.arange(flat.size))
     keep.sort(key=lambda i: first[i + 1])
     polys = [polys[i] for i in keep]
-    parcel_id = rasterize(
-        ((p, i + 1) for i, p in enumerate(polys)), out_shape=(size, size), transform=transform,
-        fill=0, all_touched=False, dtype="int32",
-    ) if polys else np.zeros((size, size), np.int32)
+    parcel_id = (
+        rasterize(
+            ((p, i + 1) for i, p in enumerate(polys)),
+            out_shape=(size, size),
+            transform=transform,
+            fill=0,
+            all_touched=False,
+            dtype="int32",
+        )
+        if polys
+        else np.zeros((size, size), np.int32)
+    )
     return polys, parcel_id, valid, side
 
 
@@ -458,8 +586,9 @@ def _smoothstep(u: np.ndarray) -> np.ndarray:
     return u * u * (3 - 2 * u)
 
 
-def _biomass(t: np.ndarray, ev: dict[str, np.ndarray], cuts: list[np.ndarray], class_id: np.ndarray,
-             bmax: np.ndarray) -> np.ndarray:
+def _biomass(
+    t: np.ndarray, ev: dict[str, np.ndarray], cuts: list[np.ndarray], class_id: np.ndarray, bmax: np.ndarray
+) -> np.ndarray:
     """Relative biomass (P, T) of each parcel on the days `t` (T,) of the season year."""
     tab = _class_table()
     kind = tab["kind"][class_id]
@@ -501,8 +630,14 @@ def _biomass(t: np.ndarray, ev: dict[str, np.ndarray], cuts: list[np.ndarray], c
     return b
 
 
-def _profiles(rng: np.random.Generator, t: np.ndarray, ev: dict[str, np.ndarray], cuts: list[np.ndarray],
-              class_id: np.ndarray, rain_db: np.ndarray) -> dict[str, np.ndarray]:
+def _profiles(
+    rng: np.random.Generator,
+    t: np.ndarray,
+    ev: dict[str, np.ndarray],
+    cuts: list[np.ndarray],
+    class_id: np.ndarray,
+    rain_db: np.ndarray,
+) -> dict[str, np.ndarray]:
     """Noise-free backscatter (linear power), (P + 1, T) per band; row 0: margins and roads."""
     tab = _class_table()
     n = class_id.size
@@ -578,7 +713,7 @@ def make_scene(
     irregular: bool = False,
     rain_events: int = 0,
     enl: float = 4.4,
-    chunk: int = 512,
+    chunk: int = CHUNK,
 ) -> Scene:
     """Draw a synthetic Sentinel-1 scene of `size` x `size` 10 m pixels (see the module docstring).
 
@@ -589,18 +724,30 @@ def make_scene(
         raise InputError(f"size must be at least 16 pixels, found {size}")
     if not enl > 0:
         raise InputError(f"enl (equivalent number of looks) must be positive, found {enl}")
-    streams = dict(zip(("layout", "classes", "dates", "rain", "profiles", "texture", "speckle"),
-                       np.random.SeedSequence(seed).spawn(7)))
+    streams = dict(
+        zip(
+            ("layout", "classes", "dates", "rain", "profiles", "texture", "speckle"),
+            np.random.SeedSequence(seed).spawn(7),
+        )
+    )
     rngs = {k: np.random.default_rng(s) for k, s in streams.items()}
 
     if dates is not None:
         if missing_dates or irregular:
-            raise InputError("missing_dates and irregular apply to the generated date grid; "
-                             "with explicit dates, pass the dates you want")
+            raise InputError(
+                "missing_dates and irregular apply to the generated date grid; "
+                "with explicit dates, pass the dates you want"
+            )
         days = _check_dates(dates)
     else:
-        days = make_dates(n_dates=n_dates, start=start, step_days=step_days, missing_dates=missing_dates,
-                          irregular=irregular, rng=rngs["dates"])
+        days = make_dates(
+            n_dates=n_dates,
+            start=start,
+            step_days=step_days,
+            missing_dates=missing_dates,
+            irregular=irregular,
+            rng=rngs["dates"],
+        )
     n_t = days.size
     if not 0 <= rain_events <= n_t:
         raise InputError(f"rain_events must be between 0 and the number of dates ({n_t}), found {rain_events}")
@@ -642,22 +789,38 @@ def make_scene(
     x = ORIGIN[0] + (np.arange(size) + 0.5) * PIXEL_SIZE
     y = ORIGIN[1] - (np.arange(size) + 0.5) * PIXEL_SIZE
     crs = f"EPSG:{CRS_EPSG}"
-    attrs = {"title": "slamgeo synthetic Sentinel-1 scene", "source": "slamgeo.synth.make_scene",
-             "seed": int(seed), "enl": float(enl), "synthetic": 1}
+    attrs = {
+        "title": "slamgeo synthetic Sentinel-1 scene",
+        "source": "slamgeo.io.synth.make_scene",
+        "seed": int(seed),
+        "enl": float(enl),
+        "synthetic": 1,
+    }
     cube = make_cube(bands, days, y=y, x=x, crs=crs, chunk=chunk, attrs=attrs)
     del bands
 
     class_grid = np.where(pid > 0, np.concatenate([[-1], cls])[pid], -1).astype(np.int16)
     coords = {"y": y, "x": x}
-    parcel_da = xr.DataArray(pid.astype(np.int32), dims=("y", "x"), coords=coords, name="parcel_id",
-                             attrs={"long_name": "parcel id (0: no parcel)", "all_touched": 0}).rio.write_crs(crs)
-    class_da = xr.DataArray(class_grid, dims=("y", "x"), coords=coords, name="class_id",
-                            attrs={"long_name": "class id, index into slamgeo.synth.CLASSES (-1: no parcel)",
-                                   "classes": json.dumps(CLASSES)}).rio.write_crs(crs)
+    parcel_da = xr.DataArray(
+        pid.astype(np.int32),
+        dims=("y", "x"),
+        coords=coords,
+        name="parcel_id",
+        attrs={"long_name": "parcel id (0: no parcel)", "all_touched": 0},
+    ).rio.write_crs(crs)
+    class_da = xr.DataArray(
+        class_grid,
+        dims=("y", "x"),
+        coords=coords,
+        name="class_id",
+        attrs={
+            "long_name": "class id, index into slamgeo.io.synth.CLASSES (-1: no parcel)",
+            "classes": json.dumps(CLASSES),
+        },
+    ).rio.write_crs(crs)
     ids = np.arange(1, n_p + 1)
     names = [CLASSES[c] for c in cls]
-    parcels = gpd.GeoDataFrame({"parcel_id": ids, "crop": names, "class_id": cls.astype(int)},
-                               geometry=polys, crs=crs)
+    parcels = gpd.GeoDataFrame({"parcel_id": ids, "crop": names, "class_id": cls.astype(int)}, geometry=polys, crs=crs)
     phen = pd.DataFrame({"parcel_id": ids, "crop": names, "class_id": cls.astype(int)})
     for e in EVENTS:
         phen[e] = _iso(ev[e], year0)
@@ -665,12 +828,22 @@ def make_scene(
     phen["n_pixels"] = np.bincount(pid.ravel(), minlength=n_p + 1)[1:]
 
     rain_dates = [pd.Timestamp(days[i]) for i in rain_idx]
-    windows = {c: [str(year0 + np.timedelta64(a, "D")), str(year0 + np.timedelta64(b, "D"))]
-               for c, (a, b) in DISTINCTIVE_WINDOWS.items()}
+    windows = {
+        c: [str(year0 + np.timedelta64(a, "D")), str(year0 + np.timedelta64(b, "D"))]
+        for c, (a, b) in DISTINCTIVE_WINDOWS.items()
+    }
     info = {
-        "params": {"size": size, "seed": seed, "n_dates": int(n_t), "enl": enl, "rain_events": rain_events,
-                   "missing_dates": missing_dates, "irregular": irregular, "step_days": step_days,
-                   "start": str(days[0])},
+        "params": {
+            "size": size,
+            "seed": seed,
+            "n_dates": int(n_t),
+            "enl": enl,
+            "rain_events": rain_events,
+            "missing_dates": missing_dates,
+            "irregular": irregular,
+            "step_days": step_days,
+            "start": str(days[0]),
+        },
         "season_year": year,
         "swath_edge": side,
         "rain": {str(days[i]): float(rain_db[i]) for i in rain_idx},
@@ -678,8 +851,15 @@ def make_scene(
         "confusable": list(CONFUSABLE),
         "classes": list(CLASSES),
     }
-    return Scene(cube=cube, parcel_id=parcel_da, class_id=class_da, parcels=parcels, phenology=phen,
-                 rain_dates=rain_dates, info=info)
+    return Scene(
+        cube=cube,
+        parcel_id=parcel_da,
+        class_id=class_da,
+        parcels=parcels,
+        phenology=phen,
+        rain_dates=rain_dates,
+        info=info,
+    )
 
 
 # --- writing -----------------------------------------------------------------------------
@@ -695,9 +875,22 @@ def _write_tiffs(scene: Scene, folder: Path) -> list[Path]:
     cube = scene.cube
     transform = cube.rio.transform()
     ny, nx = cube.sizes["y"], cube.sizes["x"]
-    profile = dict(driver="GTiff", width=nx, height=ny, count=2, dtype="float32", crs=f"EPSG:{CRS_EPSG}",
-                   transform=transform, nodata=0.0, tiled=True, blockxsize=TIFF_BLOCK, blockysize=TIFF_BLOCK,
-                   compress="deflate", predictor=3, zlevel=1)
+    profile = dict(
+        driver="GTiff",
+        width=nx,
+        height=ny,
+        count=2,
+        dtype="float32",
+        crs=f"EPSG:{CRS_EPSG}",
+        transform=transform,
+        nodata=0.0,
+        tiled=True,
+        blockxsize=TIFF_BLOCK,
+        blockysize=TIFF_BLOCK,
+        compress="deflate",
+        predictor=3,
+        zlevel=1,
+    )
     folder.mkdir()
     paths = []
     for k, day in enumerate(cube["time"].values.astype("datetime64[D]")):
@@ -710,9 +903,12 @@ def _write_tiffs(scene: Scene, folder: Path) -> list[Path]:
                 dst.write(lin, b)
                 dst.set_band_description(b, band)
                 dst.update_tags(b, POLARIZATION=band, UNITS="linear power (sigma0)")
-            dst.update_tags(ACQUISITION_DATE=iso, TIFFTAG_DATETIME=iso.replace("-", ":") + " 00:00:00",
-                            MISSION="Sentinel-1 (synthetic, slamgeo)",
-                            RAIN_EVENT=str(pd.Timestamp(day) in scene.rain_dates))
+            dst.update_tags(
+                ACQUISITION_DATE=iso,
+                TIFFTAG_DATETIME=iso.replace("-", ":") + " 00:00:00",
+                MISSION="Sentinel-1 (synthetic, slamgeo)",
+                RAIN_EVENT=str(pd.Timestamp(day) in scene.rain_dates),
+            )
         paths.append(path)
     return paths
 
@@ -721,9 +917,21 @@ def _write_truth(scene: Scene, path: Path) -> None:
     import rasterio
 
     pid = scene.parcel_id.values.astype(np.int32)
-    with rasterio.open(path, "w", driver="GTiff", width=pid.shape[1], height=pid.shape[0], count=2,
-                       dtype="int32", crs=f"EPSG:{CRS_EPSG}", transform=scene.cube.rio.transform(),
-                       tiled=True, blockxsize=TIFF_BLOCK, blockysize=TIFF_BLOCK, compress="deflate") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=pid.shape[1],
+        height=pid.shape[0],
+        count=2,
+        dtype="int32",
+        crs=f"EPSG:{CRS_EPSG}",
+        transform=scene.cube.rio.transform(),
+        tiled=True,
+        blockxsize=TIFF_BLOCK,
+        blockysize=TIFF_BLOCK,
+        compress="deflate",
+    ) as dst:
         dst.write(pid, 1)
         dst.write(scene.class_id.values.astype(np.int32), 2)
         dst.set_band_description(1, "parcel_id")
@@ -760,27 +968,47 @@ def _write_stac(scene: Scene, tiffs: list[Path], path: Path) -> None:
     for k, tif in enumerate(tiffs):
         day = pd.Timestamp(cube["time"].values[k])
         item = pystac.Item(
-            id=tif.stem, geometry=shapely.geometry.mapping(geom), bbox=list(geom.bounds),
+            id=tif.stem,
+            geometry=shapely.geometry.mapping(geom),
+            bbox=list(geom.bounds),
             datetime=day.tz_localize("UTC").to_pydatetime(),
-            properties={"constellation": "sentinel-1", "slamgeo:synthetic": True,
-                        "slamgeo:rain_event": day in scene.rain_dates},
+            properties={
+                "constellation": "sentinel-1",
+                "slamgeo:synthetic": True,
+                "slamgeo:rain_event": day in scene.rain_dates,
+            },
         )
         proj = ProjectionExtension.ext(item, add_if_missing=True)
         proj.apply(epsg=CRS_EPSG, shape=[ny, nx], transform=list(transform)[:6], bbox=list(cube.rio.bounds()))
         sar = SarExtension.ext(item, add_if_missing=True)
-        sar.apply(instrument_mode="IW", frequency_band=FrequencyBand.C,
-                  polarizations=[Polarization.VV, Polarization.VH], product_type="GRD",
-                  looks_equivalent_number=float(scene.cube.attrs.get("enl", 4.4)))
-        item.add_asset("backscatter", pystac.Asset(
-            href=f"{tif.parent.name}/{tif.name}", media_type="image/tiff; application=geotiff", roles=["data"],
-            title="VV, VH backscatter (linear power, float32, nodata 0)",
-        ))
+        sar.apply(
+            instrument_mode="IW",
+            frequency_band=FrequencyBand.C,
+            polarizations=[Polarization.VV, Polarization.VH],
+            product_type="GRD",
+            looks_equivalent_number=float(scene.cube.attrs.get("enl", 4.4)),
+        )
+        item.add_asset(
+            "backscatter",
+            pystac.Asset(
+                href=f"{tif.parent.name}/{tif.name}",
+                media_type="image/tiff; application=geotiff",
+                roles=["data"],
+                title="VV, VH backscatter (linear power, float32, nodata 0)",
+            ),
+        )
         items.append(item)
     pystac.ItemCollection(items).save_object(dest_href=str(path))
 
 
-SCENE_FILES = {"tiffs": "tiffs", "stac": "stac.json", "parcels": "parcels.gpkg", "phenology": "phenology.csv",
-               "truth": "truth.tif", "meta": "scene.json"}
+SCENE_FILES = {
+    "tiffs": "tiffs",
+    "stac": "stac.json",
+    "parcels": "parcels.gpkg",
+    "phenology": "phenology.csv",
+    "truth": "truth.tif",
+    "meta": SCENE_MARKER,
+}
 
 
 def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -> dict[str, Path | str]:
@@ -791,13 +1019,13 @@ def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -
     `phenology.csv`, `truth.tif` (bands parcel_id, class_id) and `scene.json` (parameters,
     rain, distinctive windows). Everything is written to a hidden sibling folder that is renamed
     to `out_dir` at the end. An existing `out_dir` must be empty or, with `overwrite`, a scene
-    folder holding nothing else (`slamgeo.storage.claim_output`); it is replaced only once the
+    folder holding nothing else (`slamgeo.io.storage.claim_output`); it is replaced only once the
     new one is complete. Returns the paths by kind.
 
     `out_dir` may be an fsspec URL (`s3://bucket/scene`): the scene is written locally, then
-    uploaded with `scene.json` last (`slamgeo.storage.staged_folder`); the URLs are returned.
+    uploaded with `scene.json` last (`slamgeo.io.storage.staged_folder`); the URLs are returned.
     """
-    from slamgeo import storage
+    from slamgeo.io import storage
 
     storage.claim_output(out_dir, storage.SCENE, overwrite=overwrite)
     if not storage.is_local(out_dir):
@@ -817,13 +1045,24 @@ def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -
         for e in EVENTS:
             phen[e] = phen[e].dt.strftime("%Y-%m-%d")
         phen.to_csv(tmp / "phenology.csv", index=False)
-        (tmp / "scene.json").write_text(json.dumps(
-            {**scene.info, "dates": [str(d)[:10] for d in scene.cube["time"].values],
-             "rain_dates": [str(d.date()) for d in scene.rain_dates],
-             "calendars": {c: {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                               for k, v in vars(CALENDARS[c]).items()} for c in CLASSES}},
-            indent=1, default=str,
-        ))
+        (tmp / SCENE_MARKER).write_text(
+            json.dumps(
+                {
+                    **scene.info,
+                    "dates": [str(d)[:10] for d in scene.cube["time"].values],
+                    "rain_dates": [str(d.date()) for d in scene.rain_dates],
+                    "calendars": {
+                        c: {
+                            k: (None if isinstance(v, float) and math.isnan(v) else v)
+                            for k, v in vars(CALENDARS[c]).items()
+                        }
+                        for c in CLASSES
+                    },
+                },
+                indent=1,
+                default=str,
+            )
+        )
         _write_stac(scene, tiffs, tmp / "stac.json")
         if out.exists():
             old = out.parent / storage.temporary_name(out, "old", hidden=True)

@@ -1,6 +1,6 @@
 """Train the CAE on a cube: a stratified sample of valid pixels, MSE, Adam, early stopping.
 
-`sample_pixels` draws pixels lazily (one task per spatial chunk, each reading its chunk once);
+`sample_series` draws pixels lazily (one task per spatial chunk, each reading its chunk once);
 `train` standardises per band, trains with a fixed seed (bit-reproducible on CPU), keeps the
 weights of the best validation epoch, and returns (and optionally saves) a `TrainedModel`.
 """
@@ -18,14 +18,23 @@ import numpy as np
 import torch
 import xarray as xr
 from torch.nn import functional as F
+from tqdm import tqdm as tqdm_std
 from tqdm.auto import tqdm
 
-from slamgeo.checkpoint import TrainedModel, check_writable, dates_meta, finalise_meta, load_model, save_model
-from slamgeo.cube import BANDS, DEFAULT_CHUNK, chunk_cube, spatial_dims, validate_cube
 from slamgeo.errors import ConfigError, InputError
-from slamgeo.model import CAE, CAEConfig
-from slamgeo.provenance import dataset_fingerprint, versions
-from slamgeo.series import fill_gaps
+from slamgeo.io.checkpoint import TrainedModel, check_writable, dates_meta, finalise_meta, load_model, save_model
+from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, chunk_cube, spatial_dims, validate_cube
+from slamgeo.io.provenance import dataset_fingerprint, versions
+from slamgeo.method.model import CAE, CAEConfig
+from slamgeo.method.series import fill_gaps
+from slamgeo.schema import (
+    TRAIN_BATCH_SIZE,
+    TRAIN_LR,
+    TRAIN_MAX_EPOCHS,
+    TRAIN_PATIENCE,
+    TRAIN_SAMPLE_SIZE,
+    TRAIN_VAL_FRACTION,
+)
 
 OVERSAMPLE = 1.5  # candidates drawn per chunk, relative to its share, so that gaps rarely need a re-read
 
@@ -65,7 +74,7 @@ def _waterfill(available: np.ndarray, sizes: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(available, np.floor(hi * sizes)).astype(np.int64)
 
 
-def sample_pixels(
+def sample_series(
     ds: xr.Dataset,
     n: int,
     *,
@@ -97,9 +106,7 @@ def sample_pixels(
 
     def tasks(ks: dict[int, int]) -> dict[int, np.ndarray]:
         delayed = [
-            dask.delayed(_block_candidates)(
-                [a.blocks[(slice(None), *blocks[j])] for a in data], k, (seed, j), gap_fill
-            )
+            dask.delayed(_block_candidates)([a.blocks[(slice(None), *blocks[j])] for a in data], k, (seed, j), gap_fill)
             for j, k in ks.items()
         ]
         return dict(zip(ks, dask.compute(*delayed)))
@@ -218,12 +225,12 @@ def train(
     out_dir=None,
     overwrite: bool = False,
     inputs: Sequence[str] = (),
-    sample_size: int = 200_000,
-    val_fraction: float = 0.1,
-    max_epochs: int = 50,
-    patience: int = 5,
-    batch_size: int = 1024,
-    lr: float = 5e-3,
+    sample_size: int = TRAIN_SAMPLE_SIZE,
+    val_fraction: float = TRAIN_VAL_FRACTION,
+    max_epochs: int = TRAIN_MAX_EPOCHS,
+    patience: int = TRAIN_PATIENCE,
+    batch_size: int = TRAIN_BATCH_SIZE,
+    lr: float = TRAIN_LR,
     seed: int = 0,
     device: str = "auto",
     bf16: bool = False,
@@ -244,7 +251,7 @@ def train(
     CPU threads while training (None: torch's setting); small models train much faster on one
     thread when the cores are shared. With the same seed (and thread count), two CPU runs give
     identical weights. `inputs`: the locations `ds` was read from, which `out_dir` must neither
-    be nor hold (`slamgeo.checkpoint.check_writable`).
+    be nor hold (`slamgeo.io.checkpoint.check_writable`).
     """
     _check_settings(sample_size, val_fraction, max_epochs, patience, batch_size, lr)
     bands = tuple(bands)
@@ -256,7 +263,7 @@ def train(
     if out_dir is not None:
         check_writable(out_dir, overwrite=overwrite, inputs=inputs)
 
-    x = sample_pixels(ds, sample_size, seed=seed, gap_fill=gap_fill, bands=bands)
+    x = sample_series(ds, sample_size, seed=seed, gap_fill=gap_fill, bands=bands)
     n_val = max(1, int(round(val_fraction * len(x))))
     if len(x) - n_val < 1:
         raise InputError(
@@ -283,14 +290,15 @@ def train(
         model = CAE(cfg).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
-        epochs = tqdm(range(max_epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
+        # one bar for the epochs (a bar per batch would be hundreds of lines in a log file); the
+        # plain bar when none is shown, so a notebook without widgets does not warn
+        bar = tqdm if progress else tqdm_std
+        epochs = bar(range(max_epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
         for epoch in epochs:
             model.train()
             perm = torch.randperm(n_tr, generator=gen).to(dev)
             total = torch.zeros((), dtype=torch.float64, device=dev)
-            batches = tqdm(range(0, n_tr, batch_size), desc=f"epoch {epoch + 1}", unit="batch",
-                           leave=False, disable=not progress, dynamic_ncols=True)
-            for i in batches:
+            for i in range(0, n_tr, batch_size):
                 xb = t_tr[perm[i : i + batch_size]]
                 with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
                     _, rec = model(xb)
@@ -321,21 +329,39 @@ def train(
     meta = {
         "bands": list(bands),
         **dates_meta(ds["time"].values),
-        "normalisation": {"mean": mean.tolist(), "std": std.tolist(), "units": "dB",
-                          "computed_on": "training part of the sample, per band over pixels and dates"},
+        "normalisation": {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "units": "dB",
+            "computed_on": "training part of the sample, per band over pixels and dates",
+        },
         "gap_fill": bool(gap_fill),
         "seed": int(seed),
         "training": {
-            "sample_size": int(sample_size), "n_sampled": int(len(x)), "n_train": int(n_tr), "n_val": int(n_val),
-            "val_fraction": float(val_fraction), "max_epochs": int(max_epochs), "patience": int(patience),
-            "batch_size": int(batch_size), "lr": float(lr), "optimizer": "Adam", "loss": "mse (standardised units)",
-            "device": str(dev), "cpu_threads": n_threads, "precision": "bfloat16 autocast" if bf16 else "float32",
-            "epochs_run": len(losses_tr), "best_epoch": best_epoch + 1,
-            "stopped_early": len(losses_tr) < max_epochs and not diverged, "diverged": diverged,
+            "sample_size": int(sample_size),
+            "n_sampled": int(len(x)),
+            "n_train": int(n_tr),
+            "n_val": int(n_val),
+            "val_fraction": float(val_fraction),
+            "max_epochs": int(max_epochs),
+            "patience": int(patience),
+            "batch_size": int(batch_size),
+            "lr": float(lr),
+            "optimizer": "Adam",
+            "loss": "mse (standardised units)",
+            "device": str(dev),
+            "cpu_threads": n_threads,
+            "precision": "bfloat16 autocast" if bf16 else "float32",
+            "epochs_run": len(losses_tr),
+            "best_epoch": best_epoch + 1,
+            "stopped_early": len(losses_tr) < max_epochs and not diverged,
+            "diverged": diverged,
             "sampling": "stratified over spatial chunks, proportional to chunk size",
         },
         "losses": {
-            "train": losses_tr, "val": losses_va, "best_val": best,
+            "train": losses_tr,
+            "val": losses_va,
+            "best_val": best,
             "baseline_val_per_date_mean": baseline,
         },
         "data_fingerprint": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(),
@@ -354,4 +380,4 @@ def _provenance(ds: xr.Dataset) -> dict:
     return {"package_version": __version__, "cube_fingerprint": dataset_fingerprint(ds), "versions": versions()}
 
 
-__all__ = ["resolve_device", "sample_pixels", "train"]
+__all__ = ["resolve_device", "sample_series", "train"]

@@ -9,15 +9,10 @@ notebook, where a bare `Figure` displays itself):
 - `fig_cluster_map`, `fig_importance_map` (one date), `fig_recon_error_map`: maps of a
   gridded results store (a `sample`-form store has no map);
 - `fig_embedding_scatter`: embeddings coloured by class (or cluster), at most 20 000 points;
-- `fig_deletion_curve`: the faithfulness (deletion) curves of `slamgeo.faithfulness.deletion`,
+- `fig_deletion_curve`: the faithfulness (deletion) curves of `slamgeo.method.faithfulness.deletion`,
   Grad-SLAM's top-k dates against k random dates, and other attributions when given.
 
-`make_report` draws what its inputs allow, writes every figure as a PNG into `out_dir` and
-an `index.html` that embeds them (base64, so the page is one file), lists the figures it could
-not draw with the reason, and writes `report.json` (the same list, for programs). `out_dir`
-may be a local folder or an fsspec URL (`s3://bucket/report`); the folder is staged and
-published whole (`slamgeo.storage.staged_folder`: a rename locally; on object storage
-`index.html` is removed first and uploaded last), so its presence means the report is complete.
+The page that gathers them is `slamgeo.reporting.page.make_report`.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
 no display is needed and no global figure state accumulates. Maps read a strided subsample of
@@ -26,8 +21,6 @@ large grids (at most `MAP_MAX_PIXELS` per side), so a store larger than memory i
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import itertools
 import json
@@ -35,7 +28,6 @@ import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +44,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator
 
-from slamgeo import storage
 from slamgeo.errors import InputError
+from slamgeo.io import storage
+from slamgeo.schema import CENTRE, CLASS, DIM, PARCELS_MARKER
 
-DIM = "dim"
-CLASS = "class"
 MAP_MAX_PIXELS = 1200  # per side: maps read a strided subsample of larger grids
 MAX_SCATTER_POINTS = 20_000
 SCAN_MAX_PIXELS = 200_000  # pixels kept to pick the default date, draw a scatter, average clusters
@@ -73,7 +64,7 @@ PARCELS_FILES = {
     "confusion_parcels": "confusion_parcels.csv",
     "profiles": "class_profiles.zarr",
     "per_parcel": "parcels.zarr",
-    "metrics": "metrics.json",
+    "metrics": PARCELS_MARKER,
 }
 
 
@@ -109,7 +100,7 @@ def _date_axis(ax, times: np.ndarray | None = None) -> None:
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
 
 
-def _day(t) -> str:
+def date_label(t) -> str:
     return str(np.datetime64(pd.Timestamp(t).to_datetime64(), "D"))
 
 
@@ -124,7 +115,7 @@ def _palette(n: int) -> list:
     return [colormaps["turbo"](v) for v in np.linspace(0.05, 0.95, n)]
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_").lower() or "group"
 
 
@@ -141,7 +132,7 @@ def confusion_percent(confusion: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
     plus an `unassigned` column when some units fell in a cluster no class voted for (so every
     row with reference units sums to 100; a row without any is NaN).
 
-    `confusion`: the Dataset of `slamgeo.metrics.confusion` (`counts (true, predicted)`,
+    `confusion`: the Dataset of `slamgeo.jobs.metrics.confusion` (`counts (true, predicted)`,
     optional `unassigned (true)`; one with only `percent` is taken as it is), or a DataFrame of
     counts as `slamgeo parcels` writes it (`confusion_pixels.csv`: index = reference class,
     columns = predicted classes and `unassigned`).
@@ -160,7 +151,8 @@ def confusion_percent(confusion: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
         counts = confusion.astype(float)
     else:
         raise InputError(
-            f"confusion: expected an xarray Dataset or a pandas DataFrame, found {type(confusion).__name__}")
+            f"confusion: expected an xarray Dataset or a pandas DataFrame, found {type(confusion).__name__}"
+        )
     if counts.empty:
         raise InputError("confusion: the matrix is empty")
     if (counts.to_numpy() < 0).any():
@@ -271,8 +263,15 @@ def _end_labels(ax, times: np.ndarray, lines: Sequence[np.ndarray], names: Seque
     shift = max(0.0, ends[-1][0] - hi)  # keep the top label inside the axes
     span = t[-1] - t[0] if t.size > 1 else 1.0
     for y, x, name in ends:
-        ax.annotate(name, (x, y - shift), xytext=(x + 0.015 * span, y - shift), fontsize=8.5, va="center",
-                    ha="left", color="0.15")
+        ax.annotate(
+            name,
+            (x, y - shift),
+            xytext=(x + 0.015 * span, y - shift),
+            fontsize=8.5,
+            va="center",
+            ha="left",
+            color="0.15",
+        )
     longest = max(len(name) for _, _, name in ends)
     ax.set_xlim(t[0] - 0.02 * span, t[-1] + (0.03 + 0.0125 * longest) * span)
 
@@ -291,7 +290,7 @@ def fig_class_importance(
     coloured by the class's normalised Grad-SLAM importance (0..1, one colour bar), one row
     per embedding dimension. Classes differ by line style and marker (legend).
 
-    `profiles`: `slamgeo.parcels.class_profiles` output: `importance (class, dim, time)`
+    `profiles`: `slamgeo.jobs.parcels.class_profiles` output: `importance (class, dim, time)`
     (min-max normalised per class and dim; one outside [0, 1] is normalised here) and
     `VV (class, time)` in dB. `classes`: the classes to draw, in order (a few, 2-6, read best).
     """
@@ -324,19 +323,39 @@ def fig_class_importance(
             v = vv.sel({class_dim: c}).values
             w = imp.sel({class_dim: c, DIM: d}).values
             segs, cols = importance_segments(times, v, w)
-            lc = LineCollection(segs, cmap=cmap, norm=norm, linewidths=2.6,
-                                linestyles=LINESTYLES[k % len(LINESTYLES)], label=c)
+            lc = LineCollection(
+                segs, cmap=cmap, norm=norm, linewidths=2.6, linestyles=LINESTYLES[k % len(LINESTYLES)], label=c
+            )
             lc.set_array(cols)
             ax.add_collection(lc)
             ok = np.isfinite(v) & np.isfinite(w)
-            ax.scatter(times[ok], v[ok], c=w[ok], cmap=cmap, norm=norm, marker=MARKERS[k % len(MARKERS)],
-                       s=22, edgecolors="black", linewidths=0.4, zorder=3)
+            ax.scatter(
+                times[ok],
+                v[ok],
+                c=w[ok],
+                cmap=cmap,
+                norm=norm,
+                marker=MARKERS[k % len(MARKERS)],
+                s=22,
+                edgecolors="black",
+                linewidths=0.4,
+                zorder=3,
+            )
             if row == 0:
                 n = ""
                 if "n_parcels" in prof:
                     n = f" ({int(prof['n_parcels'].sel({class_dim: c}))} parcels)"
-                handles.append(Line2D([], [], color="black", linestyle=LINESTYLES[k % len(LINESTYLES)],
-                                      marker=MARKERS[k % len(MARKERS)], markerfacecolor="white", label=f"{c}{n}"))
+                handles.append(
+                    Line2D(
+                        [],
+                        [],
+                        color="black",
+                        linestyle=LINESTYLES[k % len(LINESTYLES)],
+                        marker=MARKERS[k % len(MARKERS)],
+                        markerfacecolor="white",
+                        label=f"{c}{n}",
+                    )
+                )
         ax.autoscale_view()
         _end_labels(ax, times, [vv.sel({class_dim: c}).values for c in classes], classes)
         ax.set_ylabel(f"mean {band} (dB)")
@@ -344,10 +363,16 @@ def fig_class_importance(
         ax.grid(True, alpha=0.3)
     _date_axis(axes[-1], times)
     axes[-1].set_xlabel("acquisition date")
-    axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), title=legend_title, fontsize=9,
-                   frameon=False)
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), location="right", shrink=0.9,
-                 label="normalised Grad-SLAM importance (0 = least, 1 = most)")
+    axes[0].legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), title=legend_title, fontsize=9, frameon=False
+    )
+    fig.colorbar(
+        ScalarMappable(norm=norm, cmap=cmap),
+        ax=list(axes),
+        location="right",
+        shrink=0.9,
+        label="normalised Grad-SLAM importance (0 = least, 1 = most)",
+    )
     fig.suptitle(title or f"Mean {band} profile coloured by Grad-SLAM date importance: {', '.join(classes)}")
     return fig
 
@@ -431,8 +456,9 @@ def fig_cluster_map(
     fig = _figure(w + (1.5 if names else 0.6), h, layout="compressed")
     ax = fig.add_subplot()
     ext, origin = _extent(full)
-    im = ax.imshow(np.ma.masked_less(values, 0), cmap=cmap, norm=norm, extent=ext, origin=origin,
-                   interpolation="nearest")
+    im = ax.imshow(
+        np.ma.masked_less(values, 0), cmap=cmap, norm=norm, extent=ext, origin=origin, interpolation="nearest"
+    )
     _axis_labels(ax, full)
     ax.set_title(title + (f" (1 pixel in {step} per side shown)" if step > 1 else ""))
     cb = fig.colorbar(im, ax=ax, shrink=0.9, label="cluster" + (": class voted" if names else ""))
@@ -456,13 +482,15 @@ def parse_date(date) -> np.datetime64:
     return when.tz_localize(None).to_datetime64() if when.tzinfo else when.to_datetime64()
 
 
-def _pick_date(times: np.ndarray, date) -> tuple[int, np.datetime64]:
+def pick_date(times: np.ndarray, date) -> tuple[int, np.datetime64]:
     """Index of the acquisition nearest `date`; refuses a date outside the span (+- one step)."""
     when = parse_date(date)
     times = np.asarray(times, dtype="datetime64[ns]")
     step = np.diff(times).max() if times.size > 1 else np.timedelta64(0, "ns")
     if when < times[0] - step or when > times[-1] + step:
-        raise InputError(f"date {_day(when)}: outside the acquisitions {_day(times[0])} .. {_day(times[-1])}")
+        raise InputError(
+            f"date {date_label(when)}: outside the acquisitions {date_label(times[0])} .. {date_label(times[-1])}"
+        )
     i = int(np.abs(times - when).argmin())
     return i, times[i]
 
@@ -487,12 +515,12 @@ def fig_importance_map(importance: xr.DataArray, date, *, title: str | None = No
     scalings "maxabs"/"centred", 0..1 for "minmax"/"abs", the 2-98 % range for "none")."""
     importance = _grid(importance, "importance")
     _check_dims(importance, (DIM, "time", "y", "x"), "importance")
-    i, when = _pick_date(importance["time"].values, date)
+    i, when = pick_date(importance["time"].values, date)
     full = importance.isel(time=i).transpose(DIM, "y", "x")
     thin, step = _thin(full)
     values = np.asarray(thin.values, dtype=np.float64)
     if not np.isfinite(values).any():
-        raise InputError(f"importance on {_day(when)}: no finite value (no data on that date?)")
+        raise InputError(f"importance on {date_label(when)}: no finite value (no data on that date?)")
     scale = importance.attrs.get("scale")
     cmap_name, norm = _importance_norm(values, scale)
     cmap = colormaps[cmap_name].with_extremes(bad="#d9d9d9")
@@ -502,20 +530,34 @@ def fig_importance_map(importance: xr.DataArray, date, *, title: str | None = No
     axes = fig.subplots(1, n, squeeze=False, sharex=True, sharey=True)[0]
     ext, origin = _extent(full)
     for ax, d, v in zip(axes, full[DIM].values, values):
-        im = ax.imshow(np.ma.masked_invalid(v), cmap=cmap, norm=norm, extent=ext, origin=origin,
-                       interpolation="nearest")
+        im = ax.imshow(
+            np.ma.masked_invalid(v), cmap=cmap, norm=norm, extent=ext, origin=origin, interpolation="nearest"
+        )
         ax.set_title(f"embedding dimension {d}", fontsize=10)
         _axis_labels(ax, full)
     for ax in axes[1:]:
         ax.set_ylabel("")
-    asked = f" (nearest acquisition to {_day(parse_date(date))})" if _day(parse_date(date)) != _day(when) else ""
-    fig.suptitle(title or f"Grad-SLAM date importance on {_day(when)}{asked}"
-                 + (f", 1 pixel in {step} per side shown" if step > 1 else ""))
+    asked = (
+        f" (nearest acquisition to {date_label(parse_date(date))})"
+        if date_label(parse_date(date)) != date_label(when)
+        else ""
+    )
+    fig.suptitle(
+        title
+        or f"Grad-SLAM date importance on {date_label(when)}{asked}"
+        + (f", 1 pixel in {step} per side shown" if step > 1 else "")
+    )
     lo, hi = np.nanmin(values), np.nanmax(values)
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
-        (bool(lo < norm.vmin), bool(hi > norm.vmax))]
-    fig.colorbar(im, ax=list(axes), shrink=0.85, extend=extend,
-                 label="Grad-SLAM importance" + (f" (scaling '{scale}')" if scale else ""))
+        (bool(lo < norm.vmin), bool(hi > norm.vmax))
+    ]
+    fig.colorbar(
+        im,
+        ax=list(axes),
+        shrink=0.85,
+        extend=extend,
+        label="Grad-SLAM importance" + (f" (scaling '{scale}')" if scale else ""),
+    )
     return fig
 
 
@@ -536,11 +578,21 @@ def fig_recon_error_map(recon_error: xr.DataArray, *, title: str = "Reconstructi
     fig = _figure(w + 0.6, h, layout="compressed")
     ax = fig.add_subplot()
     ext, origin = _extent(full)
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=hi if hi > 0 else 1e-12, extent=ext,
-                   origin=origin, interpolation="nearest")
+    im = ax.imshow(
+        np.ma.masked_invalid(values),
+        cmap=cmap,
+        vmin=0,
+        vmax=hi if hi > 0 else 1e-12,
+        extent=ext,
+        origin=origin,
+        interpolation="nearest",
+    )
     _axis_labels(ax, full)
-    ax.set_title(f"{title}\nmedian {np.median(finite):.3g}, 99th percentile {hi:.3g}"
-                 + (f" (1 pixel in {step} per side shown)" if step > 1 else ""), fontsize=11)
+    ax.set_title(
+        f"{title}\nmedian {np.median(finite):.3g}, 99th percentile {hi:.3g}"
+        + (f" (1 pixel in {step} per side shown)" if step > 1 else ""),
+        fontsize=11,
+    )
     units = recon_error.attrs.get("units", "standardised units squared")
     fig.colorbar(im, ax=ax, shrink=0.9, extend="max", label=f"mean squared error ({units})")
     return fig
@@ -638,13 +690,29 @@ def fig_embedding_scatter(
     size, alpha = (4, 0.6) if n_shown > 5000 else ((12, 0.7) if n_shown > 500 else (36, 0.9))
     order = np.random.default_rng(seed + 1).permutation(xy.shape[0])  # no class drawn wholly on top
     col_of = {c: colours[i] for i, c in enumerate(cats)}
-    ax.scatter(xy[order, 0], xy[order, 1], c=[col_of[c] for c in lab[order]], s=size, alpha=alpha, linewidths=0,
-               rasterized=True)
+    ax.scatter(
+        xy[order, 0],
+        xy[order, 1],
+        c=[col_of[c] for c in lab[order]],
+        s=size,
+        alpha=alpha,
+        linewidths=0,
+        rasterized=True,
+    )
     shown_name = {str(k): str(v) for k, v in (names or {}).items()}
-    handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=col_of[c],
-                      label=shown_name.get(str(c), str(c))) for c in cats]
-    ax.legend(handles=handles, title=label_name, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              fontsize=9, ncols=1 if len(cats) <= 24 else 2)
+    handles = [
+        Line2D([], [], linestyle="", marker="o", markersize=7, color=col_of[c], label=shown_name.get(str(c), str(c)))
+        for c in cats
+    ]
+    ax.legend(
+        handles=handles,
+        title=label_name,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize=9,
+        ncols=1 if len(cats) <= 24 else 2,
+    )
     ax.grid(True, alpha=0.3)
     shown = f"{xy.shape[0]:,} of {n_total:,} points" if n_total > xy.shape[0] else f"{n_total:,} points"
     ax.set_title(f"{title} ({shown})")
@@ -658,7 +726,8 @@ def _curve_sets(curves: Mapping) -> dict[str, dict[str, np.ndarray]]:
     """One `deletion()` result, or a mapping name -> result, as name -> numpy arrays."""
     if not isinstance(curves, Mapping) or not curves:
         raise InputError(
-            "faithfulness curves: expected the dict of slamgeo.faithfulness.deletion, or name -> such dicts")
+            "faithfulness curves: expected the dict of slamgeo.method.faithfulness.deletion, or name -> such dicts"
+        )
     if "k" in curves and "top" in curves:
         curves = {"Grad-SLAM": curves}
     out = {}
@@ -686,9 +755,9 @@ def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting 
     dates (solid) and for the baseline (dashed: k random dates, unless `baseline_name` says
     otherwise), in units of the embedding's standard deviation when `embedding_std` is given.
 
-    `curves`: the dict `slamgeo.faithfulness.deletion` returns (tensors or arrays or lists; taken
+    `curves`: the dict `slamgeo.method.faithfulness.deletion` returns (tensors or arrays or lists; taken
     as Grad-SLAM's), or a mapping explanation name -> such a dict (e.g. from
-    `faithfulness_curves`, or read back with `load_curves`).
+    `slamgeo.method.faithfulness.deletion_curves`, or read back with `load_curves`).
     """
     sets = _curve_sets(curves)
     first = next(iter(sets.values()))
@@ -697,8 +766,10 @@ def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting 
     axes = fig.subplots(math.ceil(n_dims / 3), min(n_dims, 3), squeeze=False).ravel()
     colours = _palette(max(len(sets), 1))
 
-    use_std = all(s.get("embedding_std") is not None and s["embedding_std"].size >= n_dims
-                  and np.all(s["embedding_std"] > 0) for s in sets.values())
+    use_std = all(
+        s.get("embedding_std") is not None and s["embedding_std"].size >= n_dims and np.all(s["embedding_std"] > 0)
+        for s in sets.values()
+    )
 
     def scaled(a: np.ndarray, arrays: dict, d: int) -> np.ndarray:
         return a / arrays["embedding_std"][d] if use_std else a
@@ -710,14 +781,32 @@ def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting 
             ax.set_visible(False)
             continue
         for (name, s), colour in zip(sets.items(), colours):
-            ax.plot(s["k"], scaled(s["top"][:, d], s, d), marker="o", color=colour, linewidth=2,
-                    label=f"{name}: top-k dates")
+            ax.plot(
+                s["k"],
+                scaled(s["top"][:, d], s, d),
+                marker="o",
+                color=colour,
+                linewidth=2,
+                label=f"{name}: top-k dates",
+            )
             if not shared_base:
-                ax.plot(s["k"], scaled(s["baseline"][:, d], s, d), linestyle="--", marker=".", color=colour,
-                        label=f"{name}: {s.get('baseline_name', 'k random dates')}")
+                ax.plot(
+                    s["k"],
+                    scaled(s["baseline"][:, d], s, d),
+                    linestyle="--",
+                    marker=".",
+                    color=colour,
+                    label=f"{name}: {s.get('baseline_name', 'k random dates')}",
+                )
         if shared_base:
-            ax.plot(first["k"], scaled(first["baseline"][:, d], first, d), linestyle="--", marker=".",
-                    color="0.35", label=first.get("baseline_name", "k random dates"))
+            ax.plot(
+                first["k"],
+                scaled(first["baseline"][:, d], first, d),
+                linestyle="--",
+                marker=".",
+                color="0.35",
+                label=first.get("baseline_name", "k random dates"),
+            )
         ax.set_xlabel("k, dates deleted (replaced by interpolation)")
         ax.set_ylabel("mean |Δ embedding|" + (" / std of the embedding" if use_std else ""))
         ax.set_title(f"embedding dimension {d}", fontsize=10)
@@ -726,55 +815,6 @@ def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting 
     axes[0].legend(fontsize=9)
     fig.suptitle(title)
     return fig
-
-
-def faithfulness_curves(
-    model,
-    x_std,
-    ks: Sequence[int],
-    *,
-    methods: Sequence[str] = ("gradslam", "gradient_x_input", "integrated_gradients"),
-    scale: str = "minmax",
-    baseline: str = "random",
-    n_random: int = 8,
-    seed: int = 0,
-    layers=None,
-) -> dict[str, dict[str, np.ndarray]]:
-    """Deletion curves of several explanations on the same pixels, ready for `fig_deletion_curve`.
-
-    `model`: a `TrainedModel`, a `CAE` or its encoder; `x_std`: `(N, C, T)` standardised
-    series (finite); `ks`: numbers of dates to delete. `methods`: "gradslam" (at `scale`;
-    "centred" uses the mean map of `x_std` as reference), "gradient_x_input",
-    "integrated_gradients" (captum). Returns display name -> numpy arrays `k (K,)`,
-    `top (K, D)`, `baseline (K, D)`, `ratio (K, D)`, `embedding_std (D,)`, `baseline_name`.
-    """
-    import torch
-
-    from slamgeo import faithfulness as fa
-    from slamgeo.gradslam import grad_slam, reference_map
-
-    encoder = getattr(model, "model", model)
-    encoder = getattr(encoder, "encoder", encoder)
-    x = torch.as_tensor(np.asarray(x_std, dtype=np.float32))
-    known = {"gradslam": "Grad-SLAM", "gradient_x_input": "gradient × input",
-             "integrated_gradients": "integrated gradients"}
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise InputError(f"faithfulness methods {unknown} unknown; expected some of {list(known)}")
-    out = {}
-    for m in methods:
-        if m == "gradslam":
-            ref = reference_map(encoder, x, layers) if scale == "centred" else None
-            imp = grad_slam(encoder, x, layers, scale=scale, reference=ref)
-            name = f"Grad-SLAM ({scale})"
-        elif m == "gradient_x_input":
-            imp, name = fa.gradient_x_input(encoder, x), known[m]
-        else:
-            imp, name = fa.integrated_gradients(encoder, x), known[m]
-        res = fa.deletion(encoder, x, imp, ks, baseline=baseline, n_random=n_random, seed=seed)
-        out[name] = {k: _numpy(v) for k, v in res.items()}
-        out[name]["baseline_name"] = "k random dates" if baseline == "random" else "k least important dates"
-    return out
 
 
 def save_curves(curves: Mapping, path: str | Path) -> Path:
@@ -828,7 +868,7 @@ def read_parcels_outputs(parcels_dir: str | Path) -> tuple[dict[str, Any], dict[
     return found, missing
 
 
-def sample_pixels(
+def sample_variables(
     ds: xr.Dataset,
     names: Sequence[str],
     *,
@@ -847,7 +887,7 @@ def sample_pixels(
     if not names:
         return {}
     ref = ds[names[0]]
-    sdims = [d for d in ref.dims if d not in (DIM, "time", CLASS, "centre")]
+    sdims = [d for d in ref.dims if d not in (DIM, "time", CLASS, CENTRE)]
     if not sdims:
         raise InputError(f"{names[0]}: no spatial dimension in {tuple(ref.dims)}")
     views = {n: ds[n].transpose(*[d for d in ds[n].dims if d not in sdims], *sdims) for n in names}
@@ -870,8 +910,8 @@ def sample_pixels(
 
 def most_important_date(importance: xr.DataArray, **sample) -> np.datetime64:
     """The date of highest mean |importance| over pixels and embedding dimensions, on a sample
-    of pixels (`sample_pixels` options). `importance (dim, time, *S)`."""
-    imp = sample_pixels(importance.to_dataset(name="importance"), ["importance"], **sample)["importance"]
+    of pixels (`sample_variables` options). `importance (dim, time, *S)`."""
+    imp = sample_variables(importance.to_dataset(name="importance"), ["importance"], **sample)["importance"]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN dates
         score = np.nanmean(np.abs(imp.reshape(importance.sizes[DIM], importance.sizes["time"], -1)), axis=(0, 2))
@@ -891,7 +931,7 @@ def cluster_profiles(
     """Fig. 4's profiles per cluster instead of per class, from a subsample of pixels:
     `importance (class, dim, time)` (mean importance, min-max normalised over time) and
     `band (class, time)` (mean dB), `class` = "cluster c" (or "cluster c: class voted")."""
-    from slamgeo.cube import spatial_dims
+    from slamgeo.io.cube import spatial_dims
 
     if "cluster" not in results:
         raise InputError("cluster profiles: the results have no 'cluster' variable (run `slamgeo cluster`)")
@@ -900,14 +940,18 @@ def cluster_profiles(
     sdims = spatial_dims(results["cluster"])
     if spatial_dims(cube[band]) != sdims or any(cube.sizes[d] != results.sizes[d] for d in sdims):
         raise InputError(
-            f"cube: its grid {dict(cube[band].sizes)} differs from the results' {dict(results['cluster'].sizes)}")
+            f"cube: its grid {dict(cube[band].sizes)} differs from the results' {dict(results['cluster'].sizes)}"
+        )
     if cube.sizes["time"] != results.sizes["time"]:
         raise InputError(f"cube: {cube.sizes['time']} dates, the results {results.sizes['time']}")
-    merged = xr.Dataset({
-        "cluster": results["cluster"].variable, "importance": results["importance"].variable,
-        band: cube[band].variable,
-    })
-    sub = sample_pixels(merged, ["cluster", "importance", band], max_pixels=max_pixels)
+    merged = xr.Dataset(
+        {
+            "cluster": results["cluster"].variable,
+            "importance": results["importance"].variable,
+            band: cube[band].variable,
+        }
+    )
+    sub = sample_variables(merged, ["cluster", "importance", band], max_pixels=max_pixels)
     cl, imp, vv = sub["cluster"], sub["importance"], sub[band]  # (n,), (dim, time, n), (time, n)
     ids = np.unique(cl[cl >= 0])
     if ids.size == 0:
@@ -922,8 +966,11 @@ def cluster_profiles(
         counts.append(int(m.sum()))
     imp_da = xr.DataArray(np.stack(rows_imp), dims=(CLASS, DIM, "time"))
     out = xr.Dataset(
-        {"importance": _normalised(imp_da, force=True), band: ((CLASS, "time"), np.stack(rows_vv), {"units": "dB"}),
-         "n_pixels_sampled": ((CLASS,), np.asarray(counts))},
+        {
+            "importance": _normalised(imp_da, force=True),
+            band: ((CLASS, "time"), np.stack(rows_vv), {"units": "dB"}),
+            "n_pixels_sampled": ((CLASS,), np.asarray(counts)),
+        },
         coords={CLASS: labels, DIM: results[DIM].values, "time": results["time"].values},
     )
     return out
@@ -950,8 +997,10 @@ def read_groups(path: str | Path) -> dict[str, list[str]]:
         data = yaml.safe_load(storage.read_text(path))  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid JSON or YAML ({exc})") from exc
-    if not isinstance(data, dict) or not data or not all(
-        isinstance(v, list) and v and all(isinstance(c, (str, int)) for c in v) for v in data.values()
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(v, list) and v and all(isinstance(c, (str, int)) for c in v) for v in data.values())
     ):
         raise InputError(
             f"{path}: expected a mapping of group name to a list of class names, e.g. "
@@ -960,328 +1009,11 @@ def read_groups(path: str | Path) -> dict[str, list[str]]:
     return {str(k): [str(c) for c in v] for k, v in data.items()}
 
 
-# --------------------------------------------------------------------------- the report
-
-
-@dataclass
-class ReportItem:
-    """One figure of the report: its file (None when skipped) and why it was skipped."""
-
-    key: str
-    title: str
-    caption: str = ""
-    file: str | None = None
-    skipped: str | None = None
-
-
-def _sample_labels(results: xr.Dataset) -> tuple[str, xr.DataArray] | None:
-    """A class-like coordinate on `sample` (crop, class, label, ...) of sample-form results."""
-    cands = [c for c in results.coords if results[c].dims == ("sample",) and results[c].dtype.kind in "OUS"]
-    for pref in ("crop", "class", "label", "class_name"):
-        if pref in cands:
-            return pref, results[pref]
-    return (cands[0], results[cands[0]]) if cands else None
-
-
-class _Report:
-    """The figures drawn so far: their items, and each PNG's bytes by file name."""
-
-    def __init__(self):
-        self.items: list[ReportItem] = []
-        self.pngs: dict[str, bytes] = {}
-
-    def add(self, key: str, title: str, caption: str, draw) -> None:
-        """Draw a figure (a callable returning a Figure) and save it; an InputError skips it."""
-        item = ReportItem(key=key, title=title, caption=caption)
-        try:
-            fig = draw()
-        except InputError as exc:
-            item.skipped = str(exc)
-        else:
-            name = f"{key}.png"
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=DPI)
-            self.pngs[name] = buf.getvalue()
-            item.file = name
-        self.items.append(item)
-
-    def skip(self, key: str, title: str, reason: str) -> None:
-        self.items.append(ReportItem(key=key, title=title, skipped=reason))
-
-
-def make_report(
-    results: xr.Dataset,
-    out_dir: str | Path,
-    *,
-    cube: xr.Dataset | None = None,
-    parcels_dir: str | Path | None = None,
-    class_groups: Mapping[str, Sequence[str]] | None = None,
-    date=None,
-    faithfulness: Mapping | None = None,
-    title: str = "slamgeo report",
-    overwrite: bool = False,
-    inputs: Sequence[str | Path] = (),
-) -> storage.Location:
-    """Draw every figure the inputs allow, write them as PNGs into `out_dir` (a folder, created,
-    or an fsspec URL), and an `index.html` that embeds them (base64) with the metrics and the
-    run's provenance, and lists the figures that could not be drawn with the reason; also
-    `report.json` (the same list). `index.html` is the marker of a complete report. Returns the
-    location of `index.html` (a `Path`, or a URL).
-
-    `results`: results store (`embedding (dim, *S)`, `importance (dim, time, *S)`,
-    `recon_error (*S)`, optional `cluster (*S)`; S = (y, x), or (sample,) where maps are
-    skipped). `cube`: the cube (`VV (time, *S)` dB) for per-cluster Fig. 4 profiles.
-    `parcels_dir`: the output folder of `slamgeo parcels` (confusion matrices, class profiles,
-    per-parcel embeddings, metrics). `class_groups`: group name -> classes, one Fig. 4 per group
-    (default: the classes in groups of 4). `date`: the date of the importance map (default: the
-    date of highest mean |importance|). `faithfulness`: deletion curves (see
-    `fig_deletion_curve`). An existing `out_dir` must be empty or, with `overwrite`, a report
-    folder holding nothing else and none of `inputs` (the locations the data came from)
-    (`slamgeo.storage.claim_output`); it is replaced once the new report is complete
-    (`slamgeo.storage.staged_folder`).
-    """
-    out = storage.location(out_dir)
-    page = storage.join(out, "index.html")
-    storage.claim_output(out, storage.REPORT, overwrite=overwrite, inputs=inputs)
-    rep = _Report()
-    if "embedding" not in results:
-        raise InputError(f"results: no 'embedding' variable; found {sorted(map(str, results.data_vars))}")
-    gridded = {"y", "x"} <= set(results["embedding"].dims)
-    parts: dict[str, Any] = {}
-    missing: dict[str, str] = {}
-    if parcels_dir is not None:
-        parts, missing = read_parcels_outputs(parcels_dir)
-    else:
-        missing = {k: "no parcels output folder given (--parcels-dir)" for k in PARCELS_FILES}
-    metrics = parts.get("metrics") or {}
-    names = {int(k): str(v) for k, v in (metrics.get("cluster_class") or {}).items()}
-
-    # Fig. 3
-    for level in ("pixels", "parcels"):
-        key = f"confusion_{level}"
-        head = f"Fig. 3: confusion matrix, held-out {level}"
-        if key not in parts:
-            rep.skip(f"fig3_{key}", head, missing[key])
-            continue
-        sc = metrics.get(level) or {}
-        acc = (f"overall accuracy {100 * sc['overall_accuracy']:.1f} %, kappa {sc['kappa']:.3f}"
-               if {"overall_accuracy", "kappa"} <= set(sc) else "")
-        fig_title = f"Confusion matrix, held-out {level} (row-normalised, %)" + (f"\n{acc}" if acc else "")
-        rep.add(f"fig3_{key}", head,
-                f"Rows: reference class of the held-out {level}; columns: the class voted for their cluster; "
-                f"each row in % of the class's {level}" + (f"; {acc}." if acc else "."),
-                lambda cm=parts[key], t=fig_title: fig_confusion(cm, title=t))
-
-    # Fig. 4 per class group
-    if "profiles" in parts:
-        prof = parts["profiles"]
-        groups = dict(class_groups) if class_groups else default_groups(
-            prof[CLASS].values if CLASS in prof.dims else [])
-        if not groups:
-            rep.skip("fig4_class_importance", "Fig. 4: class profiles coloured by importance",
-                     "the class profiles hold no class")
-        for gname, classes in groups.items():
-            rep.add(f"fig4_class_importance_{_slug(gname)}", f"Fig. 4: {gname}",
-                    "Mean VV (dB) of each class's pixels against date, coloured by the class's mean Grad-SLAM "
-                    "importance, min-max normalised over time per class and embedding dimension.",
-                    lambda p=prof, c=list(classes), g=gname: fig_class_importance(
-                        p, c, title=f"Mean VV coloured by Grad-SLAM date importance: {g}"))
-    else:
-        rep.skip("fig4_class_importance", "Fig. 4: class profiles coloured by importance", missing["profiles"])
-
-    # per-cluster profiles (needs the cube)
-    if cube is None:
-        rep.skip("cluster_importance", "Cluster profiles coloured by importance", "no cube given (--cube)")
-    elif "cluster" not in results:
-        rep.skip("cluster_importance", "Cluster profiles coloured by importance",
-                 "the results have no 'cluster' variable (run `slamgeo cluster`)")
-    else:
-        try:
-            cprof = cluster_profiles(results, cube, names=names)
-        except InputError as exc:
-            rep.skip("cluster_importance", "Cluster profiles coloured by importance", str(exc))
-        else:
-            for gname, labels in default_groups(cprof[CLASS].values, noun="clusters").items():
-                rep.add(f"cluster_importance_{_slug(gname)}", f"Cluster profiles: {gname}",
-                        "Mean VV (dB) of a sample of each cluster's pixels, coloured by their mean Grad-SLAM "
-                        "importance (min-max normalised over time): what the model sees, without labels.",
-                        lambda p=cprof, c=labels: fig_class_importance(
-                            p, c, title="Mean VV per cluster coloured by Grad-SLAM date importance",
-                            legend_title="cluster" + (": class voted" if names else "")))
-
-    # maps
-    no_map = "sample-form results (dims (dim, sample)): a table of parcels or points has no map"
-    if not gridded:
-        for key, head in (("map_cluster", "Cluster map"), ("map_importance", "Importance map"),
-                          ("map_recon_error", "Reconstruction-error map")):
-            rep.skip(key, head, no_map)
-    else:
-        if "cluster" in results:
-            rep.add("map_cluster", "Cluster map", "k-Means cluster of every pixel (grey: no data)"
-                    + ("; the colour bar names the class each cluster was voted into." if names else "."),
-                    lambda: fig_cluster_map(results["cluster"], names=names or None))
-        else:
-            rep.skip("map_cluster", "Cluster map", "the results have no 'cluster' variable (run `slamgeo cluster`)")
-        if "importance" in results:
-            try:
-                when = date if date is not None else most_important_date(results["importance"])
-                _pick_date(results["time"].values, when)
-            except InputError as exc:
-                rep.skip("map_importance", "Importance map", str(exc))
-            else:
-                how = "the date asked for" if date is not None else "the date of highest mean |importance|"
-                rep.add("map_importance", f"Importance map, {_day(when)}",
-                        f"Grad-SLAM importance of every pixel on {how}, per embedding dimension.",
-                        lambda: fig_importance_map(results["importance"], when))
-        else:
-            rep.skip("map_importance", "Importance map", "the results have no 'importance' variable")
-        if "recon_error" in results:
-            rep.add("map_recon_error", "Reconstruction-error map",
-                    "Mean squared reconstruction error of the autoencoder per pixel (standardised units): "
-                    "high where the pixel's series is unlike what the model learnt.",
-                    lambda: fig_recon_error_map(results["recon_error"]))
-        else:
-            rep.skip("map_recon_error", "Reconstruction-error map", "the results have no 'recon_error' variable")
-
-    # embedding scatters
-    lab = None if gridded else _sample_labels(results)
-    if lab is not None:
-        cname, cda = lab
-        rep.add("embedding_samples_class", "Embedding coloured by class",
-                f"Embedding of each sample coloured by its reference class ('{cname}').",
-                lambda: fig_embedding_scatter(*_scatter_inputs(results, cname), title="CAE embedding of the samples"))
-    if "cluster" in results:
-        rep.add("embedding_pixels_cluster", "Embedding coloured by cluster",
-                "Embedding of a random sample of pixels, coloured by their k-Means cluster.",
-                lambda: fig_embedding_scatter(*_scatter_inputs(results, "cluster"), title="CAE embedding of the pixels",
-                                              label_name="cluster" + (": class voted" if names else ""),
-                                              names={c: f"{c}: {n}" for c, n in names.items()}))
-    elif lab is None:
-        rep.skip("embedding_pixels_cluster", "Embedding coloured by cluster",
-                 "the results have no 'cluster' variable (run `slamgeo cluster`)")
-    if "per_parcel" in parts:
-        pp = parts["per_parcel"]
-        if "label" in pp.coords and "embedding" in pp:
-            rep.add("embedding_parcels_class", "Embedding of the parcels coloured by class",
-                    "Mean embedding of each parcel's pixels, coloured by the parcel's reference class.",
-                    lambda: fig_embedding_scatter(pp["embedding"], pp["label"],
-                                                  title="Mean CAE embedding of the parcels"))
-        else:
-            rep.skip("embedding_parcels_class", "Embedding of the parcels coloured by class",
-                     "parcels.zarr has no 'embedding' variable or 'label' coordinate")
-    else:
-        rep.skip("embedding_parcels_class", "Embedding of the parcels coloured by class", missing["per_parcel"])
-
-    # faithfulness
-    if faithfulness is None:
-        rep.skip("faithfulness_deletion", "Faithfulness (deletion) curves",
-                 "no deletion curves given (compute them with slamgeo.report.faithfulness_curves, "
-                 "save them with save_curves and pass --faithfulness)")
-    else:
-        rep.add("faithfulness_deletion", "Faithfulness (deletion) curves",
-                "How far an embedding dimension moves when the k dates an explanation ranks highest are deleted "
-                "(replaced by interpolation), against k dates chosen at random: a faithful explanation moves it more.",
-                lambda: fig_deletion_curve(faithfulness))
-
-    manifest = {"title": title, "figures": [asdict(i) for i in rep.items]}
-    with storage.staged_folder(out, storage.REPORT) as tmp:  # index.html is the marker, written last
-        for name, png in rep.pngs.items():
-            (tmp / name).write_bytes(png)
-        (tmp / "report.json").write_text(json.dumps(manifest, indent=2))
-        (tmp / "index.html").write_text(_html(title, rep.items, rep.pngs, results.attrs, metrics))
-    return page
-
-
-def _scatter_inputs(results: xr.Dataset, label_var: str) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings `(n, D)` and labels `(n,)` of a sample of pixels."""
-    sub = sample_pixels(results, ["embedding", label_var])
-    return sub["embedding"].T, sub[label_var]
-
-
-# --------------------------------------------------------------------------- HTML
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
-figure { margin: 2em 0; }
-figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { color: #444; margin-top: .4em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 90%; }
-td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
-th { background: #f4f4f4; }
-.skipped li { margin: .3em 0; }
-code { background: #f4f4f4; padding: 0 .2em; }
-"""
-
-_PROVENANCE_KEYS = ("slamgeo_version", "model_checksum", "model_dir", "input", "input_fingerprint", "scale", "layers",
-                    "gap_fill", "importance_dtype")
-
-
-def _metrics_html(metrics: dict) -> str:
-    if not metrics:
-        return ""
-    rows = []
-    for level in ("pixels", "parcels"):
-        sc = metrics.get(level)
-        if isinstance(sc, dict) and "overall_accuracy" in sc:
-            rows.append(f"<tr><td>held-out {level}</td><td>{100 * sc['overall_accuracy']:.1f} %</td>"
-                        f"<td>{sc.get('kappa', float('nan')):.3f}</td><td>{sc.get('macro_f1', float('nan')):.3f}</td>"
-                        f"<td>{sc.get('n', float('nan')):,.0f}</td></tr>")
-    parts = ["<h2>Accuracy</h2>"]
-    if rows:
-        parts.append("<table><tr><th>evaluated on</th><th>overall accuracy</th><th>kappa</th><th>macro F1</th>"
-                     "<th>units</th></tr>" + "".join(rows) + "</table>")
-    pix = metrics.get("pixels", {}).get("per_class") if isinstance(metrics.get("pixels"), dict) else None
-    if pix:
-        body = "".join(
-            f"<tr><td>{html.escape(str(c))}</td><td>{v.get('precision', 0):.3f}</td><td>{v.get('recall', 0):.3f}</td>"
-            f"<td>{v.get('f1', 0):.3f}</td><td>{v.get('support', 0):,.0f}</td></tr>" for c, v in pix.items())
-        parts.append("<details><summary>Per-class scores (held-out pixels)</summary><table><tr><th>class</th>"
-                     "<th>precision</th><th>recall</th><th>F1</th><th>pixels</th></tr>" + body + "</table></details>")
-    if metrics.get("cluster_class"):
-        body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-                       for k, v in metrics["cluster_class"].items())
-        parts.append("<details><summary>Class voted for each cluster</summary><table><tr><th>cluster</th>"
-                     "<th>class</th></tr>" + body + "</table></details>")
-    return "\n".join(parts)
-
-
-def _html(title: str, items: list[ReportItem], pngs: Mapping[str, bytes], attrs: Mapping, metrics: dict) -> str:
-    esc = html.escape
-    prov = [(k, attrs[k]) for k in _PROVENANCE_KEYS if k in attrs]
-    if "dates" in attrs:
-        dates = str(attrs["dates"]).split(",")
-        prov.append(("dates", f"{len(dates)} acquisitions, {dates[0]} .. {dates[-1]}"))
-    body = [f"<h1>{esc(title)}</h1>"]
-    if prov:
-        body.append("<h2>Run</h2><table>" + "".join(
-            f"<tr><th>{esc(str(k))}</th><td><code>{esc(str(v))}</code></td></tr>" for k, v in prov) + "</table>")
-    body.append(_metrics_html(metrics))
-    drawn = [i for i in items if i.file]
-    skipped = [i for i in items if i.skipped]
-    if drawn:
-        links = "".join(f'<li><a href="#{esc(i.key)}">{esc(i.title)}</a></li>' for i in drawn)
-        body.append(f"<h2>Figures</h2><ul>{links}</ul>")
-    for i in drawn:
-        data = base64.b64encode(pngs[i.file]).decode("ascii")
-        body.append(
-            f'<figure id="{esc(i.key)}"><h3>{esc(i.title)}</h3>'
-            f'<img src="data:image/png;base64,{data}" alt="{esc(i.title)}" data-file="{esc(i.file)}">'
-            f'<figcaption>{esc(i.caption)} <a href="{esc(i.file)}">{esc(i.file)}</a></figcaption></figure>')
-    if skipped:
-        body.append('<h2>Skipped figures</h2><ul class="skipped">' + "".join(
-            f'<li id="skipped-{esc(i.key)}"><b>{esc(i.title)}</b>: {esc(i.skipped or "")}</li>' for i in skipped)
-            + "</ul>")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
 __all__ = [
-    "ReportItem",
     "cluster_profiles",
     "confusion_percent",
+    "date_label",
     "default_groups",
-    "faithfulness_curves",
     "fig_class_importance",
     "fig_cluster_map",
     "fig_confusion",
@@ -1291,11 +1023,12 @@ __all__ = [
     "fig_recon_error_map",
     "importance_segments",
     "load_curves",
-    "make_report",
     "most_important_date",
     "parse_date",
-    "sample_pixels",
+    "pick_date",
+    "sample_variables",
     "read_groups",
     "read_parcels_outputs",
     "save_curves",
+    "slug",
 ]

@@ -1,6 +1,6 @@
 """The Dask runtime: a LocalCluster of worker processes by default, or an existing scheduler.
 
-A worker process serialises its torch calls (one model, one lock; see `slamgeo.explain`), so
+A worker process serialises its torch calls (one model, one lock; see `slamgeo.jobs.explain`), so
 the call holding the lock is given all the cores of the worker (`torch_threads_for_task`):
 torch threads never exceed the machine, and a 1-worker x T-thread cluster still uses T cores.
 Distributed's nanny starts workers with OMP_NUM_THREADS=1 and MALLOC_TRIM_THRESHOLD_=65536;
@@ -308,7 +308,9 @@ def relax_malloc_trim() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # musl or another libc: nothing to undo
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
 
 
 __all__ = [

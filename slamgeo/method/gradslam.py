@@ -56,13 +56,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slamgeo.errors import InputError
-from slamgeo.model import CAE, Encoder, conv_blocks
+from slamgeo.method.model import CAE, Encoder, conv_blocks
+from slamgeo.schema import GRADSLAM_BATCH_SIZE, GRADSLAM_SCALE
 
 Scale = Literal["minmax", "maxabs", "abs", "centred", "none"]
 Merge = Literal["mean"]
 SCALES: tuple[str, ...] = ("minmax", "maxabs", "abs", "centred", "none")
-DEFAULT_SCALE: Scale = "centred"
-DEFAULT_BATCH_SIZE = 1024
+DEFAULT_SCALE: Scale = GRADSLAM_SCALE  # type: ignore[assignment]
+DEFAULT_BATCH_SIZE = GRADSLAM_BATCH_SIZE
 # what an attribution explains: None (every embedding dimension), a dimension, a direction
 Target = int | Sequence[float] | np.ndarray | Tensor | None
 
@@ -198,8 +199,10 @@ def target_weights(target: Target, n_dims: int, n: int) -> Tensor:
     if w.ndim == 1:
         w = w.unsqueeze(0)
     if w.ndim != 2 or w.shape[1] != n_dims or w.shape[0] not in (1, n):
-        raise InputError(f"target direction must be (D,) = ({n_dims},) or (N, D) = ({n}, {n_dims}), "
-                         f"found shape {tuple(torch.as_tensor(target).shape)}")
+        raise InputError(
+            f"target direction must be (D,) = ({n_dims},) or (N, D) = ({n}, {n_dims}), "
+            f"found shape {tuple(torch.as_tensor(target).shape)}"
+        )
     if not bool(torch.isfinite(w).all()):
         raise InputError("target direction holds NaN or infinite values")
     zero = (w.abs().sum(1) == 0).nonzero()
@@ -334,9 +337,7 @@ def check_series(encoder: nn.Module, x: Tensor) -> Tensor:
     n_times = getattr(cfg, "n_times", None)
     if n_times is not None and x.shape[2] != n_times:
         short = " (too short for the encoder)" if x.shape[2] < n_times else ""
-        raise InputError(
-            f"x must have T = {n_times} dates (the encoder's n_times), found T = {x.shape[2]}{short}"
-        )
+        raise InputError(f"x must have T = {n_times} dates (the encoder's n_times), found T = {x.shape[2]}{short}")
     param = next(encoder.parameters(), None)
     if param is not None:
         x = x.to(device=param.device, dtype=param.dtype)
@@ -347,7 +348,7 @@ def check_series(encoder: nn.Module, x: Tensor) -> Tensor:
         first = int(torch.nonzero(pix)[0, 0])
         raise InputError(
             f"x holds NaN or infinite values in {int(pix.sum())} of {x.shape[0]} pixels (first: pixel {first}); "
-            "mask no-data pixels before explaining (slamgeo.explain does)"
+            "mask no-data pixels before explaining (slamgeo.jobs.explain does)"
         )
     return x
 
@@ -498,8 +499,7 @@ def _plain_blocks(encoder: nn.Module, layers: Sequence[nn.Module]) -> bool:
     if any(m._forward_hooks or m._forward_pre_hooks for m in encoder.modules()):
         return False
     plain = all(
-        isinstance(b, nn.Sequential) and len(b) == 3 and isinstance(b[0], nn.Conv1d) and _is_pool2(b[1])
-        for b in blocks
+        isinstance(b, nn.Sequential) and len(b) == 3 and isinstance(b[0], nn.Conv1d) and _is_pool2(b[1]) for b in blocks
     )
     head = encoder.head
     return plain and isinstance(head, nn.Sequential) and len(head) > 0 and isinstance(head[0], nn.Linear)
@@ -584,7 +584,9 @@ def _hooked_forward(
     for i, layer in enumerate(layers):
         calls = seen[id(layer)]
         if len(calls) != 1:
-            raise InputError(f"layers[{i}] ({type(layer).__name__}) ran {len(calls)} times in the forward pass, expected once")
+            raise InputError(
+                f"layers[{i}] ({type(layer).__name__}) ran {len(calls)} times in the forward pass, expected once"
+            )
         out = calls[0][1]
         if not isinstance(out, Tensor) or out.ndim != 3:
             raise InputError(

@@ -5,10 +5,10 @@ Three layers, from the inside out:
 - `explain_array(model, x_db)`: pure NumPy/torch on one batch of pixels `(N, C, T)` dB ->
   embedding `(N, D)`, importance `(N, D, T)`, reconstruction error `(N,)`. Pixels with no
   data (any NaN after the optional gap filling) come out NaN and never enter the network.
-- `explain_dataset(cube, model)`: the same, lazily, over a Dask-backed cube with
+- `explain(cube, model)`: the same, lazily, over a Dask-backed cube with
   `dask.array.map_blocks` (one task per spatial chunk, the whole time axis inside); returns an
   xarray Dataset, for notebooks.
-- `explain(cube_path, model_dir, out)`: the Zarr-to-Zarr batch job on a distributed cluster.
+- `explain_store(cube_path, model_dir, out)`: the Zarr-to-Zarr batch job on a distributed cluster.
   Each task computes one spatial chunk and writes its region of the output store itself, then
   ticks that block in `block_done`; a killed run started again computes only the blocks not
   ticked, and a worker lost mid-run has its blocks recomputed whole. Output chunks equal the
@@ -37,15 +37,16 @@ import torch
 import xarray as xr
 import zarr
 
-from slamgeo import storage
-from slamgeo.checkpoint import TrainedModel, load_model
-from slamgeo.cube import COMPLETE_ATTR, open_cube, open_results, spatial_dims
 from slamgeo.errors import InputError
-from slamgeo.gradslam import DEFAULT_BATCH_SIZE, DEFAULT_SCALE, grad_slam, reference_map
-from slamgeo.provenance import dataset_fingerprint, fingerprint, versions
-from slamgeo.series import fill_gaps, valid_mask
+from slamgeo.io import storage
+from slamgeo.io.checkpoint import TrainedModel, load_model
+from slamgeo.io.cube import COMPLETE_ATTR, open_cube, open_results, spatial_dims
+from slamgeo.io.provenance import dataset_fingerprint, fingerprint, versions
+from slamgeo.method.gradslam import DEFAULT_BATCH_SIZE, DEFAULT_SCALE, grad_slam, reference_map
+from slamgeo.method.series import fill_gaps, valid_mask
+from slamgeo.schema import BLOCK_DONE, EXPLAIN_BATCH_SIZE, EXPLAIN_VARIABLES, REFERENCE_MAP_ATTR, REFERENCE_SIZE
 
-OUTPUT_VARS = ("embedding", "importance", "recon_error")
+OUTPUT_VARS = EXPLAIN_VARIABLES
 ImportanceDtype = Literal["float32", "float16"]
 
 
@@ -55,9 +56,9 @@ class ExplainOptions:
 
     layers: tuple[str, ...] | None = None  # encoder block names; None = all conv blocks
     scale: str = DEFAULT_SCALE
-    batch_size: int = 4096  # pixels per grad_slam call
+    batch_size: int = EXPLAIN_BATCH_SIZE  # pixels per grad_slam call
     importance_dtype: ImportanceDtype = "float32"
-    reference_size: int = 20_000  # pixels drawn for the "centred" scaling's reference map
+    reference_size: int = REFERENCE_SIZE  # pixels drawn for the "centred" scaling's reference map
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when the worker has it, else CPU
 
@@ -123,7 +124,12 @@ def explain_array(
         rows = idx[start : start + opts.batch_size]
         xs = torch.from_numpy(model.standardise(x_db[rows])).to(device)
         out = grad_slam(
-            net.encoder, xs, layers, scale=opts.scale, reference=ref, return_embedding=True,
+            net.encoder,
+            xs,
+            layers,
+            scale=opts.scale,
+            reference=ref,
+            return_embedding=True,
             batch_size=_batch_size(opts, device),
         )
         with torch.no_grad():
@@ -152,11 +158,11 @@ def scene_reference(
     """
     if options.scale != "centred":
         return None
-    from slamgeo.train import sample_pixels
+    from slamgeo.method.train import sample_series
 
     on = dask.config.set(scheduler=client) if client is not None else contextlib.nullcontext()
     with on:
-        x = sample_pixels(cube, options.reference_size, seed=options.seed, gap_fill=model.gap_fill, bands=model.bands)
+        x = sample_series(cube, options.reference_size, seed=options.seed, gap_fill=model.gap_fill, bands=model.bands)
         x = x[valid_mask(x)]
         if x.shape[0] == 0:
             raise InputError("no valid pixel in the cube to build the 'centred' reference map from")
@@ -175,7 +181,7 @@ REFERENCE_PART = 2048  # pixels per reference-map task
 
 def _reference_sum(model: TrainedModel, x_db: np.ndarray, options: ExplainOptions) -> np.ndarray:
     """Dask task: the sum over pixels `(N, C, T)` dB (all valid) of the raw merged map, `(D, T)` float64."""
-    from slamgeo.runtime import torch_threads_for_task
+    from slamgeo.jobs.runtime import torch_threads_for_task
 
     model, lock = _model_on_device(model, options.device)
     device = _device_for(model, options.device)
@@ -204,7 +210,7 @@ _DEVICE_MODELS: dict[tuple[str, str], TrainedModel] = {}
 def _model_on_device(model: TrainedModel, device: str) -> tuple[TrainedModel, threading.Lock]:
     """The worker's copy of the model on its device (moved once per process), and its lock.
     Also undoes distributed's small malloc trim threshold in this process (`relax_malloc_trim`)."""
-    from slamgeo.runtime import relax_malloc_trim
+    from slamgeo.jobs.runtime import relax_malloc_trim
 
     relax_malloc_trim()
     dev = str(_device_for(model, device))
@@ -228,7 +234,7 @@ def _explain_block_arrays(
     bands: Sequence[np.ndarray], model: TrainedModel, options: ExplainOptions, reference
 ) -> dict[str, np.ndarray]:
     """Band blocks `(T, *S)` -> {"embedding": (D, *S), "importance": (D, T, *S), "recon_error": S}."""
-    from slamgeo.runtime import torch_threads_for_task
+    from slamgeo.jobs.runtime import torch_threads_for_task
 
     shape = np.shape(bands[0])[1:]
     model, lock = _model_on_device(model, options.device)
@@ -255,7 +261,7 @@ def _stack_outputs(parts: dict[str, np.ndarray]) -> np.ndarray:
 # --------------------------------------------------------------------------- lazy xarray API
 
 
-def explain_dataset(
+def explain(
     cube: xr.Dataset,
     model: TrainedModel,
     *,
@@ -309,7 +315,9 @@ def explain_dataset(
 def _describe(ds: xr.Dataset, model: TrainedModel, opts: ExplainOptions) -> xr.Dataset:
     ds["embedding"].attrs.update(long_name="CAE embedding", units="1")
     ds["importance"].attrs.update(
-        long_name="Grad-SLAM date importance", units="1", scale=opts.scale,
+        long_name="Grad-SLAM date importance",
+        units="1",
+        scale=opts.scale,
         layers=",".join(opts.layers or list(model.model.encoder.blocks)),
     )
     ds["recon_error"].attrs.update(long_name="reconstruction mean squared error", units="standardised units squared")
@@ -368,7 +376,7 @@ def _write_block(
         }
     )
     ds.to_zarr(store, region=region, mode="r+")
-    zarr.open_array(store, path="block_done", mode="r+")[idx] = 1
+    zarr.open_array(store, path=BLOCK_DONE, mode="r+")[idx] = 1
     n_valid = int(np.isfinite(parts["recon_error"]).sum())
     return np.full((1,) * len(sdims), n_valid, dtype=np.int64)
 
@@ -416,18 +424,18 @@ def _template(cube: xr.Dataset, model: TrainedModel, opts: ExplainOptions, attrs
                 da.full((d, t, *shp), np.nan, dtype=opts.importance_dtype, chunks=(d, t, *chunk1)),
             ),
             "recon_error": (sdims, da.full(shp, np.nan, dtype=np.float32, chunks=chunk1)),
-            "block_done": (tuple(f"block_{s}" for s in sdims), np.zeros(nblocks, np.uint8)),
+            BLOCK_DONE: (tuple(f"block_{s}" for s in sdims), np.zeros(nblocks, np.uint8)),
         },
         coords={**coords, "dim": np.arange(d)},
         attrs=attrs,
     )
-    ds["block_done"].attrs["long_name"] = "1 where the explain task of that spatial chunk has written its region"
+    ds[BLOCK_DONE].attrs["long_name"] = "1 where the explain task of that spatial chunk has written its region"
     ds = _describe(ds, model, opts)
-    ds["block_done"].encoding["chunks"] = (1,) * len(sdims)
+    ds[BLOCK_DONE].encoding["chunks"] = (1,) * len(sdims)
     return _strings_as_objects(ds)
 
 
-def explain(
+def explain_store(
     cube_path: str | Path,
     model_dir: str | Path,
     out: str | Path,
@@ -476,23 +484,24 @@ def explain(
     expected = {k: run_attrs[k] for k in ("model_checksum", "input_fingerprint", "options", "chunks")}
 
     # a results store of this run is resumed; anything that is not slamgeo's results is refused
-    state = storage.claim_output(out, storage.RESULTS, overwrite=overwrite, inputs=[cube_path, str(model_dir)],
-                                 resume=True)
+    state = storage.claim_output(
+        out, storage.RESULTS, overwrite=overwrite, inputs=[cube_path, str(model_dir)], resume=True
+    )
     if state == "own" and not overwrite:
         have = xr.open_zarr(out, decode_coords="all").attrs
         differs = {k: (have.get(k), v) for k, v in expected.items() if have.get(k) != v}
         if differs:
             detail = "; ".join(f"{k}: store has {a!r}, this run {b!r}" for k, (a, b) in differs.items())
             raise InputError(f"{out}: results of another run are there ({detail}); use overwrite to replace them")
-        reference = np.asarray(have["reference_map"], np.float32) if "reference_map" in have else None
-        done = np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).astype(bool)
+        reference = np.asarray(have[REFERENCE_MAP_ATTR], np.float32) if REFERENCE_MAP_ATTR in have else None
+        done = np.asarray(zarr.open_array(out, path=BLOCK_DONE, mode="r")[...]).astype(bool)
     else:
         if state == "own":
             storage.remove(out)
         reference = scene_reference(model, cube, opts, client=client, gpu_resources=gpu_resources)
         attrs = dict(run_attrs, **{COMPLETE_ATTR: False, storage.KIND_ATTR: storage.RESULTS.name})
         if reference is not None:
-            attrs["reference_map"] = reference.tolist()
+            attrs[REFERENCE_MAP_ATTR] = reference.tolist()
         _template(cube, model, opts, attrs).to_zarr(out, mode="w", compute=False, zarr_format=zarr_format)
         done = np.zeros(tuple(len(c) for c in schunks), bool)
 
@@ -519,9 +528,16 @@ def explain(
     pieces = [status.blocks[b] for b in todo]
     valid = 0
     if pieces:
-        valid = _run(pieces, client=client, gpu_resources=gpu_resources, progress=progress, total=len(blocks), done=len(blocks) - len(todo))
+        valid = _run(
+            pieces,
+            client=client,
+            gpu_resources=gpu_resources,
+            progress=progress,
+            total=len(blocks),
+            done=len(blocks) - len(todo),
+        )
 
-    final = np.asarray(zarr.open_array(out, path="block_done", mode="r")[...]).astype(bool)
+    final = np.asarray(zarr.open_array(out, path=BLOCK_DONE, mode="r")[...]).astype(bool)
     if not final.all():
         raise InputError(f"{out}: {int((~final).sum())} block(s) were not written; run again to resume")
     if len(todo) < len(blocks):  # resumed: count the pixels of the blocks written before too
@@ -574,7 +590,7 @@ __all__ = [
     "ExplainReport",
     "explain",
     "explain_array",
-    "explain_dataset",
+    "explain",
     "open_results",
     "scene_reference",
 ]

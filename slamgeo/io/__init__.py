@@ -1,0 +1,3 @@
+"""I/O and contracts: locations and the output rule (`storage`), the cube and results
+contracts (`cube`), model checkpoints (`checkpoint`), the readers of every source (`ingest`),
+the synthetic scene (`synth`) and provenance (`provenance`)."""

@@ -1,0 +1,1 @@
+"""The report: one function per figure (`figures`) and the HTML page (`page`)."""

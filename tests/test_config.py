@@ -1,0 +1,202 @@
+"""The season pipeline's configuration: the `dask:` section, and one default per setting shared
+by the configuration, the Python functions and the command line (`slamgeo.schema`)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+
+from slamgeo import schema
+from slamgeo.errors import ConfigError
+from slamgeo.pipeline.config import PipelineConfig, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIMAL = {"season": {"name": "2017"}, "output": "/tmp/out"}
+
+
+def _cli_defaults(command: str) -> dict:
+    from slamgeo.cli import app
+
+    return {p.name: p.default for p in typer.main.get_command(app).commands[command].params}
+
+
+def _defaults(fn) -> dict:
+    return {
+        k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty
+    }
+
+
+# --------------------------------------------------------------------------- dask:
+
+
+def test_the_old_cluster_key_is_refused_naming_dask():
+    with pytest.raises(ConfigError, match=r"cluster: renamed to dask: \(the Dask scheduler and workers"):
+        parse_config(dict(MINIMAL, cluster={"n_workers": 2}))
+
+
+def test_the_old_cluster_key_is_refused_in_a_yaml_file(tmp_path):
+    p = tmp_path / "season.yaml"
+    p.write_text(yaml.safe_dump(dict(MINIMAL, cluster={"scheduler": "tcp://127.0.0.1:8786"})))
+    with pytest.raises(ConfigError, match=rf"{p.name}: cluster: renamed to dask:"):
+        load_config(p)
+
+
+def test_the_dask_section_sets_the_cluster():
+    cfg = parse_config(
+        dict(MINIMAL, dask={"scheduler": "tcp://127.0.0.1:8786", "n_workers": 3, "threads_per_worker": 2})
+    )
+    assert (cfg.dask.scheduler, cfg.dask.n_workers, cfg.dask.threads_per_worker) == ("tcp://127.0.0.1:8786", 3, 2)
+    with pytest.raises(ConfigError, match=r"dask\.workers: unknown key"):
+        parse_config(dict(MINIMAL, dask={"workers": 2}))
+
+
+def test_kmeans_is_the_k_means_section():
+    cfg = parse_config(dict(MINIMAL, kmeans={"k": 5, "sample_size": 500}))
+    assert (cfg.kmeans.k, cfg.kmeans.sample_size) == (5, 500)
+    assert cfg.dask.scheduler is None and cfg.dask.n_workers is None
+
+
+# --------------------------------------------------------------------------- one default each
+
+
+def test_configuration_defaults_are_the_schema_defaults():
+    cfg = PipelineConfig.model_validate(MINIMAL)
+    t, g, k = cfg.model.train, cfg.gradslam, cfg.kmeans
+    assert cfg.chunk == schema.CHUNK == 512
+    assert (t.sample_size, t.max_epochs) == (schema.TRAIN_SAMPLE_SIZE, schema.TRAIN_MAX_EPOCHS) == (100_000, 30)
+    assert (t.patience, t.val_fraction, t.batch_size, t.lr) == (
+        schema.TRAIN_PATIENCE,
+        schema.TRAIN_VAL_FRACTION,
+        schema.TRAIN_BATCH_SIZE,
+        schema.TRAIN_LR,
+    )
+    assert (k.k, k.sample_size) == (schema.KMEANS_K, schema.KMEANS_SAMPLE_SIZE)
+    assert (g.batch_size, g.max_gap_days) == (schema.EXPLAIN_BATCH_SIZE, schema.MAX_GAP_DAYS)
+
+
+def test_library_defaults_are_the_schema_defaults():
+    from slamgeo.io.cube import DEFAULT_CHUNK, chunk_cube
+    from slamgeo.io.ingest import ingest, load
+    from slamgeo.jobs.cluster import cluster, cluster_store, fit_kmeans
+    from slamgeo.jobs.explain import ExplainOptions
+    from slamgeo.method.gradslam import DEFAULT_BATCH_SIZE, DEFAULT_SCALE
+    from slamgeo.method.train import train
+
+    assert DEFAULT_CHUNK == schema.CHUNK
+    for fn in (ingest, load, chunk_cube):
+        assert _defaults(fn)["chunk"] == schema.CHUNK, fn.__name__
+    tr = _defaults(train)
+    assert (tr["sample_size"], tr["max_epochs"], tr["patience"], tr["val_fraction"], tr["batch_size"], tr["lr"]) == (
+        schema.TRAIN_SAMPLE_SIZE,
+        schema.TRAIN_MAX_EPOCHS,
+        schema.TRAIN_PATIENCE,
+        schema.TRAIN_VAL_FRACTION,
+        schema.TRAIN_BATCH_SIZE,
+        schema.TRAIN_LR,
+    )
+    for fn in (fit_kmeans, cluster):
+        d = _defaults(fn)
+        assert (d["k"], d["sample_size"]) == (schema.KMEANS_K, schema.KMEANS_SAMPLE_SIZE), fn.__name__
+    assert _defaults(cluster_store)["k"] == schema.KMEANS_K
+    opts = ExplainOptions()
+    assert (opts.scale, opts.batch_size, opts.reference_size) == (
+        schema.GRADSLAM_SCALE,
+        schema.EXPLAIN_BATCH_SIZE,
+        schema.REFERENCE_SIZE,
+    )
+    assert (DEFAULT_SCALE, DEFAULT_BATCH_SIZE) == (schema.GRADSLAM_SCALE, schema.GRADSLAM_BATCH_SIZE)
+
+
+def test_command_line_defaults_are_the_schema_defaults():
+    assert _cli_defaults("ingest")["chunk"] == schema.CHUNK
+    tr = _cli_defaults("train")
+    assert (tr["sample_size"], tr["epochs"], tr["patience"], tr["val_fraction"], tr["batch_size"], tr["lr"]) == (
+        schema.TRAIN_SAMPLE_SIZE,
+        schema.TRAIN_MAX_EPOCHS,
+        schema.TRAIN_PATIENCE,
+        schema.TRAIN_VAL_FRACTION,
+        schema.TRAIN_BATCH_SIZE,
+        schema.TRAIN_LR,
+    )
+    cl = _cli_defaults("cluster")
+    assert (cl["k"], cl["sample_size"]) == (schema.KMEANS_K, schema.KMEANS_SAMPLE_SIZE)
+    assert _cli_defaults("explain")["batch_size"] == schema.EXPLAIN_BATCH_SIZE
+
+
+def test_help_shows_the_shared_defaults():
+    env = dict(os.environ, COLUMNS="240", TERM="dumb", NO_COLOR="1")
+
+    def help_line(command: str, option: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "slamgeo", command, "--help"], capture_output=True, text=True, env=env, check=True
+        ).stdout
+        return next(line for line in out.splitlines() if option in line)
+
+    assert f"[default: {schema.TRAIN_SAMPLE_SIZE}]" in help_line("train", "--sample-size")
+    assert f"[default: {schema.TRAIN_MAX_EPOCHS}]" in help_line("train", "--epochs")
+    assert f"[default: {schema.CHUNK}]" in help_line("ingest", "--chunk")
+
+
+def test_the_demo_sets_its_own_sizes():
+    """The demo does not rely on the defaults: a change of a default does not change it."""
+    for path in (ROOT / "pipelines" / "demo.yaml", ROOT / "slamgeo" / "pipeline" / "demo.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        assert raw["chunk"] == 128
+        assert (raw["model"]["train"]["sample_size"], raw["model"]["train"]["max_epochs"]) == (20000, 12)
+        assert "cluster" not in raw
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_configuration_is_valid(path):
+    cfg = load_config(path)
+    assert cfg.chunk >= 16
+
+
+# --------------------------------------------------------------------------- the module itself
+
+
+def test_schema_imports_only_the_standard_library():
+    tree = ast.parse((ROOT / "slamgeo" / "schema.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+    code = (
+        "import sys, slamgeo.io.storage, slamgeo.schema; "
+        "print(sorted(m for m in ('xarray', 'torch', 'matplotlib', 'numpy', 'pandas', 'zarr') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_storage_kinds_and_season_paths_use_the_schema_names():
+    from slamgeo.io import storage
+    from slamgeo.pipeline.steps import SeasonPaths
+
+    assert (storage.CHECKPOINT.marker, storage.PARCELS.marker, storage.REPORT.marker, storage.SCENE.marker) == (
+        schema.MODEL_MARKER,
+        schema.PARCELS_MARKER,
+        schema.REPORT_MARKER,
+        schema.SCENE_MARKER,
+    )
+    assert storage.KIND_ATTR == schema.KIND_ATTR
+    p = SeasonPaths(Path("/season"))
+    assert [
+        Path(x).name for x in (p.cube, p.aligned, p.model, p.results, p.parcels, p.report, p.state, p.manifests)
+    ] == [
+        "cube.zarr",
+        "cube_model_dates.zarr",
+        "model",
+        "results.zarr",
+        "parcels",
+        "report",
+        "pipeline_state.json",
+        "manifests",
+    ]
