@@ -148,7 +148,7 @@ def worldcereal_benchmark(
 ) -> dict:
     """Label sets: `level_2` (every parcel with a level-2 class) and `level_2_min{min_parcels}`
     (only the level-2 classes with at least `min_parcels` parcels); k = 16 and k = number of classes."""
-    from slamgeo.io.ingest import open_table
+    from slamgeo.io.readers.table import open_table
 
     ds = open_table(WORLDCEREAL, start="2023-01-01", end="2023-12-31").compute()
     coarse = ds["level_2"].values.astype(str)

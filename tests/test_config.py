@@ -200,3 +200,15 @@ def test_storage_kinds_and_season_paths_use_the_schema_names():
         "pipeline_state.json",
         "manifests",
     ]
+
+
+# --------------------------------------------------------------------------- report: pairs
+
+
+def test_report_pairs_are_two_different_classes():
+    cfg = parse_config(dict(MINIMAL, report={"pairs": [["cotton", "pepper"]], "confused_pairs": 2}))
+    assert cfg.report.pairs == [("cotton", "pepper")] and cfg.report.confused_pairs == 2
+    with pytest.raises(ConfigError, match=r"report\.pairs.*'cotton' paired with itself"):
+        parse_config(dict(MINIMAL, report={"pairs": [["cotton", "cotton"]]}))
+    with pytest.raises(ConfigError, match=r"report\.pairs"):
+        parse_config(dict(MINIMAL, report={"pairs": [["cotton", "pepper", "maize"]]}))

@@ -20,16 +20,11 @@ from rasterio.transform import from_origin
 
 from slamgeo.errors import ConfigError, InputError, OutputError
 from slamgeo.io.cube import COMPLETE_ATTR, is_complete, make_cube, write_cube
-from slamgeo.io.ingest import (
-    describe_tiff,
-    detect_source,
-    dn_to_db,
-    ingest,
-    input_fingerprint,
-    open_dataset_cube,
-    open_source,
-    open_table,
-)
+from slamgeo.io.ingest import detect_source, ingest, input_fingerprint, open_source
+from slamgeo.io.readers._common import dn_to_db
+from slamgeo.io.readers.dataset import open_dataset_cube
+from slamgeo.io.readers.geotiff import describe_tiff
+from slamgeo.io.readers.table import open_table
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLDCEREAL = ROOT.parent / "shared" / "data" / "worldcereal"

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 import yaml
 import zarr
 from helpers import run_and_kill
@@ -26,7 +28,7 @@ SMALL = {
     "model": {"train": {"sample_size": 2000, "max_epochs": 2, "batch_size": 256}},
     "kmeans": {"k": 6, "sample_size": 2000},
     "parcels": {"test_fraction": 0.3},
-    "report": {"class_groups": {"alike": ["cotton", "sweet potato", "pepper"]}},
+    "report": {"class_groups": {"alike": ["cotton", "sweet potato", "pepper"]}, "pairs": [["cotton", "pepper"]]},
 }
 
 
@@ -56,7 +58,15 @@ def test_the_whole_pipeline_runs_end_to_end(first_run):
     for p in ("cube.zarr", "model/model.json", "results.zarr", "parcels/metrics.json", "report/index.html"):
         assert (root / p).exists(), p
     results = zarr.open_group(str(root / "results.zarr"), mode="r")
-    assert {"embedding", "importance", "recon_error", "cluster"} <= set(results.keys())
+    assert {"embedding", "importance", "recon_error", "cluster", "pair_importance"} <= set(results.keys())
+    # the named pair and the most confused ones are explained, with a figure and their dates each
+    pairs = xr.open_zarr(root / "results.zarr")
+    named = [{str(a), str(b)} for a, b in zip(pairs["pair_a"].values, pairs["pair_b"].values)]
+    assert {"cotton", "pepper"} in named and 1 < len(named) <= 4
+    assert pairs["pair_importance"].dims == ("pair", "time") and np.isfinite(pairs["pair_importance"].values).all()
+    page = (root / "report" / "index.html").read_text()
+    assert page.count("The dates that separate") == len(named)
+    assert len(list((root / "report").glob("pair_*.png"))) == len(named)
     manifest = json.loads(summary.manifest.read_text())
     assert manifest["tally"] == {"done": len(STEPS)}
     assert [s["name"] for s in manifest["steps"]] == list(STEPS)

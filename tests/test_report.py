@@ -495,3 +495,10 @@ def test_sample_variables_reads_a_bounded_number_of_chunks():
     assert np.isin(finite, flat).all()
     strided = report.sample_variables(ds, ["recon_error"], max_blocks=100, max_pixels=120)["recon_error"]
     assert strided.shape == (144,)  # stride 2 in y and x inside each 5 x 6 chunk: 3 x 3 of its pixels
+
+
+def test_embedding_scatter_of_a_dim_without_coordinate():
+    fig = fig_embedding_scatter(
+        xr.DataArray(np.random.default_rng(0).random((2, 30)), dims=("dim", "sample")), np.array(["a", "b", "c"] * 10)
+    )
+    assert fig.axes and fig.axes[0].get_xlabel()

@@ -85,7 +85,7 @@ def _calls(path: Path) -> set[str]:
 
 
 LIBRARY = [
-    p for sub in ("io", "method", "jobs", "reporting", "pipeline") for p in (ROOT / "slamgeo" / sub).glob("*.py")
+    p for sub in ("io", "method", "jobs", "reporting", "pipeline") for p in (ROOT / "slamgeo" / sub).rglob("*.py")
 ]
 
 

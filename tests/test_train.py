@@ -412,7 +412,7 @@ def test_cae_embeddings_separate_crop_classes_better_than_pca_of_the_series():
 def test_training_on_real_worldcereal_parcels_beats_the_per_date_mean():
     """500 French parcels, 36 dekads of 2023, 6.6 % of S1 values missing: a (time, sample) cube
     that needs gap filling."""
-    from slamgeo.io.ingest import open_table
+    from slamgeo.io.readers.table import open_table
 
     table = ROOT.parent / "shared" / "data" / "worldcereal" / "fra_2023_lpis_dekad.parquet"
     cube = open_table(table, start="2023-01-01", end="2023-12-31")

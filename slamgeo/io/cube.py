@@ -12,6 +12,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -283,9 +284,10 @@ def _own_thread_pool(ds: xr.Dataset):
 def _mark_complete(path: str | Path, zarr_format: int) -> None:
     import zarr
 
-    group = zarr.open_group(str(path), mode="r+", zarr_format=zarr_format)
+    fmt = cast(Literal[2, 3], zarr_format)  # checked by `write_cube`
+    group = zarr.open_group(str(path), mode="r+", zarr_format=fmt)
     group.attrs[COMPLETE_ATTR] = True
-    zarr.consolidate_metadata(str(path), zarr_format=zarr_format)  # keep it in step
+    zarr.consolidate_metadata(str(path), zarr_format=fmt)  # keep it in step
 
 
 def open_results(path: str | Path, *, require_complete: bool = True) -> xr.Dataset:

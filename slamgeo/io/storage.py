@@ -206,9 +206,9 @@ def publish_folder(src: Path, dest: Location, kind: OutputKind) -> None:
         return
     with writing_in_place(dest, kind):
         fs, root = filesystem(dest)
-        old = [f for f in fs.find(root) if f.rstrip("/").rsplit("/", 1)[-1] != INCOMPLETE]
-        if old:
-            fs.rm(old)
+        stale = [f for f in fs.find(root) if f.rstrip("/").rsplit("/", 1)[-1] != INCOMPLETE]
+        if stale:
+            fs.rm(stale)
         upload_folder(src, dest, marker=kind.marker)
 
 

@@ -85,6 +85,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -172,7 +173,9 @@ class CropCalendar:
     width: float = 55.0
 
 
-_COTTON = dict(tillage=70, sowing=100, emergence=112, peak=195, post_tillage=325, bmax=0.85, irrigated=True)
+_COTTON: dict[str, Any] = dict(
+    tillage=70, sowing=100, emergence=112, peak=195, post_tillage=325, bmax=0.85, irrigated=True
+)
 CALENDARS: dict[str, CropCalendar] = {
     "cotton": CropCalendar(**_COTTON, senescence_start=255, harvest=290, r_sen=0.4),
     "tomato": CropCalendar(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _pixels(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`(D, *s)` block -> (valid pixels `(n, D)` float64, validity mask `(prod(s),)`)."""
     X = block.reshape(block.shape[0], -1).T.astype(np.float64)
     valid = np.isfinite(X).all(1)
-    return X[valid], valid
+    return X[valid], valid  # type: ignore[return-value]  # numpy types all(axis=1) as bool | ndarray
 
 
 def kmeans_init(X: np.ndarray, k: int, *, seed: int = 0, n_init: int = 4) -> np.ndarray:
@@ -104,7 +105,7 @@ def kmeans_init(X: np.ndarray, k: int, *, seed: int = 0, n_init: int = 4) -> np.
 # --------------------------------------------------------------------------- dask plumbing
 
 
-def _as_dask(embedding: xr.DataArray) -> tuple[da.Array, tuple[str, ...]]:
+def _as_dask(embedding: xr.DataArray) -> tuple[da.Array, tuple[Hashable, ...]]:
     """The embedding as a dask array `(D, *S)` with the dim axis in one chunk."""
     if DIM not in embedding.dims:
         raise InputError(f"embedding: expected a '{DIM}' dimension, found dims {embedding.dims}")

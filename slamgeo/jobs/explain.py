@@ -28,7 +28,7 @@ import time as _time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import dask
 import dask.array as da
@@ -42,7 +42,14 @@ from slamgeo.io import storage
 from slamgeo.io.checkpoint import TrainedModel, load_model
 from slamgeo.io.cube import COMPLETE_ATTR, open_cube, open_results, spatial_dims
 from slamgeo.io.provenance import dataset_fingerprint, fingerprint, versions
-from slamgeo.method.gradslam import DEFAULT_BATCH_SIZE, DEFAULT_SCALE, grad_slam, reference_map
+from slamgeo.method.gradslam import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SCALE,
+    GradSlamOutput,
+    Scale,
+    grad_slam,
+    reference_map,
+)
 from slamgeo.method.series import fill_gaps, valid_mask
 from slamgeo.schema import BLOCK_DONE, EXPLAIN_BATCH_SIZE, EXPLAIN_VARIABLES, REFERENCE_MAP_ATTR, REFERENCE_SIZE
 
@@ -127,11 +134,12 @@ def explain_array(
             net.encoder,
             xs,
             layers,
-            scale=opts.scale,
+            scale=cast(Scale, opts.scale),  # checked by grad_slam
             reference=ref,
             return_embedding=True,
             batch_size=_batch_size(opts, device),
         )
+        assert isinstance(out, GradSlamOutput)  # return_embedding=True
         with torch.no_grad():
             recon = net.decoder(out.embedding.to(device))
             e2 = ((recon - xs) ** 2).mean(dim=(1, 2))

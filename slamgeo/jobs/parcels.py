@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import dask
 import dask.array as da
@@ -111,7 +112,7 @@ def find_overlaps(parcels: gpd.GeoDataFrame, *, id_column: str = "parcel_id") ->
     area = shapely.area(shapely.intersection(geoms[left], geoms[right]))
     ids = parcels[id_column].to_numpy()
     pairs = {tuple(sorted((int(ids[a]), int(ids[b])))) for a, b, s in zip(left, right, area) if s > 0}
-    return sorted(pairs)
+    return sorted(cast(set[tuple[int, int]], pairs))  # pairs of two ids
 
 
 def read_parcels(
@@ -225,9 +226,13 @@ def _grid_chunks(like: xr.Dataset | xr.DataArray) -> tuple[tuple[int, ...], tupl
     if isinstance(like, xr.Dataset):  # its variables may be chunked differently: use one grid variable
         like = like[[v for v in like.data_vars if set(GRID_DIMS) <= set(like[v].dims)][0]]
     chunks = like.chunksizes if like.chunks else {}
-    return tuple(
-        chunks.get(d) or tuple(min(DEFAULT_CHUNK, like.sizes[d] - s) for s in range(0, like.sizes[d], DEFAULT_CHUNK))
-        for d in GRID_DIMS
+    return cast(
+        tuple[tuple[int, ...], tuple[int, ...]],  # one entry per GRID_DIMS (y, x)
+        tuple(
+            chunks.get(d)
+            or tuple(min(DEFAULT_CHUNK, like.sizes[d] - s) for s in range(0, like.sizes[d], DEFAULT_CHUNK))
+            for d in GRID_DIMS
+        ),
     )
 
 
@@ -385,7 +390,7 @@ def aggregate_parcels(
         "importance": bare(results["importance"], "importance").astype(np.float64),
         "embedding": bare(results["embedding"], "embedding").astype(np.float64),
     }
-    valid = np.isfinite(bare(results["embedding"], "valid")).all(DIM)
+    valid = np.isfinite(bare(results["embedding"], "valid")).all(DIM)  # type: ignore[call-overload]  # a DataArray
     counts = {"n_valid": valid.astype(np.int64), "n_pixels": xr.ones_like(pid, dtype=np.int64)}
     if cube is not None:
         for band in ("VV", "VH"):
@@ -398,7 +403,7 @@ def aggregate_parcels(
             means[band] = v.astype(np.float64)
             counts[f"{band}_count"] = np.isfinite(v).astype(np.int64)
 
-    groups = {"expected_groups": (ids,), "isbin": (False,)}
+    groups: dict[str, Any] = {"expected_groups": (ids,), "isbin": (False,)}
     parts = [
         xarray_reduce(xr.Dataset(means), pid, func="nanmean", **groups),
         xarray_reduce(xr.Dataset(counts), pid, func="sum", fill_value=0, **groups),
@@ -517,7 +522,7 @@ def class_profiles(
         if n_valid[m].sum() == 0:
             empty.append(c)
             continue
-        row = {
+        row: dict[str, Any] = {
             "importance_mean": _weighted_mean(imp[m], n_valid[m][:, None, None]),
             "n_parcels": int(m.sum()),
             "n_pixels": int(per_parcel["n_pixels"].values[m].sum()),
@@ -541,7 +546,7 @@ def class_profiles(
         raise InputError(f"class_profiles: no class has a valid pixel (classes {classes})")
     names = [c for c, _ in rows]
     mean = np.stack([r["importance_mean"] for _, r in rows])  # (class, dim, time)
-    data = {
+    data: dict[str, tuple[Any, ...]] = {
         "importance": (
             (CLASS, DIM, "time"),
             minmax(mean, axis=-1),

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -195,7 +195,7 @@ def interrupt_handlers(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM
     unwinding = False  # an Interrupted has been raised and has not been swallowed
     active = True
     timers: list[threading.Timer] = []
-    main_thread = threading.main_thread().ident
+    main_thread = cast(int, threading.main_thread().ident)  # the main thread has started
 
     def again_soon(signum: int) -> None:
         """The same signal again in 10 ms, to the main thread (a real signal, so that a
@@ -223,7 +223,7 @@ def interrupt_handlers(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM
 
     previous_hook = sys.unraisablehook
 
-    def unraisable(report: object) -> None:
+    def unraisable(report: sys.UnraisableHookArgs) -> None:
         nonlocal unwinding
         exc = getattr(report, "exc_value", None)
         if isinstance(exc, Interrupted):
@@ -260,7 +260,7 @@ def _exit_now(signum: int) -> None:
     """End the process at once (a second interrupt): kill the child processes, exit 128 + signum."""
     for child in multiprocessing.active_children():
         with contextlib.suppress(OSError):
-            os.kill(child.pid, signal.SIGKILL)
+            os.kill(cast(int, child.pid), signal.SIGKILL)  # active children have started
     sys.stderr.flush()
     os._exit(128 + signum)
 

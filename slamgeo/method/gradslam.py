@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -437,7 +437,7 @@ def _linear_consumer(encoder: nn.Module, layer: nn.Module) -> nn.Module | None:
     """The linear module that alone consumes `layer`'s output in a slamgeo Encoder, if known."""
     if type(encoder) is not Encoder:  # a subclass may route activations differently
         return None
-    blocks = list(encoder.blocks.values())
+    blocks = cast(list[nn.Sequential], list(encoder.blocks.values()))
     idx = next((i for i, b in enumerate(blocks) if b is layer), None)
     if idx is None:
         return None
@@ -455,7 +455,7 @@ def _consumer_kernel(consumer: nn.Module, act: Tensor) -> Tensor:
     Column k is the consumer's linear part applied to the constant-one signal in channel k.
     """
     k, t_a = act.shape[1], act.shape[2]
-    w = consumer.weight.detach().float()
+    w = cast(Tensor, consumer.weight).detach().float()
     if isinstance(consumer, nn.Linear):  # B = W flatten(A) + b
         return w.view(w.shape[0], k, t_a).sum(-1)
     conv = cast(nn.Conv1d, consumer)
@@ -540,7 +540,7 @@ def _blocks_forward(
     pooling evaluated by `_pool2`): the embedding `(N, D)`, the requested block outputs, and
     the shortcut for the first requested block. Nothing before that block is recorded."""
     enc = cast(Encoder, encoder)
-    blocks = list(enc.blocks.values())
+    blocks = cast(list[nn.Sequential], list(enc.blocks.values()))
     wanted = [next(i for i, b in enumerate(blocks) if b is layer) for layer in layers]
     first = min(wanted)
     outs: dict[int, Tensor] = {}
@@ -640,6 +640,7 @@ def _run(
     x = check_series(encoder, x)
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, found {batch_size}")
+    forward: Callable[[nn.Module, Tensor, Sequence[nn.Module], dict], tuple[Tensor, list[Tensor], Shortcut | None]]
     if _plain_blocks(encoder, layers):
         forward = _blocks_forward
     else:

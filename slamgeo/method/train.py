@@ -54,7 +54,7 @@ def _block_candidates(arrays: Sequence[np.ndarray], k: int, seed: Sequence[int],
     nan = np.isnan(x)
     usable = (~nan).any(axis=1).all(axis=0) if gap_fill else ~nan.any(axis=(0, 1))
     order = np.random.default_rng(list(seed)).permutation(x.shape[2])
-    pick = order[usable[order]][:k]
+    pick = order[usable[order]][:k]  # type: ignore[index]  # numpy types all(axis=0) as bool | ndarray
     out = np.ascontiguousarray(x[:, :, pick].transpose(2, 0, 1))
     return fill_gaps(out) if gap_fill else out
 

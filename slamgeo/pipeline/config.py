@@ -123,6 +123,18 @@ class ReportConfig(_Strict):
     enabled: bool = True
     class_groups: dict[str, list[str]] | None = None
     date: str | None = None  # date of the importance map; None: the most important date
+    # class pairs explained by the direction between their mean embeddings, besides the
+    # `confused_pairs` most confused pairs of the confusion matrix
+    pairs: list[tuple[str, str]] | None = None
+    confused_pairs: int = Field(3, ge=0)
+
+    @field_validator("pairs")
+    @classmethod
+    def _two_classes(cls, v: list[tuple[str, str]] | None) -> list[tuple[str, str]] | None:
+        for a, b in v or []:
+            if a == b:
+                raise ValueError(f"{a!r} paired with itself; a pair needs two different classes")
+        return v
 
 
 class PipelineConfig(_Strict):

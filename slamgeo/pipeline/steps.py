@@ -428,6 +428,9 @@ class _Season:
             results = open_results(self.paths.results)
             faith = self._faithfulness(results)
             parcels_ready = _ready(storage.join(self.paths.parcels, PARCELS_MARKER))
+            pairs = self._pairs(results, labelled=parcels_ready)
+            if pairs:
+                results = open_results(self.paths.results)
             html = make_report(
                 results,
                 self.paths.report,
@@ -440,9 +443,69 @@ class _Season:
                 overwrite=True,
                 inputs=[self.paths.results, self.explain_input, self.paths.parcels],
             )
-            return {"html": str(html), "figures": [str(p) for p in storage.glob(self.paths.report, "*.png")]}
+            return {
+                "html": str(html),
+                "figures": [str(p) for p in storage.glob(self.paths.report, "*.png")],
+                "pairs": pairs,
+            }
 
         return fp, run, [storage.join(self.paths.report, REPORT_MARKER)]
+
+    def _pairs(self, results, *, labelled: bool) -> list[list[str]]:
+        """Contrastive importance of the most confused class pairs and of the configured ones
+        (without labelled parcels: of the nearest k-Means centres), written into the results
+        store (`pair_importance`, ...); returns the pairs."""
+        import numpy as np
+        import xarray as xr
+
+        from slamgeo.io.checkpoint import load_model
+        from slamgeo.io.cube import open_cube
+        from slamgeo.jobs.cluster import append_variables
+        from slamgeo.jobs.pairs import (
+            check_pairs,
+            cluster_labels,
+            confused_pairs,
+            nearest_centre_pairs,
+            pair_importance,
+        )
+        from slamgeo.jobs.parcels import rasterize_parcels, read_parcels
+        from slamgeo.reporting.figures import read_parcels_outputs
+
+        c = self.cfg
+        path = self._parcels_file()
+        wanted = c.report.confused_pairs + len(c.report.pairs or [])
+        if not {"y", "x"} <= set(results["embedding"].dims) or wanted == 0:
+            return []
+        ref = results.attrs.get("reference_map")
+        options = {"scale": results.attrs["scale"], "reference": None if ref is None else np.asarray(ref, np.float32)}
+        if path is None or not labelled:
+            if "cluster_centre" not in results or c.report.confused_pairs == 0:
+                return []
+            pairs = nearest_centre_pairs(results["cluster_centre"].values, c.report.confused_pairs)
+            labels = cluster_labels(results["cluster"])
+        else:
+            parts, _ = read_parcels_outputs(self.paths.parcels)
+            classes = [str(v) for v in parts["profiles"]["class"].values] if "profiles" in parts else []
+            confusion = parts.get("confusion_pixels")
+            pairs = confused_pairs(confusion, c.report.confused_pairs) if confusion is not None else []
+            for a, b in check_pairs(c.report.pairs or [], classes):
+                if {a, b} not in [set(p) for p in pairs]:
+                    pairs.append((a, b))
+            if not pairs:
+                return []
+            gdf = read_parcels(
+                path, id_column=c.parcels.id_column, class_column=c.parcels.class_column, crs=results.rio.crs
+            )
+            ids = rasterize_parcels(gdf, results, all_touched=c.parcels.all_touched, id_column=c.parcels.id_column)
+            lut = dict(zip(gdf[c.parcels.id_column].to_numpy().tolist(), gdf[c.parcels.class_column].astype(str)))
+            pid = np.asarray(ids.values)
+            uniq, inverse = np.unique(pid, return_inverse=True)
+            names = np.array([lut.get(int(i), "") for i in uniq], dtype=object)[inverse.ravel()].reshape(pid.shape)
+            labels = xr.DataArray(names.astype(str), dims=ids.dims)
+        model, cube = load_model(self.model_dir), open_cube(str(self.explain_input))
+        ds = pair_importance(model, cube, results["embedding"], labels, pairs, **options)
+        append_variables(str(self.paths.results), ds, overwrite=True)
+        return [list(p) for p in pairs]
 
     def _faithfulness(self, results) -> dict | None:
         """Deletion curves on a sample of valid pixels (Grad-SLAM at the run's scaling and

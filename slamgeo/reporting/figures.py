@@ -27,9 +27,9 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -54,7 +54,7 @@ SCAN_MAX_PIXELS = 200_000  # pixels kept to pick the default date, draw a scatte
 SCAN_MAX_BLOCKS = 16  # spatial chunks read for those samples (a regional store is not read whole)
 DPI = 110
 IMPORTANCE_CMAP = "viridis"
-LINESTYLES = ("-", "--", "-.", ":")
+LINESTYLES: tuple[Literal["-", "--", "-.", ":"], ...] = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _SUBSEGMENTS = 6  # each date interval of a Fig. 4 line is drawn as this many coloured pieces
 
@@ -71,7 +71,9 @@ PARCELS_FILES = {
 # --------------------------------------------------------------------------- small helpers
 
 
-def _figure(width: float, height: float, layout: str = "constrained") -> Figure:
+def _figure(
+    width: float, height: float, layout: Literal["constrained", "compressed", "tight"] = "constrained"
+) -> Figure:
     """A figure on the Agg canvas; `layout="compressed"` for maps (fixed-aspect axes)."""
     fig = Figure(figsize=(width, height), layout=layout, dpi=DPI)
     FigureCanvasAgg(fig)
@@ -248,7 +250,7 @@ def importance_segments(
 def _end_labels(ax, times: np.ndarray, lines: Sequence[np.ndarray], names: Sequence[str]) -> None:
     """Name each line just right of its last point, spread vertically so names do not overlap."""
     t = mdates.date2num(np.asarray(times, dtype="datetime64[ns]"))
-    ends = []
+    ends: list[list[Any]] = []  # [y, x, name]
     for v, name in zip(lines, names):
         ok = np.flatnonzero(np.isfinite(v))
         if ok.size:
@@ -324,7 +326,12 @@ def fig_class_importance(
             w = imp.sel({class_dim: c, DIM: d}).values
             segs, cols = importance_segments(times, v, w)
             lc = LineCollection(
-                segs, cmap=cmap, norm=norm, linewidths=2.6, linestyles=LINESTYLES[k % len(LINESTYLES)], label=c
+                segs,  # type: ignore[arg-type]  # an (n, 2, 2) array is a sequence of segments
+                cmap=cmap,
+                norm=norm,
+                linewidths=2.6,
+                linestyles=LINESTYLES[k % len(LINESTYLES)],
+                label=c,
             )
             lc.set_array(cols)
             ax.add_collection(lc)
@@ -389,13 +396,13 @@ def _thin(da: xr.DataArray, max_side: int | None = None) -> tuple[xr.DataArray, 
     return da, step
 
 
-def _extent(da: xr.DataArray) -> tuple[list[float] | None, str]:
+def _extent(da: xr.DataArray) -> tuple[tuple[float, float, float, float] | None, Literal["upper", "lower"]]:
     """imshow extent from the full grid's coordinates, and the origin ('upper' when y falls)."""
     if "x" not in da.coords or "y" not in da.coords or da.sizes["x"] < 2 or da.sizes["y"] < 2:
         return None, "upper"
     x, y = da["x"].values.astype(float), da["y"].values.astype(float)
     dx, dy = abs(x[1] - x[0]), abs(y[1] - y[0])
-    ext = [x.min() - dx / 2, x.max() + dx / 2, y.min() - dy / 2, y.max() + dy / 2]
+    ext = (x.min() - dx / 2, x.max() + dx / 2, y.min() - dy / 2, y.max() + dy / 2)
     return ext, ("upper" if y[0] > y[-1] else "lower")
 
 
@@ -463,9 +470,9 @@ def fig_cluster_map(
     ax.set_title(title + (f" (1 pixel in {step} per side shown)" if step > 1 else ""))
     cb = fig.colorbar(im, ax=ax, shrink=0.9, label="cluster" + (": class voted" if names else ""))
     ticks = np.arange(k) if k <= 32 else np.arange(0, k, math.ceil(k / 32))
-    cb.set_ticks(ticks)
+    cb.set_ticks(ticks)  # type: ignore[arg-type]  # matplotlib takes any array-like of ticks
     names = {int(c): str(v) for c, v in (names or {}).items()}
-    cb.set_ticklabels([f"{t}: {names[t]}" if t in names else str(t) for t in ticks])
+    cb.set_ticklabels([f"{t}: {names[int(t)]}" if t in names else str(t) for t in ticks])
     cb.ax.tick_params(labelsize=8 if k > 12 else 9)
     return fig
 
@@ -548,6 +555,7 @@ def fig_importance_map(importance: xr.DataArray, date, *, title: str | None = No
         + (f", 1 pixel in {step} per side shown" if step > 1 else "")
     )
     lo, hi = np.nanmin(values), np.nanmax(values)
+    assert norm.vmin is not None and norm.vmax is not None  # `_importance_norm` sets both
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
         (bool(lo < norm.vmin), bool(hi > norm.vmax))
     ]
@@ -607,7 +615,7 @@ def _as_points(embedding, labels) -> tuple[np.ndarray, np.ndarray, list[str]]:
         if DIM not in embedding.dims:
             raise InputError(f"embedding: expected a '{DIM}' dimension, found dims {embedding.dims}")
         other = [d for d in embedding.dims if d != DIM]
-        names = [str(v) for v in embedding[DIM].values] if DIM in embedding.coords else None
+        names = [str(v) for v in embedding[DIM].values]  # positions when `dim` has no coordinate
         if isinstance(labels, xr.DataArray):
             labels = labels.transpose(*other).values.ravel()
         emb = embedding.transpose(*other, DIM).values.reshape(-1, embedding.sizes[DIM])
@@ -817,7 +825,7 @@ def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting 
     return fig
 
 
-def save_curves(curves: Mapping, path: str | Path) -> Path:
+def save_curves(curves: Mapping, path: str | Path) -> str | Path:
     """Write deletion curves (as `fig_deletion_curve` takes them) to a JSON file."""
     sets = _curve_sets(curves)
     data = {n: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for n, s in sets.items()}
@@ -976,7 +984,7 @@ def cluster_profiles(
     return out
 
 
-def default_groups(classes: Sequence[str], size: int = 4, *, noun: str = "classes") -> dict[str, list[str]]:
+def default_groups(classes: Iterable[Any], size: int = 4, *, noun: str = "classes") -> dict[str, list[str]]:
     """Classes in groups of at most `size`, in order: {"classes 1-4": [...], ...}."""
     classes = [str(c) for c in classes]
     groups = {}

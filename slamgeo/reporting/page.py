@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -68,13 +68,13 @@ def _sample_labels(results: xr.Dataset) -> tuple[str, xr.DataArray] | None:
     for pref in ("crop", "class", "label", "class_name"):
         if pref in cands:
             return pref, results[pref]
-    return (cands[0], results[cands[0]]) if cands else None
+    return (cast(str, cands[0]), results[cands[0]]) if cands else None  # read from Zarr: str names
 
 
 class _Report:
     """The figures drawn so far: their items, and each PNG's bytes by file name."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.items: list[ReportItem] = []
         self.pngs: dict[str, bytes] = {}
 
@@ -192,6 +192,10 @@ def make_report(
             )
     else:
         rep.skip("fig4_class_importance", "Fig. 4: class profiles coloured by importance", missing["profiles"])
+
+    # class pairs: the contrastive importance of the direction between two classes
+    if "pair_importance_class" in results:
+        _pair_figures(rep, results, parts.get("profiles"))
 
     # per-cluster profiles (needs the cube)
     if cube is None:
@@ -436,6 +440,7 @@ def _html(title: str, items: list[ReportItem], pngs: Mapping[str, bytes], attrs:
         links = "".join(f'<li><a href="#{esc(i.key)}">{esc(i.title)}</a></li>' for i in drawn)
         body.append(f"<h2>Figures</h2><ul>{links}</ul>")
     for i in drawn:
+        assert i.file is not None  # `drawn` holds the items with a file
         data = base64.b64encode(pngs[i.file]).decode("ascii")
         body.append(
             f'<figure id="{esc(i.key)}"><h3>{esc(i.title)}</h3>'
@@ -454,6 +459,37 @@ def _html(title: str, items: list[ReportItem], pngs: Mapping[str, bytes], attrs:
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def _pair_figures(rep: _Report, results: xr.Dataset, profiles: xr.Dataset | None) -> None:
+    """One Fig. 4-style figure per class pair (`slamgeo.jobs.pairs.pair_importance`): both
+    classes' mean VV, coloured by the contrastive importance; the caption names the dates that
+    separate them most."""
+    from slamgeo.jobs.pairs import separating_dates
+
+    times = results["pair_importance"]["time"].values
+    for p in results["pair"].values:
+        a, b = str(results["pair_a"].sel(pair=p).values), str(results["pair_b"].sel(pair=p).values)
+        key, head = f"pair_{slug(a)}_{slug(b)}", f"Why {a} and {b} differ for the model"
+        if profiles is None or not {a, b} <= {str(c) for c in profiles[CLASS].values}:
+            rep.skip(key, head, "no class profiles of both classes (parcels outputs)")
+            continue
+        dates = separating_dates(results["pair_importance"].sel(pair=p).values, times)
+        vv = profiles["VV"].sel({CLASS: [a, b]})
+        # |importance|: a date that moves a pixel strongly against the direction separates too
+        imp = np.abs(results["pair_importance_class"].sel(pair=p).values)[:, None, :]  # (member, 1, time)
+        ds = xr.Dataset(
+            {"VV": vv, "importance": ((CLASS, "dim", "time"), imp)},
+            coords={CLASS: [a, b], "dim": [0], "time": vv["time"].values},
+        )
+        rep.add(
+            key,
+            head,
+            f"Mean VV (dB) of {a} and {b}, coloured by |Grad-SLAM importance| of the direction from {a}'s "
+            f"mean embedding to {b}'s (min-max normalised over time per class). "
+            f"The dates that separate {a} and {b} most: {', '.join(dates)}.",
+            lambda d=ds, c=[a, b]: fig_class_importance(d, c, title=f"{c[0]} vs {c[1]}: contrastive date importance"),
+        )
 
 
 def report(

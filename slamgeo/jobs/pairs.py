@@ -1,0 +1,218 @@
+"""Class-pair explanations: which dates separate (or confuse) two classes.
+
+For classes A and B with mean embeddings m_A and m_B, the direction w = m_B - m_A is the line
+from one class to the other in the embedding space. Grad-SLAM with the gradient target e . w
+(`slamgeo.method.gradslam.grad_slam(target=w)`; Eq. 3-4 are linear in the target, so its raw
+maps are exactly sum_d w_d L^d) says which dates move a pixel along that line: the dates that
+tell the two classes apart, for the model. Cluster centres give the same for two clusters.
+
+- `confused_pairs`: the most confused class pairs of a confusion table;
+- `nearest_centre_pairs`, `cluster_labels`: the same for clusters, when there are no labels;
+- `check_pairs`: pairs a user names, checked against the known classes;
+- `pair_importance`: the contrastive importance of each pair on a bounded sample of the two
+  classes' pixels, averaged per class and date: `pair_importance (pair, time)` (both classes'
+  pixels), `pair_importance_class (pair, member, time)`, `pair_direction (pair, dim)`, with the
+  class names as coordinates `pair_a`, `pair_b`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from slamgeo.errors import InputError
+from slamgeo.io.checkpoint import TrainedModel
+from slamgeo.method.gradslam import DEFAULT_SCALE, Scale, grad_slam
+from slamgeo.method.series import fill_gaps, valid_mask
+
+PAIR = "pair"
+MEMBER = "member"
+UNASSIGNED = "unassigned"
+
+
+def confused_pairs(confusion: pd.DataFrame, n: int = 3) -> list[tuple[str, str]]:
+    """The `n` most confused class pairs of a confusion table (rows: reference class, columns:
+    the class voted for its pixels or parcels, counts; an `unassigned` column is ignored).
+
+    Each row is turned into shares of its total; the largest off-diagonal shares (class a
+    going to class b) come first, each unordered pair once, ties broken by the names. A pair
+    is returned as (reference class, the class it goes to)."""
+    counts = confusion.drop(columns=[UNASSIGNED], errors="ignore")
+    totals = counts.sum(axis=1).to_numpy(dtype=float)
+    rows = []
+    for i, a in enumerate(counts.index):
+        if totals[i] <= 0:
+            continue
+        for b in counts.columns:
+            share = float(counts.loc[a, b]) / totals[i]
+            if str(a) != str(b) and share > 0:
+                rows.append((-share, str(a), str(b)))
+    out: list[tuple[str, str]] = []
+    seen: set[frozenset[str]] = set()
+    for _, a, b in sorted(rows):
+        key = frozenset((a, b))
+        if key not in seen:
+            seen.add(key)
+            out.append((a, b))
+        if len(out) == n:
+            break
+    return out
+
+
+def nearest_centre_pairs(centres: np.ndarray, n: int = 3) -> list[tuple[str, str]]:
+    """The `n` pairs of k-Means centres `(k, D)` closest to each other (the clusters a pixel
+    hesitates between), as cluster names "cluster i" (`cluster_labels`), closest first."""
+    c = np.asarray(centres, dtype=np.float64)
+    d = np.linalg.norm(c[:, None, :] - c[None, :, :], axis=-1)
+    i, j = np.triu_indices(len(c), k=1)
+    order = np.lexsort((j, i, d[i, j]))[:n]
+    return [(f"cluster {i[o]}", f"cluster {j[o]}") for o in order]
+
+
+def cluster_labels(cluster: xr.DataArray) -> xr.DataArray:
+    """The cluster map `(*S)` as names "cluster i" ("" where there is no cluster, -1)."""
+    values = np.asarray(cluster.values)
+    names = np.where(values >= 0, np.char.add("cluster ", values.astype(str)), "")
+    return xr.DataArray(names, dims=cluster.dims)
+
+
+def check_pairs(pairs: Sequence[Sequence[str]], classes: Sequence[str]) -> list[tuple[str, str]]:
+    """`pairs` as (a, b) tuples of known class names; an `InputError` names what is wrong (not
+    two names, an unknown class with the known ones listed, a class paired with itself)."""
+    known = [str(c) for c in classes]
+    out = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, str) or len(pair) != 2:
+            raise InputError(f"pairs[{i}]: expected two class names, found {pair!r}")
+        a, b = (str(c) for c in pair)
+        for c in (a, b):
+            if c not in known:
+                raise InputError(f"pairs[{i}]: unknown class {c!r}; the classes are {sorted(known)}")
+        if a == b:
+            raise InputError(f"pairs[{i}]: {a!r} paired with itself; a pair needs two different classes")
+        out.append((a, b))
+    return out
+
+
+def _series(cube: xr.Dataset, bands: Sequence[str], flat: np.ndarray, sdims: tuple[str, ...]) -> np.ndarray:
+    """`(N, C, T)` dB series of the pixels at flat indices `flat` of the spatial grid."""
+    shape = tuple(cube.sizes[d] for d in sdims)
+    idx = np.unravel_index(flat, shape)
+    sel = {d: xr.DataArray(i, dims="pixel") for d, i in zip(sdims, idx)}
+    return np.stack([cube[b].isel(sel).transpose("pixel", "time").values for b in bands], axis=1).astype(np.float32)
+
+
+def pair_importance(
+    model: TrainedModel,
+    cube: xr.Dataset,
+    embedding: xr.DataArray,
+    labels: xr.DataArray,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    scale: Scale = DEFAULT_SCALE,
+    reference: np.ndarray | None = None,
+    max_pixels: int = 5000,
+    seed: int = 0,
+) -> xr.Dataset:
+    """Contrastive Grad-SLAM importance of each class pair, per class and date.
+
+    model: the trained model of the results; cube: its cube (dB, the model's dates);
+    embedding: `(dim, *S)`; labels: the class name of every pixel `(*S)` ("" or NaN: none);
+    pairs: (a, b) class names (`check_pairs`). For each pair, w = mean embedding of b's valid
+    pixels - that of a's; at most `max_pixels` pixels of each class (drawn with `seed`) are
+    explained with target e . w at `scale` ("centred" subtracts `reference` `(D, T)` projected
+    on w). Returns `pair_importance (pair, time)` (the mean over both classes' pixels),
+    `pair_importance_class (pair, member, time)` (member "a", "b"), `pair_direction (pair, dim)`
+    and `pair_pixels (pair, member)`, coordinates `pair_a`, `pair_b`, `time`.
+    """
+    sdims = tuple(str(d) for d in embedding.dims[1:])
+    if tuple(labels.dims) != sdims:
+        raise InputError(f"labels must have the embedding's spatial dims {sdims}, found {tuple(labels.dims)}")
+    names = np.asarray(labels.values).astype(str).ravel()
+    emb = np.asarray(embedding.transpose("dim", *sdims).values, dtype=np.float64).reshape(embedding.shape[0], -1)
+    ok = np.isfinite(emb).all(axis=0)
+    pairs = check_pairs(pairs, sorted(set(names[ok]) - {"", "nan"}))
+    if not pairs:
+        raise InputError("pair_importance: no pair to explain")
+    rng = np.random.default_rng(seed)
+    ref = None if reference is None else torch.as_tensor(np.asarray(reference, dtype=np.float32))
+    n_times = cube.sizes["time"]
+    per_class = np.full((len(pairs), 2, n_times), np.nan, np.float32)
+    both = np.full((len(pairs), n_times), np.nan, np.float32)
+    directions = np.zeros((len(pairs), emb.shape[0]))
+    counts = np.zeros((len(pairs), 2), np.int64)
+    for p, (a, b) in enumerate(pairs):
+        members = [np.flatnonzero(ok & (names == c)) for c in (a, b)]
+        w = emb[:, members[1]].mean(axis=1) - emb[:, members[0]].mean(axis=1)
+        if not np.any(w):
+            raise InputError(f"pair ({a!r}, {b!r}): the two classes have the same mean embedding; no direction")
+        directions[p] = w
+        drawn = [np.sort(rng.choice(m, size=min(max_pixels, m.size), replace=False)) for m in members]
+        x = np.concatenate([_series(cube, model.bands, d, sdims) for d in drawn])
+        which = np.repeat([0, 1], [d.size for d in drawn])
+        if model.gap_fill:
+            x = fill_gaps(x)
+        keep = valid_mask(x)
+        x, which = x[keep], which[keep]
+        imp = grad_slam(
+            model.model.encoder,
+            torch.from_numpy(model.standardise(x)),
+            scale=scale,
+            reference=ref,
+            target=torch.as_tensor(w, dtype=torch.float32),
+        )
+        assert isinstance(imp, torch.Tensor)
+        values = imp.numpy()
+        # the mean per class and date (flox, through xarray's groupby)
+        da = xr.DataArray(values, dims=("pixel", "time"), coords={"member": ("pixel", which)})
+        means = da.groupby("member").mean()
+        for m in means["member"].values:
+            per_class[p, int(m)] = means.sel(member=m).values
+        counts[p] = [int((which == 0).sum()), int((which == 1).sum())]
+        both[p] = values.mean(axis=0) if values.size else np.nan
+    coords = {
+        PAIR: np.arange(len(pairs)),
+        "pair_a": (PAIR, [a for a, _ in pairs]),
+        "pair_b": (PAIR, [b for _, b in pairs]),
+        MEMBER: ["a", "b"],
+        "time": cube["time"].values,
+    }
+    return xr.Dataset(
+        {
+            "pair_importance": (
+                (PAIR, "time"),
+                both,
+                {"long_name": "contrastive Grad-SLAM importance, both classes", "scale": scale},
+            ),
+            "pair_importance_class": (
+                (PAIR, MEMBER, "time"),
+                per_class,
+                {"long_name": "contrastive Grad-SLAM importance, mean per class"},
+            ),
+            "pair_direction": ((PAIR, "dim"), directions, {"long_name": "mean embedding of b minus that of a"}),
+            "pair_pixels": ((PAIR, MEMBER), counts, {"long_name": "pixels explained per class"}),
+        },
+        coords=coords,
+    )
+
+
+def separating_dates(importance: np.ndarray, times: np.ndarray, n: int = 3) -> list[str]:
+    """The `n` dates of largest |importance| `(T,)`, in date order, as YYYY-MM-DD."""
+    top = np.sort(np.argsort(-np.abs(np.nan_to_num(importance)), kind="stable")[:n])
+    return [str(t)[:10] for t in np.asarray(times)[top]]
+
+
+__all__ = [
+    "MEMBER",
+    "PAIR",
+    "check_pairs",
+    "cluster_labels",
+    "confused_pairs",
+    "nearest_centre_pairs",
+    "pair_importance",
+    "separating_dates",
+]
