@@ -140,7 +140,13 @@ def measure(imp: np.ndarray, which: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def explain_pair(
-    enc: nn.Module, x: torch.Tensor, which: np.ndarray, w: torch.Tensor, ref: torch.Tensor, truth: np.ndarray, ig_steps: int
+    enc: nn.Module,
+    x: torch.Tensor,
+    which: np.ndarray,
+    w: torch.Tensor,
+    ref: torch.Tensor,
+    truth: np.ndarray,
+    ig_steps: int,
 ) -> dict:
     """Every method's contrastive map of the pixels `x` for direction `w`, measured."""
     methods = {f"grad_slam:{s}": (GradSlam(enc, reference=ref), {"scale": s}) for s in SCALES}
@@ -180,7 +186,6 @@ def scene_case(size: int, sample: int, epochs: int, n_pix: int, n_mean: int, ig_
     x_ref = torch.from_numpy(model.standardise(scene_pixels(scene, [], 2000, seed=2)[0]))
     ref = reference_map(enc, x_ref)
 
-    cotton = CLASSES.index("cotton")
     pairs = [("cotton", c, DISTINCTIVE_WINDOWS[c]) for c in ("pepper", "sweet potato")]
     union = (min(v[0] for v in DISTINCTIVE_WINDOWS.values()), max(v[1] for v in DISTINCTIVE_WINDOWS.values()))
     pairs.append(("pepper", "sweet potato", union))
@@ -212,7 +217,6 @@ def scene_case(size: int, sample: int, epochs: int, n_pix: int, n_mean: int, ig_
             "explain_s": round(time.perf_counter() - t0, 2),
             "methods": methods,
         }
-    del cotton
     setup = {
         "scene_size": size,
         "dates": 61,

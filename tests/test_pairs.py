@@ -19,6 +19,7 @@ from slamgeo.jobs.pairs import (
     nearest_centre_pairs,
     pair_importance,
     separating_dates,
+    window_accuracy,
 )
 from slamgeo.method.gradslam import grad_slam, reference_map
 from slamgeo.method.train import train
@@ -96,7 +97,7 @@ def test_pair_importance_equals_the_projected_per_dimension_maps(scene, scale):
     member_b = names[a | b] == "pepper"
     want = np.stack([proj[~member_b].mean(0), proj[member_b].mean(0)])
     np.testing.assert_allclose(out["pair_importance_class"].values[0], want, rtol=2e-4, atol=2e-5)
-    np.testing.assert_allclose(out["pair_importance"].values[0], proj.mean(0), rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(out["pair_importance"].values[0], np.abs(proj).mean(0), rtol=2e-4, atol=2e-5)
     assert out["pair_pixels"].values[0].tolist() == [int(a.sum()), int(b.sum())]
     assert out["pair_a"].values.tolist() == ["cotton"] and out["pair_b"].values.tolist() == ["pepper"]
 
@@ -198,3 +199,14 @@ def test_contrastive_importance_of_two_classes_lies_in_the_dates_that_tell_them_
         print(f"  {scale:8s} per pixel {pp:5.2f}   class-mean map {cm:5.2f}")
     pp, cm = rows[DEFAULT_SCALE]
     assert pp >= 2.0 and cm >= 2.0
+
+
+def test_window_accuracy_of_a_profile_against_known_dates():
+    times = pd.date_range("2017-01-01", periods=10, freq="10D").values
+    imp = np.zeros(10)
+    imp[3:5] = [2.0, -2.0]  # all the mass on 2017-01-31 and 2017-02-10
+    acc = window_accuracy(imp, times, [("2017-01-31", "2017-02-10")])
+    assert acc["share_ratio"] == pytest.approx(1.0 / 0.2) and acc["auroc"] == 1.0 and acc["dates_inside"] == 2
+    flat = window_accuracy(np.ones(10), times, [("2017-01-31", "2017-02-10")])
+    assert flat["share_ratio"] == pytest.approx(1.0) and flat["auroc"] == 0.5
+    assert np.isnan(window_accuracy(imp, times, [("2020-01-01", "2020-02-01")])["auroc"])

@@ -67,6 +67,8 @@ def test_the_whole_pipeline_runs_end_to_end(first_run):
     page = (root / "report" / "index.html").read_text()
     assert page.count("The dates that separate") == len(named)
     assert len(list((root / "report").glob("pair_*.png"))) == len(named)
+    # the synthetic scene knows where cotton and pepper differ: the page measures it
+    assert "Class-pair explanations against the known truth" in page and "pepper 2017-" in page
     manifest = json.loads(summary.manifest.read_text())
     assert manifest["tally"] == {"done": len(STEPS)}
     assert [s["name"] for s in manifest["steps"]] == list(STEPS)

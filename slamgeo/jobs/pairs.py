@@ -10,9 +10,9 @@ tell the two classes apart, for the model. Cluster centres give the same for two
 - `nearest_centre_pairs`, `cluster_labels`: the same for clusters, when there are no labels;
 - `check_pairs`: pairs a user names, checked against the known classes;
 - `pair_importance`: the contrastive importance of each pair on a bounded sample of the two
-  classes' pixels, averaged per class and date: `pair_importance (pair, time)` (both classes'
-  pixels), `pair_importance_class (pair, member, time)`, `pair_direction (pair, dim)`, with the
-  class names as coordinates `pair_a`, `pair_b`.
+  classes' pixels, averaged per class and date: `pair_importance (pair, time)` (mean
+  |importance| over both classes' pixels), `pair_importance_class (pair, member, time)`,
+  `pair_direction (pair, dim)`, with the class names as coordinates `pair_a`, `pair_b`.
 """
 
 from __future__ import annotations
@@ -125,9 +125,12 @@ def pair_importance(
     pairs: (a, b) class names (`check_pairs`). For each pair, w = mean embedding of b's valid
     pixels - that of a's; at most `max_pixels` pixels of each class (drawn with `seed`) are
     explained with target e . w at `scale` ("centred" subtracts `reference` `(D, T)` projected
-    on w). Returns `pair_importance (pair, time)` (the mean over both classes' pixels),
-    `pair_importance_class (pair, member, time)` (member "a", "b"), `pair_direction (pair, dim)`
-    and `pair_pixels (pair, member)`, coordinates `pair_a`, `pair_b`, `time`.
+    on w). Returns `pair_importance (pair, time)`, the mean of |importance| over both classes'
+    pixels (the two classes sit on either side of the scene's reference, so their signed maps
+    cancel in the dates that separate them: the magnitude is what says how much a date
+    separates them), `pair_importance_class (pair, member, time)` (signed, member "a", "b"),
+    `pair_direction (pair, dim)` and `pair_pixels (pair, member)`, coordinates `pair_a`,
+    `pair_b`, `time`.
     """
     sdims = tuple(str(d) for d in embedding.dims[1:])
     if tuple(labels.dims) != sdims:
@@ -173,7 +176,7 @@ def pair_importance(
         for m in means["member"].values:
             per_class[p, int(m)] = means.sel(member=m).values
         counts[p] = [int((which == 0).sum()), int((which == 1).sum())]
-        both[p] = values.mean(axis=0) if values.size else np.nan
+        both[p] = np.abs(values).mean(axis=0) if values.size else np.nan
     coords = {
         PAIR: np.arange(len(pairs)),
         "pair_a": (PAIR, [a for a, _ in pairs]),
@@ -186,7 +189,7 @@ def pair_importance(
             "pair_importance": (
                 (PAIR, "time"),
                 both,
-                {"long_name": "contrastive Grad-SLAM importance, both classes", "scale": scale},
+                {"long_name": "mean |contrastive Grad-SLAM importance|, both classes", "scale": scale},
             ),
             "pair_importance_class": (
                 (PAIR, MEMBER, "time"),
@@ -198,6 +201,28 @@ def pair_importance(
         },
         coords=coords,
     )
+
+
+def window_accuracy(importance: np.ndarray, times: np.ndarray, windows: Sequence[tuple[str, str]]) -> dict:
+    """How well an importance profile `(T,)` points at known dates (the union of `windows`,
+    inclusive (start, end) dates): the share of |importance| inside them divided by their share
+    of the dates (1 = no better than flat), and the AUROC of |importance| as a score of the
+    dates inside (`sklearn.metrics.roc_auc_score`; NaN when every date is inside or none)."""
+    from sklearn.metrics import roc_auc_score
+
+    t = np.asarray(times).astype("datetime64[D]")
+    inside = np.zeros(t.shape, bool)
+    for start, end in windows:
+        inside |= (t >= np.datetime64(start, "D")) & (t <= np.datetime64(end, "D"))
+    weight = np.abs(np.nan_to_num(np.asarray(importance, dtype=np.float64)))
+    if not inside.any() or inside.all() or weight.sum() == 0:
+        return {"share_ratio": float("nan"), "auroc": float("nan"), "dates_inside": int(inside.sum())}
+    share = weight[inside].sum() / weight.sum()
+    return {
+        "share_ratio": float(share / inside.mean()),
+        "auroc": float(roc_auc_score(inside, weight)),
+        "dates_inside": int(inside.sum()),
+    }
 
 
 def separating_dates(importance: np.ndarray, times: np.ndarray, n: int = 3) -> list[str]:
@@ -215,4 +240,5 @@ __all__ = [
     "nearest_centre_pairs",
     "pair_importance",
     "separating_dates",
+    "window_accuracy",
 ]

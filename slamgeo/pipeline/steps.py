@@ -440,6 +440,7 @@ class _Season:
                 date=c.report.date,
                 faithfulness=faith,
                 title=f"slamgeo season {c.season.name}",
+                pair_truth=self._scene_windows() if pairs else None,
                 overwrite=True,
                 inputs=[self.paths.results, self.explain_input, self.paths.parcels],
             )
@@ -506,6 +507,17 @@ class _Season:
         ds = pair_importance(model, cube, results["embedding"], labels, pairs, **options)
         append_variables(str(self.paths.results), ds, overwrite=True)
         return [list(p) for p in pairs]
+
+    def _scene_windows(self) -> dict | None:
+        """A synthetic scene's known distinctive windows (class -> (start, end)), else None."""
+        if self.cfg.input.kind != "synthetic":
+            return None
+        try:
+            return json.loads(storage.read_text(storage.join(self.paths.scene, SCENE_MARKER))).get(
+                "distinctive_windows"
+            )
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
 
     def _faithfulness(self, results) -> dict | None:
         """Deletion curves on a sample of valid pixels (Grad-SLAM at the run's scaling and

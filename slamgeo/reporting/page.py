@@ -77,6 +77,7 @@ class _Report:
     def __init__(self) -> None:
         self.items: list[ReportItem] = []
         self.pngs: dict[str, bytes] = {}
+        self.tables: list[tuple[str, str]] = []  # (heading, HTML table) shown before the figures
 
     def add(self, key: str, title: str, caption: str, draw) -> None:
         """Draw a figure (a callable returning a Figure) and save it; an InputError skips it."""
@@ -109,6 +110,7 @@ def make_report(
     title: str = "slamgeo report",
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
+    pair_truth: Mapping[str, Sequence[str]] | None = None,
 ) -> storage.Location:
     """Draw every figure the inputs allow, write them as PNGs into `out_dir` (a folder, created,
     or an fsspec URL), and an `index.html` that embeds them (base64) with the metrics and the
@@ -123,7 +125,9 @@ def make_report(
     per-parcel embeddings, metrics), or the `ParcelsResult` of `slamgeo.jobs.parcels.parcels`. `class_groups`: group name -> classes, one Fig. 4 per group
     (default: the classes in groups of 4). `date`: the date of the importance map (default: the
     date of highest mean |importance|). `faithfulness`: deletion curves (see
-    `fig_deletion_curve`). An existing `out_dir` must be empty or, with `overwrite`, a report
+    `fig_deletion_curve`). `pair_truth`: class -> its known distinctive window (start, end
+    dates; a synthetic scene's `distinctive_windows`), for a table of how well the class-pair
+    explanations point at it. An existing `out_dir` must be empty or, with `overwrite`, a report
     folder holding nothing else and none of `inputs` (the locations the data came from)
     (`slamgeo.io.storage.claim_output`); it is replaced once the new report is complete
     (`slamgeo.io.storage.staged_folder`).
@@ -195,7 +199,7 @@ def make_report(
 
     # class pairs: the contrastive importance of the direction between two classes
     if "pair_importance_class" in results:
-        _pair_figures(rep, results, parts.get("profiles"))
+        _pair_figures(rep, results, parts.get("profiles"), pair_truth)
 
     # per-cluster profiles (needs the cube)
     if cube is None:
@@ -341,7 +345,7 @@ def make_report(
         for name, png in rep.pngs.items():
             (tmp / name).write_bytes(png)
         (tmp / "report.json").write_text(json.dumps(manifest, indent=2))
-        (tmp / REPORT_MARKER).write_text(_html(title, rep.items, rep.pngs, results.attrs, metrics))
+        (tmp / REPORT_MARKER).write_text(_html(title, rep.items, rep.pngs, results.attrs, metrics, rep.tables))
     return page
 
 
@@ -420,7 +424,14 @@ def _metrics_html(metrics: dict) -> str:
     return "\n".join(parts)
 
 
-def _html(title: str, items: list[ReportItem], pngs: Mapping[str, bytes], attrs: Mapping, metrics: dict) -> str:
+def _html(
+    title: str,
+    items: list[ReportItem],
+    pngs: Mapping[str, bytes],
+    attrs: Mapping,
+    metrics: dict,
+    tables: Sequence[tuple[str, str]] = (),
+) -> str:
     esc = html.escape
     prov = [(k, attrs[k]) for k in _PROVENANCE_KEYS if k in attrs]
     if "dates" in attrs:
@@ -434,6 +445,7 @@ def _html(title: str, items: list[ReportItem], pngs: Mapping[str, bytes], attrs:
             + "</table>"
         )
     body.append(_metrics_html(metrics))
+    body.extend(f"<h2>{esc(head)}</h2>{table}" for head, table in tables)
     drawn = [i for i in items if i.file]
     skipped = [i for i in items if i.skipped]
     if drawn:
@@ -461,11 +473,16 @@ def _html(title: str, items: list[ReportItem], pngs: Mapping[str, bytes], attrs:
     )
 
 
-def _pair_figures(rep: _Report, results: xr.Dataset, profiles: xr.Dataset | None) -> None:
+def _pair_figures(
+    rep: _Report, results: xr.Dataset, profiles: xr.Dataset | None, truth: Mapping[str, Sequence[str]] | None
+) -> None:
     """One Fig. 4-style figure per class pair (`slamgeo.jobs.pairs.pair_importance`): both
     classes' mean VV, coloured by the contrastive importance; the caption names the dates that
-    separate them most."""
-    from slamgeo.jobs.pairs import separating_dates
+    separate them most. `truth`: class -> its known distinctive window (start, end), for a
+    table of how well each pair's importance points at it (`window_accuracy`)."""
+    from slamgeo.jobs.pairs import separating_dates, window_accuracy
+
+    rows = []
 
     times = results["pair_importance"]["time"].values
     for p in results["pair"].values:
@@ -475,6 +492,11 @@ def _pair_figures(rep: _Report, results: xr.Dataset, profiles: xr.Dataset | None
             rep.skip(key, head, "no class profiles of both classes (parcels outputs)")
             continue
         dates = separating_dates(results["pair_importance"].sel(pair=p).values, times)
+        known = [(c, (str(truth[c][0]), str(truth[c][1]))) for c in (a, b) if truth and c in truth]
+        if known:
+            acc = window_accuracy(results["pair_importance"].sel(pair=p).values, times, [w for _, w in known])
+            where = "; ".join(f"{c} {w[0]} .. {w[1]}" for c, w in known)
+            rows.append((a, b, where, acc))
         vv = profiles["VV"].sel({CLASS: [a, b]})
         # |importance|: a date that moves a pixel strongly against the direction separates too
         imp = np.abs(results["pair_importance_class"].sel(pair=p).values)[:, None, :]  # (member, 1, time)
@@ -489,6 +511,21 @@ def _pair_figures(rep: _Report, results: xr.Dataset, profiles: xr.Dataset | None
             f"mean embedding to {b}'s (min-max normalised over time per class). "
             f"The dates that separate {a} and {b} most: {', '.join(dates)}.",
             lambda d=ds, c=[a, b]: fig_class_importance(d, c, title=f"{c[0]} vs {c[1]}: contrastive date importance"),
+        )
+    if rows:
+        cells = "".join(
+            f"<tr><td>{html.escape(a)} / {html.escape(b)}</td><td>{html.escape(w)}</td>"
+            f"<td>{acc['share_ratio']:.2f}</td><td>{acc['auroc']:.2f}</td></tr>"
+            for a, b, w, acc in rows
+        )
+        rep.tables.append(
+            (
+                "Class-pair explanations against the known truth",
+                "<p>The share of |contrastive importance| inside the dates that truly separate the two classes, "
+                "divided by those dates' share of the season (1 = no better than a flat map), and the AUROC of "
+                "|importance| as a score of those dates.</p><table><tr><th>pair</th><th>known window</th>"
+                f"<th>share / uniform</th><th>AUROC</th></tr>{cells}</table>",
+            )
         )
 
 
