@@ -502,3 +502,18 @@ def test_embedding_scatter_of_a_dim_without_coordinate():
         xr.DataArray(np.random.default_rng(0).random((2, 30)), dims=("dim", "sample")), np.array(["a", "b", "c"] * 10)
     )
     assert fig.axes and fig.axes[0].get_xlabel()
+
+
+def test_cluster_pairs_are_drawn_without_labels(tmp_path):
+    """Without parcels, the pairs are k-Means clusters: their figure uses the cluster profiles."""
+    ds = _results()
+    rng = np.random.default_rng(3)
+    ds = ds.assign(
+        pair_importance=(("pair", "time"), rng.uniform(size=(1, T)).astype(np.float32)),
+        pair_importance_class=(("pair", "member", "time"), rng.normal(size=(1, 2, T)).astype(np.float32)),
+    ).assign_coords(pair=[0], member=["a", "b"], pair_a=("pair", ["cluster 1"]), pair_b=("pair", ["cluster 3"]))
+    make_report(ds, tmp_path / "rep", cube=_cube(ds))
+    items = _report_items(tmp_path / "rep")
+    assert items["pair_cluster_1_cluster_3"]["file"] == "pair_cluster_1_cluster_3.png"
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "The dates that separate cluster 1 and cluster 3 most:" in page

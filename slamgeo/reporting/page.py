@@ -197,11 +197,8 @@ def make_report(
     else:
         rep.skip("fig4_class_importance", "Fig. 4: class profiles coloured by importance", missing["profiles"])
 
-    # class pairs: the contrastive importance of the direction between two classes
-    if "pair_importance_class" in results:
-        _pair_figures(rep, results, parts.get("profiles"), pair_truth)
-
     # per-cluster profiles (needs the cube)
+    cprof = None
     if cube is None:
         rep.skip("cluster_importance", "Cluster profiles coloured by importance", "no cube given (--cube)")
     elif "cluster" not in results:
@@ -229,6 +226,14 @@ def make_report(
                         legend_title="cluster" + (": class voted" if names else ""),
                     ),
                 )
+
+    # class pairs (or, without labels, cluster pairs): the contrastive importance of the
+    # direction between two classes' mean embeddings
+    if "pair_importance_class" in results:
+        pair_profiles = parts.get("profiles")
+        if pair_profiles is None and cprof is not None and not names:
+            pair_profiles = cprof  # cluster pairs: profiles named "cluster i"
+        _pair_figures(rep, results, pair_profiles, pair_truth)
 
     # maps
     no_map = "sample-form results (dims (dim, sample)): a table of parcels or points has no map"
