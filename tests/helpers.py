@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -107,3 +111,32 @@ def run_and_kill(script: str, args, *, store, at_least: int, tmp: Path, env=None
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     return blocks_done(store)
+
+
+# --- the known-answer data of the Grad-SLAM tests ------------------------------------------
+
+T_WIN, W0, W1 = 36, 15, 20  # 3 classes, identical except within dates 15..19
+AMPLITUDES = (-1.5, 0.0, 1.5)
+
+
+def window_classes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(n, 2, 36)` standardised-like series (torch) and their class `(n,)`: one smooth profile per band
+    plus N(0, 0.15) noise; class c adds AMPLITUDES[c] times a Hann bump on dates W0..W1-1 only."""
+    import torch  # here: most tests that use the helpers need no torch
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 1, T_WIN)
+    base = torch.stack([torch.sin(2 * np.pi * t), 0.7 * torch.cos(2 * np.pi * t) - 0.3])
+    y = torch.arange(n) % len(AMPLITUDES)
+    bump = torch.zeros(T_WIN)
+    bump[W0:W1] = torch.hann_window(W1 - W0 + 2, periodic=False)[1:-1]
+    x = base.expand(n, 2, T_WIN).clone()
+    x += torch.tensor(AMPLITUDES)[y][:, None, None] * bump * torch.tensor([1.0, 0.6])[:, None]
+    x += 0.15 * torch.randn(n, 2, T_WIN, generator=g)
+    return x, y
+
+
+def window_share(imp: torch.Tensor) -> torch.Tensor:
+    """Per pixel: the share of sum_t |importance| that falls on the window's dates."""
+    w = imp.abs()
+    return w[..., W0:W1].sum(-1) / w.sum(-1)

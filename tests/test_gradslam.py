@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers import T_WIN, W0, W1, window_classes, window_share
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -516,24 +517,6 @@ def test_bad_options_are_refused(kwargs, message):
 
 # ------------------------------------------------------------------------------ known answer
 
-T_WIN, W0, W1 = 36, 15, 20  # 3 classes, identical except within dates 15..19
-AMPLITUDES = (-1.5, 0.0, 1.5)
-
-
-def window_classes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(n, 2, 36)` standardised-like series and their class `(n,)`: one smooth profile per band
-    plus N(0, 0.15) noise; class c adds AMPLITUDES[c] times a Hann bump on dates W0..W1-1 only."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.linspace(0, 1, T_WIN)
-    base = torch.stack([torch.sin(2 * np.pi * t), 0.7 * torch.cos(2 * np.pi * t) - 0.3])
-    y = torch.arange(n) % len(AMPLITUDES)
-    bump = torch.zeros(T_WIN)
-    bump[W0:W1] = torch.hann_window(W1 - W0 + 2, periodic=False)[1:-1]
-    x = base.expand(n, 2, T_WIN).clone()
-    x += torch.tensor(AMPLITUDES)[y][:, None, None] * bump * torch.tensor([1.0, 0.6])[:, None]
-    x += 0.15 * torch.randn(n, 2, T_WIN, generator=g)
-    return x, y
-
 
 @pytest.fixture(scope="module")
 def window_model():
@@ -561,12 +544,6 @@ def window_model():
     within = torch.stack([e[yt == c].var(0) for c in range(3)]).mean(0)
     fisher = means.var(0) / within
     return enc, xt, yt, int(fisher.argmax()), fisher.max().item(), reference_map(enc, x[:1000])
-
-
-def window_share(imp: torch.Tensor) -> torch.Tensor:
-    """Per pixel: the share of sum_t |importance| that falls on the window's dates."""
-    w = imp.abs()
-    return w[:, W0:W1].sum(-1) / w.sum(-1)
 
 
 def test_default_importance_concentrates_in_the_dates_that_separate_the_classes(window_model):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from helpers import SMALL_ARCH, class_cube
+from helpers import SMALL_ARCH, T_WIN, W0, W1, class_cube, window_classes, window_share
 
 from slamgeo.errors import InputError
 from slamgeo.jobs.explain import explain
@@ -118,31 +118,6 @@ def test_separating_dates_are_the_largest_in_date_order():
 
 # --- explanation accuracy against a known truth ---------------------------------------------
 
-PAIR_T, PAIR_W0, PAIR_W1 = 36, 15, 20  # 3 classes, identical except within dates 15..19
-PAIR_AMPLITUDES = (-1.5, 0.0, 1.5)
-
-
-def _pair_window_classes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(n, 2, 36)` standardised-like series and their class `(n,)`: one smooth profile per band
-    plus N(0, 0.15) noise; class c adds PAIR_AMPLITUDES[c] times a Hann bump on dates
-    PAIR_W0..PAIR_W1-1 only (the data of the known-answer tests of Grad-SLAM)."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.linspace(0, 1, PAIR_T)
-    base = torch.stack([torch.sin(2 * np.pi * t), 0.7 * torch.cos(2 * np.pi * t) - 0.3])
-    y = torch.arange(n) % len(PAIR_AMPLITUDES)
-    bump = torch.zeros(PAIR_T)
-    bump[PAIR_W0:PAIR_W1] = torch.hann_window(PAIR_W1 - PAIR_W0 + 2, periodic=False)[1:-1]
-    x = base.expand(n, 2, PAIR_T).clone()
-    x += torch.tensor(PAIR_AMPLITUDES)[y][:, None, None] * bump * torch.tensor([1.0, 0.6])[:, None]
-    x += 0.15 * torch.randn(n, 2, PAIR_T, generator=g)
-    return x, y
-
-
-def _pair_window_share(imp: torch.Tensor) -> torch.Tensor:
-    """Per row: the share of sum_t |importance| that falls on the window's dates."""
-    a = imp.abs()
-    return a[..., PAIR_W0:PAIR_W1].sum(-1) / a.sum(-1)
-
 
 def test_contrastive_importance_of_two_classes_lies_in_the_dates_that_tell_them_apart():
     """Known truth: classes 0 and 2 differ only on dates 15..19 (5 of 36). A small CAE
@@ -158,10 +133,10 @@ def test_contrastive_importance_of_two_classes_lies_in_the_dates_that_tell_them_
     from slamgeo.method.gradslam import DEFAULT_SCALE, SCALES
     from slamgeo.method.model import CAE, CAEConfig
 
-    x, _ = _pair_window_classes(1536, seed=0)
+    x, _ = window_classes(1536, seed=0)
     torch.manual_seed(0)
     cae = CAE(
-        CAEConfig(n_bands=2, n_times=PAIR_T, embed_dim=2, channels=(16, 32, 64), kernels=(7, 5, 3), hidden=(32, 16))
+        CAEConfig(n_bands=2, n_times=T_WIN, embed_dim=2, channels=(16, 32, 64), kernels=(7, 5, 3), hidden=(32, 16))
     )
     opt = torch.optim.Adam(cae.parameters(), lr=5e-3)
     g = torch.Generator().manual_seed(0)
@@ -177,7 +152,7 @@ def test_contrastive_importance_of_two_classes_lies_in_the_dates_that_tell_them_
     finally:
         torch.set_num_threads(threads)
     enc = cae.encoder.eval()
-    xt, yt = _pair_window_classes(600, seed=100)
+    xt, yt = window_classes(600, seed=100)
     keep = (yt == 0) | (yt == 2)
     xt, yt = xt[keep], yt[keep]
     with torch.no_grad():
@@ -186,13 +161,13 @@ def test_contrastive_importance_of_two_classes_lies_in_the_dates_that_tell_them_
     spread = torch.stack([e[yt == c].std(0) for c in (0, 2)]).mean(0).norm()
     assert w.norm() > 3 * spread, "the trained CAE does not separate the two classes: the test would be void"
     ref = reference_map(enc, x[:1000])
-    uniform = (PAIR_W1 - PAIR_W0) / PAIR_T
+    uniform = (W1 - W0) / T_WIN
     rows = {}
     for scale in SCALES:
         imp = grad_slam(enc, xt, scale=scale, reference=ref, target=w)
-        assert imp.shape == (len(xt), PAIR_T)
-        per_pixel = _pair_window_share(imp).mean().item() / uniform
-        class_mean = np.mean([_pair_window_share(imp[yt == c].mean(0)).item() for c in (0, 2)]) / uniform
+        assert imp.shape == (len(xt), T_WIN)
+        per_pixel = window_share(imp).mean().item() / uniform
+        class_mean = np.mean([window_share(imp[yt == c].mean(0)).item() for c in (0, 2)]) / uniform
         rows[scale] = (per_pixel, class_mean)
     print(f"\ncontrastive window share / uniform share ({uniform:.3f}), classes 0 -> 2, |w| = {w.norm():.2f}")
     for scale, (pp, cm) in rows.items():
