@@ -175,11 +175,11 @@ def scene_reference(
         if x.shape[0] == 0:
             raise InputError("no valid pixel in the cube to build the 'centred' reference map from")
         model_d = dask.delayed(model, name=f"slamgeo-model-{model.checksum}")
+        chunks = [x[i : i + REFERENCE_PART] for i in range(0, x.shape[0], REFERENCE_PART)]
+        if client is not None:  # the sample goes to the workers as data, not inside the task graph
+            chunks = client.scatter(chunks)
         with dask.annotate(**({"resources": {"GPU": 1}} if gpu_resources else {})):
-            parts = [
-                dask.delayed(_reference_sum, pure=True)(model_d, x[i : i + REFERENCE_PART], options)
-                for i in range(0, x.shape[0], REFERENCE_PART)
-            ]
+            parts = [dask.delayed(_reference_sum, pure=True)(model_d, chunk, options) for chunk in chunks]
         sums = dask.compute(*parts, optimize_graph=not gpu_resources)  # optimisation drops annotations
     return (np.sum(np.stack(sums), axis=0) / x.shape[0]).astype(np.float32)
 
