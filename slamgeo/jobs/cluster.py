@@ -379,11 +379,16 @@ def cluster(
     """`results` plus k-Means of its `embedding (dim, *S)`: `cluster (*S)` (-1 = no data, lazy),
     `cluster_centre (centre, dim)` and `cluster_size (centre,)` (`fit_kmeans`; the Lloyd passes
     run on the caller's Dask scheduler)."""
-    if "embedding" not in results:
-        raise InputError(f"results: no 'embedding' variable; found {sorted(map(str, results.data_vars))}")
-    fit = fit_kmeans(results["embedding"], k, sample_size=sample_size, max_iter=max_iter, tol=tol, seed=seed)
-    new = xr.merge([assign_clusters(results["embedding"], fit.centres).to_dataset(), centres_dataarray(fit)])
+    _, new = _clustering(results, "results", k, sample_size=sample_size, max_iter=max_iter, tol=tol, seed=seed)
     return results.drop_vars([v for v in NEW_VARIABLES if v in results]).assign({v: new[v] for v in NEW_VARIABLES})
+
+
+def _clustering(results: xr.Dataset, where: str, k: int, **options) -> tuple[KMeansResult, xr.Dataset]:
+    """The fit on `results["embedding"]` and the new variables (`NEW_VARIABLES`)."""
+    if "embedding" not in results:
+        raise InputError(f"{where}: no 'embedding' variable; found {sorted(map(str, results.data_vars))}")
+    fit = fit_kmeans(results["embedding"], k, **options)
+    return fit, xr.merge([assign_clusters(results["embedding"], fit.centres).to_dataset(), centres_dataarray(fit)])
 
 
 def cluster_store(store: str | Path, k: int = KMEANS_K, *, overwrite: bool = False, **options) -> KMeansResult:
@@ -394,14 +399,11 @@ def cluster_store(store: str | Path, k: int = KMEANS_K, *, overwrite: bool = Fal
 
     store = str(store)
     ds = open_results(store)
-    if "embedding" not in ds:
-        raise InputError(f"{store}: no 'embedding' variable; found {sorted(map(str, ds.data_vars))}")
     if not overwrite:
         clash = [n for n in NEW_VARIABLES if n in ds.variables]
         if clash:
             raise InputError(f"{store}: already holds {clash}; pass --overwrite to replace them")
-    fit = fit_kmeans(ds["embedding"], k, **options)
-    new = xr.merge([assign_clusters(ds["embedding"], fit.centres).to_dataset(), centres_dataarray(fit)])
+    fit, new = _clustering(ds, store, k, **options)
     append_variables(store, new, overwrite=overwrite)
     return fit
 
