@@ -1,9 +1,12 @@
 """k-Means on embeddings: quality against scikit-learn, inertia and labels against numpy,
 chunking independence, empty clusters, the CLI and its all-or-nothing write."""
 
+import contextlib
 import subprocess
 import sys
+from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -16,6 +19,8 @@ from slamgeo.errors import InputError
 from slamgeo.jobs.cluster import (
     append_variables,
     assign_clusters,
+    cluster,
+    cluster_store,
     fit_kmeans,
     inertia,
     kmeans_init,
@@ -237,3 +242,123 @@ def test_overwrite_replaces_a_clustering_with_another_k(tmp_path):
     assert ds.attrs["slamgeo_complete"] is True
     with pytest.raises(InputError, match="--overwrite"):
         append_variables(store, new, overwrite=False)
+
+
+# --------------------------------------------------------------------------- reads of the embedding
+
+
+@contextlib.contextmanager
+def count_store_reads(prefix: str = "embedding/"):
+    """Bytes returned by every read of a local Zarr store's keys under `prefix` (chunks and the
+    array's metadata), in this process: a list of sizes, one per read. Local schedulers only
+    (worker processes of a distributed cluster have their own, unpatched, store class)."""
+    from zarr.storage import LocalStore
+
+    sizes: list[int] = []
+    get = LocalStore.get
+
+    async def counting_get(self, key, prototype=None, byte_range=None):
+        out = await get(self, key, prototype, byte_range)
+        if key.startswith(prefix) and out is not None:
+            sizes.append(len(out))
+        return out
+
+    LocalStore.get = counting_get  # type: ignore[method-assign]
+    try:
+        yield sizes
+    finally:
+        LocalStore.get = get  # type: ignore[method-assign]
+
+
+def _stored_bytes(store: Path, name: str = "embedding") -> int:
+    return sum(f.stat().st_size for f in (store / name).rglob("*") if f.is_file())
+
+
+def _scale_store(path: Path) -> Path:
+    """A results store whose k-Means takes a dozen Lloyd passes (an elongated Gaussian)."""
+    ds = _embedding("gauss", ny=240, nx=320, chunks=(48, 64)).to_dataset()
+    ds.attrs["slamgeo_complete"] = True
+    ds.to_zarr(path, mode="w", zarr_format=2)
+    return path
+
+
+def test_cluster_store_reads_the_embedding_about_once(tmp_path):
+    """Valid rows kept in memory across Lloyd passes: the sample, every pass and the labels read
+    the embedding once in all (ratio 1.0 here), where streaming reads it 3 + n_iter times (14.0)."""
+    kept, streamed = _scale_store(tmp_path / "kept.zarr"), _scale_store(tmp_path / "streamed.zarr")
+    stored = _stored_bytes(kept)
+    with dask.config.set(scheduler="threads"):
+        with count_store_reads() as reads:
+            fit = cluster_store(kept, 8, sample_size=2000)
+        with count_store_reads() as reads_streamed:
+            ref = cluster_store(streamed, 8, sample_size=2000, persist=False)
+    assert fit.persisted and not ref.persisted and fit.n_iter >= 5
+    assert sum(reads) <= 3.5 * stored, sum(reads) / stored
+    assert sum(reads_streamed) >= (fit.n_iter + 2) * stored  # the count sees every pass
+    np.testing.assert_array_equal(fit.centres, ref.centres)
+    assert (fit.inertia, fit.n_iter, fit.n_valid) == (ref.inertia, ref.n_iter, ref.n_valid)
+    np.testing.assert_array_equal(fit.sizes, ref.sizes)
+    a, b = xr.open_zarr(kept)["cluster"].values, xr.open_zarr(streamed)["cluster"].values
+    np.testing.assert_array_equal(a, b)
+    assert (a == -1).sum() == a.size - fit.n_valid
+
+
+def test_cluster_then_labels_read_the_embedding_at_most_twice(tmp_path):
+    from slamgeo.io.cube import open_results
+
+    store = _scale_store(tmp_path / "results.zarr")
+    with dask.config.set(scheduler="threads"), count_store_reads() as reads:
+        out = cluster(open_results(store), 8, sample_size=2000)
+        labels = out["cluster"].values  # lazy: read again here, nothing held in memory meanwhile
+    assert sum(reads) <= 2.5 * _stored_bytes(store)
+    assert (labels >= 0).sum() == out["cluster_size"].values.sum()
+
+
+def test_rows_kept_after_a_streamed_sample_when_only_the_valid_ones_fit(tmp_path, monkeypatch):
+    import slamgeo.jobs.cluster as kc
+
+    store = _scale_store(tmp_path / "results.zarr")
+    n_total, per_pixel = 240 * 320, 3 * 4
+    monkeypatch.setattr(kc, "_memory_budget", lambda: n_total * (per_pixel + 1) - 1)  # not if all were valid
+    with dask.config.set(scheduler="threads"), count_store_reads() as reads:
+        fit = cluster_store(store, 8, sample_size=2000)
+    assert fit.persisted and sum(reads) <= 2.5 * _stored_bytes(store)
+    monkeypatch.setattr(kc, "_memory_budget", lambda: 1000.0)
+    assert not cluster_store(store, 8, sample_size=2000, overwrite=True).persisted
+
+
+@pytest.mark.parametrize("form", ["grid", "table", "mostly_nan"])
+def test_kept_rows_give_the_fit_of_the_streamed_passes(form):
+    emb = _embedding("gauss", seed=3)
+    if form == "table":
+        emb = emb.stack(sample=("y", "x")).drop_vars(["sample", "y", "x", "spatial_ref"]).chunk({"sample": 1000})
+    elif form == "mostly_nan":
+        emb = emb.copy()
+        emb[:, :50] = np.nan  # the sample needs a second draw
+    a = fit_kmeans(emb, 6, sample_size=500, seed=1, persist=True)
+    b = fit_kmeans(emb, 6, sample_size=500, seed=1, persist=False)
+    assert a.persisted and not b.persisted
+    np.testing.assert_array_equal(a.centres, b.centres)
+    assert (a.inertia, a.n_iter, a.n_valid, a.sample_size) == (b.inertia, b.n_iter, b.n_valid, b.sample_size)
+    np.testing.assert_array_equal(a.sizes, b.sizes)
+
+
+def test_an_embedding_in_memory_is_not_copied():
+    emb = _embedding()
+    assert not fit_kmeans(emb, 4, sample_size=500).persisted  # numpy chunks: nothing to save
+    lazy = emb.copy(data=emb.data + 0)  # a computation per chunk: kept
+    assert fit_kmeans(lazy, 4, sample_size=500).persisted
+
+
+def test_kept_rows_on_a_distributed_cluster(default_cluster):
+    from slamgeo.jobs.cluster import PERSIST_FRACTION, _memory_budget
+
+    workers = default_cluster.scheduler_info(n_workers=-1)["workers"].values()
+    assert _memory_budget() == PERSIST_FRACTION * sum(w["memory_limit"] for w in workers)
+    emb = _embedding("gauss", seed=3)
+    fit = fit_kmeans(emb, 6, sample_size=500, seed=1, persist=True)
+    assert fit.persisted
+    with dask.config.set(scheduler="sync"):
+        local = fit_kmeans(emb, 6, sample_size=500, seed=1, persist=False)
+    np.testing.assert_allclose(fit.centres, local.centres, rtol=1e-12)
+    assert fit.n_iter == local.n_iter and fit.sizes.tolist() == local.sizes.tolist()

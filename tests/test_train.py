@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import dask
+import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
@@ -431,3 +432,85 @@ def test_training_on_real_worldcereal_parcels_beats_the_per_date_mean():
     )
     assert tm.meta["training"]["n_sampled"] > 450
     assert tm.meta["losses"]["best_val"] < 0.75 * tm.meta["losses"]["baseline_val_per_date_mean"]
+
+
+# --------------------------------------------------------------------------- two-stage sample
+
+
+def _recorded_cube(n_chunks_side=8, chunk=128, n_times=3, usable=None):
+    """A `n_chunks_side * chunk` square cube built lazily by `map_blocks`; each computed VV chunk
+    appends its (y, x) chunk location to the returned list. VV at every date is the pixel's
+    flat index; `usable(iy, ix)` gives, per chunk, how many of its first pixels are not NaN."""
+    side = n_chunks_side * chunk
+    computed: list[tuple[int, int]] = []
+
+    def band(vh: bool, block_info=None):
+        info = block_info[None]
+        (t0, t1), (y0, y1), (x0, x1) = info["array-location"]
+        ids = (np.arange(y0, y1)[:, None] * side + np.arange(x0, x1)[None, :]).astype(np.float32)
+        out = np.broadcast_to(ids, (t1 - t0, *ids.shape)).copy()
+        if usable is not None:
+            out.reshape(t1 - t0, -1)[:, usable(*info["chunk-location"][1:]) :] = np.nan
+        if vh:
+            return out * 0 - 20
+        computed.append(tuple(info["chunk-location"][1:]))
+        return out
+
+    chunks = ((n_times,), (chunk,) * n_chunks_side, (chunk,) * n_chunks_side)
+    template, _ = _id_cube(ny=side, nx=side, n_times=n_times, chunk=chunk)
+    dims = template["VV"].dims
+    cube = template.assign(
+        VV=(dims, da.map_blocks(band, False, chunks=chunks, dtype=np.float32), template["VV"].attrs),
+        VH=(dims, da.map_blocks(band, True, chunks=chunks, dtype=np.float32), template["VH"].attrs),
+    )
+    return cube, computed
+
+
+def test_sample_reads_only_the_chunks_it_draws():
+    cube, computed = _recorded_cube()  # 64 chunks of 128 x 128
+    with dask.config.set(scheduler="sync"):
+        x = sample_series(cube, 300, seed=0)
+        first = sorted(set(computed))
+        computed.clear()
+        again = sample_series(cube, 300, seed=0)
+        second = sorted(set(computed))
+        computed.clear()
+        other = sample_series(cube, 300, seed=1)
+    assert x.shape == (300, 2, 3) and len(computed) == len(set(computed))  # each chunk read once
+    assert len(first) == 16 and len(first) <= 64 // 4  # MIN_CHUNKS of 64
+    assert second == first and sorted(set(computed)) != first  # seeded, reproducible
+    np.testing.assert_array_equal(x, again)
+    assert not np.array_equal(x, other)
+    ids = x[:, 0, 0].astype(np.int64)
+    assert len(np.unique(ids)) == 300
+    assert sorted({(i // 1024 // 128, i % 1024 // 128) for i in ids}) == first  # all from drawn chunks
+    rows, cols = {r for r, _ in first}, {c for _, c in first}
+    assert len(rows) >= 4 and len(cols) >= 4  # spread over the scene, not one corner
+    per_chunk = np.bincount([first.index((i // 1024 // 128, i % 1024 // 128)) for i in ids])
+    assert per_chunk.min() >= 300 // 16 - 1 and per_chunk.max() <= 300 // 16 + 2  # proportional
+
+
+def test_sample_tops_up_from_further_chunks_when_the_drawn_ones_are_empty():
+    # only chunk (5, 6) has usable pixels (its first 400)
+    cube, computed = _recorded_cube(usable=lambda iy, ix: 400 if (iy, ix) == (5, 6) else 0)
+    with dask.config.set(scheduler="sync"):
+        x = sample_series(cube, 250, seed=0)
+    ids = x[:, 0, 0].astype(np.int64)
+    assert len(x) == 250 and len(np.unique(ids)) == 250 and not np.isnan(x).any()
+    assert {(i // 1024 // 128, i % 1024 // 128) for i in ids} == {(5, 6)}
+    assert (5, 6) in computed and len(set(computed)) <= 32  # 16 drawn first, then 16 more (none usable)
+
+
+def test_sample_is_the_stratified_one_over_every_chunk_when_all_are_needed(monkeypatch):
+    """With few chunks or a large n every chunk is drawn, in chunk order: the sample is that of
+    the one-stage design (here: MIN_CHUNKS too large to draw fewer), to the bit."""
+    import slamgeo.method.train as tr
+
+    mask = np.zeros((64, 48), dtype=bool)
+    mask[:10, :20] = True
+    cube, _ = _id_cube(ny=64, nx=48, chunk=8, nan_mask=mask)  # 48 chunks of 64 pixels
+    small = sample_series(cube, 100, seed=2)  # 16 chunks drawn
+    large = sample_series(cube, 800, seed=2)  # 4 x 800 >= 3072 pixels: every chunk
+    monkeypatch.setattr(tr, "MIN_CHUNKS", 10**9)
+    np.testing.assert_array_equal(large, sample_series(cube, 800, seed=2))
+    assert not np.array_equal(small, sample_series(cube, 100, seed=2))

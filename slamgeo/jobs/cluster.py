@@ -4,13 +4,18 @@ Shapes: an embedding is `(dim, *S)` where `S` is `(y, x)` (a grid) or `(sample,)
 a valid pixel is one whose embedding is finite in every dim. Centres are `(k, D)` float64.
 
 Lloyd runs in `map_blocks`, not dask-ml's `KMeans`: less accurate, slower (benchmarks/README.md).
+When the valid pixels fit in a share of the workers' memory (`PERSIST_FRACTION`), each block's
+valid rows are read once and kept there for the sample, every Lloyd pass and the labels of
+`cluster_store`; else every pass reads the embedding again.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
 import tempfile
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.sizeof import sizeof
 
 from slamgeo.errors import InputError
 from slamgeo.schema import (
@@ -40,7 +46,8 @@ class KMeansResult:
     """A fitted k-Means: `centres (k, D)`, `inertia` (sum over valid pixels of the squared
     distance to the nearest centre, float64), Lloyd passes over the data `n_iter`, whether the
     centre shift fell under the tolerance (`converged`), `sizes (k,)` pixels per cluster, and the
-    number of valid pixels `n_valid`."""
+    number of valid pixels `n_valid`; `persisted`: whether the valid pixels were read once and
+    kept in memory across the Lloyd passes (else every pass read the embedding)."""
 
     centres: np.ndarray
     inertia: float
@@ -50,6 +57,7 @@ class KMeansResult:
     n_valid: int
     sample_size: int = 0
     attrs: dict = field(default_factory=dict)
+    persisted: bool = False
 
 
 # --------------------------------------------------------------------------- plain numpy
@@ -117,10 +125,10 @@ def _as_dask(embedding: xr.DataArray) -> tuple[da.Array, tuple[Hashable, ...]]:
     return data.rechunk({0: -1}), sdims
 
 
-def _stats_block(block: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Per-block Lloyd statistics as `(1,)*ndim + (k*D + k + 2,)`: sums, counts, inertia, n_valid."""
+def _stats(X: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Lloyd statistics of valid pixels `X (n, D)` float64 as `(k*D + k + 2,)`: sums, counts,
+    inertia, n_valid."""
     k, d = centres.shape
-    X, _ = _pixels(block)
     out = np.zeros(k * d + k + 2)
     if X.shape[0]:
         labels, dist = _nearest(X, centres)
@@ -130,22 +138,42 @@ def _stats_block(block: np.ndarray, centres: np.ndarray) -> np.ndarray:
         out[k * d : k * d + k] = np.bincount(labels, minlength=k)
         out[-2] = dist.sum()
         out[-1] = X.shape[0]
-    return out.reshape((1,) * block.ndim + (-1,))
+    return out
 
 
-def _lloyd_pass(data: da.Array, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """One pass over every block: (sums (k, D), counts (k,), inertia, n_valid) for `centres`."""
+def _stats_block(block: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Per-block Lloyd statistics as `(1,)*ndim + (k*D + k + 2,)`: sums, counts, inertia, n_valid."""
+    return _stats(_pixels(block)[0], centres).reshape((1,) * block.ndim + (-1,))
+
+
+def _lloyd_pass(
+    data: da.Array, centres: np.ndarray, rows: da.Array | None = None
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """One pass over every block: (sums (k, D), counts (k,), inertia, n_valid) for `centres`;
+    over the blocks' valid rows kept in memory when `rows` (`_valid_rows`) is given, with the
+    same per-block statistics and the same reduction tree, so the same sums to the bit."""
     k, d = centres.shape
     m = k * d + k + 2
-    parts = da.map_blocks(
-        _stats_block,
-        data,
-        centres=centres,
-        new_axis=data.ndim,
-        chunks=tuple((1,) * len(c) for c in data.chunks) + ((m,),),
-        dtype=np.float64,
-    )
-    total = parts.sum(axis=tuple(range(data.ndim))).compute()
+    if rows is None:
+        parts = da.map_blocks(
+            _stats_block,
+            data,
+            centres=centres,
+            new_axis=data.ndim,
+            chunks=tuple((1,) * len(c) for c in data.chunks) + ((m,),),
+            dtype=np.float64,
+        )
+        total = parts.sum(axis=tuple(range(data.ndim))).compute()
+    else:
+        parts = da.map_blocks(
+            _stats_rows,
+            rows,
+            centres=centres,
+            new_axis=[0, rows.ndim + 1],  # the shape of `_stats_block`'s parts: (1, *grid, m)
+            chunks=((1,),) + rows.chunks + ((m,),),
+            dtype=np.float64,
+        )
+        total = parts.sum(axis=tuple(range(rows.ndim + 1))).compute()
     return total[: k * d].reshape(k, d), total[k * d : k * d + k], float(total[-2]), int(total[-1])
 
 
@@ -171,6 +199,38 @@ def _sample_block(block: np.ndarray, offset: tuple[int, ...], shape: tuple[int, 
     return u[keep], X[keep], int(valid.sum())
 
 
+def _draw(run: Callable[[float], list], size: int, n_total: int, d: int) -> tuple[np.ndarray, int]:
+    """The `size` valid pixels of smallest hash: `run(p)` gives, per block in C order, (hashes
+    under `p`, their pixels `(n, D)` float64, the block's count of valid pixels)."""
+    p = min(1.0, 2.0 * size / max(n_total, 1))
+    while True:
+        parts = run(p)
+        n_valid = sum(c for _, _, c in parts)
+        u = np.concatenate([q[0] for q in parts])
+        if u.size >= min(size, n_valid) or p >= 1.0:
+            break
+        p = min(1.0, 1.5 * size / max(n_valid, 1))
+    X = np.concatenate([q[1] for q in parts]).reshape(-1, d)
+    # ordered by hash, not by block: the same sample in the same order for every chunking
+    order = np.argsort(u, kind="stable")[:size]
+    return X[order], n_valid
+
+
+def _sample_data(data: da.Array, size: int, seed: int) -> tuple[np.ndarray, int]:
+    shape = data.shape[1:]
+    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in data.chunks[1:]]
+    blocks = data.to_delayed()
+
+    def run(p: float) -> list:
+        tasks = []
+        for idx in np.ndindex(blocks.shape):
+            offset = tuple(int(starts[a][i]) for a, i in enumerate(idx[1:]))
+            tasks.append(dask.delayed(_sample_block)(blocks[idx], offset, shape, p, seed))
+        return list(dask.compute(*tasks))
+
+    return _draw(run, size, math.prod(shape), data.shape[0])
+
+
 def sample_embeddings(embedding: xr.DataArray, size: int, *, seed: int = 0) -> tuple[np.ndarray, int]:
     """A uniform random sample (without replacement) of `size` valid pixels' embeddings.
 
@@ -180,26 +240,122 @@ def sample_embeddings(embedding: xr.DataArray, size: int, *, seed: int = 0) -> t
     when much of the scene is no data.
     """
     data, _ = _as_dask(embedding)
+    return _sample_data(data, size, seed)
+
+
+# --------------------------------------------------------------------------- valid rows kept in memory
+
+PERSIST_FRACTION = 0.25
+"""The valid rows are kept in memory across Lloyd passes when they take at most this share of the
+workers' total memory limit (of this machine's available memory without a distributed client):
+it stays under distributed's 60 % spill threshold with room for the float64 copy of a block that
+each pass makes, for the labels' write and for an uneven spread of blocks over the workers."""
+
+
+@dataclass
+class _Rows:
+    """One block's valid pixels `values (n, D)` in the embedding's dtype, its validity mask
+    `valid (prod(shape),)`, its spatial `offset` and `shape` in the whole array."""
+
+    values: np.ndarray
+    valid: np.ndarray
+    offset: tuple[int, ...]
+    shape: tuple[int, ...]
+
+
+@sizeof.register(_Rows)
+def _sizeof_rows(r: _Rows) -> int:
+    return int(r.values.nbytes + r.valid.nbytes) + 64
+
+
+def _rows_block(block: np.ndarray, block_info=None) -> _Rows:
+    X = block.reshape(block.shape[0], -1).T
+    valid = np.isfinite(X).all(1)
+    offset = tuple(int(lo) for lo, _ in block_info[0]["array-location"][1:])
+    return _Rows(np.ascontiguousarray(X[valid]), valid, offset, tuple(block.shape[1:]))
+
+
+def _valid_rows(data: da.Array) -> da.Array:
+    """The valid rows of every block of `data (D, *S)`, read once and persisted (in the workers'
+    memory under a distributed client): one `_Rows` per block, as a Dask array of the block grid."""
+    rows = da.map_blocks(
+        _rows_block,
+        data,
+        drop_axis=0,
+        chunks=tuple((1,) * len(c) for c in data.chunks[1:]),
+        dtype=object,
+        meta=np.empty((0,) * (data.ndim - 1), dtype=object),
+    )
+    return rows.persist()
+
+
+def _stats_rows(r: _Rows, centres: np.ndarray) -> np.ndarray:
+    """`_stats_block`'s statistics from a block's kept rows, shaped `(1,)*(1 + len(S)) + (m,)`."""
+    return _stats(r.values.astype(np.float64), centres).reshape((1,) * (1 + len(r.shape)) + (-1,))
+
+
+def _sample_rows(r: _Rows, shape: tuple[int, ...], p: float, seed: int):
+    """`_sample_block` from a block's kept rows: the same hashes, pixels and order."""
+    grids = np.meshgrid(*(np.arange(o, o + s) for o, s in zip(r.offset, r.shape)), indexing="ij")
+    index = np.ravel_multi_index(tuple(g.ravel() for g in grids), shape)[r.valid]
+    u = _hash_uniform(index, seed)
+    keep = u < p
+    return u[keep], r.values[keep].astype(np.float64), int(r.values.shape[0])
+
+
+def _sample_kept(rows: da.Array, data: da.Array, size: int, seed: int) -> tuple[np.ndarray, int]:
+    """`sample_embeddings` from kept rows (the same sample), without reading the embedding."""
     shape = data.shape[1:]
-    n_total = int(np.prod(shape))
-    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in data.chunks[1:]]
-    blocks = data.to_delayed()
-    p = min(1.0, 2.0 * size / max(n_total, 1))
-    while True:
-        tasks = []
-        for idx in np.ndindex(blocks.shape):
-            offset = tuple(int(starts[a][i]) for a, i in enumerate(idx[1:]))
-            tasks.append(dask.delayed(_sample_block)(blocks[idx], offset, shape, p, seed))
-        parts = dask.compute(*tasks)
-        n_valid = sum(c for _, _, c in parts)
-        u = np.concatenate([q[0] for q in parts])
-        if u.size >= min(size, n_valid) or p >= 1.0:
-            break
-        p = min(1.0, 1.5 * size / max(n_valid, 1))
-    X = np.concatenate([q[1] for q in parts]).reshape(-1, data.shape[0])
-    # ordered by hash, not by block: the same sample in the same order for every chunking
-    order = np.argsort(u, kind="stable")[:size]
-    return X[order], n_valid
+    parts = rows.to_delayed()
+
+    def run(p: float) -> list:
+        tasks = [dask.delayed(_sample_rows)(parts[idx], shape, p, seed) for idx in np.ndindex(parts.shape)]
+        return list(dask.compute(*tasks))
+
+    return _draw(run, size, math.prod(shape), data.shape[0])
+
+
+def _assign_rows(r: _Rows, centres: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
+    out = np.full(r.valid.shape, NO_CLUSTER, dtype=out_dtype)
+    if r.values.shape[0]:
+        out[r.valid] = _nearest(r.values.astype(np.float64), centres)[0]
+    return out.reshape(r.shape)
+
+
+def _in_memory(embedding: xr.DataArray) -> bool:
+    """Whether the embedding is in memory already (numpy, or a Dask array whose chunks are all
+    materialised, as after `persist`): then there are no reads to save, nor a copy to make."""
+    from dask.core import istask
+
+    data = embedding.data
+    if not isinstance(data, da.Array):
+        return True
+    return not any(istask(v) for v in dict(data.__dask_graph__()).values())
+
+
+def _memory_budget() -> float:
+    """Bytes the kept rows may take: `PERSIST_FRACTION` of the distributed workers' summed
+    memory limits when the active scheduler is a client whose workers all have one, else of
+    this machine's available memory."""
+    client = getattr(dask.base.get_scheduler(), "__self__", None)
+    if client is not None and hasattr(client, "scheduler_info"):
+        try:
+            try:
+                workers = client.scheduler_info(n_workers=-1)["workers"]
+            except TypeError:  # distributed before 2025: every worker without asking
+                workers = client.scheduler_info()["workers"]
+            limits = [float(w.get("memory_limit") or 0) for w in workers.values()]
+        except Exception:  # noqa: BLE001 - an unusual scheduler: fall back on this machine's memory
+            limits = []
+        if limits and all(limits):
+            return PERSIST_FRACTION * sum(limits)
+    try:
+        import psutil
+
+        available = float(psutil.virtual_memory().available)
+    except ImportError:  # psutil comes with distributed; this is a fallback for Linux
+        available = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    return PERSIST_FRACTION * available
 
 
 # --------------------------------------------------------------------------- public API
@@ -238,6 +394,7 @@ def fit_kmeans(
     seed: int = 0,
     n_init: int = 4,
     init: np.ndarray | None = None,
+    persist: bool | None = None,
 ) -> KMeansResult:
     """k-Means with `k` clusters on the valid pixels of `embedding (dim, *S)`, out of core.
 
@@ -251,15 +408,56 @@ def fit_kmeans(
     `init (k, D)` replaces step 2 with given initial centres (the sample is still drawn: it
     sets the tolerance's scale and the re-seeding candidates).
 
-    Runs on whatever Dask scheduler is active (a `distributed.Client` if one exists). Persist
-    the embedding first if it fits in the cluster's memory and you want passes to skip the reads.
+    Runs on whatever Dask scheduler is active (a `distributed.Client` if one exists). The
+    embedding is read at most about twice: the valid pixels of each block are read once and
+    kept in memory (the workers' under a client) for the sample and every pass when they fit in
+    `PERSIST_FRACTION` of the memory (`persist=None`), or always (`True`); with `persist=False`,
+    or when they do not fit, every pass reads the embedding again. An embedding already in
+    memory (numpy, or persisted by the caller) is not copied. The results are the same either way.
     """
+    return _fit(
+        embedding,
+        k,
+        sample_size=sample_size,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+        n_init=n_init,
+        init=init,
+        persist=persist,
+    )[0]
+
+
+def _fit(
+    embedding: xr.DataArray,
+    k: int = KMEANS_K,
+    *,
+    sample_size: int = KMEANS_SAMPLE_SIZE,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    seed: int = 0,
+    n_init: int = 4,
+    init: np.ndarray | None = None,
+    persist: bool | None = None,
+) -> tuple[KMeansResult, da.Array | None]:
+    """`fit_kmeans`, and the kept rows (`_valid_rows`) when they were kept, else None."""
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"k-Means: k must be a positive integer, found {k!r}")
     if sample_size < k:
         raise InputError(f"k-Means: sample_size ({sample_size}) must be at least k ({k})")
     data, _ = _as_dask(embedding)
-    sample, n_valid = sample_embeddings(embedding, sample_size, seed=seed)
+    keep = (not _in_memory(embedding)) if persist is None else persist
+    budget = _memory_budget() if keep and persist is None else math.inf
+    n_total = math.prod(data.shape[1:])
+    per_pixel = data.shape[0] * data.dtype.itemsize  # bytes of a kept row; + 1 for its mask
+    rows = None
+    if keep and n_total * (per_pixel + 1) <= budget:  # fits even if every pixel is valid: one read
+        rows = _valid_rows(data)
+        sample, n_valid = _sample_kept(rows, data, sample_size, seed)
+    else:
+        sample, n_valid = _sample_data(data, sample_size, seed)
+        if keep and n_valid * per_pixel + n_total <= budget:  # fits once the no-data is left out
+            rows = _valid_rows(data)
     if n_valid < k:
         raise InputError(f"k-Means: k={k} clusters asked, but the embedding has only {n_valid} valid pixel(s)")
     if init is None:
@@ -272,7 +470,7 @@ def fit_kmeans(
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - the count of passes is read after the loop
-        sums, counts, _, _ = _lloyd_pass(data, centres)
+        sums, counts, _, _ = _lloyd_pass(data, centres, rows)
         empty = counts == 0
         new = np.where(empty[:, None], centres, sums / np.maximum(counts, 1)[:, None])
         if empty.any():
@@ -282,8 +480,8 @@ def fit_kmeans(
         if shift <= tol_abs and not empty.any():
             converged = True
             break
-    _, sizes, total, n_valid = _lloyd_pass(data, centres)
-    return KMeansResult(
+    _, sizes, total, n_valid = _lloyd_pass(data, centres, rows)
+    fit = KMeansResult(
         centres=centres,
         inertia=total,
         n_iter=n_iter,
@@ -300,7 +498,9 @@ def fit_kmeans(
             "n_init": int(n_init),
             "init": "k-means++ on a sample, refined on the sample" if init is None else "given",
         },
+        persisted=rows is not None,
     )
+    return fit, rows
 
 
 def _assign_block(block: np.ndarray, centres: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
@@ -329,12 +529,33 @@ def assign_clusters(embedding: xr.DataArray, centres: np.ndarray) -> xr.DataArra
     labels = da.map_blocks(
         _assign_block, data, centres=centres, out_dtype=dtype, dtype=dtype, drop_axis=0, meta=np.array((), dtype)
     )
+    return _labels_dataarray(embedding, sdims, labels, centres.shape[0])
+
+
+def _assign_kept(embedding: xr.DataArray, rows: da.Array, centres: np.ndarray) -> xr.DataArray:
+    """`assign_clusters` from the kept rows of `embedding` (`_valid_rows`): the same labels,
+    without reading the embedding again."""
+    data, sdims = _as_dask(embedding)
+    dtype = cluster_dtype(centres.shape[0])
+    labels = da.map_blocks(
+        _assign_rows,
+        rows,
+        centres=centres,
+        out_dtype=dtype,
+        dtype=dtype,
+        chunks=data.chunks[1:],
+        meta=np.array((), dtype),
+    )
+    return _labels_dataarray(embedding, sdims, labels, centres.shape[0])
+
+
+def _labels_dataarray(embedding: xr.DataArray, sdims: tuple[Hashable, ...], labels: da.Array, k: int) -> xr.DataArray:
     template = embedding.isel({DIM: 0}, drop=True).transpose(*sdims)
     out = xr.DataArray(labels, dims=sdims, coords=template.coords, name=CLUSTER)
     out.attrs = {
         "long_name": "k-Means cluster of the embedding",
         "flag_meaning": "-1: no data",
-        "k": int(centres.shape[0]),
+        "k": int(k),
     }
     if "spatial_ref" in out.coords:
         out.attrs["grid_mapping"] = "spatial_ref"
@@ -375,26 +596,42 @@ def cluster(
     max_iter: int = 100,
     tol: float = 1e-4,
     seed: int = 0,
+    persist: bool | None = None,
 ) -> xr.Dataset:
     """`results` plus k-Means of its `embedding (dim, *S)`: `cluster (*S)` (-1 = no data, lazy),
     `cluster_centre (centre, dim)` and `cluster_size (centre,)` (`fit_kmeans`; the Lloyd passes
-    run on the caller's Dask scheduler)."""
-    _, new = _clustering(results, "results", k, sample_size=sample_size, max_iter=max_iter, tol=tol, seed=seed)
+    run on the caller's Dask scheduler). The lazy `cluster` reads the embedding again when
+    computed (it holds no memory meanwhile)."""
+    _, new = _clustering(
+        results, "results", k, sample_size=sample_size, max_iter=max_iter, tol=tol, seed=seed, persist=persist
+    )
     return results.drop_vars([v for v in NEW_VARIABLES if v in results]).assign({v: new[v] for v in NEW_VARIABLES})
 
 
-def _clustering(results: xr.Dataset, where: str, k: int, **options) -> tuple[KMeansResult, xr.Dataset]:
-    """The fit on `results["embedding"]` and the new variables (`NEW_VARIABLES`)."""
+def _clustering(
+    results: xr.Dataset, where: str, k: int, *, labels_from_kept: bool = False, **options
+) -> tuple[KMeansResult, xr.Dataset]:
+    """The fit on `results["embedding"]` and the new variables (`NEW_VARIABLES`); with
+    `labels_from_kept`, `cluster` is computed from the rows kept in memory by the fit, if any
+    (so computing it reads nothing, but holds them until then)."""
     if "embedding" not in results:
         raise InputError(f"{where}: no 'embedding' variable; found {sorted(map(str, results.data_vars))}")
-    fit = fit_kmeans(results["embedding"], k, **options)
-    return fit, xr.merge([assign_clusters(results["embedding"], fit.centres).to_dataset(), centres_dataarray(fit)])
+    emb = results["embedding"]
+    fit, rows = _fit(emb, k, **options)
+    if labels_from_kept and rows is not None:
+        labels = _assign_kept(emb, rows, fit.centres)
+    else:
+        labels = assign_clusters(emb, fit.centres)
+    return fit, xr.merge([labels.to_dataset(), centres_dataarray(fit)])
 
 
 def cluster_store(store: str | Path, k: int = KMEANS_K, *, overwrite: bool = False, **options) -> KMeansResult:
     """`cluster` on a results store, the new variables written into it (`append_variables`);
     a clustering already there is replaced only with `overwrite`. `options`: those of
-    `fit_kmeans` (`sample_size`, `max_iter`, `tol`, `seed`). Returns the fit."""
+    `fit_kmeans` (`sample_size`, `max_iter`, `tol`, `seed`, `persist`). Returns the fit.
+
+    When the valid embeddings fit in memory (`fit_kmeans`), the embedding is read once: the
+    sample, the Lloyd passes and the labels all come from the rows kept in memory."""
     from slamgeo.io.cube import open_results
 
     store = str(store)
@@ -403,7 +640,7 @@ def cluster_store(store: str | Path, k: int = KMEANS_K, *, overwrite: bool = Fal
         clash = [n for n in NEW_VARIABLES if n in ds.variables]
         if clash:
             raise InputError(f"{store}: already holds {clash}; pass --overwrite to replace them")
-    fit, new = _clustering(ds, store, k, **options)
+    fit, new = _clustering(ds, store, k, labels_from_kept=True, **options)
     append_variables(store, new, overwrite=overwrite)
     return fit
 
@@ -485,6 +722,7 @@ __all__ = [
     "NEW_VARIABLES",
     "KMeansResult",
     "NO_CLUSTER",
+    "PERSIST_FRACTION",
     "append_variables",
     "assign_clusters",
     "centres_dataarray",

@@ -1,6 +1,8 @@
 """Train the CAE on a cube: a stratified sample of valid pixels, MSE, Adam, early stopping.
 
-`sample_series` draws pixels lazily (one task per spatial chunk, each reading its chunk once);
+`sample_series` draws pixels lazily in two stages: a seeded random subset of the spatial chunks
+(all of them on a small cube), then pixels stratified over those (one task per drawn chunk, each
+reading its chunk once), so that a regional cube is not read whole for a training sample;
 `train` standardises per band, trains with a fixed seed (bit-reproducible on CPU), keeps the
 weights of the best validation epoch, and returns (and optionally saves) a `TrainedModel`.
 """
@@ -18,13 +20,12 @@ import numpy as np
 import torch
 import xarray as xr
 from torch.nn import functional as F
-from tqdm import tqdm as tqdm_std
-from tqdm.auto import tqdm
 
 from slamgeo.errors import ConfigError, InputError
 from slamgeo.io.checkpoint import TrainedModel, check_writable, dates_meta, finalise_meta, load_model, save_model
 from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, chunk_cube, spatial_dims, validate_cube
 from slamgeo.io.provenance import dataset_fingerprint, versions
+from slamgeo.jobs.runtime import progress_bar
 from slamgeo.method.model import CAE, CAEConfig
 from slamgeo.method.series import fill_gaps
 from slamgeo.schema import (
@@ -37,6 +38,8 @@ from slamgeo.schema import (
 )
 
 OVERSAMPLE = 1.5  # candidates drawn per chunk, relative to its share, so that gaps rarely need a re-read
+MIN_CHUNKS = 16  # chunks drawn at least (all of them when there are no more): keeps the sample spread
+CHUNK_MARGIN = 4  # drawn chunks hold at least this many pixels per pixel asked (room for no data)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -74,6 +77,20 @@ def _waterfill(available: np.ndarray, sizes: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(available, np.floor(hi * sizes)).astype(np.int64)
 
 
+def _chunk_order(sizes: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, int]:
+    """The order in which chunks are drawn, and how many the first stage takes.
+
+    Every chunk, in index order, when there are at most `MIN_CHUNKS` or when `CHUNK_MARGIN * n`
+    pixels need them all (the sample is then the plain stratified one over every chunk);
+    else a permutation seeded by `seed` and the fewest leading chunks, at least `MIN_CHUNKS`,
+    whose pixels number `CHUNK_MARGIN * n` or more."""
+    if len(sizes) <= MIN_CHUNKS or CHUNK_MARGIN * n >= sizes.sum():
+        return np.arange(len(sizes)), len(sizes)
+    order = np.random.default_rng([seed, 2]).permutation(len(sizes))
+    enough = int(np.searchsorted(np.cumsum(sizes[order]), CHUNK_MARGIN * n)) + 1
+    return order, min(len(sizes), max(MIN_CHUNKS, enough))
+
+
 def sample_series(
     ds: xr.Dataset,
     n: int,
@@ -84,11 +101,17 @@ def sample_series(
 ) -> np.ndarray:
     """A random sample of `n` usable pixels of a cube, stratified over space: `(N, C, T)` float32 dB.
 
-    Strata are the cube's spatial chunks (`(y, x)` tiles, or runs of `sample`); each gets a
-    share proportional to its size, topped up from the others where it lacks usable pixels.
+    Two stages. First a random subset of the cube's spatial chunks (`(y, x)` tiles, or runs of
+    `sample`), drawn with `seed`: at least `MIN_CHUNKS` of them and enough to hold `CHUNK_MARGIN`
+    times `n` pixels, or all of them on a cube with few chunks or a large `n` (`_chunk_order`).
+    Then the drawn chunks are the strata: each gets a share proportional to its size, topped up
+    from the others where it lacks usable pixels; when the drawn chunks together lack usable
+    pixels, further chunks are drawn (in the same random order, enough to make up the shortfall
+    at the usable fraction seen so far) and join the strata. Only drawn chunks are read.
     Pixels with any NaN are skipped, or with `gap_fill` linearly gap-filled (a band with no
-    valid date is still skipped). Lazy: one Dask task per chunk, each reads its chunk once and
-    returns only its candidates. Fewer than `n` come back when the cube has fewer usable pixels.
+    valid date is still skipped). Lazy: one Dask task per drawn chunk, each reads its chunk
+    once and returns only its candidates. Fewer than `n` come back when the cube has fewer
+    usable pixels.
     """
     if n < 1:
         raise ConfigError(f"sample size must be >= 1, got {n}")
@@ -111,20 +134,39 @@ def sample_series(
         ]
         return dict(zip(ks, dask.compute(*delayed)))
 
-    want = {j: int(min(sizes[j], math.ceil(OVERSAMPLE * n * sizes[j] / sizes.sum()) + 1)) for j in range(len(blocks))}
-    got = tasks(want)
-    # Strata that filled their request may hold more; ask them again (a superset, same seed)
-    # while the total is short. Rare: only when many chunks are mostly empty.
-    while sum(len(v) for v in got.values()) < n:
-        full = {j: min(int(sizes[j]), 2 * want[j]) for j in got if len(got[j]) == want[j] and want[j] < sizes[j]}
-        if not full:
-            break
-        want.update(full)
-        got.update(tasks(full))
+    def share(chunks: list[int], k: int) -> dict[int, int]:
+        total = int(sizes[chunks].sum())
+        return {j: int(min(sizes[j], math.ceil(OVERSAMPLE * k * sizes[j] / total) + 1)) for j in chunks}
 
-    avail = np.array([len(got[j]) for j in range(len(blocks))], dtype=np.int64)
-    q = _waterfill(avail, sizes, n)
-    parts = [got[j][: q[j]] for j in range(len(blocks)) if q[j] > 0]
+    order, m = _chunk_order(sizes, n, seed)
+    want = share(sorted(int(j) for j in order[:m]), n)
+    got = tasks(want)
+    while True:
+        # Strata that filled their request may hold more; ask them again (a superset, same seed)
+        # while the total is short. Rare: only when many chunks are mostly empty.
+        while sum(len(v) for v in got.values()) < n:
+            full = {j: min(int(sizes[j]), 2 * want[j]) for j in got if len(got[j]) == want[j] and want[j] < sizes[j]}
+            if not full:
+                break
+            want.update(full)
+            got.update(tasks(full))
+        short = n - sum(len(v) for v in got.values())
+        if short <= 0 or m == len(order):
+            break
+        # Every drawn chunk has given all its usable pixels: draw further chunks, enough for
+        # CHUNK_MARGIN times the shortfall at the usable fraction seen (twice as many if none).
+        seen = int(sizes[list(got)].sum())
+        target = CHUNK_MARGIN * short * seen / (n - short) if n > short else seen
+        extra = int(np.searchsorted(np.cumsum(sizes[order[m:]]), target)) + 1
+        more = share([int(j) for j in order[m : m + extra]], short)
+        m = min(len(order), m + extra)
+        want.update(more)
+        got.update(tasks(more))
+
+    strata = sorted(got)  # in chunk order: with every chunk drawn, the plain stratified sample
+    avail = np.array([len(got[j]) for j in strata], dtype=np.int64)
+    q = _waterfill(avail, sizes[strata], n)
+    parts = [got[j][: q[i]] for i, j in enumerate(strata) if q[i] > 0]
     T = sub.sizes["time"]
     x = np.concatenate(parts, axis=0) if parts else np.empty((0, len(bands), T), dtype=np.float32)
     rng = np.random.default_rng([seed, 1])
@@ -290,11 +332,10 @@ def train(
         model = CAE(cfg).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
-        # one bar for the epochs (a bar per batch would be hundreds of lines in a log file); the
-        # plain bar when none is shown, so a notebook without widgets does not warn
-        bar = tqdm if progress else tqdm_std
-        epochs = bar(range(max_epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
-        for epoch in epochs:
+        # one display for the epochs (a bar per batch would be hundreds of lines in a log file):
+        # a bar on a terminal, a plain line now and then in a log (`runtime.progress_bar`)
+        epochs = progress_bar(max_epochs, "train", "epoch", enabled=progress)
+        for epoch in range(max_epochs):
             model.train()
             perm = torch.randperm(n_tr, generator=gen).to(dev)
             total = torch.zeros((), dtype=torch.float64, device=dev)
@@ -318,6 +359,7 @@ def train(
             else:
                 bad += 1
             epochs.set_postfix(train=f"{losses_tr[-1]:.4f}", val=f"{losses_va[-1]:.4f}", best=f"{best:.4f}")
+            epochs.update(1)
             if bad >= patience:
                 break
         epochs.close()
