@@ -14,6 +14,7 @@ import pandas as pd
 import pystac
 import pytest
 import rasterio
+import shapely
 from pyproj import Transformer
 from rasterio.enums import Compression
 from rasterio.features import rasterize
@@ -22,7 +23,18 @@ from shapely.geometry import Point, shape
 import slamgeo.io.synth as synth
 from slamgeo.errors import InputError, OutputError
 from slamgeo.io.cube import validate_cube
-from slamgeo.io.synth import CALENDARS, CLASSES, DISTINCTIVE_WINDOWS, EVENTS, make_dates, make_scene, write_scene
+from slamgeo.io.synth import (
+    CALENDARS,
+    CLASSES,
+    DISTINCTIVE_WINDOWS,
+    EVENTS,
+    archive_slices,
+    grid_parcels,
+    make_dates,
+    make_scene,
+    write_archive,
+    write_scene,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -591,3 +603,269 @@ def test_cli_help_lists_the_options():
         "--overwrite",
     ):
         assert opt in res.stdout, opt
+
+
+# --- a Sentinel-1 archive (Planetary Computer sentinel-1-rtc conventions) ------------------
+
+
+@pytest.fixture(scope="module")
+def archived(tmp_path_factory):
+    """A 64 x 64 scene over 6 dates written as an archive: 6 ascending passes of 2 slices, and
+    descending passes after dates 0 and 5."""
+    sc = make_scene(size=64, n_dates=6, seed=3)
+    return sc, write_archive(sc, tmp_path_factory.mktemp("archive") / "scene")
+
+
+def archive_items(paths) -> list[pystac.Item]:
+    return list(pystac.ItemCollection.from_file(str(paths["items"])))
+
+
+def test_archive_layout_has_the_ground_truth_and_no_scene_tiffs(archived):
+    sc, paths = archived
+    out = paths["meta"].parent
+    assert sorted(p.name for p in out.iterdir()) == [
+        "archive",
+        "parcels.gpkg",
+        "phenology.csv",
+        "scene.json",
+        "truth.tif",
+    ]
+    assert sorted(p.name for p in (out / "archive").iterdir()) == ["cogs", "collection.json", "items.json"]
+    meta = json.loads(paths["meta"].read_text())
+    assert meta["archive"] is True and meta["dates"] == [str(d)[:10] for d in sc.cube["time"].values]
+    assert meta["archive_layout"]["slices"]["S"]["epsg"] == 32629
+    with rasterio.open(paths["truth"]) as src:
+        np.testing.assert_array_equal(src.read(1), sc.parcel_id.values)
+    items = archive_items(paths)
+    expected = {f"{i.id}_{pol}.tif" for i in items for pol in ("vv", "vh")}
+    assert {p.name for p in paths["cogs"].iterdir()} == expected
+
+
+def test_archive_items_follow_the_sentinel_1_rtc_conventions(archived):
+    sc, paths = archived
+    items = archive_items(paths)
+    raw = json.loads(paths["items"].read_text())
+    assert raw["type"] == "FeatureCollection"
+    assert len(items) == len(raw["features"]) == 6 * 2 + 2
+    for item, feature in zip(items, raw["features"]):
+        # pystac reads "proj:epsg" into "proj:code" (projection extension v2); the file has both.
+        epsg = feature["properties"]["proj:epsg"]
+        assert isinstance(epsg, int) and feature["properties"]["proj:code"] == f"EPSG:{epsg}"
+        p = {**item.properties, "proj:epsg": epsg}
+        assert item.collection_id == "sentinel-1-rtc"
+        assert {link.rel for link in item.links} >= {"collection", "root", "parent"}
+        assert item.get_single_link("collection").href == "./collection.json"
+        assert item.datetime is not None and item.datetime.utcoffset().total_seconds() == 0
+        assert p["datetime"].endswith("Z")
+        assert p["platform"] == "sentinel-1a" and p["constellation"] == "sentinel-1"
+        assert p["sar:instrument_mode"] == "IW" and p["sar:polarizations"] == ["VV", "VH"]
+        assert (p["sat:orbit_state"], p["sat:relative_orbit"]) in {("ascending", 74), ("descending", 147)}
+        assert p["proj:code"] == f"EPSG:{p['proj:epsg']}" and isinstance(p["proj:epsg"], int)
+        key = {"ascending": item.id[-1], "descending": "D"}[p["sat:orbit_state"]]
+        assert item.id == f"S1A_IW_GRDH_1SDV_{item.datetime:%Y%m%dT%H%M%S}_{key}"
+        west, south, east, north = item.bbox
+        assert -7 < west < east < -5 and 36 < south < north < 38
+        assert shape(item.geometry).bounds == pytest.approx(tuple(item.bbox))
+        assert set(item.assets) == {"vv", "vh"}
+        for pol, asset in item.assets.items():
+            assert asset.media_type == "image/tiff; application=geotiff; profile=cloud-optimized"
+            assert asset.roles == ["data"]
+            assert asset.extra_fields["raster:bands"] == [{"nodata": -32768, "data_type": "float32"}]
+            assert not Path(asset.href).is_absolute() and asset.href == f"cogs/{item.id}_{pol}.tif"
+            with rasterio.open(paths["archive"] / asset.href) as src:
+                assert src.crs.to_epsg() == p["proj:epsg"]
+                assert list(src.transform)[:6] == p["proj:transform"]
+                assert [src.height, src.width] == p["proj:shape"]
+                assert src.count == 1 and src.dtypes == ("float32",) and src.nodata == -32768
+                assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+
+
+def test_archive_collection_describes_the_items(archived):
+    _, paths = archived
+    col = pystac.Collection.from_file(str(paths["collection"]))
+    assert col.id == "sentinel-1-rtc" and col.license
+    items = archive_items(paths)
+    (west, south, east, north) = col.extent.spatial.bboxes[0]
+    for item in items:
+        x0, y0, x1, y1 = item.bbox
+        assert west <= x0 and south <= y0 and x1 <= east and y1 <= north
+    (t0, t1) = col.extent.temporal.intervals[0]
+    assert t0 == min(i.datetime for i in items) and t1 == max(i.datetime for i in items)
+    raw = json.loads(paths["collection"].read_text())
+    assert raw["type"] == "Collection" and raw["links"] == [
+        {"rel": "root", "href": "./collection.json", "type": "application/json"}
+    ]
+
+
+def test_archive_passes_are_two_overlapping_slices_in_two_utm_zones(archived):
+    sc, paths = archived
+    items = archive_items(paths)
+    assert {i.properties["proj:code"] for i in items} == {"EPSG:32630", "EPSG:32629"}
+    asc = [i for i in items if i.properties["sat:orbit_state"] == "ascending"]
+    desc = [i for i in items if i.properties["sat:orbit_state"] == "descending"]
+    assert len(asc) == 12 and len(desc) == 2 and len(asc) > len(desc)
+    days = [pd.Timestamp(d).tz_localize("UTC") for d in sc.cube["time"].values]
+    north = {i.id: i for i in asc if i.id.endswith("_N")}
+    south = {i.id: i for i in asc if i.id.endswith("_S")}
+    assert len(north) == len(south) == 6
+    for day in days:
+        n = next(i for i in north.values() if i.datetime == day + pd.Timedelta("06:15:00"))
+        s = next(i for i in south.values() if i.datetime == day + pd.Timedelta("06:15:25"))
+        assert (n.properties["proj:code"], s.properties["proj:code"]) == ("EPSG:32630", "EPSG:32629")
+        assert n.properties["proj:transform"] == list(sc.cube.rio.transform())[:6]
+        assert n.properties["proj:shape"] == [39, 64]  # rows 0 .. 38 (< 0.6 * 64)
+        gn, gs = shape(n.geometry), shape(s.geometry)
+        overlap = gn.intersection(gs).area
+        assert 0.1 * gs.area < overlap < 0.5 * gs.area  # rows 26 .. 38 of 26 .. 63
+        assert gs.centroid.y < gn.centroid.y
+        tr = s.properties["proj:transform"]
+        assert tr[0] == 10.0 and tr[4] == -10.0 and tr[1] == tr[3] == 0.0 and tr[2] % 10 == tr[5] % 10 == 0
+    assert [i.datetime for i in desc] == [days[k] + pd.Timedelta("1 days 18:05:00") for k in (0, 5)]
+    for d in desc:
+        assert d.properties["sat:relative_orbit"] == 147 and d.properties["proj:shape"] == [64, 64]
+
+
+def read_cog(paths, item: pystac.Item, pol: str) -> np.ndarray:
+    with rasterio.open(paths["archive"] / item.assets[pol].href) as src:
+        return src.read(1)
+
+
+def test_archive_north_slices_hold_linear_power_of_the_scene(archived):
+    sc, paths = archived
+    north = sorted((i for i in archive_items(paths) if i.id.endswith("_N")), key=lambda i: i.datetime)
+    for k, item in enumerate(north):
+        for band in ("VV", "VH"):
+            db = sc.cube[band].isel(time=k).values[:39]
+            data = read_cog(paths, item, band.lower())
+            nan = np.isnan(db)
+            assert nan.any() and np.all(data[nan] == -32768)
+            expected = (10 ** (db[~nan].astype(np.float64) / 10)).astype(np.float32)
+            np.testing.assert_allclose(data[~nan], expected, rtol=1e-6)
+
+
+def test_archive_south_slices_are_the_scene_reprojected(archived):
+    sc, paths = archived
+    south = sorted((i for i in archive_items(paths) if i.id.endswith("_S")), key=lambda i: i.datetime)
+    to_30 = Transformer.from_crs(32629, 32630, always_xy=True)
+    t30 = sc.cube.rio.transform()
+    for k, item in enumerate(south):
+        data = read_cog(paths, item, "vv")
+        valid = data != -32768
+        assert 0.5 < valid.mean() < 0.97 and np.all(data[valid] > 0)  # rotated grid: no-data corners
+        # Each valid pixel centre lands in scene rows 26..63, and the values follow the scene's.
+        t = item.properties["proj:transform"]
+        r, c = np.nonzero(valid)
+        x, y = to_30.transform(t[2] + (c + 0.5) * t[0], t[5] + (r + 0.5) * t[4])
+        row = np.floor((np.asarray(y) - t30.f) / t30.e).astype(int)
+        col = np.floor((np.asarray(x) - t30.c) / t30.a).astype(int)
+        assert row.min() >= 25 and row.max() <= 64 and col.min() >= -1 and col.max() <= 64
+        inside = (row >= 26) & (row < 64) & (col >= 0) & (col < 64)
+        db = sc.cube["VV"].isel(time=k).values
+        scene_lin = 10 ** (db[row[inside], col[inside]] / 10)
+        ok = ~np.isnan(scene_lin)
+        assert np.nanmean(data[r[inside], c[inside]][ok]) == pytest.approx(scene_lin[ok].mean(), rel=0.05)
+        assert np.corrcoef(np.log(data[r[inside], c[inside]][ok]), np.log(scene_lin[ok]))[0, 1] > 0.4
+
+
+def test_archive_descending_passes_add_a_geometry_offset(archived):
+    sc, paths = archived
+    desc = sorted((i for i in archive_items(paths) if i.id.endswith("_D")), key=lambda i: i.datetime)
+    for k, item in zip((0, 5), desc):
+        assert item.properties["slamgeo:scene_date"] == str(sc.cube["time"].values[k])[:10]
+        for band, offset in (("VV", 1.5), ("VH", 1.0)):
+            db = sc.cube[band].isel(time=k).values
+            data = read_cog(paths, item, band.lower())
+            nan = np.isnan(db)
+            assert np.all(data[nan] == -32768)
+            np.testing.assert_allclose(10 * np.log10(data[~nan]), db[~nan] + offset, atol=1e-4)
+
+
+def test_archive_overwrite_follows_the_scene_rules(archived, tmp_path):
+    sc, _ = archived
+    out = tmp_path / "scene"
+    write_archive(sc, out)
+    with pytest.raises(OutputError, match="already exists; pass --overwrite"):
+        write_archive(sc, out)
+    write_scene(sc, out, overwrite=True)  # an archive folder is a scene folder
+    assert (out / "stac.json").exists() and not (out / "archive").exists()
+    write_archive(sc, out, overwrite=True)
+    assert (out / "archive" / "items.json").exists() and not (out / "tiffs").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene"]
+
+
+def test_archive_slices_overlap_by_a_fifth_of_the_scene():
+    assert archive_slices(64) == {"N": (0, 39), "S": (26, 64)}
+    assert archive_slices(512) == {"N": (0, 308), "S": (205, 512)}
+    assert archive_slices(10) == {"N": (0, 6), "S": (4, 10)}
+
+
+# --- a large parcels file for benchmarks --------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 7, 37, 100])
+def test_grid_parcels_tile_the_scene(small, n):
+    gdf = grid_parcels(small, n)
+    assert len(gdf) == n and list(gdf["parcel_id"]) == list(range(1, n + 1))
+    assert gdf.crs.to_epsg() == 32630
+    assert set(gdf["crop"]) <= set(CLASSES)
+    assert list(gdf["crop"]) == [CLASSES[c] for c in gdf["class_id"]]
+    assert gdf.geometry.is_valid.all() and not gdf.geometry.is_empty.any()
+    union = gdf.geometry.union_all()
+    assert union.area == pytest.approx(gdf.geometry.area.sum())  # disjoint
+    scene_box = shapely.geometry.box(*small.cube.rio.bounds())
+    assert scene_box.contains(union)
+    assert 0.6 * scene_box.area < union.area < 0.7 * scene_box.area  # (1 - 2 x 0.1)^2 of each cell
+    # Cells are nearly square, and the first one is in the north-west corner.
+    w = gdf.geometry.bounds["maxx"] - gdf.geometry.bounds["minx"]
+    h = gdf.geometry.bounds["maxy"] - gdf.geometry.bounds["miny"]
+    assert (w / h).between(0.4, 2.5).all()
+    assert gdf.geometry.iloc[0].centroid.x < scene_box.centroid.x or n == 1
+
+
+def test_grid_parcels_take_the_class_of_the_scene_parcel_under_them(small):
+    gdf = grid_parcels(small, 60)
+    t = small.cube.rio.transform()
+    cid = small.class_id.values
+    centres = gdf.geometry.centroid
+    rows = np.floor((centres.y - t.f) / t.e).astype(int)
+    cols = np.floor((centres.x - t.c) / t.a).astype(int)
+    under = cid[rows, cols]
+    assert np.all(gdf["class_id"].to_numpy()[under >= 0] == under[under >= 0])
+    assert (under >= 0).mean() > 0.3
+    assert set(gdf["class_id"]) <= set(small.parcels["class_id"])
+
+
+def test_grid_parcels_from_a_transform_deal_classes_round_robin(small, tmp_path):
+    gdf = grid_parcels((small.cube.rio.transform(), 64), 40)
+    assert list(gdf["crop"]) == [CLASSES[i % len(CLASSES)] for i in range(40)]
+    rect = grid_parcels((small.cube.rio.transform(), (32, 64)), 8, margin=0.0)
+    assert rect.geometry.union_all().area == pytest.approx(32 * 64 * 100.0)
+    path = synth.write_grid_parcels(gdf, tmp_path / "parcels_grid.gpkg")
+    back = gpd.read_file(path, layer="parcels")
+    assert list(back["parcel_id"]) == list(range(1, 41)) and back.crs.to_epsg() == 32630
+    for bad in (0, -3, 2.5):
+        with pytest.raises(InputError):
+            grid_parcels(small, bad)
+
+
+def test_write_scene_adds_the_grid_parcels_file(small, tmp_path):
+    paths = write_scene(small, tmp_path / "scene", n_grid_parcels=25)
+    back = gpd.read_file(paths["parcels_grid"], layer="parcels")
+    assert len(back) == 25 and paths["parcels_grid"].name == "parcels_grid.gpkg"
+    with pytest.raises(InputError):
+        write_scene(small, tmp_path / "other", n_grid_parcels=-1)
+    assert not (tmp_path / "other").exists()
+
+
+def test_cli_writes_an_archive_with_grid_parcels(tmp_path):
+    out = tmp_path / "scene"
+    res = run_cli(str(out), "--size", "40", "--n-dates", "3", "--archive", "--grid-parcels", "50")
+    assert res.returncode == 0, res.stderr
+    assert "items.json (7 STAC items)" in res.stdout and "(14 COGs)" in res.stdout
+    items = pystac.ItemCollection.from_file(str(out / "archive" / "items.json"))
+    assert sorted(i.properties["sat:orbit_state"] for i in items) == ["ascending"] * 6 + ["descending"]
+    assert len(gpd.read_file(out / "parcels_grid.gpkg", layer="parcels")) == 50
+    assert json.loads((out / "scene.json").read_text())["archive"] is True
+    assert not (out / "tiffs").exists()
+    help_ = run_cli("--help")
+    assert "--archive" in help_.stdout and "--grid-parcels" in help_.stdout

@@ -283,7 +283,7 @@ REPORT = OutputKind("report", marker=REPORT_MARKER, entries=(REPORT_MARKER, "rep
 SCENE = OutputKind(
     "scene",
     marker=SCENE_MARKER,
-    entries=(SCENE_MARKER, "tiffs", "stac.json", "parcels*.gpkg", "phenology.csv", "truth.tif"),
+    entries=(SCENE_MARKER, "tiffs", "stac.json", "archive", "parcels*.gpkg", "phenology.csv", "truth.tif"),
 )
 
 

@@ -3,6 +3,10 @@
 `make_scene` draws a scene in memory (a contract cube plus the answer: parcels, classes and
 per-parcel phenology); `write_scene` writes it the way real products arrive (one GeoTIFF per
 date, a STAC ItemCollection, a GeoPackage of parcels), so the ingest stage is tested on files.
+`write_archive` writes it as a Sentinel-1 archive in Planetary Computer's `sentinel-1-rtc`
+conventions instead (float32 linear power COGs per asset, passes cut in two overlapping slices
+in two UTM zones, a few descending passes), for the odc-stac loader; `grid_parcels` tiles the
+scene with any number of rectangular parcels, for benchmarks.
 
 The model, in the order it is drawn (every random draw comes from its own stream of
 `numpy.random.SeedSequence(seed)`, so for one seed the parcels do not change with the dates,
@@ -82,10 +86,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -101,6 +105,9 @@ from shapely.geometry import Polygon, box
 from slamgeo.errors import InputError
 from slamgeo.io.cube import make_cube
 from slamgeo.schema import CHUNK, SCENE_MARKER
+
+if TYPE_CHECKING:
+    from slamgeo.io.storage import OutputKind
 
 CLASSES: tuple[str, ...] = (
     "cotton",
@@ -942,18 +949,13 @@ def _write_truth(scene: Scene, path: Path) -> None:
         dst.update_tags(CLASSES=json.dumps(CLASSES), NO_PARCEL="parcel_id 0, class_id -1", ALL_TOUCHED="FALSE")
 
 
-def _write_stac(scene: Scene, tiffs: list[Path], path: Path) -> None:
-    import pystac
+def _footprint_wgs84(valid: np.ndarray, transform: Affine, epsg: int) -> Any:
+    """The footprint of the valid pixels of a north-up grid, in WGS84: the convex hull (the
+    swath cut is convex) of the corners of the first and last valid pixel of each row, densified
+    every 500 m before it is transformed; the raster's bounds when no pixel is valid."""
     from pyproj import Transformer
-    from pystac.extensions.projection import ProjectionExtension
-    from pystac.extensions.sar import FrequencyBand, Polarization, SarExtension
 
-    cube = scene.cube
-    transform = cube.rio.transform()
-    valid = ~np.isnan(cube["VV"].isel(time=0).values)
     ny, nx = valid.shape
-    # Footprint: the convex hull of the valid pixels (the swath cut is convex), from the corners
-    # of the first and last valid pixel of each row, densified, in WGS84.
     rows = np.flatnonzero(valid.any(axis=1))
     if rows.size:
         first = valid[rows].argmax(axis=1)
@@ -963,10 +965,23 @@ def _write_stac(scene: Scene, tiffs: list[Path], path: Path) -> None:
         xs, ys = transform.c + cols * transform.a, transform.f + rr * transform.e  # north-up grid
         hull = shapely.MultiPoint(np.column_stack([xs, ys])).convex_hull
     else:
-        hull = box(*cube.rio.bounds())
+        x0, y0 = transform.c, transform.f
+        hull = box(x0, y0 + ny * transform.e, x0 + nx * transform.a, y0)
     hull = shapely.segmentize(hull, 500.0)
-    to_wgs = Transformer.from_crs(CRS_EPSG, 4326, always_xy=True)
-    geom = shapely.transform(hull, lambda a: np.column_stack(to_wgs.transform(a[:, 0], a[:, 1])))
+    to_wgs = Transformer.from_crs(epsg, 4326, always_xy=True)
+    return shapely.transform(hull, lambda a: np.column_stack(to_wgs.transform(a[:, 0], a[:, 1])))
+
+
+def _write_stac(scene: Scene, tiffs: list[Path], path: Path) -> None:
+    import pystac
+    from pystac.extensions.projection import ProjectionExtension
+    from pystac.extensions.sar import FrequencyBand, Polarization, SarExtension
+
+    cube = scene.cube
+    transform = cube.rio.transform()
+    valid = ~np.isnan(cube["VV"].isel(time=0).values)
+    ny, nx = valid.shape
+    geom = _footprint_wgs84(valid, transform, CRS_EPSG)
     items = []
     for k, tif in enumerate(tiffs):
         day = pd.Timestamp(cube["time"].values[k])
@@ -1014,59 +1029,79 @@ SCENE_FILES = {
 }
 
 
-def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -> dict[str, Path | str]:
-    """Write `scene` as real products are delivered, atomically (module docstring).
+ARCHIVE_DIR = "archive"
+ARCHIVE_FILES = {
+    "archive": ARCHIVE_DIR,
+    "items": f"{ARCHIVE_DIR}/items.json",
+    "collection": f"{ARCHIVE_DIR}/collection.json",
+    "cogs": f"{ARCHIVE_DIR}/cogs",
+    "parcels": "parcels.gpkg",
+    "phenology": "phenology.csv",
+    "truth": "truth.tif",
+    "meta": SCENE_MARKER,
+}
+GRID_PARCELS_FILE = "parcels_grid.gpkg"
 
-    `out_dir/tiffs/S1_VVVH_YYYYMMDD.tif` (bands VV, VH, linear power float32, nodata 0),
-    `stac.json` (ItemCollection, relative asset hrefs), `parcels.gpkg` (layer "parcels"),
-    `phenology.csv`, `truth.tif` (bands parcel_id, class_id) and `scene.json` (parameters,
-    rain, distinctive windows). Everything is written to a hidden sibling folder that is renamed
-    to `out_dir` at the end. An existing `out_dir` must be empty or, with `overwrite`, a scene
-    folder holding nothing else (`slamgeo.io.storage.claim_output`); it is replaced only once the
-    new one is complete. Returns the paths by kind.
 
-    `out_dir` may be an fsspec URL (`s3://bucket/scene`): the scene is written locally, then
-    uploaded with `scene.json` last (`slamgeo.io.storage.staged_folder`); the URLs are returned.
-    """
+def scene_output_kind() -> OutputKind:
+    """What `write_scene` and `write_archive` may find and replace at the top of a scene folder:
+    `slamgeo.io.storage.SCENE`, plus the `archive` folder of `write_archive`."""
     from slamgeo.io import storage
 
-    storage.claim_output(out_dir, storage.SCENE, overwrite=overwrite)
+    entries = storage.SCENE.entries
+    if ARCHIVE_DIR not in entries:
+        entries = (*entries, ARCHIVE_DIR)
+    return storage.OutputKind(storage.SCENE.name, marker=storage.SCENE.marker, entries=entries)
+
+
+def _write_ground_truth(scene: Scene, folder: Path, meta: dict[str, Any]) -> None:
+    """truth.tif, parcels.gpkg, phenology.csv and scene.json (with `meta` added) in `folder`."""
+    _write_truth(scene, folder / "truth.tif")
+    scene.parcels.to_file(folder / "parcels.gpkg", layer="parcels", driver="GPKG")
+    phen = scene.phenology.copy()
+    for e in EVENTS:
+        phen[e] = phen[e].dt.strftime("%Y-%m-%d")
+    phen.to_csv(folder / "phenology.csv", index=False)
+    (folder / SCENE_MARKER).write_text(
+        json.dumps(
+            {
+                **scene.info,
+                **meta,
+                "dates": [str(d)[:10] for d in scene.cube["time"].values],
+                "rain_dates": [str(d.date()) for d in scene.rain_dates],
+                "calendars": {
+                    c: {
+                        k: (None if isinstance(v, float) and math.isnan(v) else v)
+                        for k, v in vars(CALENDARS[c]).items()
+                    }
+                    for c in CLASSES
+                },
+            },
+            indent=1,
+            default=str,
+        )
+    )
+
+
+def _write_folder(
+    out_dir: Path | str, fill: Callable[[Path], None], files: dict[str, str], *, overwrite: bool
+) -> dict[str, Path | str]:
+    """Run `fill` on a new, empty folder and put it at `out_dir` atomically (`write_scene`)."""
+    from slamgeo.io import storage
+
+    kind = scene_output_kind()
+    storage.claim_output(out_dir, kind, overwrite=overwrite)
     if not storage.is_local(out_dir):
-        with storage.staged_folder(out_dir, storage.SCENE) as tmp:
-            write_scene(scene, tmp, overwrite=True)
-        return {k: storage.join(out_dir, v) for k, v in SCENE_FILES.items()}
+        with storage.staged_folder(out_dir, kind) as staged:
+            fill(staged)
+        return {k: storage.join(out_dir, v) for k, v in files.items()}
     out = Path(storage.filesystem(out_dir)[1])
-    storage.remove_stale_temporaries(out, storage.SCENE)
+    storage.remove_stale_temporaries(out, kind)
     storage.makedirs(out.parent)
     tmp = out.parent / storage.temporary_name(out, "tmp", hidden=True)
     tmp.mkdir()
     try:
-        tiffs = _write_tiffs(scene, tmp / "tiffs")
-        _write_truth(scene, tmp / "truth.tif")
-        scene.parcels.to_file(tmp / "parcels.gpkg", layer="parcels", driver="GPKG")
-        phen = scene.phenology.copy()
-        for e in EVENTS:
-            phen[e] = phen[e].dt.strftime("%Y-%m-%d")
-        phen.to_csv(tmp / "phenology.csv", index=False)
-        (tmp / SCENE_MARKER).write_text(
-            json.dumps(
-                {
-                    **scene.info,
-                    "dates": [str(d)[:10] for d in scene.cube["time"].values],
-                    "rain_dates": [str(d.date()) for d in scene.rain_dates],
-                    "calendars": {
-                        c: {
-                            k: (None if isinstance(v, float) and math.isnan(v) else v)
-                            for k, v in vars(CALENDARS[c]).items()
-                        }
-                        for c in CLASSES
-                    },
-                },
-                indent=1,
-                default=str,
-            )
-        )
-        _write_stac(scene, tiffs, tmp / "stac.json")
+        fill(tmp)
         if out.exists():
             old = out.parent / storage.temporary_name(out, "old", hidden=True)
             out.rename(old)
@@ -1081,7 +1116,427 @@ def write_scene(scene: Scene, out_dir: Path | str, *, overwrite: bool = False) -
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {k: out / v for k, v in SCENE_FILES.items()}
+    return {k: out / v for k, v in files.items()}
+
+
+def _check_grid_parcels(n: int) -> None:
+    if n < 0:
+        raise InputError(f"the number of grid parcels must be 0 (none) or more, found {n}")
+
+
+def grid_parcels(
+    scene: Scene | tuple[Affine, int] | tuple[Affine, tuple[int, int]], n: int, *, margin: float = 0.1
+) -> gpd.GeoDataFrame:
+    """`n` rectangular parcels tiling the scene, for benchmarks with many parcels.
+
+    `scene`: a `Scene`, or (transform, size) or (transform, (height, width)) of a north-up grid
+    in EPSG:32630. The grid has round(sqrt(n)) rows of cells (nearly square), the `n` cells
+    dealt over them as evenly as possible, each row split into equal cells; each cell shrunk
+    by `margin` times its shorter side on every side. Columns: parcel_id (1..n, from north-west
+    to south-east, row by row), crop and class_id: the class of the scene parcel under the cell's
+    centre, or of the nearest parcel pixel when the centre is on no parcel (round-robin over
+    `CLASSES` without a Scene, or when it has no parcel); geometry, in EPSG:32630.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    if isinstance(scene, Scene):
+        transform = scene.cube.rio.transform()
+        ny, nx = scene.parcel_id.shape
+        class_grid: np.ndarray | None = scene.class_id.values
+    else:
+        transform, shape = scene
+        ny, nx = (shape, shape) if isinstance(shape, int | np.integer) else (int(shape[0]), int(shape[1]))
+        class_grid = None
+    if int(n) != n or n < 1:
+        raise InputError(f"the number of grid parcels must be a positive integer, found {n}")
+    if not 0 <= margin < 0.5:
+        raise InputError(f"margin must be in [0, 0.5) of a cell's side, found {margin}")
+    if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
+        raise InputError(f"grid_parcels needs a north-up grid, found the transform {tuple(transform)[:6]}")
+    n = int(n)
+    width, height = nx * transform.a, ny * -transform.e
+    n_rows = int(min(n, max(1, round(math.sqrt(n * height / width)))))
+    per_row = np.full(n_rows, n // n_rows)
+    per_row[: n % n_rows] += 1
+    row = np.repeat(np.arange(n_rows), per_row)
+    col = np.arange(n) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    cw, ch = width / per_row[row], height / n_rows
+    x0 = transform.c + col * cw
+    y1 = transform.f - row * ch
+    m = margin * np.minimum(cw, ch)
+    geoms = shapely.box(x0 + m, y1 - ch + m, x0 + cw - m, y1 - m)
+    labelled = class_grid is not None and bool((class_grid >= 0).any())
+    if class_grid is not None and labelled:
+        idx = distance_transform_edt(class_grid < 0, return_distances=False, return_indices=True)
+        nearest = class_grid[tuple(idx)]
+        r = np.clip(((y1 - ch / 2 - transform.f) / transform.e).astype(int), 0, ny - 1)
+        c = np.clip(((x0 + cw / 2 - transform.c) / transform.a).astype(int), 0, nx - 1)
+        cls = nearest[r, c].astype(int)
+    else:
+        cls = np.arange(n) % len(CLASSES)
+    return gpd.GeoDataFrame(
+        {"parcel_id": np.arange(1, n + 1), "crop": np.asarray(CLASSES)[cls], "class_id": cls},
+        geometry=geoms,
+        crs=f"EPSG:{CRS_EPSG}",
+    )
+
+
+def write_grid_parcels(parcels: gpd.GeoDataFrame, path: Path | str) -> Path:
+    """Write `grid_parcels` output as a GeoPackage (layer "parcels"), with pyogrio and Arrow."""
+    path = Path(path)
+    parcels.to_file(path, layer="parcels", driver="GPKG", engine="pyogrio", use_arrow=True)
+    return path
+
+
+def write_scene(
+    scene: Scene, out_dir: Path | str, *, overwrite: bool = False, n_grid_parcels: int = 0
+) -> dict[str, Path | str]:
+    """Write `scene` as real products are delivered, atomically (module docstring).
+
+    `out_dir/tiffs/S1_VVVH_YYYYMMDD.tif` (bands VV, VH, linear power float32, nodata 0),
+    `stac.json` (ItemCollection, relative asset hrefs), `parcels.gpkg` (layer "parcels"),
+    `phenology.csv`, `truth.tif` (bands parcel_id, class_id) and `scene.json` (parameters,
+    rain, distinctive windows); with `n_grid_parcels` > 0, also `parcels_grid.gpkg` (layer
+    "parcels", `grid_parcels(scene, n_grid_parcels)`). Everything is written to a hidden sibling folder that
+    is renamed to `out_dir` at the end. An existing `out_dir` must be empty or, with
+    `overwrite`, a scene folder holding nothing else (`slamgeo.io.storage.claim_output`); it is
+    replaced only once the new one is complete. Returns the paths by kind.
+
+    `out_dir` may be an fsspec URL (`s3://bucket/scene`): the scene is written locally, then
+    uploaded with `scene.json` last (`slamgeo.io.storage.staged_folder`); the URLs are returned.
+    """
+    _check_grid_parcels(n_grid_parcels)
+
+    def fill(folder: Path) -> None:
+        tiffs = _write_tiffs(scene, folder / "tiffs")
+        _write_ground_truth(scene, folder, {})
+        if n_grid_parcels:
+            write_grid_parcels(grid_parcels(scene, n_grid_parcels), folder / GRID_PARCELS_FILE)
+        _write_stac(scene, tiffs, folder / "stac.json")
+
+    files = {**SCENE_FILES, **({"parcels_grid": GRID_PARCELS_FILE} if n_grid_parcels else {})}
+    return _write_folder(out_dir, fill, files, overwrite=overwrite)
+
+
+# --- a Sentinel-1 archive in Planetary Computer's sentinel-1-rtc conventions ---------------
+#
+# Every date is one ascending pass of two overlapping slices (north on the scene's grid, south
+# reprojected into UTM 29N), and every 5th date (the 1st, 6th, 11th ...) also a descending pass
+# the next evening, brighter by a viewing-geometry offset; see `write_archive`.
+
+ARCHIVE_COLLECTION = "sentinel-1-rtc"
+ARCHIVE_LICENSE = "CC-BY-4.0"
+ARCHIVE_NODATA = -32768
+ARCHIVE_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+ARCHIVE_PLATFORM = "sentinel-1a"
+ARCHIVE_ID_PREFIX = "S1A_IW_GRDH_1SDV_"
+SOUTH_EPSG = 32629  # UTM zone 29N: the scene lies just east of 6 degrees W
+ASCENDING_TIME = pd.Timedelta(hours=6, minutes=15)  # north slice; the south one 25 s later
+SOUTH_DELAY = pd.Timedelta(seconds=25)
+ASCENDING_ORBIT = 74
+DESCENDING_TIME = pd.Timedelta(days=1, hours=18, minutes=5)  # after the scene date
+DESCENDING_ORBIT = 147
+DESCENDING_EVERY = 5  # dates 0, 5, 10 ... of the scene
+DESCENDING_OFFSET_DB = {"VV": 1.5, "VH": 1.0}
+
+
+def archive_slices(size: int) -> dict[str, tuple[int, int]]:
+    """Scene rows [start, stop) of the north ("N") and south ("S") slices of an ascending pass:
+    the rows r < 0.6 size and the rows r >= 0.4 size."""
+    return {"N": (0, -(-6 * size // 10)), "S": (-(-4 * size // 10), size)}
+
+
+@dataclass(frozen=True)
+class _Grid:
+    rows: tuple[int, int]  # scene rows it covers
+    epsg: int
+    transform: Affine
+    shape: tuple[int, int]
+
+
+def _archive_grids(scene: Scene) -> dict[str, _Grid]:
+    """The grids of the north, south and descending ("D", the whole scene) slices."""
+    from rasterio.warp import aligned_target, calculate_default_transform
+
+    t = scene.cube.rio.transform()
+    ny, nx = scene.parcel_id.shape
+    grids = {}
+    for key, (r0, r1) in archive_slices(ny).items():
+        src = t * Affine.translation(0, r0)
+        if key == "N":
+            grids[key] = _Grid((r0, r1), CRS_EPSG, src, (r1 - r0, nx))
+            continue
+        bounds = (src.c, src.f + (r1 - r0) * src.e, src.c + nx * src.a, src.f)
+        dst, w, h = calculate_default_transform(
+            f"EPSG:{CRS_EPSG}", f"EPSG:{SOUTH_EPSG}", nx, r1 - r0, *bounds, resolution=PIXEL_SIZE
+        )
+        dst, w, h = aligned_target(dst, w, h, PIXEL_SIZE)  # on the 10 m lattice of the zone
+        grids[key] = _Grid((r0, r1), SOUTH_EPSG, dst, (int(h), int(w)))
+    grids["D"] = _Grid((0, ny), CRS_EPSG, t, (ny, nx))
+    return grids
+
+
+def _slice_power(db: np.ndarray, scene_transform: Affine, grid: _Grid, offset_db: float = 0.0) -> np.ndarray:
+    """Linear power (float32, NaN: no data) of the scene's dB image `db` (y, x) on `grid`:
+    the rows it covers, reprojected (bilinear, on linear power) when it is in another zone."""
+    from rasterio.warp import Resampling, reproject
+
+    r0, r1 = grid.rows
+    lin = (10 ** ((db[r0:r1].astype(np.float64) + offset_db) / 10)).astype(np.float32)
+    if grid.epsg == CRS_EPSG:
+        return lin
+    out = np.full(grid.shape, np.nan, np.float32)
+    reproject(
+        lin,
+        out,
+        src_transform=scene_transform * Affine.translation(0, r0),
+        src_crs=f"EPSG:{CRS_EPSG}",
+        src_nodata=np.nan,
+        dst_transform=grid.transform,
+        dst_crs=f"EPSG:{grid.epsg}",
+        dst_nodata=np.nan,
+        resampling=Resampling.bilinear,
+    )
+    return out
+
+
+def _write_cog(path: Path, power: np.ndarray, grid: _Grid, band: str, tags: dict[str, str]) -> None:
+    """One band of linear power as a float32 Cloud Optimized GeoTIFF, nodata -32768."""
+    import rasterio
+
+    data = np.where(np.isnan(power), np.float32(ARCHIVE_NODATA), power).astype(np.float32)
+    with rasterio.open(
+        path,
+        "w",
+        driver="COG",
+        width=grid.shape[1],
+        height=grid.shape[0],
+        count=1,
+        dtype="float32",
+        crs=f"EPSG:{grid.epsg}",
+        transform=grid.transform,
+        nodata=ARCHIVE_NODATA,
+        blocksize=TIFF_BLOCK,
+        compress="deflate",
+        predictor="yes",
+        overview_resampling="average",
+    ) as dst:
+        dst.write(data, 1)
+        dst.set_band_description(1, band)
+        dst.update_tags(1, POLARIZATION=band, UNITS="linear power (sigma0)")
+        dst.update_tags(**tags)
+
+
+def _archive_extensions() -> list[str]:
+    from pystac.extensions.projection import ProjectionExtension
+    from pystac.extensions.raster import RasterExtension
+    from pystac.extensions.sar import SarExtension
+    from pystac.extensions.sat import SatExtension
+
+    return [e.get_schema_uri() for e in (ProjectionExtension, SarExtension, SatExtension, RasterExtension)]
+
+
+def _raster_bands() -> list[dict[str, Any]]:
+    return [{"nodata": ARCHIVE_NODATA, "data_type": "float32"}]
+
+
+def _archive_item(
+    key: str, when: pd.Timestamp, grid: _Grid, footprint: Any, orbit: tuple[str, int], extra: dict[str, Any]
+) -> Any:
+    import pystac
+
+    item_id = f"{ARCHIVE_ID_PREFIX}{when:%Y%m%dT%H%M%S}_{key}"
+    h, w = grid.shape
+    t = grid.transform
+    item = pystac.Item(
+        id=item_id,
+        geometry=shapely.geometry.mapping(footprint),
+        bbox=list(footprint.bounds),
+        datetime=when.to_pydatetime(),
+        properties={
+            "platform": ARCHIVE_PLATFORM,
+            "constellation": "sentinel-1",
+            "sar:instrument_mode": "IW",
+            "sar:polarizations": ["VV", "VH"],
+            "sar:frequency_band": "C",
+            "sar:product_type": "GRD",
+            "sat:orbit_state": orbit[0],
+            "sat:relative_orbit": orbit[1],
+            "proj:code": f"EPSG:{grid.epsg}",
+            "proj:epsg": grid.epsg,
+            "proj:shape": [h, w],
+            "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
+            "proj:bbox": [t.c, t.f + h * t.e, t.c + w * t.a, t.f],
+            "slamgeo:synthetic": True,
+            **extra,
+        },
+        stac_extensions=_archive_extensions(),
+        collection=ARCHIVE_COLLECTION,
+    )
+    for rel in ("collection", "parent", "root"):
+        item.add_link(pystac.Link(rel, "./collection.json", media_type=pystac.MediaType.JSON))
+    for pol in ("vv", "vh"):
+        item.add_asset(
+            pol,
+            pystac.Asset(
+                href=f"cogs/{item_id}_{pol}.tif",
+                media_type=ARCHIVE_MEDIA_TYPE,
+                roles=["data"],
+                title=f"{pol.upper()}: linear power (sigma0), float32, nodata {ARCHIVE_NODATA}",
+                extra_fields={"raster:bands": _raster_bands()},
+            ),
+        )
+    return item
+
+
+def _archive_collection(items: list[Any]) -> Any:
+    import pystac
+
+    bb = np.array([it.bbox for it in items])
+    times = sorted(it.datetime for it in items)
+    collection = pystac.Collection(
+        id=ARCHIVE_COLLECTION,
+        title="Sentinel-1 Radiometrically Terrain Corrected (synthetic, slamgeo)",
+        description=(
+            "A synthetic Sentinel-1 IW archive written by slamgeo.io.synth.write_archive in the "
+            "conventions of Planetary Computer's sentinel-1-rtc collection: float32 linear power "
+            "COGs (assets vv, vh; nodata -32768), passes in two slices over two UTM zones."
+        ),
+        extent=pystac.Extent(
+            pystac.SpatialExtent(
+                [[float(bb[:, 0].min()), float(bb[:, 1].min()), float(bb[:, 2].max()), float(bb[:, 3].max())]]
+            ),
+            pystac.TemporalExtent([[times[0], times[-1]]]),
+        ),
+        license=ARCHIVE_LICENSE,
+        keywords=["Sentinel-1", "SAR", "RTC", "synthetic"],
+        providers=[
+            pystac.Provider(
+                name="slamgeo (synthetic)",
+                roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.HOST],
+                description="slamgeo.io.synth.make_scene and write_archive",
+            )
+        ],
+        summaries=pystac.Summaries(
+            {
+                "platform": [ARCHIVE_PLATFORM],
+                "constellation": ["sentinel-1"],
+                "sar:instrument_mode": ["IW"],
+                "sar:polarizations": ["VV", "VH"],
+                "sat:orbit_state": ["ascending", "descending"],
+                "sat:relative_orbit": [ASCENDING_ORBIT, DESCENDING_ORBIT],
+                "proj:code": [f"EPSG:{SOUTH_EPSG}", f"EPSG:{CRS_EPSG}"],
+            }
+        ),
+        stac_extensions=_archive_extensions(),
+    )
+    collection.extra_fields["item_assets"] = {
+        pol: {
+            "type": ARCHIVE_MEDIA_TYPE,
+            "roles": ["data"],
+            "title": f"{pol.upper()}: linear power (sigma0)",
+            "raster:bands": _raster_bands(),
+        }
+        for pol in ("vv", "vh")
+    }
+    collection.clear_links()
+    collection.add_link(pystac.Link("root", "./collection.json", media_type=pystac.MediaType.JSON))
+    return collection
+
+
+def _write_archive_stac(scene: Scene, folder: Path) -> dict[str, Any]:
+    """The COGs, items.json and collection.json of `write_archive` in `folder`; returns the
+    layout recorded in scene.json."""
+    import pystac
+
+    cube = scene.cube
+    transform = cube.rio.transform()
+    grids = _archive_grids(scene)
+    cogs = folder / "cogs"
+    cogs.mkdir(parents=True)
+    first = np.asarray(cube["VV"].isel(time=0).values)
+    footprints = {
+        k: _footprint_wgs84(~np.isnan(_slice_power(first, transform, g)), g.transform, g.epsg) for k, g in grids.items()
+    }
+    items = []
+    for k, day in enumerate(cube["time"].values):
+        date = pd.Timestamp(day).normalize().tz_localize("UTC")
+        db = {b: np.asarray(cube[b].isel(time=k).values) for b in ("VV", "VH")}
+        common = {"slamgeo:scene_date": str(date.date()), "slamgeo:rain_event": pd.Timestamp(day) in scene.rain_dates}
+        passes = [("N", date + ASCENDING_TIME, ("ascending", ASCENDING_ORBIT), 0.0)]
+        passes.append(("S", date + ASCENDING_TIME + SOUTH_DELAY, ("ascending", ASCENDING_ORBIT), 0.0))
+        if k % DESCENDING_EVERY == 0:
+            passes.append(("D", date + DESCENDING_TIME, ("descending", DESCENDING_ORBIT), 1.0))
+        for key, when, orbit, geometry in passes:
+            grid = grids[key]
+            item = _archive_item(key, when, grid, footprints[key], orbit, {**common, "slamgeo:slice": key})
+            for b, pol in (("VV", "vv"), ("VH", "vh")):
+                power = _slice_power(db[b], transform, grid, geometry * DESCENDING_OFFSET_DB[b])
+                _write_cog(
+                    folder / item.assets[pol].href,
+                    power,
+                    grid,
+                    b,
+                    {"ACQUISITION_DATETIME": when.isoformat(), "MISSION": "Sentinel-1 (synthetic, slamgeo)"},
+                )
+            items.append(item)
+    items.sort(key=lambda it: (it.datetime, it.id))
+    pystac.ItemCollection(items).save_object(dest_href=str(folder / "items.json"))
+    collection = _archive_collection(items)
+    (folder / "collection.json").write_text(
+        json.dumps(collection.to_dict(include_self_link=False, transform_hrefs=False), indent=1)
+    )
+    return {
+        "collection": ARCHIVE_COLLECTION,
+        "items": len(items),
+        "slices": {
+            k: {"rows": list(g.rows), "epsg": g.epsg, "shape": list(g.shape), "transform": list(g.transform)[:6]}
+            for k, g in grids.items()
+        },
+        "ascending": {
+            "time": "06:15:00Z (N), 06:15:25Z (S)",
+            "relative_orbit": ASCENDING_ORBIT,
+        },
+        "descending": {
+            "every": DESCENDING_EVERY,
+            "time": "next day 18:05:00Z",
+            "relative_orbit": DESCENDING_ORBIT,
+            "offset_db": DESCENDING_OFFSET_DB,
+        },
+        "nodata": ARCHIVE_NODATA,
+    }
+
+
+def write_archive(
+    scene: Scene, out_dir: Path | str, *, overwrite: bool = False, n_grid_parcels: int = 0
+) -> dict[str, Path | str]:
+    """Write `scene` as a Sentinel-1 archive in Planetary Computer's `sentinel-1-rtc`
+    conventions, atomically and with the ownership rules of `write_scene`.
+
+    `out_dir/` holds the ground truth of `write_scene` (scene.json, with `"archive": true` and
+    the layout under `"archive_layout"`; parcels.gpkg; phenology.csv; truth.tif; with
+    `n_grid_parcels` > 0, parcels_grid.gpkg) and `archive/`: `items.json` (a STAC ItemCollection,
+    asset hrefs relative to its folder), `collection.json` (the Collection "sentinel-1-rtc",
+    which `rustac serve collection.json items.json` serves) and `cogs/<item id>_vv.tif`,
+    `_vh.tif` (float32 linear power COGs, nodata -32768).
+
+    Each date is an ascending pass (relative orbit 74) of two overlapping slices: "N", scene
+    rows r < 0.6 size on the scene's grid (EPSG:32630) at 06:15:00Z, and "S", rows r >= 0.4
+    size reprojected (bilinear, on linear power) onto a north-up 10 m grid of EPSG:32629 at
+    06:15:25Z. Every 5th date (the 1st, 6th, ...) also has a descending pass (relative orbit
+    147), "D", the whole scene on its grid, the next day at 18:05:00Z, with the date's values
+    plus 1.5 dB (VV) and 1.0 dB (VH). Item ids: `S1A_IW_GRDH_1SDV_<start, %Y%m%dT%H%M%S>_<N|S|D>`.
+    """
+    _check_grid_parcels(n_grid_parcels)
+
+    def fill(folder: Path) -> None:
+        layout = _write_archive_stac(scene, folder / ARCHIVE_DIR)
+        if n_grid_parcels:
+            write_grid_parcels(grid_parcels(scene, n_grid_parcels), folder / GRID_PARCELS_FILE)
+        _write_ground_truth(scene, folder, {"archive": True, "archive_layout": layout})
+
+    files = {**ARCHIVE_FILES, **({"parcels_grid": GRID_PARCELS_FILE} if n_grid_parcels else {})}
+    return _write_folder(out_dir, fill, files, overwrite=overwrite)
 
 
 __all__ = [
@@ -1093,6 +1548,10 @@ __all__ = [
     "CropCalendar",
     "Scene",
     "make_dates",
+    "archive_slices",
+    "grid_parcels",
     "make_scene",
+    "write_archive",
+    "write_grid_parcels",
     "write_scene",
 ]
