@@ -10,11 +10,19 @@ from slamgeo.cli._app import CLIError, app
 
 
 def run_config(
-    config: str | Path, *, force: bool, dry_run: bool, output: str | None = None, quiet: bool = False
+    config: str | Path,
+    *,
+    force: bool,
+    dry_run: bool,
+    output: str | None = None,
+    quiet: bool = False,
+    scheduler: str | None = None,
+    gpu_resources: bool | None = None,
 ) -> None:
     """Load, run, print the tally; exit non-zero when a step failed. SIGINT and SIGTERM stop
     the run as `slamgeo.jobs.runtime.Interrupted` (the step is recorded as interrupted; the
-    command's exit code is 128 + the signal number)."""
+    command's exit code is 128 + the signal number). `scheduler` and `gpu_resources` (None:
+    the configuration's) override `dask.scheduler` and `dask.gpu_resources`."""
     from slamgeo.io import storage
     from slamgeo.jobs.runtime import interrupt_handlers
     from slamgeo.pipeline.config import load_config
@@ -24,6 +32,7 @@ def run_config(
         output = str(Path(output).resolve())  # an option's relative path: from the current folder
     with interrupt_handlers():
         cfg = load_config(config, overrides={"output": output} if output else None)
+        cfg = with_dask_overrides(cfg, scheduler=scheduler, gpu_resources=gpu_resources)
         summary = run_pipeline(cfg, force=force, dry_run=dry_run, quiet=quiet)
     tally = ", ".join(f"{n} {k}" for k, n in summary.tally().items())
     typer.echo(f"season {cfg.season.name}: {tally} -> {summary.season_dir}")
@@ -39,6 +48,23 @@ def run_config(
         raise typer.Exit(code=1)
 
 
+def with_dask_overrides(cfg, *, scheduler: str | None = None, gpu_resources: bool | None = None):
+    """`cfg` with `dask.scheduler` and `dask.gpu_resources` replaced by the options given (not None),
+    validated like the file's."""
+    from slamgeo.pipeline.config import parse_config
+
+    dask_changes: dict = {}
+    if scheduler:
+        dask_changes["scheduler"] = scheduler
+    if gpu_resources is not None:
+        dask_changes["gpu_resources"] = gpu_resources
+    if not dask_changes:
+        return cfg
+    raw = cfg.model_dump()
+    raw["dask"] = {**raw["dask"], **dask_changes}
+    return parse_config(raw, where="slamgeo run options")
+
+
 RUN_HELP = "\n\n".join(
     [
         "Run the season pipeline: ingest -> train (or reuse) -> align -> explain -> cluster -> parcels -> report.",
@@ -47,6 +73,9 @@ RUN_HELP = "\n\n".join(
         "did not change.",
         "Ctrl-C (SIGINT) or SIGTERM stops the run within seconds, with exit code 130 or 143; the step is "
         "recorded as interrupted in pipeline_state.json and the run's manifest. Running again resumes.",
+        "On a cluster: --scheduler tcp://host:8786 runs the Dask steps on an existing scheduler (SLURM, "
+        "Kubernetes, dask-cuda; see docs/cluster.md) and --gpu-resources sends explain's tasks to workers "
+        "started with `--resources GPU=1` only.",
     ]
 )
 
@@ -66,10 +95,23 @@ def run_cmd(
         help="Override the configuration's output folder (a path or a URL such as "
         "s3://bucket/prefix); a relative path is taken from the current folder.",
     ),
+    scheduler: str | None = typer.Option(
+        None,
+        metavar="ADDRESS",
+        help="Address of an existing Dask scheduler (tcp://host:8786); overrides dask.scheduler "
+        "of the configuration (default: the configuration's, else a LocalCluster).",
+    ),
+    gpu_resources: bool | None = typer.Option(
+        None,
+        "--gpu-resources/--no-gpu-resources",
+        help="Run explain's tasks only on workers with the Dask resource GPU=1 (started with "
+        "`--resources GPU=1`); each uses CUDA if it has a device, else its CPU. Overrides "
+        "dask.gpu_resources (default: the configuration's, else off).",
+    ),
 ) -> None:
     """Run the season pipeline: ingest -> train (or reuse) -> align -> explain -> cluster -> parcels -> report."""
     from slamgeo.io import storage
 
     if not storage.exists(config):
         raise CLIError(f"{config}: configuration file not found")
-    run_config(config, force=force, dry_run=dry_run, output=output)
+    run_config(config, force=force, dry_run=dry_run, output=output, scheduler=scheduler, gpu_resources=gpu_resources)

@@ -565,10 +565,11 @@ def explain_store(
 
 
 def _run(pieces, *, client, gpu_resources: bool, progress: bool, total: int, done: int) -> int:
-    """Compute the block tasks, with a progress bar; returns the number of valid pixels."""
-    from tqdm.auto import tqdm
+    """Compute the block tasks, with one progress display (`runtime.progress_bar`: a bar on a
+    terminal, plain lines in a log); returns the number of valid pixels."""
+    from slamgeo.jobs.runtime import progress_bar
 
-    bar = tqdm(total=total, initial=done, desc="explain blocks", unit="block", disable=not progress)
+    bar = progress_bar(total, "explain", "block", enabled=progress, initial=done)
     valid = 0
     try:
         if client is None:  # the scheduler Dask would use: a default distributed client, or local
