@@ -23,7 +23,7 @@ from helpers import SMALL_ARCH, class_cube, free_port
 from helpers import step_status as _status
 
 from slamgeo.jobs import runtime
-from slamgeo.jobs.runtime import PlainProgress, progress_bar
+from slamgeo.progress import PlainProgress, progress_bar
 
 # A small season: 64 x 64 pixels in 16 chunks of 16 x 16 (16 explain blocks: the chance that they
 # all land on the 2 GPU workers of 3 unrestricted is (2/3)^16, 0.2 %), 16 dates, a short

@@ -274,3 +274,21 @@ def test_the_demo_configuration_validates():
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "pipelines" / "demo.yaml")
     assert cfg.input.kind == "synthetic" and cfg.season.name == "2017"
+
+
+def test_the_archive_configuration_runs_end_to_end(tmp_path, local_cluster):
+    """pipelines/archive.yaml, made small: a synthetic archive (two UTM zones, two slices per
+    pass, descending passes) goes from the STAC loader to a report."""
+    root = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((root / "pipelines" / "archive.yaml").read_text())
+    raw["input"]["synthetic"].update(size=64, n_dates=16, seed=2)
+    raw.update(output=str(tmp_path / "out"), chunk=32, model=SMALL["model"], kmeans={"k": 4, "sample_size": 1000})
+    raw["report"] = {"confused_pairs": 1}
+    (tmp_path / "archive.yaml").write_text(yaml.safe_dump(raw))
+    summary = run_pipeline(load_config(tmp_path / "archive.yaml"), client=local_cluster, quiet=True)
+    assert _status(summary) == {s: "done" for s in STEPS}, [s.error for s in summary.steps]
+    cube = xr.open_zarr(summary.season_dir / "cube.zarr", decode_coords="all")
+    assert cube.rio.crs.to_epsg() == 32630 and cube.rio.resolution() == (10.0, -10.0)
+    assert cube.sizes["time"] == 16  # the ascending passes, one date each (two slices merged)
+    assert cube.attrs["source_kind"] == "stac" and "EPSG:32630" in cube.attrs["grid"]
+    assert (summary.season_dir / "report" / "index.html").exists()

@@ -49,7 +49,8 @@ def explain_cmd(
 
     # refused before a cluster starts (explain_store checks again)
     storage.claim_output(out, storage.RESULTS, overwrite=overwrite, inputs=[cube, model_dir], resume=True)
-    with dask_client(ClusterOptions(scheduler=scheduler, n_workers=workers, threads_per_worker=threads)) as client:
+    cluster = ClusterOptions(scheduler=scheduler, n_workers=workers, threads_per_worker=threads, gpu_resources=gpu)
+    with dask_client(cluster) as client:
         rep = explain_store(
             cube,
             model_dir,

@@ -1,4 +1,7 @@
-"""`slamgeo ingest INPUT... --out CUBE.zarr`: any supported input -> the cube Zarr store."""
+"""`slamgeo ingest INPUT... --out CUBE.zarr`: any supported input -> the cube Zarr store.
+
+Rasters (GeoTIFFs, a STAC ItemCollection, a STAC API `stac+https://HOST/PATH`) are loaded onto
+the grid named by --crs/--resolution/--bbox/--like, with odc-stac."""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ def ingest_command(
     inputs: list[str] = typer.Argument(
         ...,
         metavar="INPUT...",
-        help="GeoTIFF files or folders (one file per date), a STAC ItemCollection JSON, "
-        "a NetCDF/Zarr cube, or a Parquet table of per-parcel series.",
+        help="GeoTIFF files or folders (one file per date), a STAC ItemCollection JSON, a STAC API "
+        "(stac+https://HOST/PATH), a NetCDF/Zarr cube, or a Parquet table of per-parcel series.",
         show_default=False,
     ),
     out: str = typer.Option(
@@ -30,16 +33,56 @@ def ingest_command(
     start: str | None = typer.Option(None, "--start", help="First date to keep (YYYY-MM-DD, inclusive)."),
     end: str | None = typer.Option(None, "--end", help="Last date to keep (YYYY-MM-DD, inclusive)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar while writing."),
+    crs: str | None = typer.Option(
+        None, "--crs", help="Output CRS, e.g. EPSG:32630 (projected). Default: the most common among the items."
+    ),
+    resolution: float | None = typer.Option(
+        None, "--resolution", help="Pixel size in metres. Default: the items' native one."
+    ),
+    bbox: str | None = typer.Option(
+        None, "--bbox", help="LON0,LAT0,LON1,LAT1 in degrees: the extent (and a STAC API's search box)."
+    ),
+    like: str | None = typer.Option(None, "--like", help="A parcels file whose extent is the output's."),
+    orbit: str | None = typer.Option(
+        None, "--orbit", help="ascending or descending. Default: the direction with the most acquisitions."
+    ),
+    relative_orbit: list[int] = typer.Option([], "--relative-orbit", help="Keep this relative orbit (repeatable)."),
+    resampling: str = typer.Option("bilinear", "--resampling", help="bilinear (of linear power) or nearest."),
+    collection: str | None = typer.Option(None, "--collection", help="STAC API: the collection to search."),
+    datetime: str | None = typer.Option(
+        None, "--datetime", help="STAC API: the time range to search, e.g. 2017-01-01/2017-12-31."
+    ),
+    sign: str | None = typer.Option(
+        None, "--sign", help="STAC API: sign asset URLs (planetary-computer, from the pc extra)."
+    ),
 ) -> None:
     """Ingest Sentinel-1 backscatter into a cube: float32 dB VV/VH on (time, y, x) or (time, sample)."""
     from slamgeo.io.ingest import ingest, scene_tiffs
+    from slamgeo.io.readers.archive import is_stac_api
 
     for given in inputs:
-        tiffs = scene_tiffs(given)
+        tiffs = None if is_stac_api(given) else scene_tiffs(given)
         if tiffs is not None:
             typer.echo(f"note: {given} is a slamgeo synth scene; reading its GeoTIFFs in {tiffs}")
+    search = {k: v for k, v in (("collection", collection), ("datetime", datetime), ("sign", sign)) if v is not None}
     path = ingest(
-        inputs, out, chunk=chunk, zarr_format=zarr_format, overwrite=overwrite, start=start, end=end, progress=progress
+        inputs,
+        out,
+        chunk=chunk,
+        zarr_format=zarr_format,
+        overwrite=overwrite,
+        start=start,
+        end=end,
+        progress=progress,
+        report=typer.echo,
+        crs=crs,
+        resolution=resolution,
+        bbox=bbox,
+        like=like,
+        orbit=orbit,
+        relative_orbits=relative_orbit,
+        resampling=resampling,
+        **search,
     )
     import xarray as xr
 

@@ -225,13 +225,13 @@ def _write_store(
     ds: xr.Dataset, store: str, zarr_format: int, progress: bool, check: Callable[[xr.Dataset], None] | None = None
 ) -> None:
     """Write every chunk of `ds` to a new store, run `check` on it, then mark it complete."""
-    from dask.diagnostics import ProgressBar
+    from slamgeo.progress import dask_progress
 
     with warnings.catch_warnings():
         # Consolidated metadata is a zarr-python extension for format 3; it lets readers open
         # the store without listing it, and readers that ignore it still work.
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        with _own_thread_pool(ds), ProgressBar(minimum=1.0) if progress else contextlib.nullcontext():
+        with _own_thread_pool(ds), dask_progress("write cube", enabled=progress):
             ds.to_zarr(store, mode="w-", zarr_format=zarr_format, consolidated=True, compute=True)
         if check is not None:
             check(xr.open_zarr(store, decode_coords="all"))

@@ -44,12 +44,22 @@ from slamgeo.errors import ConfigError, InputError, OutputError, SlamgeoError
 from slamgeo.io import storage
 from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, write_cube
 from slamgeo.io.readers._common import _dates_text, _one_line, _suffix, parse_time_window
+from slamgeo.io.readers.archive import (
+    GridOptions,
+    Orbit,
+    Resampling,
+    SearchOptions,
+    is_stac_api,
+    items_from_tiffs,
+    open_items,
+    search_items,
+)
 from slamgeo.io.readers.dataset import DATASET_SUFFIXES, _is_zarr_dir, open_dataset_cube
-from slamgeo.io.readers.geotiff import TIFF_SUFFIXES, RasterInfo, _expand_tiffs, describe_tiff, open_geotiffs
-from slamgeo.io.readers.stac import STAC_SUFFIXES, open_stac, stac_assets
+from slamgeo.io.readers.geotiff import TIFF_SUFFIXES, RasterInfo, _expand_tiffs, describe_tiff
+from slamgeo.io.readers.stac import STAC_SUFFIXES, _read_item_collection, stac_assets
 from slamgeo.io.readers.table import TABLE_SUFFIXES, open_table
 
-SourceKind = Literal["geotiff", "stac", "dataset", "table"]
+SourceKind = Literal["geotiff", "stac", "stac-api", "dataset", "table"]
 GDAL_CACHE_BYTES = 64 * 2**20  # GDAL block cache while ingesting (bytes)
 
 
@@ -98,6 +108,11 @@ def detect_source(inputs: Sequence[str | Path]) -> tuple[SourceKind, list[storag
     naming the bad path."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
+    api: list[storage.Location] = [str(p) for p in inputs if is_stac_api(p)]
+    if api:
+        if len(inputs) > 1:
+            raise InputError(f"{api[0]}: a STAC API must be the only input")
+        return "stac-api", api
     paths = [storage.location(p) for p in inputs]
     paths = [scene_tiffs(p) or p for p in paths]
     if not paths:
@@ -303,19 +318,64 @@ def open_source(
     chunk: int = DEFAULT_CHUNK,
     start: str | None = None,
     end: str | None = None,
+    grid: GridOptions | None = None,
+    search: SearchOptions | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> xr.Dataset:
-    """Open any supported input as a lazy, validated contract cube (see the module doc)."""
+    """Open any supported input as a lazy, validated contract cube (see the module doc).
+
+    Rasters (GeoTIFFs, a STAC ItemCollection, a STAC API search) are loaded onto the grid that
+    `grid` names (`slamgeo.io.readers.archive`); cubes and tables are read on their own."""
     if chunk < 1:
         raise ConfigError(f"chunk must be a positive number of pixels, found {chunk}")
     parse_time_window(start, end)
+    grid = grid or GridOptions()
     kind, paths = detect_source(inputs)
+    if search is not None and search != SearchOptions() and kind != "stac-api":
+        raise ConfigError(f"{paths[0]}: collection, datetime and sign apply to a STAC API (stac+https://...) only")
+    if kind in ("dataset", "table"):
+        if not grid.is_default:
+            raise ConfigError(
+                f"{paths[0]}: crs, resolution, bbox, like, orbit and resampling apply to rasters (GeoTIFFs, "
+                f"STAC); a {kind} input is read as it is"
+            )
+        opener = open_dataset_cube if kind == "dataset" else open_table
+        return opener(paths[0], chunk=chunk, start=start, end=end)
+    where = str(paths[0])
+    base: storage.Location | None = None
     if kind == "geotiff":
-        return open_geotiffs(paths, chunk=chunk, start=start, end=end)
-    if kind == "stac":
-        return open_stac(paths[0], chunk=chunk, start=start, end=end)
-    if kind == "dataset":
-        return open_dataset_cube(paths[0], chunk=chunk, start=start, end=end)
-    return open_table(paths[0], chunk=chunk, start=start, end=end)
+        items = items_from_tiffs([str(f) for f in _expand_tiffs(paths)])
+    elif kind == "stac":
+        items = _read_item_collection(paths[0])
+        base = storage.parent(paths[0])
+    else:
+        items = search_items(str(paths[0]), search or SearchOptions())
+    return open_items(items, grid=grid, chunk=chunk, start=start, end=end, base=base, where=where, report=report)
+
+
+def grid_options(
+    *,
+    crs: str | None = None,
+    resolution: float | None = None,
+    bbox: Sequence[float] | str | None = None,
+    like: str | Path | None = None,
+    orbit: Orbit | None = None,
+    relative_orbits: Sequence[int] = (),
+    resampling: Resampling = "bilinear",
+) -> GridOptions:
+    """`GridOptions` from keyword arguments (a bbox may be the text "LON0,LAT0,LON1,LAT1")."""
+    from slamgeo.io.readers.archive import check_bbox, parse_bbox
+
+    box = parse_bbox(bbox) if isinstance(bbox, str) else (check_bbox(bbox) if bbox is not None else None)
+    return GridOptions(
+        crs=crs,
+        resolution=resolution,
+        bbox=box,
+        like=like,
+        orbit=orbit,
+        relative_orbits=tuple(int(r) for r in relative_orbits),
+        resampling=resampling,
+    )
 
 
 def _local_entry(f: Path, name: str, content_limit: int) -> str:
@@ -364,8 +424,9 @@ def input_fingerprint(files: Sequence[str | Path], *, content_limit: int = 16 * 
     return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
 
 
-def _provenance(kind: SourceKind, paths: Sequence[storage.Location]) -> dict:
-    """Root attributes of an ingested cube: where it came from, and which slamgeo made it."""
+def _provenance(kind: SourceKind, paths: Sequence[storage.Location], ds: xr.Dataset) -> dict:
+    """Root attributes of an ingested cube: where it came from, on which grid (rasters), and
+    which slamgeo made it."""
     from slamgeo import __version__
 
     files: list[str | Path] = []
@@ -376,11 +437,15 @@ def _provenance(kind: SourceKind, paths: Sequence[storage.Location]) -> dict:
             files.append(p)  # a folder (a Zarr store) is read whole by input_fingerprint
     if kind == "stac":  # the asset files are inputs as much as the JSON is
         files.extend(href for *_, href in stac_assets(paths[0]))
+    if kind == "stac-api":  # the items found are the input: their assets, by URL
+        files = sorted(ds.attrs.get("asset_hrefs", []))
+    grid = {k: ds.attrs[k] for k in ("grid",) if k in ds.attrs}
     return {
         "title": "Sentinel-1 backscatter cube (slamgeo)",
         "source_kind": kind,
         "source": [str(p) for p in paths],
         "input_fingerprint": input_fingerprint(files),
+        **grid,
         "slamgeo_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -396,6 +461,25 @@ def _writing(exc: BaseException, out: storage.Location) -> bool:
     return False
 
 
+GRID_DOC = """
+    Rasters (GeoTIFFs, a STAC ItemCollection JSON, or a STAC API given as
+    `stac+https://HOST/PATH`) are loaded onto one grid with odc-stac: `crs` (default: the most
+    common among the items), `resolution` in metres (default: native), `bbox` (lon0, lat0, lon1,
+    lat1 in degrees) or `like` (a parcels file whose extent is taken; default: the union of the
+    footprints), `orbit` ("ascending"/"descending"; default: the direction with the most
+    acquisitions), `relative_orbits`, `resampling` ("bilinear" of linear power, or "nearest").
+    A STAC API search takes `collection`, `datetime` ("2017-01-01/2017-12-31"), the same `bbox`,
+    and `sign` ("planetary-computer" or a function `Item -> Item`).
+    """
+
+
+def _options(kw: dict) -> tuple[GridOptions, SearchOptions]:
+    """Split keyword options into the grid's and the STAC API search's."""
+    search = {k: kw.pop(k) for k in ("collection", "datetime", "sign", "max_items") if k in kw}
+    grid = grid_options(**kw)
+    return grid, SearchOptions(**search, bbox=grid.bbox) if search else SearchOptions()
+
+
 def ingest(
     inputs: Sequence[str | Path],
     out: str | Path,
@@ -406,33 +490,29 @@ def ingest(
     start: str | None = None,
     end: str | None = None,
     progress: bool = True,
+    report: Callable[[str], None] | None = None,
+    **options,
 ) -> storage.Location:
     """Ingest `inputs` (kind auto-detected) into the cube Zarr store `out` (a local path or an
     fsspec URL); returns its location (a `Path`, or the URL).
 
-    Validates everything it can before writing (paths, dates, bands, grids), then writes
-    chunk by chunk (`slamgeo.io.cube.write_cube`: locally to a temporary store renamed into place
-    once complete; on object storage in place, marked complete last). Errors are
+    Validates everything it can before writing (paths, dates, bands, items, the grid), then
+    writes chunk by chunk (`slamgeo.io.cube.write_cube`: locally to a temporary store renamed
+    into place once complete; on object storage in place, marked complete last). Errors are
     `InputError`/`ConfigError` naming the file and the problem; no output that looks complete
-    is left when it is not.
+    is left when it is not. `report` gets the line saying which orbit and grid were chosen.
     """
     if zarr_format not in (2, 3):
         raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
     out = storage.location(out)
+    grid, search = _options(dict(options))
     kind, paths = detect_source(inputs)
-    storage.claim_output(out, storage.CUBE, overwrite=overwrite, inputs=paths)
+    local_inputs = [p for p in paths if not is_stac_api(p)]
+    storage.claim_output(out, storage.CUBE, overwrite=overwrite, inputs=local_inputs)
     with storage.gdal_s3_environ():  # GeoTIFFs on S3: GDAL reads them, in Dask's threads too
-        return _ingest_opened(
-            kind,
-            paths,
-            out,
-            chunk=chunk,
-            zarr_format=zarr_format,
-            overwrite=overwrite,
-            start=start,
-            end=end,
-            progress=progress,
-        )
+        ds = open_source(paths, chunk=chunk, start=start, end=end, grid=grid, search=search, report=report)
+        ds.attrs = _provenance(kind, paths, ds)
+        return _ingest_opened(ds, kind, paths, out, zarr_format=zarr_format, overwrite=overwrite, progress=progress)
 
 
 def load(
@@ -441,20 +521,26 @@ def load(
     chunk: int = DEFAULT_CHUNK,
     start: str | None = None,
     end: str | None = None,
+    report: Callable[[str], None] | None = None,
+    **options,
 ) -> xr.Dataset:
     """Sentinel-1 backscatter from `inputs` (any source `detect_source` knows) as a lazy cube
     of the contract: float32 dB `VV`, `VH` on `(time, y, x)` (or `(time, sample)` for a table),
     chunked `chunk` in space and whole in time, with its provenance as attributes. Nothing is
-    written; `ingest` writes the same cube to a Zarr store (and checks its values)."""
+    written; `ingest` writes the same cube to a Zarr store (and checks its values).
+    """
+    grid, search = _options(dict(options))
     kind, paths = detect_source(inputs)
-    ds = open_source(paths, chunk=chunk, start=start, end=end)
-    ds.attrs = _provenance(kind, paths)
+    ds = open_source(paths, chunk=chunk, start=start, end=end, grid=grid, search=search, report=report)
+    ds.attrs = _provenance(kind, paths, ds)
     return ds
 
 
-def _ingest_opened(kind, paths, out, *, chunk, zarr_format, overwrite, start, end, progress) -> storage.Location:
-    ds = open_source(paths, chunk=chunk, start=start, end=end)
-    ds.attrs = _provenance(kind, paths)
+ingest.__doc__ = (ingest.__doc__ or "") + GRID_DOC
+load.__doc__ = (load.__doc__ or "") + GRID_DOC
+
+
+def _ingest_opened(ds, kind, paths, out, *, zarr_format, overwrite, progress) -> storage.Location:
     try:
         # GDAL's block cache (default 5 % of RAM) would keep every block read until it is full,
         # so peak memory would grow with the scene; ingest reads each block once, so bound it.
@@ -468,7 +554,7 @@ def _ingest_opened(kind, paths, out, *, chunk, zarr_format, overwrite, start, en
                 zarr_format=zarr_format,
                 overwrite=overwrite,
                 progress=progress,
-                inputs=paths,
+                inputs=[p for p in paths if not is_stac_api(p)],
                 check=lambda written: check_plausible(
                     written, where=str(paths[0]), negative_share=lambda t, band: _negative_share(kind, paths, t, band)
                 ),
@@ -486,6 +572,7 @@ __all__ = [
     "backscatter_histograms",
     "check_plausible",
     "detect_source",
+    "grid_options",
     "ingest",
     "input_fingerprint",
     "load",

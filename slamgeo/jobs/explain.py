@@ -565,9 +565,9 @@ def explain_store(
 
 
 def _run(pieces, *, client, gpu_resources: bool, progress: bool, total: int, done: int) -> int:
-    """Compute the block tasks, with one progress display (`runtime.progress_bar`: a bar on a
+    """Compute the block tasks, with one progress display (`slamgeo.progress.progress_bar`: a bar on a
     terminal, plain lines in a log); returns the number of valid pixels."""
-    from slamgeo.jobs.runtime import progress_bar
+    from slamgeo.progress import progress_bar
 
     bar = progress_bar(total, "explain", "block", enabled=progress, initial=done)
     valid = 0

@@ -25,9 +25,9 @@ from slamgeo.errors import ConfigError, InputError
 from slamgeo.io.checkpoint import TrainedModel, check_writable, dates_meta, finalise_meta, load_model, save_model
 from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, chunk_cube, spatial_dims, validate_cube
 from slamgeo.io.provenance import dataset_fingerprint, versions
-from slamgeo.jobs.runtime import progress_bar
 from slamgeo.method.model import CAE, CAEConfig
 from slamgeo.method.series import fill_gaps
+from slamgeo.progress import progress_bar
 from slamgeo.schema import (
     TRAIN_BATCH_SIZE,
     TRAIN_LR,
@@ -333,7 +333,7 @@ def train(
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
         # one display for the epochs (a bar per batch would be hundreds of lines in a log file):
-        # a bar on a terminal, a plain line now and then in a log (`runtime.progress_bar`)
+        # a bar on a terminal, a plain line now and then in a log (`slamgeo.progress.progress_bar`)
         epochs = progress_bar(max_epochs, "train", "epoch", enabled=progress)
         for epoch in range(max_epochs):
             model.train()

@@ -39,20 +39,58 @@ class SyntheticInput(_Strict):
     missing_dates: int = Field(0, ge=0)
     irregular: bool = False
     rain_events: int = Field(0, ge=0)
+    # write the scene as a Sentinel-1 archive (COG items in two UTM zones, two slices per
+    # pass, descending passes too) and ingest it through the STAC loader
+    archive: bool = False
 
 
 class InputConfig(_Strict):
-    """Where the Sentinel-1 stack comes from."""
+    """Where the Sentinel-1 stack comes from, and the grid rasters are loaded onto.
 
-    kind: Literal["synthetic", "geotiff", "stac", "cube", "table"] = "synthetic"
+    kind "stac-api": `paths` holds one `stac+https://HOST/PATH`, searched for `collection`,
+    `datetime` and `bbox`, signed with `sign`. For rasters (geotiff, stac, stac-api, synthetic
+    archive): `crs`, `resolution` (m), `bbox` (lon0, lat0, lon1, lat1) or `like` (a parcels
+    file), `orbit`, `relative_orbits`, `resampling`; unset means the library's defaults.
+    """
+
+    kind: Literal["synthetic", "geotiff", "stac", "stac-api", "cube", "table"] = "synthetic"
     paths: list[str] = Field(default_factory=list)
     synthetic: SyntheticInput = SyntheticInput()
+    crs: str | None = None
+    resolution: float | None = Field(None, gt=0)
+    bbox: tuple[float, float, float, float] | None = None
+    like: str | None = None
+    orbit: Literal["ascending", "descending"] | None = None
+    relative_orbits: list[int] = Field(default_factory=list)
+    resampling: Literal["bilinear", "nearest"] = "bilinear"
+    collection: str | None = None
+    datetime: str | None = None
+    sign: str | None = None
 
     @model_validator(mode="after")
     def _paths_given(self) -> InputConfig:
         if self.kind != "synthetic" and not self.paths:
             raise ValueError(f"input.paths is required for input.kind={self.kind!r}")
+        if self.kind == "stac-api" and (len(self.paths) != 1 or not self.paths[0].startswith("stac+")):
+            raise ValueError("input.kind='stac-api' takes one path, the API as stac+https://HOST/PATH")
+        if self.kind == "stac-api" and not self.collection:
+            raise ValueError("input.collection is required for input.kind='stac-api' (for example sentinel-1-rtc)")
+        searching = (self.collection, self.datetime, self.sign)
+        if self.kind != "stac-api" and any(v is not None for v in searching):
+            raise ValueError("input.collection, datetime and sign apply to input.kind='stac-api' only")
+        if self.bbox is not None and self.like is not None:
+            raise ValueError("give input.bbox or input.like, not both")
         return self
+
+    def grid(self) -> dict:
+        """The loader's keyword options (`slamgeo.load`), unset ones left out."""
+        keys = ("crs", "resolution", "bbox", "like", "orbit", "resampling")
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        if self.relative_orbits:
+            out["relative_orbits"] = list(self.relative_orbits)
+        if self.kind == "stac-api":
+            out.update({k: getattr(self, k) for k in ("collection", "datetime", "sign") if getattr(self, k)})
+        return out
 
 
 class ParcelsConfig(_Strict):
@@ -66,11 +104,18 @@ class ParcelsConfig(_Strict):
 
 
 class DaskConfig(_Strict):
-    """The Dask cluster of a run: an existing scheduler's address, or a LocalCluster's size."""
+    """The Dask cluster of a run: an existing scheduler's address, or a LocalCluster's size.
+
+    `gpu_resources`: explain's tasks (its blocks and the reference map) ask for the Dask
+    resource GPU=1, so they run only on workers started with `--resources GPU=1` (as `slamgeo
+    explain --gpu`); each such worker uses CUDA when it sees a device, else its CPU. A
+    LocalCluster gives its workers that resource. Results do not depend on it (not in the
+    explain step's fingerprint). `slamgeo run --scheduler` and `--gpu-resources` override both."""
 
     scheduler: str | None = None
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
+    gpu_resources: bool = False
 
 
 class TrainConfig(_Strict):
@@ -185,7 +230,9 @@ def load_config(path: str | Path, *, overrides: dict | None = None) -> PipelineC
     cfg = parse_config(raw, where=str(path))
     base = storage.parent(path) if storage.is_url(path) else Path(path).resolve().parent
     upd: dict = {"output": _resolve(base, cfg.output)}
-    upd["input"] = cfg.input.model_copy(update={"paths": [_resolve(base, p) for p in cfg.input.paths]})
+    upd["input"] = cfg.input.model_copy(
+        update={"paths": [_resolve(base, p) for p in cfg.input.paths], "like": _resolve(base, cfg.input.like)}
+    )
     upd["parcels"] = cfg.parcels.model_copy(update={"path": _resolve(base, cfg.parcels.path)})
     upd["model"] = cfg.model.model_copy(update={"checkpoint": _resolve(base, cfg.model.checkpoint)})
     return cfg.model_copy(update=upd)

@@ -175,10 +175,21 @@ class _Season:
     def step_ingest(self):
         c = self.cfg
         inputs = c.input.model_dump()
-        if c.input.kind != "synthetic":
+        if c.input.kind == "stac-api":  # what the search finds now is the input
+            from slamgeo.io.ingest import input_fingerprint
+            from slamgeo.io.readers.archive import SearchOptions, search_items
+
+            box = tuple(c.input.bbox) if c.input.bbox else None
+            found = search_items(
+                c.input.paths[0], SearchOptions(c.input.collection, c.input.datetime, box, c.input.sign)
+            )
+            inputs["fingerprint"] = input_fingerprint(sorted(a.href for i in found for a in i.assets.values()))
+        elif c.input.kind != "synthetic":
             from slamgeo.io.ingest import detect_source, input_fingerprint
 
             _, files = detect_source(c.input.paths)
+            if c.input.like:
+                files = [*files, storage.location(c.input.like)]
             inputs["fingerprint"] = input_fingerprint(files)
         fp = fingerprint({"input": inputs, "start": c.season.start, "end": c.season.end, "chunk": c.chunk})
 
@@ -194,12 +205,14 @@ class _Season:
                     end=c.season.end,
                     overwrite=True,
                     progress=not self.quiet,
+                    report=lambda line: _say(f"  ingest: {line}", self.quiet),
+                    **c.input.grid(),
                 )
 
             if c.input.kind != "synthetic":
                 ingest_from(c.input.paths)
             else:
-                from slamgeo.io.synth import make_scene, write_scene
+                from slamgeo.io.synth import make_scene, write_archive, write_scene
 
                 s = c.input.synthetic
                 scene = make_scene(
@@ -212,15 +225,17 @@ class _Season:
                     irregular=s.irregular,
                     rain_events=s.rain_events,
                 )
+                write = write_archive if s.archive else write_scene
+                rasters = "items" if s.archive else "tiffs"
                 if storage.is_local(self.paths.scene):
-                    written = write_scene(scene, self.paths.scene, overwrite=True)
-                    ingest_from([str(written["tiffs"])])
+                    written = write(scene, self.paths.scene, overwrite=True)
+                    ingest_from([str(written[rasters])])
                 else:
                     # GeoTIFFs are read by GDAL, which does not share fsspec's settings: the scene
                     # is written and ingested locally, then uploaded (parcels reads it from there)
                     with storage.staged_folder(self.paths.scene, storage.SCENE) as tmp:
-                        written = write_scene(scene, tmp, overwrite=True)
-                        ingest_from([str(written["tiffs"])])
+                        written = write(scene, tmp, overwrite=True)
+                        ingest_from([str(written[rasters])])
             from slamgeo.io.cube import open_cube
 
             cube = open_cube(str(self.paths.cube))
@@ -342,6 +357,7 @@ class _Season:
                 options=opts,
                 client=self.client,
                 overwrite=overwrite,
+                gpu_resources=c.dask.gpu_resources,  # block and reference tasks need GPU=1
                 progress=not self.quiet,
             )
             return {
@@ -672,7 +688,10 @@ def run_pipeline(
     storage.makedirs(paths.root)
     started = dt.datetime.now(dt.UTC)
     opts = ClusterOptions(
-        scheduler=cfg.dask.scheduler, n_workers=cfg.dask.n_workers, threads_per_worker=cfg.dask.threads_per_worker
+        scheduler=cfg.dask.scheduler,
+        n_workers=cfg.dask.n_workers,
+        threads_per_worker=cfg.dask.threads_per_worker,
+        gpu_resources=cfg.dask.gpu_resources,
     )
     interrupt: BaseException | None = None
     season = None

@@ -1,10 +1,10 @@
-"""GeoTIFF reader: per-date GeoTIFFs (files, or folders of `*.tif`) -> the cube in dB.
+"""GeoTIFF headers: per-date GeoTIFFs (files, or folders of `*.tif`) described for the loader.
 
 Two bands described "VV" and "VH", or single-band files per polarisation (`..._VV.tif` /
 `..._VH.tif`), linear power; the date comes from the tags or the file name (`tiff_date`).
-Headers are read at once (dates, bands and grids are checked across files), pixels lazily with
-Dask. The helpers here (`describe_tiff`, `group_dates`, `check_same_grid`, `stack_dates`) also
-read the assets of a STAC ItemCollection (`slamgeo.io.readers.stac`).
+Headers are read here (`describe_tiff`, `group_dates`: dates and polarisations checked across
+files); the files become STAC Items (`slamgeo.io.readers.archive.items_from_tiffs`) and are
+loaded by the same odc-stac loader as any archive, onto one grid.
 
 GeoTIFF URLs are handed to GDAL as they are (rasterio reads `s3://` as `/vsis3/`), with GDAL's
 endpoint settings derived from `AWS_ENDPOINT_URL` when GDAL's own are not set
@@ -24,13 +24,11 @@ import numpy as np
 import pandas as pd
 import rasterio
 import rasterio.errors
-import rioxarray
-import xarray as xr
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
-from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, chunk_cube, linear_to_db, validate_cube
-from slamgeo.io.readers._common import _lazy, _one_line, _suffix, _to_datetime64, parse_time_window
+from slamgeo.io.cube import BANDS
+from slamgeo.io.readers._common import _one_line, _suffix, _to_datetime64
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -144,34 +142,6 @@ def describe_tiff(path: str, *, time: np.datetime64 | None = None, where: str = 
     )
 
 
-def _crs_name(crs: rasterio.crs.CRS) -> str:
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else " ".join(crs.to_wkt().split())[:80]
-
-
-def check_same_grid(infos: Sequence[RasterInfo]) -> None:
-    """Every raster on the grid of the first: same CRS, pixel size, origin and size."""
-    ref = infos[0]
-    rres = (ref.transform.a, ref.transform.e)
-    rorg = (ref.transform.c, ref.transform.f)
-    for info in infos[1:]:
-        if info.crs != ref.crs:
-            raise InputError(
-                f"{info.label}: CRS {_crs_name(info.crs)} differs from {_crs_name(ref.crs)} of {ref.label}"
-            )
-        res = (info.transform.a, info.transform.e)
-        if not np.allclose(res, rres, rtol=1e-9, atol=0):
-            raise InputError(f"{info.label}: pixel size {res} differs from {rres} of {ref.label}")
-        org = (info.transform.c, info.transform.f)
-        if not np.allclose(org, rorg, rtol=0, atol=1e-6 * abs(rres[0])):
-            raise InputError(f"{info.label}: grid origin {org} differs from {rorg} of {ref.label}")
-        if info.shape != ref.shape:
-            raise InputError(
-                f"{info.label}: grid size {info.shape[1]}x{info.shape[0]} (width x height) differs from "
-                f"{ref.shape[1]}x{ref.shape[0]} of {ref.label}"
-            )
-
-
 def group_dates(infos: Sequence[RasterInfo]) -> list[_Date]:
     """One entry per date with both polarisations, sorted by time. Raises `InputError` on a
     date given twice for one polarisation, or a date missing a polarisation."""
@@ -194,45 +164,6 @@ def group_dates(infos: Sequence[RasterInfo]) -> list[_Date]:
     return [dates[t] for t in sorted(dates)]
 
 
-def _filter_dates(dates: list[_Date], start: str | None, end: str | None, where: str) -> list[_Date]:
-    if start is None and end is None:
-        return dates
-    parse_time_window(start, end)
-    idx = pd.Series(range(len(dates)), index=pd.DatetimeIndex([d.time for d in dates]))
-    keep = idx.loc[start:end].to_numpy()
-    if keep.size == 0:
-        raise InputError(
-            f"{where}: no date between start={start} and end={end}; the input covers "
-            f"{str(dates[0].time)[:10]} .. {str(dates[-1].time)[:10]}"
-        )
-    return [dates[i] for i in keep]
-
-
-def _open_band(info: RasterInfo, band: int, chunk: int) -> xr.DataArray:
-    """One band of one GeoTIFF as a lazy `(y, x)` float32 dB array; no data -> NaN."""
-    # lock=False: each read opens its own handle, so Dask threads read in parallel.
-    da = rioxarray.open_rasterio(info.path, chunks={"band": 1, "y": chunk, "x": chunk}, masked=True, lock=False)
-    assert isinstance(da, xr.DataArray)  # one GeoTIFF: one array
-    da = da.isel(band=band - 1, drop=True)
-    return _lazy(linear_to_db, da)
-
-
-def stack_dates(dates: Sequence[_Date], *, chunk: int = DEFAULT_CHUNK) -> xr.Dataset:
-    """Lazy contract cube from per-date rasters already checked to share one grid."""
-    time = pd.DatetimeIndex([d.time for d in dates], name="time")
-    variables = {}
-    for pol in BANDS:
-        layers = [_open_band(info, band, chunk) for info, band in (d.layers[pol] for d in dates)]
-        # The grids were checked equal: take coordinates from the first, compare nothing more.
-        da = xr.concat(layers, dim=time, coords="minimal", compat="override", join="override")
-        da.attrs = {"units": "dB", "long_name": f"Sentinel-1 {pol} backscatter"}
-        variables[pol] = da
-    ds = xr.Dataset(variables)
-    ref = dates[0].layers[BANDS[0]][0]
-    ds = ds.rio.write_crs(ref.crs).rio.write_transform(ref.transform)
-    return chunk_cube(ds, chunk)
-
-
 def _expand_tiffs(paths: Sequence[storage.Location]) -> list[storage.Location]:
     files: list[storage.Location] = []
     for p in paths:
@@ -252,34 +183,10 @@ def _expand_tiffs(paths: Sequence[storage.Location]) -> list[storage.Location]:
     return files
 
 
-def open_geotiffs(
-    paths: Sequence[str | Path],
-    *,
-    chunk: int = DEFAULT_CHUNK,
-    start: str | None = None,
-    end: str | None = None,
-) -> xr.Dataset:
-    """Per-date GeoTIFFs (files or folders of `*.tif`) -> lazy cube `(time, y, x)` in dB.
-
-    Reads headers now (dates, bands, grids are checked across files) and pixels lazily.
-    """
-    files = _expand_tiffs([storage.location(p) for p in paths])
-    if not files:
-        raise InputError("no GeoTIFF given")
-    infos = [describe_tiff(str(f)) for f in files]
-    dates = group_dates(infos)
-    check_same_grid([i for d in dates for i, _ in d.layers.values()])
-    dates = _filter_dates(dates, start, end, str(paths[0]))
-    return validate_cube(stack_dates(dates, chunk=chunk), where=str(paths[0]))
-
-
 __all__ = [
     "TIFF_SUFFIXES",
     "RasterInfo",
-    "check_same_grid",
     "describe_tiff",
     "group_dates",
-    "open_geotiffs",
-    "stack_dates",
     "tiff_date",
 ]

@@ -1,9 +1,7 @@
-"""STAC reader: a STAC ItemCollection JSON, one Item per date -> the cube in dB.
-
-Each Item's GeoTIFF/COG assets (one multi-band "backscatter" asset, or per-polarisation "VV" and
-"VH" assets) are read as GeoTIFFs (`slamgeo.io.readers.geotiff`); the Item's `datetime` (or
-`start_datetime`) is the date. Relative asset hrefs are resolved from the JSON's folder (a local
-folder or a URL); asset URLs are handed to GDAL as they are (`storage.gdal_s3_options`).
+"""STAC ItemCollection JSON files: their Items (`_read_item_collection`, loaded onto one grid by
+`slamgeo.io.readers.archive.open_items`) and the asset files they name (`stac_assets`, for the
+input fingerprint). Relative asset hrefs are resolved from the JSON's folder (a local folder or
+a URL); asset URLs are handed to GDAL as they are (`storage.gdal_s3_options`).
 """
 
 from __future__ import annotations
@@ -14,20 +12,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import numpy as np
-import xarray as xr
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
-from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, validate_cube
+from slamgeo.io.cube import BANDS
 from slamgeo.io.readers._common import _one_line, _to_datetime64
 from slamgeo.io.readers.geotiff import (
     TIFF_SUFFIXES,
-    RasterInfo,
-    _filter_dates,
-    check_same_grid,
-    describe_tiff,
-    group_dates,
-    stack_dates,
 )
 
 if TYPE_CHECKING:
@@ -95,33 +86,6 @@ def _read_item_collection(path: storage.Location):
         raise InputError(f"{path}: not a valid STAC ItemCollection ({_one_line(exc)})") from exc
 
 
-def open_stac(
-    path: str | Path,
-    *,
-    chunk: int = DEFAULT_CHUNK,
-    start: str | None = None,
-    end: str | None = None,
-) -> xr.Dataset:
-    """STAC ItemCollection JSON (one Item per date, GeoTIFF/COG assets) -> lazy cube in dB.
-
-    The item's `datetime` (or `start_datetime`) is the date; relative asset hrefs are resolved
-    from the JSON file's folder; band polarisations come from the files' band descriptions.
-    """
-    path = storage.location(path)
-    infos: list[RasterInfo] = []
-    for where, when, pol, href in stac_assets(path):
-        info = describe_tiff(href, time=when, where=f"{where}: {href}")
-        if pol:  # a per-polarisation asset: its band described so, or its first band
-            info = RasterInfo(
-                info.path, info.time, {pol: info.bands.get(pol, 1)}, info.crs, info.transform, info.shape, info.where
-            )
-        infos.append(info)
-    dates = group_dates(infos)
-    check_same_grid([i for d in dates for i, _ in d.layers.values()])
-    dates = _filter_dates(dates, start, end, str(path))
-    return validate_cube(stack_dates(dates, chunk=chunk), where=str(path))
-
-
 def stac_assets(path: str | Path) -> list[tuple[str, np.datetime64, str, str]]:
     """The rasters a STAC ItemCollection names, read from the JSON only:
     `(where, time, polarisation or "", href)` per asset; local hrefs are checked to exist."""
@@ -149,6 +113,5 @@ def _is_local(href: str) -> bool:
 
 __all__ = [
     "STAC_SUFFIXES",
-    "open_stac",
     "stac_assets",
 ]
