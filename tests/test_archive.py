@@ -446,3 +446,71 @@ def test_gdal_settings_reach_dask_workers_that_lack_them(archive, local_cluster,
     want = load([archive], **options)[["VV", "VH"]].compute()
     xr.testing.assert_identical(got.drop_attrs(), want.drop_attrs())
     assert np.isfinite(got["VV"].values).mean() > 0.6
+
+
+def test_a_failed_read_names_the_item_and_asset(archive, tmp_path) -> None:
+    folder = tmp_path / "broken"
+    shutil.copytree(archive.parent, folder)
+    data = (folder / "S1_06_N_vh.tif").read_bytes()
+    (folder / "S1_06_N_vh.tif").write_bytes(data[: len(data) // 2])  # a truncated download
+    out = tmp_path / "cube.zarr"
+    with pytest.raises(InputError, match=r"reading the stac input failed, in item S1_06_N, asset VH \(") as err:
+        ingest([folder / "items.json"], out, progress=False, crs=ZONE30, chunk=32)
+    assert "\n" not in str(err.value) and not out.exists()
+
+
+def test_a_transient_http_error_is_retried(archive, tmp_path) -> None:
+    """COGs served over HTTP by a server that answers 503 to the first request for each file:
+    GDAL's retries (`GDAL_HTTP_MAX_RETRY`, set by the loader) read them all the same."""
+    import http.server
+    import threading
+
+    folder = archive.parent
+    failed: set[str] = set()
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def _send(self, body: bool) -> None:
+            path = folder / Path(self.path.split("?")[0]).name
+            if self.path not in failed:
+                failed.add(self.path)
+                self.send_error(503)
+                return
+            data = path.read_bytes()
+            start, end = 0, len(data) - 1
+            if "Range" in self.headers:
+                a, b = self.headers["Range"].removeprefix("bytes=").split("-")
+                start, end = int(a), min(int(b) if b else end, end)
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(end - start + 1))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            if body:
+                self.wfile.write(data[start : end + 1])
+
+        def do_GET(self) -> None:
+            self._send(True)
+
+        def do_HEAD(self) -> None:
+            self._send(False)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data = json.loads(archive.read_text())
+        for f in data["features"]:
+            for a in f["assets"].values():
+                a["href"] = f"http://127.0.0.1:{server.server_address[1]}/{a['href']}"
+        (tmp_path / "items.json").write_text(json.dumps(data))
+        options = dict(orbit="descending", chunk=32)
+        got = load([tmp_path / "items.json"], **options).compute()
+    finally:
+        server.shutdown()
+    assert any("S1_01_D" in p for p in failed)  # the server did refuse, and was asked again
+    want = load([archive], **options).compute()
+    xr.testing.assert_identical(got[["VV", "VH"]].drop_attrs(), want[["VV", "VH"]].drop_attrs())

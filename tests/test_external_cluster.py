@@ -22,7 +22,7 @@ import yaml
 from helpers import SMALL_ARCH, class_cube, free_port
 from helpers import step_status as _status
 
-from slamgeo.jobs import runtime
+from slamgeo import progress as progress_module
 from slamgeo.progress import PlainProgress, progress_bar
 
 # A small season: 64 x 64 pixels in 16 chunks of 16 x 16 (16 explain blocks: the chance that they
@@ -180,7 +180,7 @@ class _Clock:
 
 def test_progress_in_a_log_file_is_a_few_plain_lines(monkeypatch):
     clock = _Clock()
-    monkeypatch.setattr(runtime.time, "monotonic", clock)
+    monkeypatch.setattr(progress_module.time, "monotonic", clock)
     log = io.StringIO()  # not a terminal
     bar = progress_bar(400, "explain", "block", file=log, interval=30)
     assert isinstance(bar, PlainProgress)
@@ -239,7 +239,7 @@ def test_training_logs_a_few_lines_not_one_per_epoch(capsys):
 def test_dask_computations_of_a_step_log_two_lines_not_a_redraw_per_task():
     import dask.array as da
 
-    from slamgeo.jobs.runtime import dask_progress
+    from slamgeo.progress import dask_progress
 
     log = io.StringIO()
     x = da.ones((400, 400), chunks=20)  # 400 chunks: hundreds of tasks

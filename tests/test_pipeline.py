@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import xarray as xr
@@ -278,14 +280,20 @@ def test_the_demo_configuration_validates():
 
 def test_the_archive_configuration_runs_end_to_end(tmp_path, local_cluster):
     """pipelines/archive.yaml, made small: a synthetic archive (two UTM zones, two slices per
-    pass, descending passes) goes from the STAC loader to a report."""
+    pass, descending passes) goes from the STAC loader to a report, with no data sent inside a
+    task graph."""
     root = Path(__file__).resolve().parents[1]
     raw = yaml.safe_load((root / "pipelines" / "archive.yaml").read_text())
     raw["input"]["synthetic"].update(size=64, n_dates=16, seed=2)
     raw.update(output=str(tmp_path / "out"), chunk=32, model=SMALL["model"], kmeans={"k": 4, "sample_size": 1000})
     raw["report"] = {"confused_pairs": 1}
     (tmp_path / "archive.yaml").write_text(yaml.safe_dump(raw))
-    summary = run_pipeline(load_config(tmp_path / "archive.yaml"), client=local_cluster, quiet=True)
+    # No data in the task graphs: distributed's large-graph warning (10 MB by default, which a
+    # scene this small never reaches) lowered to 256 kB, a quarter of one band of the cube, and
+    # turned into an error.
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "256kB"}), warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Sending large graph")
+        summary = run_pipeline(load_config(tmp_path / "archive.yaml"), client=local_cluster, quiet=True)
     assert _status(summary) == {s: "done" for s in STEPS}, [s.error for s in summary.steps]
     cube = xr.open_zarr(summary.season_dir / "cube.zarr", decode_coords="all")
     assert cube.rio.crs.to_epsg() == 32630 and cube.rio.resolution() == (10.0, -10.0)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -511,8 +512,11 @@ def ingest(
     storage.claim_output(out, storage.CUBE, overwrite=overwrite, inputs=local_inputs)
     with storage.gdal_s3_environ():  # GeoTIFFs on S3: GDAL reads them, in Dask's threads too
         ds = open_source(paths, chunk=chunk, start=start, end=end, grid=grid, search=search, report=report)
+        assets = ds.attrs.get("asset_items", {})
         ds.attrs = _provenance(kind, paths, ds)
-        return _ingest_opened(ds, kind, paths, out, zarr_format=zarr_format, overwrite=overwrite, progress=progress)
+        return _ingest_opened(
+            ds, kind, paths, out, zarr_format=zarr_format, overwrite=overwrite, progress=progress, assets=assets
+        )
 
 
 def load(
@@ -540,7 +544,37 @@ ingest.__doc__ = (ingest.__doc__ or "") + GRID_DOC
 load.__doc__ = (load.__doc__ or "") + GRID_DOC
 
 
-def _ingest_opened(ds, kind, paths, out, *, zarr_format, overwrite, progress) -> storage.Location:
+def _failed_asset(message: str, assets: dict[str, str]) -> str:
+    """ ", in item X, asset VV (FILE)" for the first asset file named in a read error, else ""."""
+    for href, what in assets.items():
+        if href in message:
+            return f", in {what} ({href})"
+    return ""
+
+
+class _FailedReads(logging.Handler):
+    """The files odc-stac names when a read fails (its exception carries GDAL's message only)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.uris: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and isinstance(record.args, tuple):
+            self.uris.append(str(record.args[0]))
+
+
+def _ingest_opened(ds, kind, paths, out, *, zarr_format, overwrite, progress, assets=None) -> storage.Location:
+    failed = _FailedReads()
+    odc_log = logging.getLogger("odc.loader._rio")
+    odc_log.addHandler(failed)
+    try:
+        return _write_ingested(ds, kind, paths, out, zarr_format, overwrite, progress, assets or {}, failed)
+    finally:
+        odc_log.removeHandler(failed)
+
+
+def _write_ingested(ds, kind, paths, out, zarr_format, overwrite, progress, assets, failed) -> storage.Location:
     try:
         # GDAL's block cache (default 5 % of RAM) would keep every block read until it is full,
         # so peak memory would grow with the scene; ingest reads each block once, so bound it.
@@ -564,7 +598,9 @@ def _ingest_opened(ds, kind, paths, out, *, zarr_format, overwrite, progress) ->
             raise
         if storage.is_local(out) and _writing(exc, out):
             raise OutputError(f"{out}: writing the cube failed ({_one_line(exc)})") from exc
-        raise InputError(f"{paths[0]}: reading the {kind} input failed while writing {out} ({_one_line(exc)})") from exc
+        why = _one_line(exc)
+        where = _failed_asset(" ".join([why, *failed.uris]), assets)
+        raise InputError(f"{paths[0]}: reading the {kind} input failed{where} while writing {out} ({why})") from exc
 
 
 __all__ = [

@@ -83,6 +83,7 @@ the list explicitly instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -1188,6 +1189,13 @@ def write_grid_parcels(parcels: gpd.GeoDataFrame, path: Path | str) -> Path:
     return path
 
 
+def _in_memory(scene: Scene) -> Scene:
+    """`scene` with its cube computed here, once: a Dask array built from NumPy holds its data in
+    its graph, so computing it date by date under a distributed client would ship the whole
+    scene to the scheduler with every date ("Sending large graph")."""
+    return dataclasses.replace(scene, cube=scene.cube.compute(scheduler="sync"))
+
+
 def write_scene(
     scene: Scene, out_dir: Path | str, *, overwrite: bool = False, n_grid_parcels: int = 0
 ) -> dict[str, Path | str]:
@@ -1206,6 +1214,7 @@ def write_scene(
     uploaded with `scene.json` last (`slamgeo.io.storage.staged_folder`); the URLs are returned.
     """
     _check_grid_parcels(n_grid_parcels)
+    scene = _in_memory(scene)
 
     def fill(folder: Path) -> None:
         tiffs = _write_tiffs(scene, folder / "tiffs")
@@ -1528,6 +1537,7 @@ def write_archive(
     plus 1.5 dB (VV) and 1.0 dB (VH). Item ids: `S1A_IW_GRDH_1SDV_<start, %Y%m%dT%H%M%S>_<N|S|D>`.
     """
     _check_grid_parcels(n_grid_parcels)
+    scene = _in_memory(scene)
 
     def fill(folder: Path) -> None:
         layout = _write_archive_stac(scene, folder / ARCHIVE_DIR)

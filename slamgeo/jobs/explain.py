@@ -14,9 +14,10 @@ Three layers, from the inside out:
   ticked, and a worker lost mid-run has its blocks recomputed whole. Output chunks equal the
   cube's spatial chunks, so no two tasks ever write one Zarr chunk (xarray issue 8371).
 
-The model travels as one `dask.delayed` object in the graph: each worker receives and
-unpickles it once, and all its tasks share it (a per-process lock serialises torch calls,
-because Grad-SLAM hooks on shared modules are not thread-safe).
+On a distributed cluster the model is broadcast to every worker once (`client.scatter`), so no
+task graph carries its weights; without one it is one `dask.delayed` object in the graph. All
+tasks of a worker share it (a per-process lock serialises torch calls, because Grad-SLAM hooks
+on shared modules are not thread-safe).
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ def scene_reference(
         x = x[valid_mask(x)]
         if x.shape[0] == 0:
             raise InputError("no valid pixel in the cube to build the 'centred' reference map from")
-        model_d = dask.delayed(model, name=f"slamgeo-model-{model.checksum}")
+        client = _distributed_client(client)
+        model_d = _model_ref(model, client)
         chunks = [x[i : i + REFERENCE_PART] for i in range(0, x.shape[0], REFERENCE_PART)]
         if client is not None:  # the sample goes to the workers as data, not inside the task graph
             chunks = client.scatter(chunks)
@@ -515,7 +517,8 @@ def explain_store(
 
     blocks = _block_grid(schunks)
     todo = [b for b in blocks if not done[b]]
-    model_d = dask.delayed(model, name=f"slamgeo-model-{model.checksum}")
+    client = _distributed_client(client)
+    model_d = _model_ref(model, client)
     arrays = [cube[b].data for b in model.bands]
     # Annotations are attached when the graph is built; compute then skips optimisation,
     # which would drop them (dask issue 7036).
@@ -562,6 +565,25 @@ def explain_store(
         seconds=_time.perf_counter() - t0,
         attrs=run_attrs,
     )
+
+
+def _distributed_client(client=None):
+    """`client`, else the distributed client Dask would compute on (the default one), else None."""
+    if client is not None:
+        return client
+    from dask.base import get_scheduler
+    from distributed import Client
+
+    owner = getattr(get_scheduler(), "__self__", None)
+    return owner if isinstance(owner, Client) else None
+
+
+def _model_ref(model: TrainedModel, client):
+    """The model as tasks see it: on a distributed cluster a future of the model broadcast to
+    every worker once (so no task graph carries its weights), else one `dask.delayed` object."""
+    if client is not None:
+        return client.scatter(model, broadcast=True, hash=False)
+    return dask.delayed(model, name=f"slamgeo-model-{model.checksum}")
 
 
 def _run(pieces, *, client, gpu_resources: bool, progress: bool, total: int, done: int) -> int:

@@ -551,6 +551,8 @@ def open_items(
     cube.attrs = {
         "grid": f"{f'EPSG:{crs.epsg}' if crs.epsg else crs.to_wkt()} {tuple(gbox.affine)[:6]} {gbox.shape.y}x{gbox.shape.x} {grid.resampling}",
         "asset_hrefs": sorted({a.href for i in items for a in i.assets.values()}),
+        # which item and asset a file is, for a read error (dropped by ingest and load)
+        "asset_items": {a.href: f"item {i.id}, asset {k}" for i in items for k, a in i.assets.items()},
     }
     return validate_cube(cube, where=where)
 
