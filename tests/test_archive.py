@@ -514,3 +514,37 @@ def test_a_transient_http_error_is_retried(archive, tmp_path) -> None:
     assert any("S1_01_D" in p for p in failed)  # the server did refuse, and was asked again
     want = load([archive], **options).compute()
     xr.testing.assert_identical(got[["VV", "VH"]].drop_attrs(), want[["VV", "VH"]].drop_attrs())
+
+
+def test_a_pipeline_configuration_names_the_search_and_the_grid(stac_api, archive, tmp_path) -> None:
+    from slamgeo.pipeline.config import load_config, parse_config
+
+    (tmp_path / "parcels.gpkg").write_bytes(b"")  # only its path matters here
+    text = f"""
+season: {{name: "2017"}}
+output: out
+input:
+  kind: stac-api
+  paths: ["{stac_api}"]
+  collection: sentinel-1-rtc
+  datetime: 2017-01-01/2017-01-10
+  bbox: [{", ".join(map(str, BBOX))}]
+  crs: EPSG:32630
+  resolution: 20
+parcels: {{path: parcels.gpkg}}
+"""
+    (tmp_path / "season.yaml").write_text(text)
+    cfg = load_config(tmp_path / "season.yaml")
+    assert cfg.input.paths == [stac_api]  # a URL is not taken for a relative path
+    got = load(cfg.input.paths, chunk=32, **cfg.input.grid())
+    want = load([archive], crs=ZONE30, resolution=20, bbox=BBOX, end="2017-01-10", chunk=32)
+    xr.testing.assert_identical(got[["VV", "VH"]].compute().drop_attrs(), want[["VV", "VH"]].compute().drop_attrs())
+    for bad, message in [
+        ({"collection": None}, "input.collection is required"),
+        ({"paths": ["https://example.org/stac"]}, "stac\\+https://HOST/PATH"),
+        ({"kind": "stac", "paths": ["items.json"]}, "apply to input.kind='stac-api' only"),
+        ({"like": "parcels.gpkg"}, "bbox or input.like, not both"),
+    ]:
+        raw = {"season": {"name": "2017"}, "output": "out", "input": {**cfg.input.model_dump(), **bad}}
+        with pytest.raises(ConfigError, match=message):
+            parse_config(raw)
