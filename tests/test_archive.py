@@ -548,3 +548,21 @@ parcels: {{path: parcels.gpkg}}
         raw = {"season": {"name": "2017"}, "output": "out", "input": {**cfg.input.model_dump(), **bad}}
         with pytest.raises(ConfigError, match=message):
             parse_config(raw)
+
+
+def test_the_users_gdal_settings_do_not_break_the_load(archive, monkeypatch) -> None:
+    monkeypatch.setenv("GDAL_CACHEMAX", "64")  # rasterio refuses it as a string option
+    monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "30")
+    cube = load([archive], orbit="descending", chunk=32).compute()
+    assert np.isfinite(cube["VV"].values).all()
+
+
+def test_linear_to_db_by_date_equals_the_whole_block_formula() -> None:
+    from slamgeo.io.cube import linear_to_db
+
+    rng = np.random.default_rng(0)
+    p = rng.gamma(1.0, 0.05, (7, 9, 11)).astype(np.float32)
+    p[0, 0, :3] = (-32768, 0, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = np.where(p > 0, 10 * np.log10(p.astype(np.float64)), np.nan).astype(np.float32)
+    np.testing.assert_array_equal(linear_to_db(p), want)

@@ -133,7 +133,20 @@ def db_to_linear(db: np.ndarray) -> np.ndarray:
 
 
 def linear_to_db(power: np.ndarray) -> np.ndarray:
-    """Linear power -> float32 dB; zero, negative and non-finite power become NaN."""
+    """Linear power -> float32 dB; zero, negative and non-finite power become NaN.
+
+    Computed in float64 one slice of the first axis at a time (a date of a `(T, y, x)` block),
+    so the float64 temporaries stay a fraction of the block instead of six times its size."""
+    p = np.asarray(power)
+    if p.ndim < 2:
+        return _linear_to_db(p)
+    out = np.empty(p.shape, np.float32)
+    for i in range(p.shape[0]):
+        out[i] = _linear_to_db(p[i])
+    return out
+
+
+def _linear_to_db(power: np.ndarray) -> np.ndarray:
     p = np.asarray(power, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where((p > 0) & np.isfinite(p), 10.0 * np.log10(np.where(p > 0, p, 1.0)), np.nan)

@@ -488,7 +488,13 @@ def configure_gdal() -> None:
     # The user's own GDAL settings, and the non-secret AWS ones GDAL reads (credentials stay on
     # the workers' own environment or instance roles, never in a task graph).
     public = ("AWS_NO_SIGN_REQUEST", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_REQUEST_PAYER")
-    user = {k: v for k, v in os.environ.items() if k.startswith(("GDAL_", "CPL_", "AWS_S3_", "VSI_")) or k in public}
+    # GDAL_CACHEMAX is left out: rasterio wants it as an integer, and GDAL reads it from the
+    # environment once per process anyway.
+    user = {
+        k: v
+        for k, v in os.environ.items()
+        if (k.startswith(("GDAL_", "CPL_", "AWS_S3_", "VSI_")) or k in public) and k != "GDAL_CACHEMAX"
+    }
     options: dict[str, Any] = {**GDAL_REMOTE_OPTIONS, **storage.gdal_s3_options(), **user}
     configure_rio(**options)
 
