@@ -951,7 +951,7 @@ def test_cli_ingests_a_synth_output_folder_from_its_tiffs(tmp_path) -> None:
     out = tmp_path / "c.zarr"
     proc = run_cli(str(scene), "--out", str(out), "--chunk", "16", "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    assert f"note: {scene} is a slamgeo synth scene; reading its GeoTIFFs in {scene / 'tiffs'}" in proc.stdout
+    assert f"note: {scene} is a slamgeo synth scene; reading its backscatter in {scene / 'tiffs'}" in proc.stdout
     cube = xr.open_zarr(out)
     assert cube.sizes == {"time": 5, "y": 48, "x": 48}
     assert json.loads((scene / "scene.json").read_text())["dates"] == [str(t)[:10] for t in cube["time"].values]

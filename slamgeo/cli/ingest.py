@@ -63,7 +63,7 @@ def ingest_command(
     for given in inputs:
         tiffs = None if is_stac_api(given) else scene_tiffs(given)
         if tiffs is not None:
-            typer.echo(f"note: {given} is a slamgeo synth scene; reading its GeoTIFFs in {tiffs}")
+            typer.echo(f"note: {given} is a slamgeo synth scene; reading its backscatter in {tiffs}")
     search = {k: v for k, v in (("collection", collection), ("datetime", datetime), ("sign", sign)) if v is not None}
     path = ingest(
         inputs,

@@ -90,15 +90,19 @@ def _kind_of(p: storage.Location) -> SourceKind:
 
 
 def scene_tiffs(p: str | Path) -> storage.Location | None:
-    """The GeoTIFF folder of a `slamgeo synth` output folder (it holds `scene.json` and
-    `tiffs/`), or None when `p` is not one. Its other rasters (`truth.tif`) are not backscatter."""
+    """The backscatter of a `slamgeo synth` output folder (it holds `scene.json`): its `tiffs/`
+    folder, or the `archive/items.json` of `--archive`; None when `p` is not one. Its other
+    rasters (`truth.tif`) are not backscatter."""
     from slamgeo.io.synth import SCENE_FILES
 
     p = storage.location(p)
     if not storage.isdir(p) or not storage.exists(storage.join(p, SCENE_FILES["meta"])):
         return None
     tiffs = storage.join(p, SCENE_FILES["tiffs"])
-    return tiffs if storage.isdir(tiffs) else None
+    if storage.isdir(tiffs):
+        return tiffs
+    items = storage.join(p, "archive", "items.json")
+    return items if storage.exists(items) else None
 
 
 def detect_source(inputs: Sequence[str | Path]) -> tuple[SourceKind, list[storage.Location]]:
