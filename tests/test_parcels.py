@@ -510,3 +510,30 @@ def test_cli_with_no_parcel_held_out_scores_all_parcels_and_says_so(tmp_path, lo
     assert metrics["evaluated_on"] == "all labelled parcels (none held out)" and "optimistic" in metrics["note"]
     assert metrics["parcels"]["n"] == len(gdf) and metrics["parcels"]["overall_accuracy"] == 1.0
     assert set(gpd.read_parquet(tmp_path / "out" / "parcels.parquet")["split"]) == {"train"}
+
+
+def test_many_parcels_go_to_the_workers_as_data_not_in_the_graph(default_cluster) -> None:
+    """40 000 small polygons: rasterised on a distributed cluster with the large-graph warning
+    lowered to 256 kB and turned into an error, the same raster as on local threads."""
+    import dask
+    from affine import Affine
+
+    from slamgeo.io.synth import grid_parcels
+
+    transform = Affine(10, 0, 230_000, 0, -10, 4_110_000)
+    parcels = grid_parcels((transform, 400), 40_000)
+    like = make_cube(
+        {"VV": np.zeros((1, 400, 400)), "VH": np.zeros((1, 400, 400))},
+        ["2017-01-01"],
+        y=4_110_000 - 5 - 10 * np.arange(400),
+        x=230_005 + 10 * np.arange(400),
+        crs="EPSG:32630",
+        chunk=100,
+    )
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "256kB"}), warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Sending large graph")
+        got = rasterize_parcels(parcels, like).values
+    with dask.config.set(scheduler="threads"):
+        want = rasterize_parcels(parcels, like).values
+    np.testing.assert_array_equal(got, want)
+    assert np.unique(got).size > 30_000

@@ -568,14 +568,10 @@ def explain_store(
 
 
 def _distributed_client(client=None):
-    """`client`, else the distributed client Dask would compute on (the default one), else None."""
-    if client is not None:
-        return client
-    from dask.base import get_scheduler
-    from distributed import Client
+    """`client`, else the distributed client Dask would compute on (`runtime.current_client`)."""
+    from slamgeo.jobs.runtime import current_client
 
-    owner = getattr(get_scheduler(), "__self__", None)
-    return owner if isinstance(owner, Client) else None
+    return client if client is not None else current_client()
 
 
 def _model_ref(model: TrainedModel, client):

@@ -73,6 +73,14 @@ def nearest_centre_pairs(centres: np.ndarray, n: int = 3) -> list[tuple[str, str
     return [(f"cluster {i[o]}", f"cluster {j[o]}") for o in order]
 
 
+def class_codes(names: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Per-pixel class names -> (the classes, int16 codes into them; -1 where "" or "nan")."""
+    uniq, inverse = np.unique(np.asarray(names).astype(str), return_inverse=True)
+    classes = [str(u) for u in uniq]
+    lut = np.array([-1 if c in ("", "nan") else i for i, c in enumerate(classes)], dtype=np.int16)
+    return classes, lut[inverse].reshape(np.shape(names))
+
+
 def cluster_labels(cluster: xr.DataArray) -> xr.DataArray:
     """The cluster map `(*S)` as names "cluster i" ("" where there is no cluster, -1)."""
     values = np.asarray(cluster.values)
@@ -117,6 +125,7 @@ def pair_importance(
     reference: np.ndarray | None = None,
     max_pixels: int = 5000,
     seed: int = 0,
+    classes: Sequence[str] | None = None,
 ) -> xr.Dataset:
     """Contrastive Grad-SLAM importance of each class pair, per class and date.
 
@@ -131,14 +140,24 @@ def pair_importance(
     separates them), `pair_importance_class (pair, member, time)` (signed, member "a", "b"),
     `pair_direction (pair, dim)` and `pair_pixels (pair, member)`, coordinates `pair_a`,
     `pair_b`, `time`.
+
+    With `classes`, `labels` holds integer codes into `classes` (-1: none) instead of names: 2
+    bytes a pixel where names take tens (`class_codes`), for large grids. The embedding is
+    held as float32 (class means are taken in float64).
     """
     sdims = tuple(str(d) for d in embedding.dims[1:])
     if tuple(labels.dims) != sdims:
         raise InputError(f"labels must have the embedding's spatial dims {sdims}, found {tuple(labels.dims)}")
-    names = np.asarray(labels.values).astype(str).ravel()
-    emb = np.asarray(embedding.transpose("dim", *sdims).values, dtype=np.float64).reshape(embedding.shape[0], -1)
+    if classes is None:
+        classes, codes = class_codes(np.asarray(labels.values))
+    else:
+        classes, codes = [str(c) for c in classes], np.asarray(labels.values)
+    codes = codes.ravel()
+    emb = np.asarray(embedding.transpose("dim", *sdims).values, dtype=np.float32).reshape(embedding.shape[0], -1)
     ok = np.isfinite(emb).all(axis=0)
-    pairs = check_pairs(pairs, sorted(set(names[ok]) - {"", "nan"}))
+    present = np.unique(codes[ok])
+    pairs = check_pairs(pairs, sorted({classes[int(i)] for i in present if i >= 0} - {"", "nan"}))
+    code_of = {c: i for i, c in enumerate(classes)}
     if not pairs:
         raise InputError("pair_importance: no pair to explain")
     rng = np.random.default_rng(seed)
@@ -149,8 +168,8 @@ def pair_importance(
     directions = np.zeros((len(pairs), emb.shape[0]))
     counts = np.zeros((len(pairs), 2), np.int64)
     for p, (a, b) in enumerate(pairs):
-        members = [np.flatnonzero(ok & (names == c)) for c in (a, b)]
-        w = emb[:, members[1]].mean(axis=1) - emb[:, members[0]].mean(axis=1)
+        members = [np.flatnonzero(ok & (codes == code_of[c])) for c in (a, b)]
+        w = emb[:, members[1]].astype(np.float64).mean(axis=1) - emb[:, members[0]].astype(np.float64).mean(axis=1)
         if not np.any(w):
             raise InputError(f"pair ({a!r}, {b!r}): the two classes have the same mean embedding; no direction")
         directions[p] = w
@@ -235,6 +254,7 @@ __all__ = [
     "MEMBER",
     "PAIR",
     "check_pairs",
+    "class_codes",
     "cluster_labels",
     "confused_pairs",
     "nearest_centre_pairs",

@@ -41,6 +41,7 @@ from slamgeo.io import storage
 from slamgeo.io.cube import DEFAULT_CHUNK, GRID_DIMS, spatial_dims
 from slamgeo.jobs.cluster import CENTRE, DIM, NO_CLUSTER
 from slamgeo.jobs.metrics import UNASSIGNED, Evaluation, EvaluationWarning, evaluate_parcels
+from slamgeo.jobs.runtime import current_client
 from slamgeo.schema import CLASS, PARCEL, PARCELS_MARKER
 
 NO_PARCEL = 0
@@ -209,6 +210,11 @@ def _with_attrs(gdf: gpd.GeoDataFrame, attrs: dict) -> gpd.GeoDataFrame:
 # --------------------------------------------------------------------------- rasterising
 
 
+def _rasterize_tile(payload, shape, transform, all_touched: bool) -> np.ndarray:
+    geoms, values = payload
+    return _rasterize_block(geoms, np.asarray(values).tolist(), shape, transform, all_touched)
+
+
 def _rasterize_block(geoms, values, shape, transform, all_touched: bool) -> np.ndarray:
     if len(geoms) == 0:
         return np.full(shape, NO_PARCEL, dtype=np.int32)
@@ -281,25 +287,27 @@ def rasterize_parcels(
     rank[order] = np.arange(order.size)
     geoms = parcels.geometry.to_numpy()
     ychunks, xchunks = _grid_chunks(like)
-    rows = []
+    tiles = []  # (row, col, (h, w), transform, the tile's parcels as (geometries, ids))
     r0 = 0
-    for h in ychunks:
-        cols = []
+    for i, h in enumerate(ychunks):
         c0 = 0
-        for w in xchunks:
+        for j, w in enumerate(xchunks):
             window = rasterio.windows.Window(c0, r0, w, h)
-            wt = rasterio.windows.transform(window, transform)
             box = shapely.box(*rasterio.windows.bounds(window, transform))
             sel = parcels.sindex.query(box, predicate="intersects")
             sel = sel[np.argsort(rank[sel], kind="stable")]
-            block = dask.delayed(_rasterize_block, pure=True)(
-                list(geoms[sel]), ids[sel].tolist(), (h, w), wt, all_touched
-            )
-            cols.append(da.from_delayed(block, shape=(h, w), dtype=np.int32))
+            tiles.append((i, j, (h, w), rasterio.windows.transform(window, transform), (list(geoms[sel]), ids[sel])))
             c0 += w
-        rows.append(cols)
         r0 += h
-    data = da.block(rows)
+    payloads: list = [t[4] for t in tiles]
+    client = current_client()
+    if client is not None:  # the polygons go to the workers as data, not inside the task graph
+        payloads = client.scatter(payloads)
+    blocks: dict = {}
+    for (i, j, shape, wt, _), payload in zip(tiles, payloads):
+        block = dask.delayed(_rasterize_tile, pure=True)(payload, shape, wt, all_touched)
+        blocks[i, j] = da.from_delayed(block, shape=shape, dtype=np.int32)
+    data = da.block([[blocks[i, j] for j in range(len(xchunks))] for i in range(len(ychunks))])
     coords = {"y": like["y"], "x": like["x"]}
     if "spatial_ref" in like.coords:
         coords["spatial_ref"] = like.coords["spatial_ref"]

@@ -122,6 +122,17 @@ def dask_client(opts: ClusterOptions | None = None, *, quiet: bool = False) -> I
     _close(client, cluster)
 
 
+def current_client() -> Client | None:
+    """The distributed client Dask computes on here (the default one, or one set with
+    `dask.config.set(scheduler=client)`), or None under a local scheduler. Lets a job send large
+    constants to the workers once (`client.scatter`) instead of inside its task graph."""
+    from dask.base import get_scheduler
+    from distributed import Client
+
+    owner = getattr(get_scheduler(), "__self__", None)
+    return owner if isinstance(owner, Client) else None
+
+
 def gpu_workers(client: Client) -> int:
     """How many of the scheduler's workers now have the Dask resource GPU."""
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
@@ -346,6 +357,7 @@ def relax_malloc_trim() -> bool:
 __all__ = [
     "ClusterOptions",
     "Interrupted",
+    "current_client",
     "dask_client",
     "default_workers",
     "gpu_workers",

@@ -480,7 +480,6 @@ class _Season:
         from slamgeo.jobs.cluster import append_variables
         from slamgeo.jobs.pairs import (
             check_pairs,
-            cluster_labels,
             confused_pairs,
             nearest_centre_pairs,
             pair_importance,
@@ -499,7 +498,9 @@ class _Season:
             if "cluster_centre" not in results or c.report.confused_pairs == 0:
                 return []
             pairs = nearest_centre_pairs(results["cluster_centre"].values, c.report.confused_pairs)
-            labels = cluster_labels(results["cluster"])
+            cl = results["cluster"]
+            labels = xr.DataArray(np.asarray(cl.values).astype(np.int16), dims=cl.dims)  # -1: none
+            classes = [f"cluster {i}" for i in range(results["cluster_centre"].shape[0])]
         else:
             parts, _ = read_parcels_outputs(self.paths.parcels)
             classes = [str(v) for v in parts["profiles"]["class"].values] if "profiles" in parts else []
@@ -515,12 +516,16 @@ class _Season:
             )
             ids = rasterize_parcels(gdf, results, all_touched=c.parcels.all_touched, id_column=c.parcels.id_column)
             lut = dict(zip(gdf[c.parcels.id_column].to_numpy().tolist(), gdf[c.parcels.class_column].astype(str)))
+            classes = sorted(set(lut.values()) - {"", "nan"})
+            code_of = {name: i for i, name in enumerate(classes)}
+            # class codes (int16) per pixel, not names: a few bytes a pixel on a regional grid
             pid = np.asarray(ids.values)
             uniq, inverse = np.unique(pid, return_inverse=True)
-            names = np.array([lut.get(int(i), "") for i in uniq], dtype=object)[inverse.ravel()].reshape(pid.shape)
-            labels = xr.DataArray(names.astype(str), dims=ids.dims)
+            table = np.array([code_of.get(lut.get(int(i), ""), -1) for i in uniq], dtype=np.int16)
+            labels = xr.DataArray(table[inverse.ravel()].reshape(pid.shape), dims=ids.dims)
+            del pid, inverse
         model, cube = load_model(self.model_dir), open_cube(str(self.explain_input))
-        ds = pair_importance(model, cube, results["embedding"], labels, pairs, **options)
+        ds = pair_importance(model, cube, results["embedding"], labels, pairs, classes=classes, **options)
         append_variables(str(self.paths.results), ds, overwrite=True)
         return [list(p) for p in pairs]
 
