@@ -44,11 +44,11 @@ def synth_cmd(
     """Draw a synthetic Sentinel-1 scene (parcels, 16 crop classes, speckle) and write it as real products."""
     from slamgeo.errors import InputError
     from slamgeo.io import storage
-    from slamgeo.io.synth import make_scene, scene_output_kind, write_archive, write_scene
+    from slamgeo.io.synth import make_scene, write_archive, write_scene
 
     if grid_parcels < 0:
         raise InputError(f"--grid-parcels must be 0 (none) or more, found {grid_parcels}")
-    storage.claim_output(out_dir, scene_output_kind(), overwrite=overwrite)  # before minutes of drawing
+    storage.claim_output(out_dir, storage.SCENE, overwrite=overwrite)  # before minutes of drawing
     scene = make_scene(
         size=size,
         seed=seed,

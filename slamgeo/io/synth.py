@@ -90,7 +90,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -106,9 +106,6 @@ from shapely.geometry import Polygon, box
 from slamgeo.errors import InputError
 from slamgeo.io.cube import make_cube
 from slamgeo.schema import CHUNK, SCENE_MARKER
-
-if TYPE_CHECKING:
-    from slamgeo.io.storage import OutputKind
 
 CLASSES: tuple[str, ...] = (
     "cotton",
@@ -1044,17 +1041,6 @@ ARCHIVE_FILES = {
 GRID_PARCELS_FILE = "parcels_grid.gpkg"
 
 
-def scene_output_kind() -> OutputKind:
-    """What `write_scene` and `write_archive` may find and replace at the top of a scene folder:
-    `slamgeo.io.storage.SCENE`, plus the `archive` folder of `write_archive`."""
-    from slamgeo.io import storage
-
-    entries = storage.SCENE.entries
-    if ARCHIVE_DIR not in entries:
-        entries = (*entries, ARCHIVE_DIR)
-    return storage.OutputKind(storage.SCENE.name, marker=storage.SCENE.marker, entries=entries)
-
-
 def _write_ground_truth(scene: Scene, folder: Path, meta: dict[str, Any]) -> None:
     """truth.tif, parcels.gpkg, phenology.csv and scene.json (with `meta` added) in `folder`."""
     _write_truth(scene, folder / "truth.tif")
@@ -1090,7 +1076,7 @@ def _write_folder(
     """Run `fill` on a new, empty folder and put it at `out_dir` atomically (`write_scene`)."""
     from slamgeo.io import storage
 
-    kind = scene_output_kind()
+    kind = storage.SCENE  # its entries include the archive/ folder of write_archive
     storage.claim_output(out_dir, kind, overwrite=overwrite)
     if not storage.is_local(out_dir):
         with storage.staged_folder(out_dir, kind) as staged:
