@@ -440,8 +440,8 @@ def _provenance(kind: SourceKind, paths: Sequence[storage.Location], ds: xr.Data
             files.extend(_expand_tiffs([p]))
         else:
             files.append(p)  # a folder (a Zarr store) is read whole by input_fingerprint
-    if kind == "stac":  # the asset files are inputs as much as the JSON is
-        files.extend(href for *_, href in stac_assets(paths[0]))
+    if kind == "stac":  # the asset files the loader read are inputs as much as the JSON is
+        files.extend(ds.attrs.get("asset_hrefs", []))
     if kind == "stac-api":  # the items found are the input: their assets, by URL
         files = sorted(ds.attrs.get("asset_hrefs", []))
     grid = {k: ds.attrs[k] for k in ("grid",) if k in ds.attrs}
