@@ -75,6 +75,7 @@ TRAIN_PATIENCE = 5  # epochs without a better validation loss before training st
 TRAIN_VAL_FRACTION = 0.1
 TRAIN_BATCH_SIZE = 1024
 TRAIN_LR = 5e-3
+TRAIN_MIN_DATES = 8  # the fewest dates a model trains on (any architecture; the default's 3 pooling blocks need 2**3)
 KMEANS_K = 16
 KMEANS_SAMPLE_SIZE = 100_000  # valid pixels sampled for the k-means++ initialisation
 GRADSLAM_SCALE = "centred"

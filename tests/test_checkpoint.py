@@ -115,7 +115,8 @@ def test_to_device_gives_same_embeddings(saved):
 def test_save_leaves_no_temporary_directory(tmp_path, model):
     save_model(model, _meta(), tmp_path / "m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [META_FILE, WEIGHTS_FILE]
+    # with slamgeo's stamp (slamgeo.io.storage.STAMP_FILE), which the output rule checks
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [".slamgeo-output.json", META_FILE, WEIGHTS_FILE]
 
 
 def test_existing_checkpoint_is_not_overwritten_by_default(saved, model):

@@ -212,3 +212,25 @@ def test_report_pairs_are_two_different_classes():
         parse_config(dict(MINIMAL, report={"pairs": [["cotton", "cotton"]]}))
     with pytest.raises(ConfigError, match=r"report\.pairs"):
         parse_config(dict(MINIMAL, report={"pairs": [["cotton", "pepper", "maize"]]}))
+
+
+def test_report_classes_need_labelled_parcels():
+    """Class names in the report name classes of labelled parcels: a parcels file, or the
+    synthetic scene's own; without either the configuration is refused when read."""
+    tiffs = {"kind": "geotiff", "paths": ["tiffs/"]}
+    for report in ({"pairs": [["cotton", "pepper"]]}, {"class_groups": {"alike": ["cotton", "pepper"]}}):
+        key = next(iter(report))
+        with pytest.raises(
+            ConfigError,
+            match=rf"^configuration: report\.{key} name classes of labelled parcels.*"
+            r"set parcels\.path",
+        ):
+            parse_config(dict(MINIMAL, input=tiffs, report=report))
+        parse_config(dict(MINIMAL, input=tiffs, report=report, parcels={"path": "fields.gpkg"}))
+        parse_config(dict(MINIMAL, report=report))  # synthetic: the scene's parcels
+        parse_config(dict(MINIMAL, input=tiffs, report={**report, "enabled": False}))
+    # a table input carries its labels: class groups may name them, pairs need parcels
+    table = {"kind": "table", "paths": ["lpis.parquet"]}
+    parse_config(dict(MINIMAL, input=table, report={"class_groups": {"meadows": ["longterm_meadows"]}}))
+    with pytest.raises(ConfigError, match=r"report\.pairs name classes of labelled parcels"):
+        parse_config(dict(MINIMAL, input=table, report={"pairs": [["maize", "sunflower"]]}))

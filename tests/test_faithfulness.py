@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from slamgeo.errors import InputError
-from slamgeo.method.faithfulness import delete_dates, deletion, gradient_x_input, integrated_gradients
+from slamgeo.method.attribution import delete_dates
+from slamgeo.method.faithfulness import deletion, gradient_x_input, integrated_gradients
 from slamgeo.method.model import CAE, CAEConfig
 
 
@@ -235,3 +236,63 @@ def test_attributions_leave_the_model_as_it_was():
     assert all(torch.equal(v, state[k]) for k, v in enc.state_dict().items())
     assert all(p.grad is None for p in enc.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in enc.modules())
+
+
+# ------------------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory):
+    """A small cube (24 x 20 pixels, 16 dates, a no-data border) and a model, as stores too;
+    the results of the in-memory `explain` and of `explain_store`."""
+    from helpers import SMALL_ARCH, class_cube
+
+    from slamgeo.io.cube import open_cube, open_results, write_cube
+    from slamgeo.jobs.explain import explain, explain_store
+    from slamgeo.method.train import train
+
+    tmp = tmp_path_factory.mktemp("faithfulness")
+    cube, _ = class_cube()
+    write_cube(cube, tmp / "cube.zarr", progress=False)
+    cube = open_cube(tmp / "cube.zarr")
+    model = train(cube, out_dir=tmp / "model", sample_size=300, max_epochs=2, arch=SMALL_ARCH, seed=0, progress=False)
+    explain_store(tmp / "cube.zarr", tmp / "model", tmp / "results.zarr", progress=False)
+    return cube, model, explain(cube, model), open_results(tmp / "results.zarr")
+
+
+def test_the_stage_equals_deletion_curves_on_the_sampled_series(explained):
+    import slamgeo
+    from slamgeo.method.faithfulness import deletion_curves
+    from slamgeo.method.train import sample_series
+
+    cube, model, _, stored = explained
+    got = slamgeo.faithfulness(stored, cube, model, n_pixels=200, seed=3)
+    x = sample_series(cube, 200, seed=3, gap_fill=model.gap_fill, bands=model.bands)
+    x = x[~np.isnan(x).any(axis=(1, 2))]
+    want = deletion_curves(
+        model.model.encoder,
+        torch.from_numpy(model.standardise(x)),
+        [1, 2, 4, 8],  # those of (1, 2, 4, 8, 16) below the 16 dates
+        methods=("gradslam",),
+        scale=stored.attrs["scale"],
+        reference=torch.tensor(stored.attrs["reference_map"], dtype=torch.float32),
+    )
+    assert list(got) == list(want) == ["Grad-SLAM (centred)"]
+    for key in ("k", "top", "baseline", "ratio", "embedding_std"):
+        np.testing.assert_array_equal(got["Grad-SLAM (centred)"][key], want["Grad-SLAM (centred)"][key])
+    assert slamgeo.faithfulness(stored, cube, model, n_pixels=5) is None  # too few series to say
+
+
+def test_the_run_scaling_of_in_memory_results_is_the_stored_one(explained):
+    """A results store records the scaling and the reference map; the in-memory `explain`
+    keeps neither on the Dataset, and the map is computed again as explain did."""
+    from slamgeo.jobs.faithfulness import run_scaling
+
+    cube, model, in_memory, stored = explained
+    assert "reference_map" not in in_memory.attrs
+    scale, ref = run_scaling(stored, model, cube)
+    scale_mem, ref_mem = run_scaling(in_memory, model, cube)
+    assert scale == scale_mem == "centred" and ref is not None and ref_mem is not None
+    assert ref.dtype == np.float32 and ref.shape == (model.model.cfg.embed_dim, cube.sizes["time"])
+    np.testing.assert_array_equal(ref_mem, ref)
+    assert run_scaling(in_memory.assign_attrs(scale="minmax"), model, cube) == ("minmax", None)

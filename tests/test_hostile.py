@@ -1,20 +1,22 @@
 """Acceptance tests: never lose a user's data, and one-line errors for every failure.
 
 The contract checked here, through the command line as a user runs it:
-A/B. A writer replaces only what it can prove is its own kind of output (a Zarr store with
-     `slamgeo_complete`, a checkpoint folder with `model.json`, a report folder with
-     `index.html`, a parcels folder with `metrics.json`, a scene folder with `scene.json`). It
-     never removes or changes a folder that holds an input of the command or a file it did not
-     write, even with `--overwrite`: it refuses in one line naming the path. Every file that
+A/B. A writer replaces only what it can prove is its own kind of output: one that carries
+     slamgeo's stamp of that kind (the root attribute `slamgeo_output` of a Zarr store, the file
+     `.slamgeo-output.json` of a checkpoint, report, parcels or scene folder). It never removes
+     or changes a folder that holds an input of the command or a file it did not write (at any
+     depth), even with `--overwrite`: it refuses in one line naming the path. Every file that
      existed before a command is byte-identical afterwards (new files may appear at new paths).
+     (tests/test_output_rule.py: aliases of a location, sub-folders, the current folder,
+     look-alikes.)
 C.   Failures (a read-only location, a file where a folder goes, an unreachable object store, a
      malformed Parquet table) end with exactly one `error:` line naming the path and the cause,
      a non-zero exit code and no traceback.
 D.   Season names that resolve outside the pipeline's output (`.`, `..`) are refused at
      validation, naming `season.name`.
-E.   A stale temporary of a killed ingest (`cube.zarr.tmp-<hex>`, a Zarr store with
+E.   A stale temporary of a killed ingest (`cube.zarr.tmp-<hex>`, a stamped Zarr store with
      `slamgeo_complete` false) is removed by the next ingest to that output; a folder so named
-     that holds foreign files is left alone.
+     that holds foreign files, or no stamp, is left alone.
 
 The inputs (a 32 x 32 synthetic scene, its cube, a one-epoch model, explained and clustered
 results, parcels outputs) are built once per module; each case works on its own copy.

@@ -941,7 +941,7 @@ def test_table_timestamp_that_is_not_a_date_is_an_error_naming_it(tmp_path) -> N
 def test_cli_ingests_a_synth_output_folder_from_its_tiffs(tmp_path) -> None:
     scene = tmp_path / "scene"
     synth = subprocess.run(
-        [sys.executable, "-m", "slamgeo", "synth", str(scene), "--size", "48", "--n-dates", "5"],
+        [sys.executable, "-m", "slamgeo", "synth", str(scene), "--size", "48", "--n-dates", "8"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -953,5 +953,5 @@ def test_cli_ingests_a_synth_output_folder_from_its_tiffs(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert f"note: {scene} is a slamgeo synth scene; reading its backscatter in {scene / 'tiffs'}" in proc.stdout
     cube = xr.open_zarr(out)
-    assert cube.sizes == {"time": 5, "y": 48, "x": 48}
+    assert cube.sizes == {"time": 8, "y": 48, "x": 48}
     assert json.loads((scene / "scene.json").read_text())["dates"] == [str(t)[:10] for t in cube["time"].values]

@@ -1,6 +1,7 @@
 """Interrupts: SIGINT and SIGTERM stop `slamgeo run` within seconds with exit code 130 or 143,
-the step is recorded as interrupted, no worker noise reaches the terminal, and running again
-resumes to the same results as an uninterrupted run."""
+the step is recorded as interrupted, no worker noise reaches the terminal (nor multiprocessing's
+"leaked semaphore" warning: the run's line is the last), and running again resumes to the same
+results as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -155,6 +156,11 @@ def _interrupt(run: _Run, signum: int, *, group: bool) -> None:
     while _alive_in_group(run.proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive_in_group(run.proc.pid), "worker processes outlived the run"
+    # multiprocessing's resource tracker (in the group too, now gone) wrote what it had to say:
+    # the semaphores of the killed workers are cleaned up without a warning after our line
+    err = run.stderr()
+    assert "resource_tracker" not in err and "leaked" not in err, err[-3000:]
+    assert err.rstrip().splitlines()[-1] == f"slamgeo: interrupted by {signal.Signals(signum).name}", err[-3000:]
 
 
 def _last_manifest(season: Path) -> dict:

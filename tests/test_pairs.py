@@ -1,5 +1,7 @@
 """Class-pair explanations: pair selection from a confusion table, names checked, and the
-contrastive importance against a direct NumPy computation from the per-dimension maps."""
+contrastive importance against a direct NumPy computation from the per-dimension maps; the
+stage (`slamgeo.pairs`) against the functions it composes, and its store twin writing the same
+variables."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 import xarray as xr
 from helpers import SMALL_ARCH, T_WIN, W0, W1, class_cube, window_classes, window_share
 
+import slamgeo
 from slamgeo.errors import InputError
 from slamgeo.jobs.explain import explain
 from slamgeo.jobs.pairs import (
@@ -37,6 +40,7 @@ def test_confused_pairs_are_the_largest_off_diagonal_shares():
     assert confused_pairs(counts, n=3) == [("pepper", "cotton"), ("maize", "cotton")]
     assert confused_pairs(counts, n=1) == [("pepper", "cotton")]
     assert confused_pairs(pd.DataFrame([[5, 0], [0, 5]], index=["a", "b"], columns=["a", "b"])) == []
+    assert confused_pairs(counts, n=0) == []
 
 
 @pytest.mark.parametrize(
@@ -185,3 +189,141 @@ def test_window_accuracy_of_a_profile_against_known_dates():
     flat = window_accuracy(np.ones(10), times, [("2017-01-31", "2017-02-10")])
     assert flat["share_ratio"] == pytest.approx(1.0) and flat["auroc"] == 0.5
     assert np.isnan(window_accuracy(imp, times, [("2020-01-01", "2020-02-01")])["auroc"])
+
+
+# --- the stage and its store twin --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def season(tmp_path_factory):
+    """A small season on disk (synthetic scene of 32 x 32 pixels, 8 dates): the cube store, a
+    model folder, the results store (explained, 4 clusters) and the parcels folder; with the
+    parcels stage's result."""
+    from slamgeo.io.cube import open_cube
+    from slamgeo.io.synth import make_scene, write_scene
+
+    tmp = tmp_path_factory.mktemp("season")
+    write_scene(make_scene(size=32, n_dates=8, seed=1), tmp / "scene")
+    slamgeo.ingest([tmp / "scene"], tmp / "cube.zarr", chunk=16, progress=False)
+    cube = open_cube(tmp / "cube.zarr")
+    slamgeo.train(cube, out_dir=tmp / "model", sample_size=400, max_epochs=2, arch=SMALL_ARCH, progress=False)
+    slamgeo.explain_store(tmp / "cube.zarr", tmp / "model", tmp / "results.zarr", progress=False)
+    slamgeo.cluster_store(tmp / "results.zarr", 4, seed=0)
+    par = slamgeo.parcels_store(
+        tmp / "results.zarr", tmp / "scene" / "parcels.gpkg", tmp / "parcels", cube=tmp / "cube.zarr", test_fraction=0.0
+    )
+    return tmp, par
+
+
+def _opened(tmp):
+    from slamgeo.io.checkpoint import load_model
+    from slamgeo.io.cube import open_cube, open_results
+
+    return open_results(tmp / "results.zarr"), open_cube(tmp / "cube.zarr"), load_model(tmp / "model")
+
+
+def _asked_pair(par, n_confused: int) -> list[tuple[str, str]]:
+    """A pair of profiled classes that is not among the `n_confused` most confused ones."""
+    classes = [str(c) for c in par.classes["class"].values]
+    taken = [set(p) for p in confused_pairs(par.confusion("pixels"), n_confused)]
+    return [next((a, b) for i, a in enumerate(classes) for b in classes[i + 1 :] if {a, b} not in taken)]
+
+
+def test_the_stage_with_parcels_equals_pair_importance_on_the_rasterised_classes(season):
+    from slamgeo.io.parcels import read_parcels
+    from slamgeo.jobs.pairs import PAIR_VARIABLES, choose_pairs, parcel_class_codes
+
+    tmp, par = season
+    res, cube, model = _opened(tmp)
+    asked = _asked_pair(par, 2)
+    out = slamgeo.pairs(res, par, asked, 2, cube=cube, model=model)
+
+    classes = [str(c) for c in par.classes["class"].values]
+    chosen = choose_pairs(par.confusion("pixels"), classes, asked, 2)
+    assert len(chosen) == 3 and chosen[-1] == asked[0]
+    gdf = read_parcels(tmp / "scene" / "parcels.gpkg", crs=res.rio.crs)
+    labels, codes_of = parcel_class_codes(gdf, res)
+    assert labels.dtype == np.int16
+    ref = np.asarray(res.attrs["reference_map"], np.float32)
+    want = pair_importance(
+        model, cube, res["embedding"], labels, chosen, scale=res.attrs["scale"], reference=ref, classes=codes_of
+    )
+    for v in PAIR_VARIABLES:
+        np.testing.assert_array_equal(out[v].values, want[v].values)
+    assert list(zip(out["pair_a"].values.tolist(), out["pair_b"].values.tolist())) == chosen
+    assert {"embedding", "importance", "cluster"} <= set(out.data_vars)  # the results, plus the pairs
+
+
+def test_the_store_twin_writes_the_variables_of_the_stage(season, tmp_path):
+    import shutil
+
+    from slamgeo.io.cube import open_results
+    from slamgeo.jobs.pairs import PAIR_VARIABLES
+
+    tmp, par = season
+    res, cube, model = _opened(tmp)
+    asked = _asked_pair(par, 1)
+    store = tmp_path / "results.zarr"
+    shutil.copytree(tmp / "results.zarr", store)
+    done = slamgeo.pairs_store(
+        store, tmp / "parcels", cube=tmp / "cube.zarr", model=tmp / "model", pairs=asked, confused=1
+    )  # the polygons: those metrics.json names
+    back = open_results(store)
+    # in memory, from the parcels stage's result (its table's polygons) and from the folder
+    for parcels in (par, tmp / "parcels"):
+        mem = slamgeo.pairs(res, parcels, asked, 1, cube=cube, model=model)
+        for v in PAIR_VARIABLES:
+            np.testing.assert_array_equal(back[v].values, mem[v].values)
+    assert done == list(zip(back["pair_a"].values.tolist(), back["pair_b"].values.tolist()))
+    assert len(done) == 2 and done[-1] == asked[0]
+    # asking again replaces them
+    again = slamgeo.pairs_store(store, tmp / "parcels", cube=tmp / "cube.zarr", model=tmp / "model", confused=1)
+    assert again == done[:1] and open_results(store).sizes["pair"] == 1
+
+
+def test_the_stage_without_labels_explains_the_nearest_clusters(season):
+    tmp, _ = season
+    res, cube, model = _opened(tmp)
+    out = slamgeo.pairs(res, None, confused=2, cube=cube, model=model)
+    chosen = nearest_centre_pairs(res["cluster_centre"].values, 2)
+    labels = xr.DataArray(res["cluster"].values.astype(np.int16), dims=("y", "x"))
+    want = pair_importance(
+        model,
+        cube,
+        res["embedding"],
+        labels,
+        chosen,
+        scale=res.attrs["scale"],
+        reference=np.asarray(res.attrs["reference_map"], np.float32),
+        classes=[f"cluster {i}" for i in range(4)],
+    )
+    np.testing.assert_array_equal(out["pair_importance_class"].values, want["pair_importance_class"].values)
+    assert out["pair_a"].values.tolist() == [a for a, _ in chosen]
+
+
+def test_the_stage_with_pixel_classes_explains_the_pairs_asked_for(scene):
+    cube, model, res, labels = scene
+    out = slamgeo.pairs(res, labels, [("cotton", "maize")], cube=cube, model=model)
+    assert out["pair_a"].values.tolist() == ["cotton"] and out["pair_b"].values.tolist() == ["maize"]
+    with pytest.raises(InputError, match="unknown class 'okra'"):
+        slamgeo.pairs(res, labels, [("cotton", "okra")], cube=cube, model=model)
+
+
+def test_without_a_pair_the_results_and_the_store_are_left_as_they_were(season, scene):
+    from slamgeo.io.cube import open_results
+
+    tmp, par = season
+    res, cube, model = _opened(tmp)
+    assert slamgeo.pairs(res, par, None, 0, cube=cube, model=model) is res
+    unclustered = res.drop_vars(["cluster", "cluster_centre", "cluster_size"])
+    assert slamgeo.pairs(unclustered, None, cube=cube, model=model) is unclustered
+    before = sorted(map(str, open_results(tmp / "results.zarr").data_vars))
+    assert (
+        slamgeo.pairs_store(
+            tmp / "results.zarr", tmp / "parcels", cube=tmp / "cube.zarr", model=tmp / "model", confused=0
+        )
+        == []
+    )
+    assert sorted(map(str, open_results(tmp / "results.zarr").data_vars)) == before
+    sample = scene[2].stack(sample=("y", "x")).reset_index("sample", drop=True)  # no grid: no pairs
+    assert slamgeo.pairs(sample, None, cube=scene[0], model=scene[1]) is sample

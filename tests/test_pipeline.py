@@ -156,6 +156,7 @@ def test_a_season_too_short_for_the_model_fails_with_its_reason(first_run, local
             "synthetic": {"size": 48, "n_dates": 8, "seed": 5, "start": "2018-01-06", "step_days": 6},
         },
         model={"checkpoint": str(first.season_dir / "model")},
+        report={"confused_pairs": 1},  # the eight classes of this small scene: no pepper, no sweet potato
     )
     summary = run_pipeline(load_config(path), client=local_cluster, quiet=True)
     failed = [s for s in summary.steps if s.status == "failed"]

@@ -22,6 +22,7 @@ from slamgeo.errors import InputError
 from slamgeo.io.synth import CLASSES
 from slamgeo.jobs.metrics import confusion
 from slamgeo.method.faithfulness import deletion_curves
+from slamgeo.reporting import FigureSkipped
 from slamgeo.reporting import figures as report
 from slamgeo.reporting.figures import (
     fig_class_importance,
@@ -32,11 +33,9 @@ from slamgeo.reporting.figures import (
     fig_importance_map,
     fig_recon_error_map,
     importance_segments,
-    load_curves,
-    read_groups,
-    save_curves,
 )
 from slamgeo.reporting.page import make_report
+from slamgeo.reporting.readers import load_curves, read_groups, sample_variables, save_curves
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -170,9 +169,9 @@ def test_class_importance_normalises_raw_importance_and_refuses_bad_input():
     fig = fig_class_importance(raw, ["cotton"])
     lc = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)][0]
     assert lc.get_array().min() >= 0 and lc.get_array().max() <= 1 + 1e-12
-    with pytest.raises(InputError, match=r"not found; available: \['cotton', 'sweet potato', 'pepper'\]"):
+    with pytest.raises(FigureSkipped, match=r"not found; available: \['cotton', 'sweet potato', 'pepper'\]"):
         fig_class_importance(prof, ["maize"])
-    with pytest.raises(InputError, match="--cube"):
+    with pytest.raises(FigureSkipped, match="--cube"):
         fig_class_importance(prof.drop_vars("VV"), ["cotton"])
 
 
@@ -236,7 +235,7 @@ def test_recon_error_map_and_thinning(monkeypatch):
     assert im.get_array().shape == (7, 8)  # stride 3 on 20 x 24
     assert "1 pixel in 3 per side" in fig.axes[0].get_title()
     np.testing.assert_allclose(im.get_extent(), [230_000, 230_240, 4_109_800, 4_110_000])
-    with pytest.raises(InputError, match="sample-form"):
+    with pytest.raises(FigureSkipped, match="sample-form"):
         fig_recon_error_map(ds["recon_error"].stack(sample=("y", "x")).reset_index("sample", drop=True))
 
 
@@ -264,7 +263,7 @@ def test_embedding_scatter_subsamples_and_labels():
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "0: maize"
     fig = fig_embedding_scatter(rng.normal(size=(50, 3)), np.repeat(["a", "b"], 25))
     assert fig.axes[0].get_xlabel().startswith("principal component 1")
-    with pytest.raises(InputError, match="no point"):
+    with pytest.raises(FigureSkipped, match="no point"):
         fig_embedding_scatter(np.full((5, 2), np.nan), ["a"] * 5)
 
 
@@ -297,7 +296,7 @@ def test_deletion_curve_plots_top_and_baseline_in_std_units():
     labels = [ln.get_label() for ln in two.axes[0].get_lines()]
     # one shared baseline
     assert labels == ["Grad-SLAM: top-k dates", "gradient × input: top-k dates", "k random dates"]
-    with pytest.raises(InputError, match="expected keys k, top, baseline"):
+    with pytest.raises(FigureSkipped, match="expected keys k, top, baseline"):
         fig_deletion_curve({"x": {"k": [1]}})
 
 
@@ -317,6 +316,26 @@ def test_faithfulness_curves_of_a_tiny_model_round_trip(tmp_path):
     np.testing.assert_allclose(back["gradient × input"]["top"], curves["gradient × input"]["top"])
     assert back["gradient × input"]["baseline_name"] == "k random dates"
     assert len(fig_deletion_curve(back).axes) == 2
+    (tmp_path / "other.json").write_text('{"x": {"k": [1]}}')
+    with pytest.raises(InputError, match=r"other\.json: faithfulness curves 'x': expected keys k, top, baseline"):
+        load_curves(tmp_path / "other.json")  # a file of the wrong form is bad input, naming the file
+
+
+def test_a_figure_the_inputs_do_not_allow_is_skipped_and_bad_input_is_not():
+    assert not issubclass(FigureSkipped, InputError)  # the page skips the one, never the other
+    none = xr.full_like(_results()["cluster"], -1).assign_attrs(k=0)
+    with pytest.raises(FigureSkipped, match="no pixel has a cluster"):
+        fig_cluster_map(none)
+
+
+def test_the_report_stage_needs_the_cube_with_the_model(tmp_path):
+    from slamgeo.reporting.page import report as report_stage
+
+    with pytest.raises(InputError, match="model= needs cube="):
+        report_stage(_results(), None, tmp_path / "rep", model=object())  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="pairs= needs model= and cube="):
+        report_stage(_results(), None, tmp_path / "rep", pairs=[("cotton", "pepper")])
+    assert not (tmp_path / "rep").exists()
 
 
 # --------------------------------------------------------------------------- make_report
@@ -487,13 +506,13 @@ def test_cli_report_on_a_tiny_store(tmp_path):
 def test_sample_variables_reads_a_bounded_number_of_chunks():
     ds = _results().chunk({"y": 5, "x": 6})  # 4 x 4 chunks
     ds["twice"] = ds["recon_error"] * 2
-    got = report.sample_variables(ds, ["embedding", "recon_error", "twice"], max_blocks=3, max_pixels=10_000)
+    got = sample_variables(ds, ["embedding", "recon_error", "twice"], max_blocks=3, max_pixels=10_000)
     assert got["embedding"].shape == (D, 90) and got["recon_error"].shape == (90,)
     np.testing.assert_array_equal(got["twice"], got["recon_error"] * 2)  # the same pixels in every variable
     flat = ds["recon_error"].values.ravel()
     finite = got["recon_error"][np.isfinite(got["recon_error"])]
     assert np.isin(finite, flat).all()
-    strided = report.sample_variables(ds, ["recon_error"], max_blocks=100, max_pixels=120)["recon_error"]
+    strided = sample_variables(ds, ["recon_error"], max_blocks=100, max_pixels=120)["recon_error"]
     assert strided.shape == (144,)  # stride 2 in y and x inside each 5 x 6 chunk: 3 x 3 of its pixels
 
 

@@ -18,8 +18,8 @@ import slamgeo
 
 pytestmark = pytest.mark.timeout(600)
 
-STAGES = "load train explain cluster parcels report".split()
-TWINS = "ingest explain_store cluster_store parcels_store".split()
+STAGES = "load train explain cluster parcels report pairs faithfulness".split()
+TWINS = "ingest explain_store cluster_store parcels_store pairs_store".split()
 
 ONE_PROCESS = """
 import json, slamgeo
@@ -29,7 +29,7 @@ cube = slamgeo.load(["scene"], chunk=24)
 model = slamgeo.train(cube, sample_size=1500, max_epochs=2, progress=False)
 res = slamgeo.cluster(slamgeo.explain(cube, model).persist(), k=5)
 par = slamgeo.parcels(res, cube, "scene/parcels.gpkg", test_fraction=0.0)
-page = slamgeo.report(res, par, "report", cube=cube)
+page = slamgeo.report(res, par, "report", cube=cube, model=model)
 print(json.dumps({"page": str(page), "vars": sorted(map(str, res.data_vars)), "oa": par.metrics["pixels"]["overall_accuracy"],
                   "parcels": len(par.table)}))
 """
@@ -46,6 +46,9 @@ def test_the_six_stages_run_in_one_python_process(tmp_path):
     page = tmp_path / out["page"]
     assert page.is_file() and "<img" in page.read_text()
     assert not (tmp_path / "report" / "notes.txt").exists()
+    # with the model, the page holds the class pairs and the deletion curves, as the pipeline's
+    drawn = {f["key"] for f in json.loads((tmp_path / "report" / "report.json").read_text())["figures"] if f["file"]}
+    assert "faithfulness_deletion" in drawn and any(k.startswith("pair_") for k in drawn), drawn
 
 
 def test_the_package_face_names_every_stage_and_twin():
@@ -153,9 +156,59 @@ def test_parcels_and_its_store_twin_give_the_same_tables(explained):
     assert metrics["pixels"] == mem.metrics["pixels"] == stored.metrics["pixels"]
     assert metrics["results_path"] == str(explained / "results.zarr")
     # the report draws the same confusion from the result as from the folder
-    from slamgeo.reporting.figures import read_parcels_outputs
+    from slamgeo.jobs.parcels import read_parcels_outputs
 
     parts, missing = read_parcels_outputs(out)
     assert not missing
     for level in ("pixels", "parcels"):
         np.testing.assert_array_equal(parts[f"confusion_{level}"].to_numpy(), mem.confusion(level).to_numpy())
+
+
+def test_the_report_in_a_notebook_is_the_pipelines_page(explained, tmp_path):
+    """`slamgeo.report(..., model=...)` after the in-memory parcels stage draws the figures the
+    season pipeline's report step draws from the stores (the faithfulness stage, `pairs_store`,
+    then `make_report` on the parcels folder): the same report.json, captions included."""
+    import shutil
+
+    from slamgeo.io.checkpoint import load_model
+    from slamgeo.io.cube import open_cube, open_results
+    from slamgeo.reporting.page import make_report
+
+    store = tmp_path / "results.zarr"
+    shutil.copytree(explained / "results.zarr", store)
+    if "cluster" not in open_results(store):
+        slamgeo.cluster_store(store, 4, seed=3)
+    gpkg, cube, model = (
+        explained / "scene" / "parcels.gpkg",
+        open_cube(explained / "cube.zarr"),
+        load_model(explained / "model"),
+    )
+    pairs = [("wheat", "maize")]
+
+    # in a notebook
+    res = open_results(store)
+    par = slamgeo.parcels(res, cube, gpkg, test_fraction=0.0)
+    slamgeo.report(res, par, tmp_path / "notebook", cube=cube, model=model, pairs=pairs, title="season")
+
+    # as the pipeline's report step does
+    slamgeo.parcels_store(store, gpkg, tmp_path / "parcels", cube=explained / "cube.zarr", test_fraction=0.0)
+    curves = slamgeo.faithfulness(open_results(store), cube, model)
+    done = slamgeo.pairs_store(
+        store, tmp_path / "parcels", cube=explained / "cube.zarr", model=explained / "model", pairs=pairs, polygons=gpkg
+    )
+    assert done and done[-1] == pairs[0]
+    make_report(
+        open_results(store),
+        tmp_path / "pipeline",
+        cube=cube,
+        parcels_dir=tmp_path / "parcels",
+        faithfulness=curves,
+        title="season",
+    )
+
+    def figures(folder):
+        return json.loads((folder / "report.json").read_text())["figures"]
+
+    assert figures(tmp_path / "notebook") == figures(tmp_path / "pipeline")
+    drawn = [f["key"] for f in figures(tmp_path / "pipeline") if f["file"]]
+    assert "faithfulness_deletion" in drawn and "pair_wheat_maize" in drawn, drawn

@@ -570,7 +570,7 @@ def test_cli_writes_a_scene_then_refuses_to_overwrite_it(tmp_path):
         "--size",
         "40",
         "--n-dates",
-        "5",
+        "9",
         "--seed",
         "3",
         "--rain-events",
@@ -581,9 +581,9 @@ def test_cli_writes_a_scene_then_refuses_to_overwrite_it(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert "wrote" in res.stdout and "stac.json" in res.stdout
-    assert len(list((out / "tiffs").glob("S1_VVVH_*.tif"))) == 4
-    assert len(pystac.ItemCollection.from_file(str(out / "stac.json"))) == 4
-    again = run_cli(str(out), "--size", "40", "--n-dates", "5")
+    assert len(list((out / "tiffs").glob("S1_VVVH_*.tif"))) == 8
+    assert len(pystac.ItemCollection.from_file(str(out / "stac.json"))) == 8
+    again = run_cli(str(out), "--size", "40", "--n-dates", "9")
     assert again.returncode == 1
     assert "error:" in again.stderr and "already exists" in again.stderr
 
@@ -624,6 +624,7 @@ def test_archive_layout_has_the_ground_truth_and_no_scene_tiffs(archived):
     sc, paths = archived
     out = paths["meta"].parent
     assert sorted(p.name for p in out.iterdir()) == [
+        ".slamgeo-output.json",  # slamgeo's stamp (slamgeo.io.storage.STAMP_FILE)
         "archive",
         "parcels.gpkg",
         "phenology.csv",
@@ -859,11 +860,11 @@ def test_write_scene_adds_the_grid_parcels_file(small, tmp_path):
 
 def test_cli_writes_an_archive_with_grid_parcels(tmp_path):
     out = tmp_path / "scene"
-    res = run_cli(str(out), "--size", "40", "--n-dates", "3", "--archive", "--grid-parcels", "50")
+    res = run_cli(str(out), "--size", "40", "--n-dates", "8", "--archive", "--grid-parcels", "50")
     assert res.returncode == 0, res.stderr
-    assert "items.json (7 STAC items)" in res.stdout and "(14 COGs)" in res.stdout
+    assert "items.json (18 STAC items)" in res.stdout and "(36 COGs)" in res.stdout
     items = pystac.ItemCollection.from_file(str(out / "archive" / "items.json"))
-    assert sorted(i.properties["sat:orbit_state"] for i in items) == ["ascending"] * 6 + ["descending"]
+    assert sorted(i.properties["sat:orbit_state"] for i in items) == ["ascending"] * 16 + ["descending"] * 2
     assert len(gpd.read_file(out / "parcels_grid.gpkg", layer="parcels")) == 50
     assert json.loads((out / "scene.json").read_text())["archive"] is True
     assert not (out / "tiffs").exists()

@@ -277,8 +277,11 @@ def test_train_without_out_dir_has_the_checksum_a_save_would_record(tmp_path, cu
 
 def test_existing_out_dir_is_refused_before_training(tmp_path, cube_and_classes):
     cube, _ = cube_and_classes
+    from slamgeo.io import storage
+
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.json").write_text("{}")
+    storage.stamp_folder(tmp_path / "m", storage.CHECKPOINT)  # as slamgeo writes a checkpoint
     with pytest.raises(OutputError, match="already exists"):
         train(cube, out_dir=tmp_path / "m", sample_size=200, max_epochs=1, **FAST)
 

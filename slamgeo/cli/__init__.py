@@ -1,10 +1,19 @@
-"""The `slamgeo` command line: one module per command, registered on one typer app."""
+"""The `slamgeo` command line: one module per command, registered on one typer app.
+
+`main` is the entry point's policy for what reaches the terminal: a user error is one line
+`error: ...` (exit code 1), an interrupt one line (exit code 128 + the signal number), a
+warning one line `warning: ...`; library warnings a user can do nothing about
+(`slamgeo.jobs.runtime.NOISY_WARNINGS`) are not shown. Options that typer rejects (a wrong
+type, a missing argument) keep typer's usage message and exit code 2.
+"""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import sys
+import warnings
+from pathlib import Path
 
 import typer
 
@@ -38,12 +47,27 @@ def version() -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1; an interrupt
-    (SIGINT, SIGTERM) one line and exit code 128 + the signal number."""
+    (SIGINT, SIGTERM, in any command) one line and exit code 128 + the signal number;
+    warnings one line each, the libraries' noise left out (for the rest of the process: some
+    come as it exits; the one-line format is undone on the way out, for a caller in the same
+    process)."""
+    from slamgeo.jobs.runtime import quiet_library_warnings
+
+    quiet_library_warnings()
+    saved_format, warnings.formatwarning = warnings.formatwarning, _format_warning
+    try:
+        _run_app()
+    finally:
+        warnings.formatwarning = saved_format
+
+
+def _run_app() -> None:
     from slamgeo.errors import SlamgeoError, one_line
-    from slamgeo.jobs.runtime import Interrupted
+    from slamgeo.jobs.runtime import Interrupted, interrupt_handlers
 
     try:
-        app()
+        with interrupt_handlers():
+            app()
     except Interrupted as exc:
         typer.echo(f"slamgeo: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -69,6 +93,21 @@ def _fail(message: str) -> None:
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
+    """A warning as one line: `warning: MESSAGE`, and for a library's warning where it comes
+    from (`warning: MESSAGE (RuntimeWarning, numpy/lib/nanfunctions.py:1215)`)."""
+    text = f"warning: {_one_line(message)}"
+    path = Path(filename)
+    if category.__module__.split(".")[0] == "slamgeo" or _PACKAGE in path.resolve().parents:
+        return text + "\n"
+    parts = path.parts
+    where = "/".join(parts[parts.index("site-packages") + 1 :]) if "site-packages" in parts else path.name
+    return f"{text} ({category.__name__}, {where}:{lineno})\n"
 
 
 def _is_storage_error(exc: BaseException) -> bool:

@@ -1,4 +1,9 @@
-"""The typer application every command module registers on."""
+"""The typer application every command module registers on, and the checks its commands make
+of their options before any work starts (each failure one line naming the option)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 import typer
 
@@ -18,3 +23,40 @@ class CLIError(Exception):
 @app.callback()
 def _root() -> None:
     """slamgeo: Sentinel-1 cubes -> CAE embeddings -> Grad-SLAM date importance -> crop clusters."""
+
+
+def check_choice(option: str, value: object, choices: Iterable[object]) -> None:
+    """`value` of `option` (such as "--scale") must be one of `choices`; else `InputError`."""
+    from slamgeo.errors import InputError
+
+    allowed = list(choices)
+    if value not in allowed:
+        raise InputError(f"{option} {value!r}: expected one of {', '.join(str(c) for c in allowed)}")
+
+
+def check_at_least(option: str, value: float | None, low: float, why: str = "") -> None:
+    """`value` of `option` must be `low` or more (None passes: the default); else `InputError`,
+    with `why` (the unit, or where the bound comes from) in brackets."""
+    from slamgeo.errors import InputError
+
+    if value is not None and not value >= low:  # NaN fails too
+        said = f" ({why})" if why else ""
+        raise InputError(f"{option} must be {low:g} or more{said}, found {value}")
+
+
+def check_cluster_options(
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    wait_for_workers: float | None = None,
+) -> None:
+    """The Dask options of a command: `--scheduler` an address a client can connect to,
+    `--workers` and `--threads` 1 or more, `--wait-for-workers` 0 seconds or more."""
+    from slamgeo.jobs.runtime import check_scheduler_address
+
+    if scheduler is not None:
+        check_scheduler_address(scheduler, where="--scheduler")
+    check_at_least("--workers", workers, 1)
+    check_at_least("--threads", threads, 1)
+    check_at_least("--wait-for-workers", wait_for_workers, 0, "seconds")

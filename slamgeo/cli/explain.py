@@ -5,7 +5,12 @@ from __future__ import annotations
 import typer
 
 from slamgeo import schema
-from slamgeo.cli._app import app
+from slamgeo.cli._app import app, check_at_least, check_choice, check_cluster_options
+
+WAIT_HELP = (
+    "With --scheduler: seconds to wait for a worker (with --gpu, one with the resource GPU) to join "
+    "before giving up with an error; 0: at once."
+)
 
 
 @app.command("explain")
@@ -21,35 +26,69 @@ def explain_cmd(
     scale: str | None = typer.Option(
         None, help="Grad-SLAM scaling: minmax, maxabs, abs, centred, none (default: the library's)."
     ),
-    layers: str | None = typer.Option(None, help="Comma-separated encoder blocks (default: all conv blocks)."),
+    layers: str | None = typer.Option(
+        None, help="Comma-separated encoder blocks, such as block1,block3 (default: all conv blocks)."
+    ),
     batch_size: int = typer.Option(schema.EXPLAIN_BATCH_SIZE, help="Pixels per Grad-SLAM batch."),
     importance_dtype: str = typer.Option("float32", help="float32, or float16 to halve the largest output."),
     overwrite: bool = typer.Option(
         False, help="Replace a slamgeo results store of another run at --out (never a folder holding anything else)."
     ),
-    scheduler: str | None = typer.Option(None, help="Address of an existing Dask scheduler (default: a LocalCluster)."),
+    scheduler: str | None = typer.Option(
+        None,
+        metavar="ADDRESS",
+        help="Address of an existing Dask scheduler, tcp://HOST:PORT (default: a LocalCluster). Connecting gives "
+        "up after Dask's distributed.comm.timeouts.connect (30 s; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT).",
+    ),
     workers: int | None = typer.Option(None, help="LocalCluster worker processes (default: one per core)."),
     threads: int = typer.Option(1, help="Threads per LocalCluster worker."),
     gpu: bool = typer.Option(False, help="Run tasks only on workers with the Dask resource GPU=1."),
-    zarr_format: int = typer.Option(2, help="Zarr format of a new results store (2: GDAL reads it; or 3)."),
+    wait_for_workers: float = typer.Option(600.0, metavar="SECONDS", help=WAIT_HELP),
+    zarr_format: int = typer.Option(2, help="Zarr format of a new results store: 2 (GDAL reads it) or 3."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Encode every pixel and compute its Grad-SLAM date importance, chunk by chunk, with Dask."""
-    from slamgeo.jobs.explain import ExplainOptions, explain_store
+    from slamgeo.errors import InputError
+    from slamgeo.io import storage
+    from slamgeo.io.checkpoint import load_model
+    from slamgeo.jobs.explain import ZARR_FORMATS, ExplainOptions, explain_store, unknown_layers
     from slamgeo.jobs.runtime import ClusterOptions, dask_client
-    from slamgeo.method.gradslam import DEFAULT_SCALE
+    from slamgeo.method.gradslam import DEFAULT_SCALE, SCALES
 
+    # every option, before the model is read, the output touched or a cluster started
+    if scale is not None:
+        check_choice("--scale", scale, SCALES)
+    check_choice("--importance-dtype", importance_dtype, ("float32", "float16"))
+    check_choice("--zarr-format", zarr_format, ZARR_FORMATS)
+    check_at_least("--batch-size", batch_size, 1)
+    check_cluster_options(scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers)
+    names = tuple(s.strip() for s in layers.split(",") if s.strip()) if layers is not None else None
+    if layers is not None and not names:
+        raise InputError(f"--layers {layers!r}: no block name; give encoder blocks such as block1,block3")
     opts = ExplainOptions(
-        layers=tuple(s.strip() for s in layers.split(",") if s.strip()) if layers else None,
+        layers=names,
         scale=scale or DEFAULT_SCALE,
         batch_size=batch_size,
         importance_dtype=importance_dtype,  # type: ignore[arg-type]
     )
-    from slamgeo.io import storage
+    if names:  # the model's own blocks (explain_store checks again)
+        model = load_model(model_dir)
+        unknown = unknown_layers(model, names)
+        if unknown:
+            blocks = ", ".join(model.model.encoder.blocks)
+            raise InputError(
+                f"--layers {layers!r}: no block {', '.join(unknown)} in the encoder of {model_dir}; it has {blocks}"
+            )
 
     # refused before a cluster starts (explain_store checks again)
     storage.claim_output(out, storage.RESULTS, overwrite=overwrite, inputs=[cube, model_dir], resume=True)
-    cluster = ClusterOptions(scheduler=scheduler, n_workers=workers, threads_per_worker=threads, gpu_resources=gpu)
+    cluster = ClusterOptions(
+        scheduler=scheduler,
+        n_workers=workers,
+        threads_per_worker=threads,
+        gpu_resources=gpu,
+        wait_for_workers=wait_for_workers,
+    )
     with dask_client(cluster) as client:
         rep = explain_store(
             cube,

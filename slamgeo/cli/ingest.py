@@ -5,10 +5,34 @@ the grid named by --crs/--resolution/--bbox/--like, with odc-stac."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 import typer
 
 from slamgeo import schema
 from slamgeo.cli._app import app
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Print the input's warnings (`InputWarning`: a date tag against a file name, a short
+    stack, a date without valid pixels) as one line `warning: ...` on stderr while the block
+    runs; other warnings as Python prints them."""
+    from slamgeo.io.readers._common import InputWarning
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, InputWarning):
+                typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 @app.command("ingest")
@@ -55,6 +79,19 @@ def ingest_command(
     sign: str | None = typer.Option(
         None, "--sign", help="STAC API: sign asset URLs (planetary-computer, from the pc extra)."
     ),
+    max_pixels: int | None = typer.Option(
+        None,
+        "--max-pixels",
+        help="Refuse a grid of more pixels per date than this (a guard; default 1e9).",
+        show_default=False,
+    ),
+    max_blocks: int | None = typer.Option(
+        None,
+        "--max-blocks",
+        help="Refuse a grid cut into more tiles of --chunk pixels than this (a guard; default 100000). "
+        "Given, tiles under 16 pixels are allowed too.",
+        show_default=False,
+    ),
 ) -> None:
     """Ingest Sentinel-1 backscatter into a cube: float32 dB VV/VH on (time, y, x) or (time, sample)."""
     from slamgeo.io.ingest import ingest, scene_tiffs
@@ -65,25 +102,28 @@ def ingest_command(
         if tiffs is not None:
             typer.echo(f"note: {given} is a slamgeo synth scene; reading its backscatter in {tiffs}")
     search = {k: v for k, v in (("collection", collection), ("datetime", datetime), ("sign", sign)) if v is not None}
-    path = ingest(
-        inputs,
-        out,
-        chunk=chunk,
-        zarr_format=zarr_format,
-        overwrite=overwrite,
-        start=start,
-        end=end,
-        progress=progress,
-        report=typer.echo,
-        crs=crs,
-        resolution=resolution,
-        bbox=bbox,
-        like=like,
-        orbit=orbit,
-        relative_orbits=relative_orbit,
-        resampling=resampling,
-        **search,
-    )
+    with one_line_warnings():
+        path = ingest(
+            inputs,
+            out,
+            chunk=chunk,
+            zarr_format=zarr_format,
+            overwrite=overwrite,
+            start=start,
+            end=end,
+            progress=progress,
+            report=typer.echo,
+            crs=crs,
+            resolution=resolution,
+            bbox=bbox,
+            like=like,
+            orbit=orbit,
+            relative_orbits=relative_orbit,
+            resampling=resampling,
+            max_pixels=max_pixels,
+            max_blocks=max_blocks,
+            **search,
+        )
     import xarray as xr
 
     with xr.open_zarr(str(path)) as ds:

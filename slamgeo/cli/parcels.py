@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from slamgeo.cli._app import app
+from slamgeo.cli._app import app, check_cluster_options
 
 
 @app.command("parcels")
@@ -41,9 +41,18 @@ def parcels_cmd(
     overwrite: bool = typer.Option(
         False, help="Replace a slamgeo parcels folder at --out (never a folder holding anything else)."
     ),
-    scheduler: str | None = typer.Option(None, help="Address of an existing Dask scheduler (default: a LocalCluster)."),
+    scheduler: str | None = typer.Option(
+        None,
+        metavar="ADDRESS",
+        help="Address of an existing Dask scheduler, tcp://HOST:PORT (default: a LocalCluster).",
+    ),
     workers: int | None = typer.Option(None, help="LocalCluster worker processes (default: one per core)."),
     threads: int = typer.Option(1, help="Threads per LocalCluster worker."),
+    wait_for_workers: float = typer.Option(
+        600.0,
+        metavar="SECONDS",
+        help="With --scheduler: seconds to wait for a worker to join before giving up with an error; 0: at once.",
+    ),
 ) -> None:
     """Rasterise parcels on the results' grid, aggregate importance, VV/VH and clusters per parcel
     (Dask, out of core), vote clusters into classes on training parcels, and score them on
@@ -57,11 +66,16 @@ def parcels_cmd(
         raise InputError(f"--vote must be 'pixels' or 'parcels', found {vote!r}")
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(f"--test-fraction must be in [0, 1), found {test_fraction}")
+    check_cluster_options(scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers)
     from slamgeo.io import storage
 
     # refused before a cluster starts (parcels_store checks again)
     storage.claim_output(out, storage.PARCELS, overwrite=overwrite, inputs=[p for p in (results, parcels, cube) if p])
-    with dask_client(ClusterOptions(scheduler=scheduler, n_workers=workers, threads_per_worker=threads)):
+    with dask_client(
+        ClusterOptions(
+            scheduler=scheduler, n_workers=workers, threads_per_worker=threads, wait_for_workers=wait_for_workers
+        )
+    ):
         res = parcels_store(
             results,
             parcels,

@@ -31,7 +31,7 @@ def report_cmd(
         "(default: the classes in groups of 4).",
     ),
     faithfulness: str | None = typer.Option(
-        None, help="JSON of deletion curves (slamgeo.reporting.figures.save_curves) for the faithfulness figure."
+        None, help="JSON of deletion curves (slamgeo.reporting.readers.save_curves) for the faithfulness figure."
     ),
     title: str = typer.Option("slamgeo report", help="Title of the HTML page."),
     overwrite: bool = typer.Option(
@@ -46,8 +46,9 @@ def report_cmd(
     from slamgeo.errors import InputError
     from slamgeo.io import storage
     from slamgeo.io.cube import open_cube, open_results
-    from slamgeo.reporting.figures import load_curves, parse_date, read_groups
+    from slamgeo.reporting.figures import parse_date
     from slamgeo.reporting.page import make_report
+    from slamgeo.reporting.readers import load_curves, read_groups
 
     if date is not None:
         try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from slamgeo.cli._app import CLIError, app
+from slamgeo.cli._app import CLIError, app, check_cluster_options
 
 
 def run_config(
@@ -18,11 +18,12 @@ def run_config(
     quiet: bool = False,
     scheduler: str | None = None,
     gpu_resources: bool | None = None,
+    wait_for_workers: float | None = None,
 ) -> None:
     """Load, run, print the tally; exit non-zero when a step failed. SIGINT and SIGTERM stop
     the run as `slamgeo.jobs.runtime.Interrupted` (the step is recorded as interrupted; the
-    command's exit code is 128 + the signal number). `scheduler` and `gpu_resources` (None:
-    the configuration's) override `dask.scheduler` and `dask.gpu_resources`."""
+    command's exit code is 128 + the signal number). `scheduler`, `gpu_resources` and
+    `wait_for_workers` (None: the configuration's) override those keys of `dask:`."""
     from slamgeo.io import storage
     from slamgeo.jobs.runtime import interrupt_handlers
     from slamgeo.pipeline.config import load_config
@@ -32,7 +33,9 @@ def run_config(
         output = str(Path(output).resolve())  # an option's relative path: from the current folder
     with interrupt_handlers():
         cfg = load_config(config, overrides={"output": output} if output else None)
-        cfg = with_dask_overrides(cfg, scheduler=scheduler, gpu_resources=gpu_resources)
+        cfg = with_dask_overrides(
+            cfg, scheduler=scheduler, gpu_resources=gpu_resources, wait_for_workers=wait_for_workers
+        )
         summary = run_pipeline(cfg, force=force, dry_run=dry_run, quiet=quiet)
     tally = ", ".join(f"{n} {k}" for k, n in summary.tally().items())
     typer.echo(f"season {cfg.season.name}: {tally} -> {summary.season_dir}")
@@ -48,9 +51,15 @@ def run_config(
         raise typer.Exit(code=1)
 
 
-def with_dask_overrides(cfg, *, scheduler: str | None = None, gpu_resources: bool | None = None):
-    """`cfg` with `dask.scheduler` and `dask.gpu_resources` replaced by the options given (not None),
-    validated like the file's."""
+def with_dask_overrides(
+    cfg,
+    *,
+    scheduler: str | None = None,
+    gpu_resources: bool | None = None,
+    wait_for_workers: float | None = None,
+):
+    """`cfg` with `dask.scheduler`, `dask.gpu_resources` and `dask.wait_for_workers` replaced by
+    the options given (not None), validated like the file's."""
     from slamgeo.pipeline.config import parse_config
 
     dask_changes: dict = {}
@@ -58,6 +67,8 @@ def with_dask_overrides(cfg, *, scheduler: str | None = None, gpu_resources: boo
         dask_changes["scheduler"] = scheduler
     if gpu_resources is not None:
         dask_changes["gpu_resources"] = gpu_resources
+    if wait_for_workers is not None:
+        dask_changes["wait_for_workers"] = wait_for_workers
     if not dask_changes:
         return cfg
     raw = cfg.model_dump()
@@ -75,7 +86,10 @@ RUN_HELP = "\n\n".join(
         "recorded as interrupted in pipeline_state.json and the run's manifest. Running again resumes.",
         "On a cluster: --scheduler tcp://host:8786 runs the Dask steps on an existing scheduler (SLURM, "
         "Kubernetes, dask-cuda; see docs/cluster.md) and --gpu-resources sends explain's tasks to workers "
-        "started with `--resources GPU=1` only.",
+        "started with `--resources GPU=1` only. A scheduler that does not answer within Dask's "
+        "distributed.comm.timeouts.connect (30 s; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=120s to change "
+        "it), or that has no worker for the tasks within --wait-for-workers seconds, stops the run "
+        "with an error.",
     ]
 )
 
@@ -98,8 +112,8 @@ def run_cmd(
     scheduler: str | None = typer.Option(
         None,
         metavar="ADDRESS",
-        help="Address of an existing Dask scheduler (tcp://host:8786); overrides dask.scheduler "
-        "of the configuration (default: the configuration's, else a LocalCluster).",
+        help="Address of an existing Dask scheduler, tcp://HOST:PORT (tcp://host:8786); overrides "
+        "dask.scheduler of the configuration (default: the configuration's, else a LocalCluster).",
     ),
     gpu_resources: bool | None = typer.Option(
         None,
@@ -108,10 +122,26 @@ def run_cmd(
         "`--resources GPU=1`); each uses CUDA if it has a device, else its CPU. Overrides "
         "dask.gpu_resources (default: the configuration's, else off).",
     ),
+    wait_for_workers: float | None = typer.Option(
+        None,
+        metavar="SECONDS",
+        help="With a scheduler: seconds to wait for a worker (with --gpu-resources, one with the resource "
+        "GPU) to join before stopping with an error; 0: at once. Overrides dask.wait_for_workers "
+        "(default: the configuration's, else 600).",
+    ),
 ) -> None:
     """Run the season pipeline: ingest -> train (or reuse) -> align -> explain -> cluster -> parcels -> report."""
     from slamgeo.io import storage
 
+    check_cluster_options(scheduler=scheduler, wait_for_workers=wait_for_workers)
     if not storage.exists(config):
         raise CLIError(f"{config}: configuration file not found")
-    run_config(config, force=force, dry_run=dry_run, output=output, scheduler=scheduler, gpu_resources=gpu_resources)
+    run_config(
+        config,
+        force=force,
+        dry_run=dry_run,
+        output=output,
+        scheduler=scheduler,
+        gpu_resources=gpu_resources,
+        wait_for_workers=wait_for_workers,
+    )

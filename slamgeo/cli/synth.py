@@ -7,6 +7,7 @@ import json
 
 import typer
 
+from slamgeo import schema
 from slamgeo.cli._app import app
 
 
@@ -19,7 +20,11 @@ def synth_cmd(
     ),
     size: int = typer.Option(512, help="Scene width and height in 10 m pixels."),
     seed: int = typer.Option(0, help="Random seed (the same seed gives the same scene)."),
-    n_dates: int = typer.Option(61, help="Number of acquisitions on the regular grid."),
+    n_dates: int = typer.Option(
+        61,
+        help=f"Number of acquisitions on the regular grid (at least {schema.TRAIN_MIN_DATES} "
+        "once --missing-dates are taken off: a model trains on no fewer).",
+    ),
     start: str = typer.Option("2017-01-03", help="First acquisition date (YYYY-MM-DD)."),
     step_days: int = typer.Option(6, help="Days between acquisitions."),
     missing_dates: int = typer.Option(0, help="Acquisitions to drop at random (never the first or last)."),
@@ -44,10 +49,11 @@ def synth_cmd(
     """Draw a synthetic Sentinel-1 scene (parcels, 16 crop classes, speckle) and write it as real products."""
     from slamgeo.errors import InputError
     from slamgeo.io import storage
-    from slamgeo.io.synth import make_scene, write_archive, write_scene
+    from slamgeo.io.synth import check_trainable_dates, make_scene, write_archive, write_scene
 
     if grid_parcels < 0:
         raise InputError(f"--grid-parcels must be 0 (none) or more, found {grid_parcels}")
+    check_trainable_dates(n_dates, missing_dates)  # a scene too short to train on is of no use downstream
     storage.claim_output(out_dir, storage.SCENE, overwrite=overwrite)  # before minutes of drawing
     scene = make_scene(
         size=size,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
+from pydantic import ConfigDict, field_validator
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -36,6 +37,7 @@ from safetensors.torch import save as st_save
 from slamgeo import schema
 from slamgeo.errors import CheckpointError, InputError
 from slamgeo.io import storage
+from slamgeo.io.records import IsoDate, Record, check_record
 from slamgeo.method.model import CAE, CAEConfig
 
 WEIGHTS_FILE = schema.WEIGHTS_FILE
@@ -57,6 +59,67 @@ PROTECTED_KEYS = (
     "weights",
 )
 METADATA_CHECKSUMS = "metadata_sha256"
+DAMAGED_ADVICE = "; restore the file, or train the model again (slamgeo train)"
+
+
+class CheckpointArchitecture(Record):
+    """`architecture`: the `CAEConfig` fields (left out: their defaults); no others."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_bands: int = CAEConfig.n_bands
+    n_times: int = CAEConfig.n_times
+    embed_dim: int = CAEConfig.embed_dim
+    channels: list[int] = list(CAEConfig.channels)
+    kernels: list[int] = list(CAEConfig.kernels)
+    hidden: list[int] = list(CAEConfig.hidden)
+
+
+class CheckpointNormalisation(Record):
+    """`normalisation`: per-band mean and standard deviation `(C,)`, dB."""
+
+    mean: list[float]
+    std: list[float]
+    units: str | None = None
+    computed_on: str | None = None
+
+
+class CheckpointWeights(Record):
+    """`weights`: the weights file (a plain name inside the checkpoint folder) and its sha256."""
+
+    file: str = WEIGHTS_FILE
+    format: str | None = None
+    sha256: str
+
+    @field_validator("file")
+    @classmethod
+    def _inside_the_checkpoint(cls, v: str) -> str:
+        if not v or "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError(f"expected a file name inside the checkpoint folder, found {v!r}")
+        return v
+
+
+class CheckpointMeta(Record):
+    """The shape of `model.json`, checked on every read (`read_meta`) and before every write
+    (`finalise_meta`). Fields not listed here are kept as they are."""
+
+    format: str
+    format_version: int
+    architecture: CheckpointArchitecture
+    bands: list[str]
+    dates: list[IsoDate]
+    day_of_year: list[int] | None = None
+    normalisation: CheckpointNormalisation
+    gap_fill: bool = False
+    weights: CheckpointWeights
+    metadata_sha256: dict[str, str] | None = None
+    seed: int | None = None
+    training: dict | None = None
+    losses: dict | None = None
+    data_fingerprint: str | None = None
+    package_version: str | None = None
+    cube_fingerprint: str | None = None
+    versions: dict[str, str] | None = None
 
 
 def weights_bytes(model: CAE) -> bytes:
@@ -227,6 +290,7 @@ def finalise_meta(model: CAE, meta: dict) -> tuple[dict, bytes]:
     # through JSON and back, so that what is returned is exactly what a later load reads
     full = json.loads(json.dumps(full, default=_json_default, allow_nan=False))
     full[METADATA_CHECKSUMS] = metadata_checksums(full)
+    check_record(full, CheckpointMeta, f"metadata to save ({META_FILE})", error=CheckpointError)
     return full, blob
 
 
@@ -288,7 +352,9 @@ def save_model(
 
 
 def read_meta(model_dir: str | Path) -> dict:
-    """The checkpoint's JSON metadata, checked for the keys every checkpoint has."""
+    """The checkpoint's JSON metadata as written, checked against `CheckpointMeta`: the keys
+    every checkpoint has, the format, and the type of every known field (one line naming the
+    file and the field, as `CheckpointError`)."""
     path = storage.join(model_dir, META_FILE)
     if not storage.isdir(model_dir):
         raise CheckpointError(f"{model_dir}: no checkpoint directory here")
@@ -297,16 +363,18 @@ def read_meta(model_dir: str | Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: metadata file missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable metadata ({exc})") from None
+        raise CheckpointError(f"{path}: unreadable metadata, not JSON ({exc}){DAMAGED_ADVICE}") from None
     if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+        check_record(meta, CheckpointMeta, path, error=CheckpointError, advice=DAMAGED_ADVICE)
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
-        raise CheckpointError(f"{path}: metadata lacks {missing}")
+        raise CheckpointError(f"{path}: metadata lacks {missing}{DAMAGED_ADVICE}")
     if meta["format"] != FORMAT or meta["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: format {meta['format']!r} v{meta['format_version']}, expected {FORMAT!r} v{FORMAT_VERSION}"
+            f"{path}: format {meta['format']!r} version {meta['format_version']!r}, "
+            f"expected {FORMAT!r} version {FORMAT_VERSION}"
         )
+    check_record(meta, CheckpointMeta, path, error=CheckpointError, advice=DAMAGED_ADVICE)
     return meta
 
 
@@ -384,6 +452,7 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
 
 __all__ = [
     "META_FILE",
+    "CheckpointMeta",
     "WEIGHTS_FILE",
     "TrainedModel",
     "check_writable",

@@ -223,7 +223,7 @@ def write_cube(
     validate_cube(ds, where=str(out))
     ds = _for_zarr(ds)
     ds.attrs[COMPLETE_ATTR] = False
-    ds.attrs[storage.KIND_ATTR] = storage.CUBE.name
+    ds.attrs.update(storage.stamp_attrs(storage.CUBE))  # slamgeo's stamp, from the first write on
     if storage.is_local(out):
         local = out if isinstance(out, Path) else Path(storage.filesystem(out)[1])
         storage.remove_stale_temporaries(local, storage.CUBE)

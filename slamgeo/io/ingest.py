@@ -24,6 +24,7 @@ with GDAL's endpoint settings derived from `AWS_ENDPOINT_URL` when GDAL's own ar
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -44,7 +45,7 @@ import xarray as xr
 from slamgeo.errors import ConfigError, InputError, OutputError, SlamgeoError
 from slamgeo.io import storage
 from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, write_cube
-from slamgeo.io.readers._common import _dates_text, _one_line, _suffix, parse_time_window
+from slamgeo.io.readers._common import InputWarning, _dates_text, _one_line, _suffix, parse_time_window
 from slamgeo.io.readers.archive import (
     GridOptions,
     Orbit,
@@ -59,6 +60,7 @@ from slamgeo.io.readers.dataset import DATASET_SUFFIXES, _is_zarr_dir, open_data
 from slamgeo.io.readers.geotiff import TIFF_SUFFIXES, RasterInfo, _expand_tiffs, describe_tiff
 from slamgeo.io.readers.stac import STAC_SUFFIXES, _read_item_collection, stac_assets
 from slamgeo.io.readers.table import TABLE_SUFFIXES, open_table
+from slamgeo.schema import TRAIN_MIN_DATES
 
 SourceKind = Literal["geotiff", "stac", "stac-api", "dataset", "table"]
 GDAL_CACHE_BYTES = 64 * 2**20  # GDAL block cache while ingesting (bytes)
@@ -92,12 +94,14 @@ def _kind_of(p: storage.Location) -> SourceKind:
 def scene_tiffs(p: str | Path) -> storage.Location | None:
     """The backscatter of a `slamgeo synth` output folder (it holds `scene.json`): its `tiffs/`
     folder, or the `archive/items.json` of `--archive`; None when `p` is not one. Its other
-    rasters (`truth.tif`) are not backscatter."""
-    from slamgeo.io.synth import SCENE_FILES
+    rasters (`truth.tif`) are not backscatter. Its `scene.json` is checked against its schema
+    (`slamgeo.io.synth.SceneMeta`): `InputError` naming the file and the field."""
+    from slamgeo.io.synth import SCENE_ADVICE, SCENE_FILES, read_scene_meta
 
     p = storage.location(p)
     if not storage.isdir(p) or not storage.exists(storage.join(p, SCENE_FILES["meta"])):
         return None
+    read_scene_meta(p, advice=f"{SCENE_ADVICE}, or ingest its {SCENE_FILES['tiffs']}/ folder")
     tiffs = storage.join(p, SCENE_FILES["tiffs"])
     if storage.isdir(tiffs):
         return tiffs
@@ -146,8 +150,26 @@ LOW_VALID_SHARE = 0.01  # a date with fewer valid pixels than this share is inge
 _HIST_EDGES = np.arange(-100.0, 100.25, 0.5)  # dB bin edges; two more bins take what lies outside
 
 
-class BackscatterWarning(UserWarning):
+class BackscatterWarning(InputWarning):
     """A date with no, or very few, valid pixels: ingested as it is, but worth a look."""
+
+
+def check_dates(ds: xr.Dataset, where: str) -> None:
+    """A cube without dates is refused; one with fewer than `TRAIN_MIN_DATES` gives an
+    `InputWarning` naming the count, the dates and the minimum for training (such a cube can
+    be read and aligned, but not trained on)."""
+    times = np.asarray(ds["time"].values)
+    if times.size == 0:
+        raise InputError(f"{where}: no date to ingest")
+    if times.size < TRAIN_MIN_DATES:
+        span = str(times.min())[:10] if times.size == 1 else f"{str(times.min())[:10]} .. {str(times.max())[:10]}"
+        warnings.warn(
+            f"{where}: only {times.size} date(s) ({span}); training a model needs at least {TRAIN_MIN_DATES} dates "
+            "(the default model's 3 pooling blocks halve the series 3 times), so `slamgeo train` will refuse this "
+            "cube; widen the time window or add dates",
+            InputWarning,
+            stacklevel=3,
+        )
 
 
 def _block_histogram(block: np.ndarray) -> np.ndarray:
@@ -163,16 +185,18 @@ def _block_histogram(block: np.ndarray) -> np.ndarray:
     return counts.reshape(t, nb, *([1] * (block.ndim - 1)))
 
 
-def backscatter_histograms(ds: xr.Dataset) -> dict[str, np.ndarray]:
-    """Per band, counts `(T, NB)` int64 of the valid (finite) dB values of each date in the bins
-    of `_HIST_EDGES`, computed in one pass chunk by chunk (memory: a few chunks per thread)."""
+def _time_first(ds: xr.Dataset, band: str):
     import dask.array
 
+    var = ds[band]
+    return dask.array.asarray(var.transpose("time", *(d for d in var.dims if d != "time")).data)
+
+
+def _lazy_histograms(ds: xr.Dataset) -> dict:
     nb = _HIST_EDGES.size + 1
     lazy = {}
     for band in BANDS:
-        var = ds[band]
-        data = dask.array.asarray(var.transpose("time", *(d for d in var.dims if d != "time")).data)
+        data = _time_first(ds, band)
         per_block = data.map_blocks(
             _block_histogram,
             new_axis=1,
@@ -180,7 +204,20 @@ def backscatter_histograms(ds: xr.Dataset) -> dict[str, np.ndarray]:
             chunks=(data.chunks[0], (nb,), *[(1,) * len(c) for c in data.chunks[1:]]),
         )
         lazy[band] = per_block.sum(axis=tuple(range(2, per_block.ndim)))
-    (out,) = dask.compute(lazy)
+    return lazy
+
+
+def _lazy_equal_counts(ds: xr.Dataset):
+    """`(T,)` lazy counts of the pixels where VV and VH are both valid and equal."""
+    vv, vh = (_time_first(ds, band) for band in BANDS)
+    same = (vv == vh) & np.isfinite(vv)
+    return same.sum(axis=tuple(range(1, same.ndim)))
+
+
+def backscatter_histograms(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """Per band, counts `(T, NB)` int64 of the valid (finite) dB values of each date in the bins
+    of `_HIST_EDGES`, computed in one pass chunk by chunk (memory: a few chunks per thread)."""
+    (out,) = dask.compute(_lazy_histograms(ds))
     return {b: np.asarray(h, dtype=np.int64) for b, h in out.items()}
 
 
@@ -206,12 +243,15 @@ def check_plausible(
     `IMPOSSIBLE_SHARE` of the pixels may lie above `IMPOSSIBLE_DB` (so a few corner reflectors
     pass, a fill value does not). The `InputError` names the band, the dates and the likely
     encoding (linear power x 1000 as digital numbers, a fill value, dB read as linear power).
+    A date whose VH equals its VV on every valid pixel (a copy) is refused.
     A cube without any valid pixel, or a band without any on every date, is refused; a date
     without a valid pixel (or with fewer than `LOW_VALID_SHARE`) gives a `BackscatterWarning`,
     unless `negative_share(time, band)` (the share of negative values in the date's raw input,
     None if unknown) says that the input holds dB already, which is refused.
     """
-    hists = backscatter_histograms(ds)
+    lazy_hists, lazy_equal = dask.compute(_lazy_histograms(ds), _lazy_equal_counts(ds))  # one pass
+    hists = {b: np.asarray(h, dtype=np.int64) for b, h in lazy_hists.items()}
+    equal = np.asarray(lazy_equal, dtype=np.int64)
     times = np.asarray(ds["time"].values)
     n_pixels = int(np.prod([n for d, n in ds[BANDS[0]].sizes.items() if d != "time"]))
     span = f"{str(times.min())[:10]} .. {str(times.max())[:10]}" if times.size else "no date"
@@ -230,6 +270,12 @@ def check_plausible(
         )
         raise InputError(
             f"{where}: no valid {'/'.join(empty_bands)} backscatter on any of the {times.size} date(s) ({span}): {hint}"
+        )
+    copied = np.flatnonzero((valid["VV"] > 0) & (equal == valid["VV"]) & (equal == valid["VH"]))
+    if copied.size:
+        raise InputError(
+            f"{where}: VH equals VV on every valid pixel on {_dates_text(times, copied)}: the VH data is a copy "
+            "of VV (one file given for both?); give the VH backscatter"
         )
     impossible_from = int(np.searchsorted(_HIST_EDGES, IMPOSSIBLE_DB)) + 1
     for band in BANDS:
@@ -345,17 +391,21 @@ def open_source(
                 f"STAC); a {kind} input is read as it is"
             )
         opener = open_dataset_cube if kind == "dataset" else open_table
-        return opener(paths[0], chunk=chunk, start=start, end=end)
+        ds = opener(paths[0], chunk=chunk, start=start, end=end)
+        check_dates(ds, str(paths[0]))
+        return ds
     where = str(paths[0])
     base: storage.Location | None = None
     if kind == "geotiff":
-        items = items_from_tiffs([str(f) for f in _expand_tiffs(paths)])
+        items = items_from_tiffs([str(f) for f in _expand_tiffs(paths)], where=where)
     elif kind == "stac":
         items = _read_item_collection(paths[0])
         base = storage.parent(paths[0])
     else:
         items = search_items(str(paths[0]), search or SearchOptions())
-    return open_items(items, grid=grid, chunk=chunk, start=start, end=end, base=base, where=where, report=report)
+    ds = open_items(items, grid=grid, chunk=chunk, start=start, end=end, base=base, where=where, report=report)
+    check_dates(ds, where)
+    return ds
 
 
 def grid_options(
@@ -367,6 +417,8 @@ def grid_options(
     orbit: Orbit | None = None,
     relative_orbits: Sequence[int] = (),
     resampling: Resampling = "bilinear",
+    max_pixels: int | None = None,
+    max_blocks: int | None = None,
 ) -> GridOptions:
     """`GridOptions` from keyword arguments (a bbox may be the text "LON0,LAT0,LON1,LAT1")."""
     from slamgeo.io.readers.archive import check_bbox, parse_bbox
@@ -380,6 +432,8 @@ def grid_options(
         orbit=orbit,
         relative_orbits=tuple(int(r) for r in relative_orbits),
         resampling=resampling,
+        max_pixels=max_pixels,
+        max_blocks=max_blocks,
     )
 
 
@@ -474,7 +528,12 @@ GRID_DOC = """
     footprints), `orbit` ("ascending"/"descending"; default: the direction with the most
     acquisitions), `relative_orbits`, `resampling` ("bilinear" of linear power, or "nearest").
     A STAC API search takes `collection`, `datetime` ("2017-01-01/2017-12-31"), the same `bbox`,
-    and `sign` ("planetary-computer" or a function `Item -> Item`).
+    and `sign` ("planetary-computer" or a function `Item -> Item`). Guards, checked before any
+    pixel is read: a grid over `max_pixels` pixels per date (default 1e9), a tiling into over
+    `max_blocks` tiles of `chunk` pixels (default 100 000), tiles under 16 pixels that would
+    open files more than 10 000 times (unless `max_blocks` is given), and footprints in separate
+    areas when the extent is their union are refused. Fewer dates than training needs, and date
+    tags that contradict file names, give an `InputWarning`.
     """
 
 
@@ -578,6 +637,26 @@ def _ingest_opened(ds, kind, paths, out, *, zarr_format, overwrite, progress, as
         odc_log.removeHandler(failed)
 
 
+@contextlib.contextmanager
+def _quiet_reprojection() -> Iterator[None]:
+    """Silence rasterio's `NotGeoreferencedWarning` from `rasterio.warp.reproject` while the
+    loader's threads read. Every reprojected read (odc-stac's, for a tile not on the file's own
+    grid: another UTM zone, another resolution) wraps the output array in a MEM dataset, which
+    has no geotransform for an instant; rasterio hides the warning that causes with
+    `warnings.catch_warnings`, which is not thread-safe (Python < 3.14): with several reads at
+    once one thread restores the filters another had changed, and "Dataset has no geotransform"
+    is printed in the middle of a correct load. It says nothing about the input: only the
+    warnings attributed to `rasterio.warp` are silenced (a file without georeferencing is warned
+    about where it is opened, and refused where its header is read). The filters are put back
+    on exit, which also undoes an "ignore every warning" that the same race can leave behind.
+    `load` returns a lazy cube computed outside this block: there the warning may still show."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.warp")
+        yield
+
+
 def _write_ingested(ds, kind, paths, out, zarr_format, overwrite, progress, assets, failed) -> storage.Location:
     try:
         # GDAL's block cache (default 5 % of RAM) would keep every block read until it is full,
@@ -585,7 +664,11 @@ def _write_ingested(ds, kind, paths, out, zarr_format, overwrite, progress, asse
         # Local threads even under a distributed client: the inputs are local files, the GDAL
         # settings above apply to this process only, and a GDAL error raised on a remote worker
         # comes back without the file it names.
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), dask.config.set(scheduler="threads"):
+        with (
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
+            dask.config.set(scheduler="threads"),
+            _quiet_reprojection(),
+        ):
             return write_cube(
                 ds,
                 out,
@@ -597,8 +680,12 @@ def _write_ingested(ds, kind, paths, out, zarr_format, overwrite, progress, asse
                     written, where=str(paths[0]), negative_share=lambda t, band: _negative_share(kind, paths, t, band)
                 ),
             )
-    except (rasterio.errors.RasterioError, OSError, RuntimeError) as exc:
+    except (rasterio.errors.RasterioError, OSError, RuntimeError, ValueError) as exc:
         if isinstance(exc, SlamgeoError):
+            raise
+        # odc-stac's own checks of a file (a band it lacks) are ValueErrors naming the file;
+        # other ValueErrors are not about the input
+        if isinstance(exc, ValueError) and not _failed_asset(_one_line(exc), assets):
             raise
         if storage.is_local(out) and _writing(exc, out):
             raise OutputError(f"{out}: writing the cube failed ({_one_line(exc)})") from exc

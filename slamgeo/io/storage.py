@@ -14,12 +14,19 @@ What "complete" means, per kind of output:
   which has no rename, by removing the folder's *marker* file first, uploading the other files,
   and uploading the marker last, so the marker's presence means the folder is complete;
 - a Zarr store carries the root attribute `slamgeo_complete`, set last (see `slamgeo.io.cube`).
+
+Every output carries slamgeo's *stamp* from its first byte on (`STAMP_FILE` in a folder,
+the root attribute `STAMP_ATTR` of a Zarr store): its kind, the slamgeo version and a random
+id. Only a stamped output of the writer's own kind is ever replaced (`claim_output`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -31,8 +38,8 @@ from urllib.parse import urlsplit
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from slamgeo.errors import OutputError
-from slamgeo.schema import COMPLETE_ATTR as _COMPLETE_ATTR
+from slamgeo._version import __version__
+from slamgeo.errors import InputError, OutputError, SlamgeoError
 from slamgeo.schema import KIND_ATTR, MODEL_MARKER, PARCELS_MARKER, REPORT_MARKER, SCENE_MARKER, WEIGHTS_FILE
 
 Location = str | Path
@@ -67,9 +74,31 @@ def parent(loc: Location) -> Location:
     return str(loc).rstrip("/").rsplit("/", 1)[0]
 
 
+def check_scheme(loc: Location, error: type[SlamgeoError] = InputError) -> None:
+    """Raise `error`, naming `loc` and its scheme, when `loc` is a URL whose scheme fsspec does
+    not know (`foo://...`); nothing for a plain path or a known scheme."""
+    text = str(loc)
+    if "://" not in text:
+        return
+    known = set(fsspec.available_protocols()) | set(fsspec.registry)
+    parts = text.split("::")  # a chained URL: `simplecache::s3://bucket/key`
+    schemes = [p.split("://", 1)[0] for p in parts if "://" in p] + [p for p in parts[:-1] if "://" not in p]
+    for scheme in schemes:
+        if scheme.lower() not in known:
+            raise error(
+                f"{loc}: unknown URL scheme '{scheme}://'; give a local path or a URL of a storage that "
+                "fsspec knows (file://, s3://, gs://, az://, memory://, ...)"
+            )
+
+
 def filesystem(loc: Location) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem of `loc` and the path within it."""
-    return fsspec.core.url_to_fs(str(loc))
+    """The fsspec filesystem of `loc` and the path within it. An unknown URL scheme, or one
+    whose fsspec package is not installed, is an `InputError` naming `loc`."""
+    check_scheme(loc)
+    try:
+        return fsspec.core.url_to_fs(str(loc))
+    except ImportError as exc:  # "Install s3fs to access S3"
+        raise InputError(f"{loc}: {exc}") from exc
 
 
 def is_local(loc: Location) -> bool:
@@ -184,11 +213,13 @@ def publish_folder(src: Path, dest: Location, kind: OutputKind) -> None:
     caller with `claim_output`).
 
     Local `dest` (`src` must be on the same filesystem, see `staged_folder`): `src` is renamed
-    into place, the old folder moved aside first and removed only then. Object storage: an
-    `INCOMPLETE` file naming the kind goes up first (so an interrupted upload is still
+    into place, the old folder moved aside first and removed only then. Object storage: the
+    stamp of `src` and an `INCOMPLETE` file go up first (so an interrupted upload is still
     provably slamgeo's), then the old marker and the old folder go, then the new files with
     the kind's marker last, and `INCOMPLETE` is removed; `src` is left for the caller to remove.
+    A `dest` that is or holds the current folder is refused (`OutputError`).
     """
+    refuse_working_folder(dest)
     if not is_url(dest) or is_local(dest):
         out = Path(filesystem(dest)[1])
         old = None
@@ -204,20 +235,27 @@ def publish_folder(src: Path, dest: Location, kind: OutputKind) -> None:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return
-    with writing_in_place(dest, kind):
+    stamp = src / STAMP_FILE
+    with writing_in_place(dest, kind, stamp=stamp.read_bytes() if stamp.is_file() else None):
         fs, root = filesystem(dest)
-        stale = [f for f in fs.find(root) if f.rstrip("/").rsplit("/", 1)[-1] != INCOMPLETE]
+        keep = {f"{root.rstrip('/')}/{n}" for n in (INCOMPLETE, STAMP_FILE)}
+        stale = [f for f in fs.find(root) if f.rstrip("/") not in keep]
         if stale:
             fs.rm(stale)
         upload_folder(src, dest, marker=kind.marker)
 
 
 @contextlib.contextmanager
-def writing_in_place(dest: Location, kind: OutputKind) -> Iterator[None]:
-    """For a folder output written file by file where it lives (object storage, or a report):
-    an `INCOMPLETE` file naming `kind` is there first and removed last, and the kind's marker is
+def writing_in_place(dest: Location, kind: OutputKind, *, stamp: bytes | None = None) -> Iterator[None]:
+    """For a folder output written file by file where it lives (object storage): slamgeo's
+    stamp (`stamp`, the bytes of a `STAMP_FILE`, or a new one of `kind`) and an `INCOMPLETE`
+    file naming `kind` are there first, `INCOMPLETE` is removed last, and the kind's marker is
     removed first, so the folder is complete only once the marker is back, and an interrupted
     write is still recognised as slamgeo's own (`claim_output`)."""
+    if stamp is None:
+        stamp_folder(dest, kind)
+    else:
+        write_bytes(join(dest, STAMP_FILE), stamp)
     write_text(join(dest, INCOMPLETE), kind.name)
     if kind.marker is not None:
         remove(join(dest, kind.marker))
@@ -227,12 +265,14 @@ def writing_in_place(dest: Location, kind: OutputKind) -> Iterator[None]:
 
 @contextlib.contextmanager
 def staged_folder(dest: Location, kind: OutputKind) -> Iterator[Path]:
-    """A new, empty local folder to write a whole output folder of `kind` into; when the block
-    ends without error it is published to `dest` (`publish_folder`), and removed in any case.
+    """A new local folder, holding only slamgeo's stamp of `kind` (`stamp_folder`), to write a
+    whole output folder of `kind` into; when the block ends without error it is published to
+    `dest` (`publish_folder`), and removed in any case.
 
     The folder is a hidden sibling of a local `dest` (so that the final rename is atomic; one
     left by a killed run is removed here, `remove_stale_temporaries`) or a temporary folder for
-    a URL."""
+    a URL. A `dest` that is or holds the current folder is refused (`OutputError`)."""
+    refuse_working_folder(dest)
     if not is_url(dest) or is_local(dest):
         out = Path(filesystem(dest)[1])
         remove_stale_temporaries(out, kind)
@@ -242,120 +282,282 @@ def staged_folder(dest: Location, kind: OutputKind) -> Iterator[Path]:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="slamgeo-stage-"))
     try:
+        stamp_folder(tmp, kind)
         yield tmp
         publish_folder(tmp, dest, kind)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- locations compared
+#
+# One place decides whether two locations are the same, or one lies inside the other: every
+# writer's check of its inputs against its output goes through `contains`.
+
+
+def _canonical(loc: Location) -> Path | tuple[str, str]:
+    """A local location (a plain path, a `file://` URL) as an absolute path with symbolic links
+    and `.`/`..` resolved; any other URL as (protocol, path without a trailing slash), the
+    protocol as fsspec names it first (`s3a://` is `s3`)."""
+    text = str(loc)
+    if "://" in text:
+        try:
+            fs, path = fsspec.core.url_to_fs(text)
+        except (ValueError, ImportError):  # a scheme fsspec does not know: compare as written
+            scheme, rest = text.split("://", 1)
+            return scheme.lower(), rest.rstrip("/")
+        if not isinstance(fs, LocalFileSystem):
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            return protocol, path.rstrip("/")
+        text = path
+    try:
+        return Path(text).resolve()
+    except (OSError, RuntimeError):  # a loop of symbolic links
+        return Path(os.path.abspath(text))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of an existing local path, None when there is none."""
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def contains(outer: Location, inner: Location) -> bool:
+    """True when `inner` is `outer` or lies below it, whatever the spelling: a `file://` URL,
+    a relative path, `./`, `..`, a trailing slash, a symbolic link or a hard link name the same
+    local location. Locally, `outer` is compared by (st_dev, st_ino) with `inner` and each of
+    its parents (so `inner` need not exist); URLs on object storage by (protocol, bucket/key)."""
+    a, b = _canonical(outer), _canonical(inner)
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        if not (isinstance(a, tuple) and isinstance(b, tuple)) or a[0] != b[0]:
+            return False
+        return b[1] == a[1] or b[1].startswith(a[1].rstrip("/") + "/")
+    if b == a or a in b.parents:
+        return True
+    target = _identity(a)
+    return target is not None and any(_identity(p) == target for p in (b, *b.parents))
+
+
+def same_location(a: Location, b: Location) -> bool:
+    """True when `a` and `b` name the same file, folder or object prefix (see `contains`)."""
+    return contains(a, b) and contains(b, a)
+
+
+def refuse_working_folder(out: Location) -> None:
+    """Raise `OutputError` when the local `out` is or holds the current working folder: an
+    output is replaced as a whole (moved aside, then removed), which must never happen to the
+    folder slamgeo runs in."""
+    if is_url(out) and not is_local(out):
+        return
+    try:
+        cwd = Path.cwd()
+    except OSError:  # the current folder was removed
+        return
+    if contains(out, cwd):
+        what = "is the current folder" if same_location(out, cwd) else f"holds the current folder {cwd}"
+        raise OutputError(
+            f"{out}: {what}; slamgeo writes an output as a whole folder or store and never replaces the "
+            "folder it runs in: give a new folder or store below it (for example ./out)"
+        )
+
+
 # --------------------------------------------------------------------------- output ownership
 #
-# One rule for every writer: an existing output location is replaced only when it is provably
-# slamgeo's own output of the same kind, never when it holds an input of the command or any
-# file the writer does not write. `claim_output` applies it; writers call it before any work.
+# One rule for every writer: an existing output location is replaced only when it carries
+# slamgeo's stamp for the same kind of output, never when it holds an input of the command or
+# any file, at any depth, that the writer does not write. `claim_output` applies it; writers
+# call it before any work.
 
 INCOMPLETE = ".slamgeo-incomplete"  # in a folder output being written in place: holds its kind
-_ZARR_META = frozenset({".zattrs", ".zgroup", ".zmetadata", "zarr.json"})
+STAMP_FILE = ".slamgeo-output.json"  # in a folder output: its stamp, written first
+STAMP_ATTR = "slamgeo_output"  # root attribute of a Zarr store: its stamp, written with its metadata
+_ZARR_META = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"})
+_CHUNK_DOTS = re.compile(r"\d+(\.\d+)*")  # a chunk key of Zarr format 2 ("0.1.2") ...
+_CHUNK_SLASHES = re.compile(r"\d+(/\d+)*")  # ... with the "/" separator ("0/1/2")
+_CHUNK_V3 = re.compile(r"c(/\d+)*")  # the default chunk key of format 3 ("c/0/1/2"; "c" for 0-d)
 
 
 @dataclass(frozen=True)
 class OutputKind:
-    """What one writer writes. A Zarr kind is recognised by the root attribute `slamgeo_kind`
-    (stores written before it existed: by `slamgeo_complete` and their variables); a folder kind
-    by its `marker` file, and every entry of the folder must match one of `entries` (glob
-    patterns of the names the writer writes at the top level)."""
+    """What one writer writes. A Zarr kind (`zarr`): a store of Zarr metadata and chunks only.
+    A folder kind: its `marker` file (complete once it is there), the files it writes as paths
+    relative to the folder (`files`: glob patterns, `*` within one path segment) and the Zarr
+    stores it writes inside the folder (`stores`: relative paths)."""
 
     name: str
     zarr: bool = False
     marker: str | None = None
-    entries: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    stores: tuple[str, ...] = ()
 
 
 CUBE = OutputKind("cube", zarr=True)
 RESULTS = OutputKind("results", zarr=True)
-CHECKPOINT = OutputKind("checkpoint", marker=MODEL_MARKER, entries=(MODEL_MARKER, WEIGHTS_FILE))
+CHECKPOINT = OutputKind("checkpoint", marker=MODEL_MARKER, files=(MODEL_MARKER, WEIGHTS_FILE))
 PARCELS = OutputKind(
     "parcels",
     marker=PARCELS_MARKER,
-    entries=(PARCELS_MARKER, "parcels.zarr", "class_profiles.zarr", "parcels.parquet", "confusion_*.csv"),
+    files=(PARCELS_MARKER, "parcels.parquet", "confusion_*.csv"),
+    stores=("parcels.zarr", "class_profiles.zarr"),
 )
-REPORT = OutputKind("report", marker=REPORT_MARKER, entries=(REPORT_MARKER, "report.json", "*.png"))
+REPORT = OutputKind("report", marker=REPORT_MARKER, files=(REPORT_MARKER, "report.json", "*.png"))
 SCENE = OutputKind(
-    "scene",
+    "scene",  # `write_scene` and `write_archive` (slamgeo.io.synth)
     marker=SCENE_MARKER,
-    entries=(SCENE_MARKER, "tiffs", "stac.json", "archive", "parcels*.gpkg", "phenology.csv", "truth.tif"),
+    files=(
+        SCENE_MARKER,
+        "stac.json",
+        "parcels*.gpkg",
+        "phenology.csv",
+        "truth.tif",
+        "tiffs/S1_VVVH_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].tif",
+        "archive/items.json",
+        "archive/collection.json",
+        "archive/cogs/*_v[vh].tif",
+    ),
 )
 
 
-def _entries(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
-    """Top-level names under `path` -> "file" or "directory"."""
-    return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e["type"] for e in fs.ls(path, detail=True)}
+def new_stamp(kind: OutputKind) -> dict[str, str]:
+    """slamgeo's stamp of an output of `kind`: {"kind", "version", "id" (16 random hex digits)}."""
+    return {"kind": kind.name, "version": __version__, "id": secrets.token_hex(8)}
+
+
+def stamp_attrs(kind: OutputKind) -> dict[str, object]:
+    """The root attributes that stamp a Zarr store of `kind` as slamgeo's: `KIND_ATTR` and
+    `STAMP_ATTR` (`new_stamp`). Set them on the dataset before its first write."""
+    return {KIND_ATTR: kind.name, STAMP_ATTR: new_stamp(kind)}
+
+
+def stamp_folder(folder: Location, kind: OutputKind) -> dict[str, str]:
+    """Write slamgeo's stamp of `kind` (`new_stamp`) into `folder` as `STAMP_FILE`; returns it."""
+    stamp = new_stamp(kind)
+    write_text(join(folder, STAMP_FILE), json.dumps(stamp) + "\n")
+    return stamp
+
+
+def _json(fs: fsspec.AbstractFileSystem, path: str) -> object:
+    try:
+        return json.loads(fs.cat_file(path))
+    except (OSError, ValueError):
+        return None
 
 
 def _zarr_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict | None:
     """The root attributes of a Zarr group at `path` (format 2 or 3), None when it is not one."""
-    import json
-
     for meta, key in ((".zattrs", None), ("zarr.json", "attributes")):
-        try:
-            doc = json.loads(fs.cat_file(f"{path}/{meta}"))
-        except (FileNotFoundError, ValueError, OSError):
-            continue
+        doc = _json(fs, f"{path}/{meta}")
         if isinstance(doc, dict):
-            return dict(doc.get(key, {}) if key else doc)
+            attrs = doc.get(key, {}) if key else doc
+            return dict(attrs) if isinstance(attrs, dict) else {}
     return None
+
+
+def _valid_stamp(doc: object) -> dict | None:
+    return doc if isinstance(doc, dict) and isinstance(doc.get("kind"), str) and doc.get("id") else None
+
+
+def _stamp_at(fs: fsspec.AbstractFileSystem, path: str, listing: Mapping[str, str]) -> tuple[dict, str] | None:
+    """slamgeo's stamp of the folder or store at `path` and where it is ("folder" or "store")."""
+    if STAMP_FILE in listing:
+        stamp = _valid_stamp(_json(fs, f"{path}/{STAMP_FILE}"))
+        if stamp is not None:
+            return stamp, "folder"
+    if ".zattrs" in listing or "zarr.json" in listing:
+        stamp = _valid_stamp((_zarr_attrs(fs, path) or {}).get(STAMP_ATTR))
+        if stamp is not None:
+            return stamp, "store"
+    return None
+
+
+def read_stamp(loc: Location) -> dict | None:
+    """slamgeo's stamp of the output at `loc` (see `new_stamp`), None when it has none."""
+    fs, path = filesystem(loc)
+    path = path.rstrip("/")
+    try:
+        found = _stamp_at(fs, path, _listing(fs, path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return found[0] if found else None
 
 
 def store_kind(loc: Location) -> str | None:
-    """ "cube" or "results" for a Zarr store slamgeo wrote at `loc`, else None."""
+    """ "cube" or "results" for a Zarr store that carries slamgeo's stamp at `loc`, else None."""
     fs, path = filesystem(loc)
-    attrs = _zarr_attrs(fs, path.rstrip("/"))
-    if attrs is None:
-        return None
-    if KIND_ATTR in attrs:
-        return str(attrs[KIND_ATTR])
-    if _COMPLETE_ATTR in attrs:  # written before stores carried their kind
-        return "results" if "model_checksum" in attrs else "cube"
-    return None
+    stamp = _valid_stamp((_zarr_attrs(fs, path.rstrip("/")) or {}).get(STAMP_ATTR))
+    return str(stamp["kind"]) if stamp else None
 
 
-def _contains(outer: Location, inner: Location) -> bool:
-    """True when `inner` is `outer` or lies below it (same filesystem)."""
-    if is_url(outer) != is_url(inner):
-        return False
-    if is_url(outer):
-        a, b = str(outer).rstrip("/"), str(inner).rstrip("/")
-    else:
-        a, b = str(Path(outer).resolve()), str(Path(inner).resolve())
-    return b == a or b.startswith(a.rstrip("/") + "/")
+def _listing(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
+    """Every entry under `path`, at any depth (one recursive listing), by its path relative to
+    `path` -> "file" or "directory"."""
+    root = path.rstrip("/") + "/"
+    found = fs.find(path, withdirs=True, detail=True)
+    out = {}
+    for full, info in found.items():
+        full = full.rstrip("/")
+        if full.startswith(root):
+            out[full[len(root) :]] = "directory" if info.get("type") == "directory" else "file"
+    return out
 
 
-def _foreign(kind: OutputKind, fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
-    """Top-level entries under `path` that a writer of `kind` does not write."""
-    import fnmatch
+def _zarr_written(files: set[str]) -> set[str]:
+    """Those of `files` (paths relative to the root of a Zarr store) that Zarr writes: metadata,
+    and chunk keys below an array of format 2 (`.zarray`; "0.1.2" or "0/1/2") or format 3
+    (`zarr.json`; "c/0/1/2", "c" for a 0-d array)."""
+    arrays2 = {f.rpartition("/")[0] for f in files if f.rpartition("/")[2] == ".zarray"}
+    nodes3 = {f.rpartition("/")[0] for f in files if f.rpartition("/")[2] == "zarr.json"}
+    ok = set()
+    for f in files:
+        parts = f.split("/")
+        if parts[-1] in _ZARR_META:
+            ok.add(f)
+            continue
+        for i in range(len(parts) - 1, 0, -1):
+            array, key = "/".join(parts[:i]), "/".join(parts[i:])
+            if (array in arrays2 and (_CHUNK_DOTS.fullmatch(key) or _CHUNK_SLASHES.fullmatch(key))) or (
+                array in nodes3 and _CHUNK_V3.fullmatch(key)
+            ):
+                ok.add(f)
+                break
+    return ok
 
-    entries = _entries(fs, path)
+
+def _matches(rel: str, pattern: str) -> bool:
+    """`rel` matches the glob `pattern` segment by segment (`*` never crosses a `/`)."""
+    a, b = rel.split("/"), pattern.split("/")
+    return len(a) == len(b) and all(fnmatch.fnmatchcase(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _foreign(kind: OutputKind, listing: Mapping[str, str]) -> list[str]:
+    """The entries of `listing` (`_listing`) that a writer of `kind` does not write: files at
+    any depth, and folders that hold no file at all (an empty folder of the user's)."""
+    files = {r for r, t in listing.items() if t == "file"}
     if kind.zarr:
-        # metadata files, and arrays / groups (folders that hold Zarr metadata)
-        return sorted(
-            n
-            for n, t in entries.items()
-            if n not in _ZARR_META
-            and not (
-                t == "directory" and any(fs.exists(f"{path}/{n}/{m}") for m in (".zarray", ".zgroup", "zarr.json"))
-            )
-        )
-    return sorted(n for n in entries if n != INCOMPLETE and not any(fnmatch.fnmatchcase(n, p) for p in kind.entries))
+        ok = _zarr_written(files)
+    else:
+        ok = {f for f in files if f in (STAMP_FILE, INCOMPLETE) or any(_matches(f, p) for p in kind.files)}
+        for store in kind.stores:
+            inside = {f[len(store) + 1 :] for f in files if f.startswith(store + "/")}
+            ok |= {f"{store}/{f}" for f in _zarr_written(inside)}
+    parents = {"/".join(f.split("/")[:i]) for f in files for i in range(1, f.count("/") + 1)}
+    return sorted(r for r, t in listing.items() if (r not in ok if t == "file" else r not in parents))
 
 
-def _incomplete_of(kind: OutputKind, fs: fsspec.AbstractFileSystem, path: str, entries: Mapping[str, str]) -> bool:
-    """True when the folder holds the `INCOMPLETE` file of an interrupted write of `kind`."""
-    if INCOMPLETE not in entries:
-        return False
-    try:
-        return fs.cat_file(f"{path}/{INCOMPLETE}").decode().strip() == kind.name
-    except (OSError, UnicodeDecodeError):
-        return False
+def _top(listing: Mapping[str, str]) -> dict[str, str]:
+    """The top-level entries of a `_listing`."""
+    return {r.split("/", 1)[0]: ("directory" if "/" in r else t) for r, t in listing.items() if r}
+
+
+def _relation(out: Location, inp: Location) -> str | None:
+    """How `out` stands to the input `inp`: "is", "holds", "lies inside", or None."""
+    holds, inside = contains(out, inp), contains(inp, out)
+    if holds and inside:
+        return "is"
+    return "holds" if holds else ("lies inside" if inside else None)
 
 
 def claim_output(
@@ -369,52 +571,50 @@ def claim_output(
     """Check that a writer of `kind` may write at `out`; returns what is there: "absent",
     "empty" (an empty folder), or "own" (an output of this kind, replaceable).
 
-    Raises `OutputError`, naming what was found, when `out` is or contains (or lies inside) one
-    of `inputs`; when it is a file; when it is a folder that is not an output of `kind` or that
-    holds anything such a writer does not write; and, unless `overwrite` (or `resume`: the
+    Raises `OutputError`, naming `out` and what was found, when `out` is a URL of an unknown
+    scheme; when it is or holds the current folder (`refuse_working_folder`); when it is,
+    holds or lies inside one of `inputs` (`contains`); when it is a file; when it is a folder
+    or store without slamgeo's stamp of `kind` (`STAMP_FILE`, `STAMP_ATTR`); when it holds, at
+    any depth, anything such a writer does not write; and, unless `overwrite` (or `resume`: the
     caller continues an incomplete output of its own), when it is an output of `kind` already.
     """
+    check_scheme(out, OutputError)
     out = location(out)
+    refuse_working_folder(out)
     for inp in inputs:
-        if _contains(out, inp) or _contains(inp, out):
-            what = (
-                "is"
-                if _contains(inp, out) and _contains(out, inp)
-                else ("holds" if _contains(out, inp) else "lies inside")
-            )
-            raise OutputError(f"{out}: the output {what} the input {inp}; choose another output location")
+        relation = _relation(out, inp)
+        if relation:
+            raise OutputError(f"{out}: the output {relation} the input {inp}; choose another output location")
+    what = "store" if kind.zarr else "folder"
     fs, path = filesystem(out)
     path = path.rstrip("/")
     try:
         if fs.isfile(path):
-            raise OutputError(
-                f"{out}: is a file, not a {kind.name} {'store' if kind.zarr else 'folder'}; "
-                "choose another output location"
-            )
+            raise OutputError(f"{out}: is a file, not a {kind.name} {what}; choose another output location")
         if not fs.exists(path):
             return "absent"
-        entries = _entries(fs, path)
+        listing = _listing(fs, path)
     except FileNotFoundError:
         return "absent"
-    if not entries:
+    if not listing:
         return "empty"
-    found = store_kind(out) if kind.zarr or ".zattrs" in entries or "zarr.json" in entries else None
-    if kind.zarr:
-        if found != kind.name:
-            what = f"a slamgeo {found} store" if found else _describe(entries)
-            raise OutputError(f"{out}: holds {what}, not a slamgeo {kind.name} store; refusing to replace it")
-    else:
-        if found is not None:
-            raise OutputError(f"{out}: holds a slamgeo {found} store, not a {kind.name} folder; refusing to replace it")
-        if kind.marker not in entries and not _incomplete_of(kind, fs, path, entries):
-            raise OutputError(
-                f"{out}: holds {_describe(entries)} and no {kind.marker}, so it is not a slamgeo "
-                f"{kind.name} folder; refusing to replace it"
-            )
-    foreign = _foreign(kind, fs, path)
+    found = _stamp_at(fs, path, listing)
+    if found is None:
+        top = _top(listing)
+        held = "a Zarr store" if top.keys() & {".zgroup", "zarr.json"} else _describe(top)
+        raise OutputError(
+            f"{out}: holds {held} without slamgeo's stamp, so it is not a slamgeo {kind.name} {what}; "
+            "refusing to replace it (choose another output location, or remove it yourself)"
+        )
+    stamp, where = found
+    if stamp["kind"] != kind.name:
+        raise OutputError(
+            f"{out}: holds a slamgeo {stamp['kind']} {where}, not a slamgeo {kind.name} {what}; refusing to replace it"
+        )
+    foreign = _foreign(kind, listing)
     if foreign:
         raise OutputError(
-            f"{out}: a {kind.name} output, but it also holds {_describe({n: entries[n] for n in foreign})}"
+            f"{out}: a slamgeo {kind.name} output, but it also holds {_describe({f: listing[f] for f in foreign})}"
             " that slamgeo did not write; refusing to replace it"
         )
     if not (overwrite or resume):
@@ -454,24 +654,24 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temporaries(out: Location, kind: OutputKind) -> list[Path]:
     """Remove siblings of a local `out` left by a killed writer of `kind`: named
     `[.]<name>.tmp-<pid>-<hex>` or `.old-` (or `<name>.tmp-<hex>` from older versions), whose
-    process is gone, and that hold only what such a writer writes. Returns what was removed."""
-    import re
-
+    process is gone, and that are empty or carry slamgeo's stamp of `kind` and hold only what
+    such a writer writes. Returns what was removed."""
     if is_url(out) and not is_local(out):
         return []  # object storage is written in place, without temporaries
     target = Path(filesystem(out)[1])
-    if not target.parent.is_dir():
+    if not target.name or not target.parent.is_dir():
         return []
     pat = re.compile(rf"^\.?{re.escape(target.name)}\.(?:tmp|old)-(?:(\d+)-)?[0-9a-f]{{8}}$")
     removed = []
     for p in sorted(target.parent.iterdir()):
         m = pat.match(p.name)
-        if not m or not p.is_dir() or (m.group(1) and _pid_alive(int(m.group(1)))):
+        if not m or p.is_symlink() or not p.is_dir() or (m.group(1) and _pid_alive(int(m.group(1)))):
             continue
         fs, path = filesystem(p)
-        entries = _entries(fs, str(p))
-        own = (not kind.zarr or store_kind(p) == kind.name) and not _foreign(kind, fs, str(p))
-        if entries and not own:
+        listing = _listing(fs, path)
+        found = _stamp_at(fs, path, listing)
+        own = found is not None and found[0]["kind"] == kind.name and not _foreign(kind, listing)
+        if listing and not own:
             continue
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
@@ -532,10 +732,20 @@ __all__ = [
     "REPORT",
     "RESULTS",
     "SCENE",
+    "STAMP_ATTR",
+    "STAMP_FILE",
     "Location",
     "OutputError",
     "OutputKind",
+    "check_scheme",
     "claim_output",
+    "contains",
+    "new_stamp",
+    "read_stamp",
+    "refuse_working_folder",
+    "same_location",
+    "stamp_attrs",
+    "stamp_folder",
     "remove_output",
     "remove_stale_temporaries",
     "store_kind",

@@ -86,11 +86,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import geopandas as gpd
 import numpy as np
@@ -98,6 +97,7 @@ import pandas as pd
 import shapely
 import xarray as xr
 from affine import Affine
+from pydantic import Field
 from rasterio.features import rasterize
 from scipy.ndimage import gaussian_filter
 from shapely import affinity
@@ -105,7 +105,8 @@ from shapely.geometry import Polygon, box
 
 from slamgeo.errors import InputError
 from slamgeo.io.cube import make_cube
-from slamgeo.schema import CHUNK, SCENE_MARKER
+from slamgeo.io.records import IsoDate, Record, check_record, load_json, record_json
+from slamgeo.schema import CHUNK, SCENE_MARKER, TRAIN_MIN_DATES
 
 CLASSES: tuple[str, ...] = (
     "cotton",
@@ -709,6 +710,18 @@ def _iso(days: np.ndarray, year0: np.datetime64) -> np.ndarray:
 # --- the scene ---------------------------------------------------------------------------
 
 
+def scene_classes(*, size: int = 512, seed: int = 0) -> list[str]:
+    """The crop classes of the parcels of `make_scene(size=size, seed=seed)`, in `CLASSES`
+    order, without drawing the scene: only its parcel layout is drawn (the same stream), and
+    `make_scene` gives parcel i of n the class i mod len(CLASSES), so the first n classes occur."""
+    if size < 16:
+        raise InputError(f"size must be at least 16 pixels, found {size}")
+    layout_stream = np.random.SeedSequence(seed).spawn(7)[0]  # make_scene's "layout" stream
+    transform = Affine(PIXEL_SIZE, 0.0, ORIGIN[0], 0.0, -PIXEL_SIZE, ORIGIN[1])
+    polys = _layout(np.random.default_rng(layout_stream), size, transform)[0]
+    return list(CLASSES[: min(len(polys), len(CLASSES))])
+
+
 def make_scene(
     *,
     size: int = 512,
@@ -1041,6 +1054,65 @@ ARCHIVE_FILES = {
 GRID_PARCELS_FILE = "parcels_grid.gpkg"
 
 
+class SceneParams(Record):
+    """`params` of scene.json: the arguments of `make_scene`."""
+
+    size: int
+    seed: int
+    n_dates: int
+    enl: float | None = None
+    rain_events: int | None = None
+    missing_dates: int | None = None
+    irregular: bool | None = None
+    step_days: int | None = None
+    start: IsoDate | None = None
+
+
+class SceneMeta(Record):
+    """The shape of `scene.json`, checked when it is written and when it is read back
+    (`read_scene_meta`). Dates are ISO strings; fields not listed here are kept."""
+
+    params: SceneParams
+    dates: list[IsoDate]
+    rain_dates: list[IsoDate] = []
+    season_year: int | None = None
+    swath_edge: str | None = None
+    rain: dict[str, float] = {}
+    distinctive_windows: dict[str, Annotated[list[IsoDate], Field(min_length=2, max_length=2)]] = {}
+    confusable: list[str] = []
+    classes: list[str] = []
+    calendars: dict[str, dict[str, Any]] = {}
+    archive: bool = False
+    archive_layout: dict[str, Any] | None = None
+
+
+SCENE_ADVICE = "; write the scene again (slamgeo synth --overwrite)"
+
+
+def read_scene_meta(folder: str | Path, *, advice: str = SCENE_ADVICE) -> SceneMeta:
+    """The `scene.json` of a scene folder (a local folder or a URL), checked against
+    `SceneMeta`; raises `InputError` naming the file and the field (with `advice` appended),
+    FileNotFoundError when there is none."""
+    from slamgeo.io import storage
+
+    path = storage.join(storage.location(folder), SCENE_MARKER)
+    data = load_json(storage.read_bytes(path), path, advice=advice)
+    return check_record(data, SceneMeta, path, advice=advice)
+
+
+def check_trainable_dates(n_dates: int, missing_dates: int = 0) -> None:
+    """Refuse (`InputError`, in the terms of `slamgeo synth`'s options) a scene of fewer
+    dates than a model trains on: `n_dates - missing_dates` below `TRAIN_MIN_DATES`."""
+    n = n_dates - max(missing_dates, 0)
+    if n >= TRAIN_MIN_DATES:
+        return
+    given = f"--n-dates {n_dates}" + (f" with --missing-dates {missing_dates}" if missing_dates else "")
+    raise InputError(
+        f"{given} gives {n} date{'' if n == 1 else 's'}: too few to train a model on the scene "
+        f"(at least {TRAIN_MIN_DATES}); use --n-dates {TRAIN_MIN_DATES + max(missing_dates, 0)} or more"
+    )
+
+
 def _write_ground_truth(scene: Scene, folder: Path, meta: dict[str, Any]) -> None:
     """truth.tif, parcels.gpkg, phenology.csv and scene.json (with `meta` added) in `folder`."""
     _write_truth(scene, folder / "truth.tif")
@@ -1050,7 +1122,7 @@ def _write_ground_truth(scene: Scene, folder: Path, meta: dict[str, Any]) -> Non
         phen[e] = phen[e].dt.strftime("%Y-%m-%d")
     phen.to_csv(folder / "phenology.csv", index=False)
     (folder / SCENE_MARKER).write_text(
-        json.dumps(
+        record_json(  # checked against its schema, `SceneMeta`
             {
                 **scene.info,
                 **meta,
@@ -1064,8 +1136,8 @@ def _write_ground_truth(scene: Scene, folder: Path, meta: dict[str, Any]) -> Non
                     for c in CLASSES
                 },
             },
+            SceneMeta,
             indent=1,
-            default=str,
         )
     )
 
@@ -1078,31 +1150,11 @@ def _write_folder(
 
     kind = storage.SCENE  # its entries include the archive/ folder of write_archive
     storage.claim_output(out_dir, kind, overwrite=overwrite)
+    with storage.staged_folder(out_dir, kind) as staged:  # stamped first, published at the end
+        fill(staged)
     if not storage.is_local(out_dir):
-        with storage.staged_folder(out_dir, kind) as staged:
-            fill(staged)
         return {k: storage.join(out_dir, v) for k, v in files.items()}
     out = Path(storage.filesystem(out_dir)[1])
-    storage.remove_stale_temporaries(out, kind)
-    storage.makedirs(out.parent)
-    tmp = out.parent / storage.temporary_name(out, "tmp", hidden=True)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        if out.exists():
-            old = out.parent / storage.temporary_name(out, "old", hidden=True)
-            out.rename(old)
-            try:
-                tmp.rename(out)
-            except OSError:
-                old.rename(out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {k: out / v for k, v in files.items()}
 
 
@@ -1543,10 +1595,14 @@ __all__ = [
     "EVENTS",
     "CropCalendar",
     "Scene",
+    "SceneMeta",
+    "check_trainable_dates",
+    "read_scene_meta",
     "make_dates",
     "archive_slices",
     "grid_parcels",
     "make_scene",
+    "scene_classes",
     "write_archive",
     "write_grid_parcels",
     "write_scene",

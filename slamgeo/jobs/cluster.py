@@ -11,6 +11,7 @@ valid rows are read once and kept there for the sample, every Lloyd pass and the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -681,7 +682,8 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
         if old[c].shape == new[c].shape and np.array_equal(old[c].values, new[c].values):
             same.append(c)
             continue
-        users = [str(v) for v in old.variables if c in old[v].dims and v not in replace and v != c]
+        # a coordinate of `new` on that dimension (pair_a on pair) is checked in its own turn
+        users = [str(v) for v in old.variables if c in old[v].dims and v not in (*replace, *new.variables) and v != c]
         if users or not overwrite:
             raise InputError(f"{store}: coordinate '{c}' differs from the store's (used by {users or replace})")
         replace.append(str(c))
@@ -705,14 +707,21 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
         staged.attrs = dict(zarr.open_group(store, mode="r").attrs)
         for v in staged.variables.values():
             v.encoding.pop("preferred_chunks", None)
-        if replace:
-            _drop_arrays(store, replace)
-        before = set(zarr.open_group(store, mode="r").keys())
         try:
-            staged.to_zarr(store, mode="a")
-        except BaseException:
-            _drop_arrays(store, sorted(set(zarr.open_group(store, mode="r").keys()) - before))
-            raise
+            if replace:
+                _drop_arrays(store, replace)
+            before = set(zarr.open_group(store, mode="r").keys())
+            try:
+                staged.to_zarr(store, mode="a")
+            except BaseException:
+                with contextlib.suppress(OSError):  # a store that refuses writes refuses this too
+                    _drop_arrays(store, sorted(set(zarr.open_group(store, mode="r").keys()) - before))
+                raise
+        except OSError as exc:  # names a chunk key or an array, not the store: say which store
+            raise OutputError(
+                f"{store}: cannot write into the results store ({exc.strerror or exc}); "
+                "make it writable, or cluster a copy of it"
+            ) from exc
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -46,6 +46,7 @@ from slamgeo.io.provenance import dataset_fingerprint, fingerprint, versions
 from slamgeo.method.gradslam import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SCALE,
+    SCALES,
     GradSlamOutput,
     Scale,
     grad_slam,
@@ -56,6 +57,7 @@ from slamgeo.schema import BLOCK_DONE, EXPLAIN_BATCH_SIZE, EXPLAIN_VARIABLES, RE
 
 OUTPUT_VARS = EXPLAIN_VARIABLES
 ImportanceDtype = Literal["float32", "float16"]
+ZARR_FORMATS = (2, 3)  # of a results store
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class ExplainOptions:
     device: str = "auto"  # "auto": CUDA when the worker has it, else CPU
 
     def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise InputError(f"scale must be one of {', '.join(SCALES)}, found {self.scale!r}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.importance_dtype not in ("float32", "float16"):
@@ -80,12 +84,17 @@ class ExplainOptions:
 # --------------------------------------------------------------------------- pixels
 
 
+def unknown_layers(model: TrainedModel, layers: Sequence[str] | None) -> list[str]:
+    """The names in `layers` that are not blocks of the model's encoder (None: all blocks)."""
+    return [n for n in (layers or ()) if n not in model.model.encoder.blocks]
+
+
 def _resolve_layers(model: TrainedModel, layers: Sequence[str] | None) -> list[torch.nn.Module]:
     blocks = model.model.encoder.blocks
     names = list(layers) if layers else list(blocks)
-    unknown = [n for n in names if n not in blocks]
+    unknown = unknown_layers(model, names)
     if unknown:
-        raise InputError(f"unknown encoder layer(s) {unknown}; the encoder has {list(blocks)}")
+        raise InputError(f"unknown encoder layer(s) {', '.join(unknown)}; the encoder has {', '.join(blocks)}")
     return [blocks[n] for n in names]
 
 
@@ -442,7 +451,13 @@ def _template(cube: xr.Dataset, model: TrainedModel, opts: ExplainOptions, attrs
     ds[BLOCK_DONE].attrs["long_name"] = "1 where the explain task of that spatial chunk has written its region"
     ds = _describe(ds, model, opts)
     ds[BLOCK_DONE].encoding["chunks"] = (1,) * len(sdims)
+    for name in coords:  # the cube's codecs are of its Zarr format; the results' format decides
+        for key in _CODEC_KEYS:
+            ds[name].encoding.pop(key, None)
     return _strings_as_objects(ds)
+
+
+_CODEC_KEYS = ("compressor", "compressors", "filters", "serializer", "shards")
 
 
 def explain_store(
@@ -467,13 +482,15 @@ def explain_store(
     """
     t0 = _time.perf_counter()
     opts = options or ExplainOptions()
+    if zarr_format not in ZARR_FORMATS:
+        raise InputError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
     cube_path, out = str(cube_path), str(out)
-    same = cube_path == out if "://" in out else Path(cube_path).resolve() == Path(out).resolve()
-    if same:
+    if storage.same_location(cube_path, out):  # any spelling: file:// URL, link, ./, trailing slash
         raise InputError(f"{out}: the results store must not be the input cube")
     cube = open_cube(cube_path)
     model = load_model(model_dir)
     model.check_cube(cube)  # refuse before any work starts
+    _resolve_layers(model, opts.layers)  # unknown layers: before the output is touched
     sdims = spatial_dims(cube)
     cube = cube.chunk({"time": -1})
     schunks = _spatial_chunks(cube, model, sdims)
@@ -509,7 +526,7 @@ def explain_store(
         if state == "own":
             storage.remove(out)
         reference = scene_reference(model, cube, opts, client=client, gpu_resources=gpu_resources)
-        attrs = dict(run_attrs, **{COMPLETE_ATTR: False, storage.KIND_ATTR: storage.RESULTS.name})
+        attrs = dict(run_attrs, **{COMPLETE_ATTR: False}, **storage.stamp_attrs(storage.RESULTS))
         if reference is not None:
             attrs[REFERENCE_MAP_ATTR] = reference.tolist()
         _template(cube, model, opts, attrs).to_zarr(out, mode="w", compute=False, zarr_format=zarr_format)
@@ -613,11 +630,13 @@ def _run(pieces, *, client, gpu_resources: bool, progress: bool, total: int, don
 
 
 __all__ = [
+    "ZARR_FORMATS",
     "ExplainOptions",
     "ExplainReport",
     "explain",
     "explain_array",
-    "explain",
+    "explain_store",
     "open_results",
     "scene_reference",
+    "unknown_layers",
 ]

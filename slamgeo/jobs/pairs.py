@@ -12,13 +12,19 @@ tell the two classes apart, for the model. Cluster centres give the same for two
 - `pair_importance`: the contrastive importance of each pair on a bounded sample of the two
   classes' pixels, averaged per class and date: `pair_importance (pair, time)` (mean
   |importance| over both classes' pixels), `pair_importance_class (pair, member, time)`,
-  `pair_direction (pair, dim)`, with the class names as coordinates `pair_a`, `pair_b`.
+  `pair_direction (pair, dim)`, with the class names as coordinates `pair_a`, `pair_b`;
+- `pairs`, the stage: which pairs (the most confused of the parcels' confusion table and the
+  ones asked for; without labels, the nearest k-Means centres), the pixels' classes (the
+  parcels rasterised on the results' grid), and their `pair_importance`, added to the results;
+  `pairs_store`, its twin, appends the same variables to a results store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import torch
@@ -26,12 +32,20 @@ import xarray as xr
 
 from slamgeo.errors import InputError
 from slamgeo.io.checkpoint import TrainedModel
+from slamgeo.io.parcels import read_parcels
+from slamgeo.jobs.faithfulness import run_scaling
+from slamgeo.jobs.parcels import ParcelsResult, read_parcels_outputs
+from slamgeo.jobs.rasterize import rasterize_parcels
 from slamgeo.method.gradslam import DEFAULT_SCALE, Scale, grad_slam
 from slamgeo.method.series import fill_gaps, valid_mask
 
 PAIR = "pair"
 MEMBER = "member"
 UNASSIGNED = "unassigned"
+CONFUSED_PAIRS = 3  # the most confused class pairs the stage explains by default
+# what `pair_importance` gives, and the coordinates only they use
+PAIR_VARIABLES = ("pair_importance", "pair_importance_class", "pair_direction", "pair_pixels")
+PAIR_COORDS = (PAIR, MEMBER, "pair_a", "pair_b")
 
 
 def confused_pairs(confusion: pd.DataFrame, n: int = 3) -> list[tuple[str, str]]:
@@ -41,6 +55,8 @@ def confused_pairs(confusion: pd.DataFrame, n: int = 3) -> list[tuple[str, str]]
     Each row is turned into shares of its total; the largest off-diagonal shares (class a
     going to class b) come first, each unordered pair once, ties broken by the names. A pair
     is returned as (reference class, the class it goes to)."""
+    if n <= 0:
+        return []
     counts = confusion.drop(columns=[UNASSIGNED], errors="ignore")
     totals = counts.sum(axis=1).to_numpy(dtype=float)
     rows = []
@@ -250,15 +266,237 @@ def separating_dates(importance: np.ndarray, times: np.ndarray, n: int = 3) -> l
     return [str(t)[:10] for t in np.asarray(times)[top]]
 
 
+# --------------------------------------------------------------------------- the stage
+
+
+def choose_pairs(
+    confusion: pd.DataFrame | None,
+    classes: Sequence[str],
+    pairs: Sequence[Sequence[str]] | None = None,
+    confused: int = CONFUSED_PAIRS,
+) -> list[tuple[str, str]]:
+    """The `confused` most confused pairs of `confusion` (`confused_pairs`; none without a
+    table), then those of `pairs` (checked against `classes`, `check_pairs`) not among them."""
+    chosen = confused_pairs(confusion, confused) if confusion is not None else []
+    for a, b in check_pairs(pairs or [], classes):
+        if {a, b} not in [set(p) for p in chosen]:
+            chosen.append((a, b))
+    return chosen
+
+
+def parcel_class_codes(
+    polygons: gpd.GeoDataFrame,
+    like: xr.Dataset,
+    *,
+    id_column: str = "parcel_id",
+    class_column: str = "crop",
+    all_touched: bool = False,
+) -> tuple[xr.DataArray, list[str]]:
+    """The class of every pixel of `like`'s grid `(y, x)` as int16 codes into the returned class
+    names (-1: no parcel or no class), from `polygons` rasterised on it (`rasterize_parcels`):
+    two bytes a pixel, where names take tens, on a regional grid. The classes are the parcels'
+    class values as text, sorted, without "" and "nan"."""
+    ids = rasterize_parcels(polygons, like, all_touched=all_touched, id_column=id_column)
+    lut = dict(zip(polygons[id_column].to_numpy().tolist(), polygons[class_column].astype(str)))
+    classes = sorted(set(lut.values()) - {"", "nan"})
+    code_of = {name: i for i, name in enumerate(classes)}
+    pid = np.asarray(ids.values)
+    uniq, inverse = np.unique(pid, return_inverse=True)
+    table = np.array([code_of.get(lut.get(int(i), ""), -1) for i in uniq], dtype=np.int16)
+    return xr.DataArray(table[inverse.ravel()].reshape(pid.shape), dims=ids.dims), classes
+
+
+def _parcels_parts(parcels: ParcelsResult | str | Path) -> tuple[dict, dict]:
+    """The parcels stage's pieces (`ParcelsResult.parts`) and its settings (`metrics`)."""
+    parts = parcels.parts() if isinstance(parcels, ParcelsResult) else read_parcels_outputs(parcels)[0]
+    return parts, parts.get("metrics") or {}
+
+
+def _pair_variables(
+    results: xr.Dataset,
+    parcels_or_classes: ParcelsResult | str | Path | xr.DataArray | None,
+    pairs: Sequence[Sequence[str]] | None,
+    confused: int,
+    *,
+    cube: xr.Dataset,
+    model: TrainedModel,
+    polygons: gpd.GeoDataFrame | str | Path | None,
+    id_column: str | None,
+    class_column: str | None,
+    all_touched: bool | None,
+    max_pixels: int,
+    seed: int,
+) -> xr.Dataset | None:
+    """`pair_importance` of the chosen pairs (see `pairs`), or None when there is none."""
+    if "embedding" not in results:
+        raise InputError(f"results: no 'embedding' variable; found {sorted(map(str, results.data_vars))}")
+    if not {"y", "x"} <= set(results["embedding"].dims) or confused + len(pairs or []) == 0:
+        return None
+    classes: list[str] | None
+    if parcels_or_classes is None:  # the nearest k-Means centres, "cluster i"
+        if "cluster_centre" not in results or "cluster" not in results:
+            return None
+        k = results["cluster_centre"].shape[0]
+        classes = [f"cluster {i}" for i in range(k)]
+        chosen = nearest_centre_pairs(results["cluster_centre"].values, confused)
+        chosen += [p for p in check_pairs(pairs or [], classes) if set(p) not in [set(q) for q in chosen]]
+        if not chosen:
+            return None
+        cl = results["cluster"]
+        labels = xr.DataArray(np.asarray(cl.values).astype(np.int16), dims=cl.dims)  # -1: none
+    elif isinstance(parcels_or_classes, xr.DataArray):  # the class name of every pixel
+        labels, classes = parcels_or_classes, None
+        known = sorted({str(c) for c in np.unique(np.asarray(labels.values).astype(str))} - {"", "nan"})
+        chosen = check_pairs(pairs or [], known)
+        if not chosen:
+            return None
+    else:
+        parts, settings = _parcels_parts(parcels_or_classes)
+        profiled = [str(v) for v in parts["profiles"]["class"].values] if "profiles" in parts else []
+        chosen = choose_pairs(parts.get("confusion_pixels"), profiled, pairs, confused)
+        if not chosen:
+            return None
+        id_column = id_column or settings.get("id_column", "parcel_id")
+        class_column = class_column or settings.get("class_column", "crop")
+        all_touched = bool(settings.get("all_touched", False)) if all_touched is None else all_touched
+        if polygons is None:
+            table = parcels_or_classes.table if isinstance(parcels_or_classes, ParcelsResult) else None
+            polygons = table if isinstance(table, gpd.GeoDataFrame) else settings.get("parcels_path")
+        if polygons is None:
+            raise InputError("pairs: the parcels' polygons are needed to label the pixels; pass polygons=")
+        gdf = (
+            polygons
+            if isinstance(polygons, gpd.GeoDataFrame)
+            else read_parcels(polygons, id_column=id_column, class_column=class_column, crs=results.rio.crs)
+        )
+        labels, classes = parcel_class_codes(
+            gdf, results, id_column=id_column, class_column=class_column, all_touched=all_touched
+        )
+    scale, reference = run_scaling(results, model, cube)
+    return pair_importance(
+        model,
+        cube,
+        results["embedding"],
+        labels,
+        chosen,
+        scale=scale,
+        reference=reference,
+        max_pixels=max_pixels,
+        seed=seed,
+        classes=classes,
+    )
+
+
+def pairs(
+    results: xr.Dataset,
+    parcels_or_classes: ParcelsResult | str | Path | xr.DataArray | None = None,
+    pairs: Sequence[Sequence[str]] | None = None,
+    confused: int = CONFUSED_PAIRS,
+    *,
+    cube: xr.Dataset,
+    model: TrainedModel,
+    polygons: gpd.GeoDataFrame | str | Path | None = None,
+    id_column: str | None = None,
+    class_column: str | None = None,
+    all_touched: bool | None = None,
+    max_pixels: int = 5000,
+    seed: int = 0,
+) -> xr.Dataset:
+    """`results` plus the contrastive importance of class pairs (`pair_importance`'s
+    `PAIR_VARIABLES`, replacing any there): which dates tell two classes apart, for the model.
+
+    results: gridded results `(y, x)` of `cube` by `model` (`embedding`; `cluster` and
+    `cluster_centre` for cluster pairs); sample-form results are given back as they are.
+    `parcels_or_classes`:
+    - the parcels stage's result (`ParcelsResult`) or its output folder: the `confused` most
+      confused classes of its pixel confusion table, then the class `pairs` asked for; the
+      pixels are labelled by the parcels rasterised on the results' grid (`parcel_class_codes`):
+      `polygons` (a GeoDataFrame or a parcels file), by default the result's table or the file
+      the folder's `metrics.json` names, with its `id_column`, `class_column`, `all_touched`;
+    - a DataArray of class names `(y, x)` ("" or "nan": none): the `pairs` asked for;
+    - None: the `confused` pairs of nearest k-Means centres ("cluster i"), then the `pairs`
+      asked for among them.
+    With no pair (none asked for, none confused), `results` come back as they are. Grad-SLAM
+    runs at the run's scaling and reference map (`slamgeo.jobs.faithfulness.run_scaling`) on at
+    most `max_pixels` pixels of each class, drawn with `seed`."""
+    new = _pair_variables(
+        results,
+        parcels_or_classes,
+        pairs,
+        confused,
+        cube=cube,
+        model=model,
+        polygons=polygons,
+        id_column=id_column,
+        class_column=class_column,
+        all_touched=all_touched,
+        max_pixels=max_pixels,
+        seed=seed,
+    )
+    if new is None:
+        return results
+    old = [v for v in (*PAIR_VARIABLES, *PAIR_COORDS) if v in results.variables]
+    return results.drop_vars(old).assign({v: new[v] for v in new.data_vars})
+
+
+def pairs_store(
+    results: str | Path,
+    parcels: str | Path | None,
+    *,
+    cube: str | Path,
+    model: str | Path,
+    pairs: Sequence[Sequence[str]] | None = None,
+    confused: int = CONFUSED_PAIRS,
+    **options,
+) -> list[tuple[str, str]]:
+    """`pairs` on a results store (a path or a URL), its cube store and model folder, with the
+    parcels stage's output folder `parcels` (None: cluster pairs); the pair variables
+    (`PAIR_VARIABLES`) are written into the store (`slamgeo.jobs.cluster.append_variables`,
+    replacing those there). `options`: those of `pairs` (`polygons`, `id_column`, ...).
+    Returns the pairs explained, (a, b) class names; with none, the store is left as it was."""
+    from slamgeo.io.checkpoint import load_model
+    from slamgeo.io.cube import open_cube, open_results
+    from slamgeo.jobs.cluster import append_variables
+
+    ds = open_results(results)
+    new = _pair_variables(
+        ds,
+        parcels,
+        pairs,
+        confused,
+        cube=open_cube(str(cube)),
+        model=load_model(model),
+        polygons=options.pop("polygons", None),
+        id_column=options.pop("id_column", None),
+        class_column=options.pop("class_column", None),
+        all_touched=options.pop("all_touched", None),
+        max_pixels=options.pop("max_pixels", 5000),
+        seed=options.pop("seed", 0),
+    )
+    if options:
+        raise InputError(f"pairs_store: unknown option(s) {sorted(options)}")
+    if new is None:
+        return []
+    append_variables(str(results), new, overwrite=True)
+    return list(zip(map(str, new["pair_a"].values), map(str, new["pair_b"].values)))
+
+
 __all__ = [
+    "CONFUSED_PAIRS",
     "MEMBER",
     "PAIR",
+    "PAIR_COORDS",
+    "PAIR_VARIABLES",
     "check_pairs",
+    "choose_pairs",
     "class_codes",
     "cluster_labels",
     "confused_pairs",
     "nearest_centre_pairs",
     "pair_importance",
+    "pairs",
+    "pairs_store",
+    "parcel_class_codes",
     "separating_dates",
     "window_accuracy",
 ]

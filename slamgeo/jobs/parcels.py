@@ -1,16 +1,8 @@
-"""Parcels: read and check polygons, rasterise them on the cube's grid, aggregate per parcel
-and per class, out of core.
+"""Parcels: per parcel and per class, out of core, from results on a grid or in sample form;
+the clusters voted into classes and scored; the stage and its store twin.
 
-Policies (said once, here, and recorded in the outputs' attributes):
-- parcel ids are positive integers, unique; 0 means "no parcel" on the `parcel_id` raster;
-- invalid geometries (self-intersections, ...) are repaired with `shapely.make_valid`, keeping
-  their polygonal part, with a `ParcelWarning` naming the file and the count; their ids are
-  listed in `gdf.attrs["repaired_ids"]`, their count in `gdf.attrs["repaired"]`. Null, empty or
-  non-polygonal geometries are refused;
-- a pixel belongs to a parcel when its centre is inside it (`all_touched=False`, the default)
-  or when the parcel touches it (`all_touched=True`);
-- where parcels overlap, a pixel goes to the smallest parcel (by area; equal areas: the larger
-  id). Overlapping pairs are listed in `gdf.attrs["overlaps"]`;
+The parcels are read and checked by `slamgeo.io.parcels` and put on the grid by
+`slamgeo.jobs.rasterize` (their policies are said there). Here:
 - per-parcel VV and VH are means of the dB values (not dB of the mean power), NaN ignored;
 - parcels without a class (null in the class column) are aggregated but take no part in the
   voting, the metrics or the class profiles.
@@ -18,309 +10,30 @@ Policies (said once, here, and recorded in the outputs' attributes):
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import dask
-import dask.array as da
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio.features
-import rasterio.windows
-import shapely
 import xarray as xr
 from flox.xarray import xarray_reduce
 
+from slamgeo._version import __version__
 from slamgeo.errors import InputError
 from slamgeo.io import storage
-from slamgeo.io.cube import DEFAULT_CHUNK, GRID_DIMS, spatial_dims
+from slamgeo.io.cube import spatial_dims
+from slamgeo.io.parcels import ParcelWarning, check_parcels, read_parcels
 from slamgeo.jobs.cluster import CENTRE, DIM, NO_CLUSTER
 from slamgeo.jobs.metrics import UNASSIGNED, Evaluation, EvaluationWarning, evaluate_parcels
-from slamgeo.jobs.runtime import current_client
+from slamgeo.jobs.rasterize import OVERLAP_RULE, rasterize_parcels
 from slamgeo.schema import CLASS, PARCEL, PARCELS_MARKER
-
-NO_PARCEL = 0
-OVERLAP_RULE = "smallest parcel wins (equal areas: larger id)"
-_PARQUET_SUFFIXES = {".parquet", ".geoparquet", ".pq"}
-
-
-class ParcelWarning(UserWarning):
-    """Something about the parcels the user should know, that does not stop the run."""
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _read_any(path: str | Path, layer: str | None) -> gpd.GeoDataFrame:
-    """A local path is read by name (a shapefile needs its sibling files); a URL through an
-    fsspec file object (pyogrio reads it into GDAL's memory filesystem)."""
-    parquet = Path(storage.name(path)).suffix.lower() in _PARQUET_SUFFIXES
-    try:
-        if not storage.is_url(path):
-            return gpd.read_parquet(path) if parquet else gpd.read_file(path, layer=layer, engine="pyogrio")
-        with storage.open_input(path) as f, warnings.catch_warnings():
-            # GDAL names the bytes it is given without the file's extension, and says so
-            warnings.filterwarnings("ignore", message=".*non conformant file extension")
-            return gpd.read_parquet(f) if parquet else gpd.read_file(f, layer=layer, engine="pyogrio")
-    except Exception as exc:  # noqa: BLE001 - pyogrio/pyarrow raise many types; say which file
-        raise InputError(f"{path}: cannot read parcels as GeoPackage, shapefile or GeoParquet ({exc})") from exc
-
-
-def _check_ids(ids: pd.Series, where: str, id_column: str) -> np.ndarray:
-    if ids.isna().any():
-        raise InputError(f"{where}: {int(ids.isna().sum())} parcel(s) have no id in column '{id_column}'")
-    values = ids.to_numpy()
-    if not np.issubdtype(values.dtype, np.integer):
-        as_float = pd.to_numeric(ids, errors="coerce").to_numpy(dtype=np.float64)
-        if np.isnan(as_float).any() or np.any(as_float != np.round(as_float)):
-            bad = ids[np.isnan(as_float) | (as_float != np.round(as_float))].head(5).tolist()
-            raise InputError(f"{where}: parcel ids in '{id_column}' must be integers, found {bad}")
-        values = as_float.astype(np.int64)
-    if values.min() <= NO_PARCEL or values.max() > np.iinfo(np.int32).max:
-        raise InputError(
-            f"{where}: parcel ids in '{id_column}' must be in 1..{np.iinfo(np.int32).max} (0 means no parcel), "
-            f"found min {values.min()}, max {values.max()}"
-        )
-    uniq, counts = np.unique(values, return_counts=True)
-    if (counts > 1).any():
-        raise InputError(f"{where}: duplicated parcel ids in '{id_column}': {uniq[counts > 1][:10].tolist()}")
-    return values.astype(np.int64)
-
-
-def _polygonal(geom):
-    """The polygonal part of a repaired geometry (make_valid can return collections with lines)."""
-    if geom is None or geom.is_empty:
-        return geom
-    if geom.geom_type in ("Polygon", "MultiPolygon"):
-        return geom
-    parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
-    return shapely.union_all(parts) if parts else shapely.Polygon()
-
-
-def find_overlaps(parcels: gpd.GeoDataFrame, *, id_column: str = "parcel_id") -> list[tuple[int, int]]:
-    """Pairs of parcel ids `(a, b)`, `a < b`, whose interiors overlap (shared area > 0)."""
-    geoms = parcels.geometry.to_numpy()
-    left, right = parcels.sindex.query(geoms, predicate="intersects")
-    keep = left < right
-    left, right = left[keep], right[keep]
-    if left.size == 0:
-        return []
-    area = shapely.area(shapely.intersection(geoms[left], geoms[right]))
-    ids = parcels[id_column].to_numpy()
-    pairs = {tuple(sorted((int(ids[a]), int(ids[b])))) for a, b, s in zip(left, right, area) if s > 0}
-    return sorted(cast(set[tuple[int, int]], pairs))  # pairs of two ids
-
-
-def read_parcels(
-    path: str | Path,
-    *,
-    id_column: str = "parcel_id",
-    class_column: str = "crop",
-    crs=None,
-    layer: str | None = None,
-) -> gpd.GeoDataFrame:
-    """Read parcels (GeoPackage, shapefile, GeoParquet; a local path or an fsspec URL) and
-    `check_parcels` them. Raises `InputError` for a missing or unreadable file too."""
-    path = storage.location(path)
-    if not storage.exists(path):
-        raise InputError(f"{path}: no parcel file here")
-    gdf = _read_any(path, layer)
-    gdf.attrs["source"] = str(path)
-    return check_parcels(gdf, id_column=id_column, class_column=class_column, crs=crs)
-
-
-def check_parcels(
-    gdf: gpd.GeoDataFrame,
-    *,
-    id_column: str = "parcel_id",
-    class_column: str = "crop",
-    crs=None,
-) -> gpd.GeoDataFrame:
-    """Check parcels, repair invalid geometries, reproject to `crs` when given and different.
-
-    Returns a GeoDataFrame with columns `id_column` (int64), `class_column` and `geometry`, in
-    the input's order; `attrs`: `repaired_ids` (list), `repaired` (their count), `overlaps`
-    (list of id pairs), `source` (`gdf.attrs["source"]`, or "parcels"). Repairs are also said
-    in a `ParcelWarning` naming the source and the count. Parcels checked already (with the same
-    columns) are only reprojected. Raises `InputError` for an empty layer, a missing column,
-    bad ids, null/empty/non-polygonal geometries, or a layer without a CRS.
-    """
-    path = gdf.attrs.get("source", "parcels")
-    if gdf.attrs.get("checked") == [id_column, class_column]:
-        return gdf if crs is None or gdf.crs.equals(crs) else _with_attrs(gdf.to_crs(crs), gdf.attrs)
-    if len(gdf) == 0:
-        raise InputError(f"{path}: the parcel layer is empty (0 features)")
-    missing = [c for c in (id_column, class_column) if c not in gdf.columns]
-    if missing:
-        cols = [c for c in gdf.columns if c != gdf.geometry.name]
-        raise InputError(f"{path}: missing column(s) {missing} (id and class columns); found columns {cols}")
-    ids = _check_ids(gdf[id_column], str(path), id_column)
-    geom = gdf.geometry
-    bad = geom.isna() | geom.is_empty
-    if bad.any():
-        raise InputError(f"{path}: parcel(s) {ids[bad.to_numpy()][:10].tolist()} have a null or empty geometry")
-    kinds = set(geom.geom_type.unique()) - {"Polygon", "MultiPolygon"}
-    if kinds:
-        wrong = ids[~geom.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()][:10].tolist()
-        raise InputError(f"{path}: parcels must be polygons; found {sorted(kinds)} (ids {wrong})")
-    if gdf.crs is None:
-        raise InputError(f"{path}: the parcel layer has no CRS; cannot place it on the cube's grid")
-
-    invalid = ~geom.is_valid.to_numpy()
-    repaired = ids[invalid].tolist()
-    out = gpd.GeoDataFrame(
-        {id_column: ids, class_column: gdf[class_column].to_numpy()}, geometry=geom.to_numpy(), crs=gdf.crs
-    )
-    if invalid.any():
-        fixed = [_polygonal(g) for g in shapely.make_valid(out.geometry.to_numpy()[invalid])]
-        empty = [i for i, g in zip(repaired, fixed) if g is None or g.is_empty]
-        if empty:
-            raise InputError(f"{path}: parcel(s) {empty[:10]} have an invalid geometry with no area left once repaired")
-        out.loc[invalid, "geometry"] = gpd.GeoSeries(fixed, index=out.index[invalid], crs=gdf.crs)
-        warnings.warn(
-            f"{path}: repaired {len(repaired)} invalid parcel geometr{'y' if len(repaired) == 1 else 'ies'} "
-            f"(self-intersections, ...) with make_valid (ids {repaired[:10]}{' ...' if len(repaired) > 10 else ''})",
-            ParcelWarning,
-            stacklevel=2,
-        )
-    if crs is not None and not out.crs.equals(crs):
-        out = out.to_crs(crs)
-    out.attrs = {
-        "source": str(path),
-        "checked": [id_column, class_column],
-        "repaired_ids": [int(i) for i in repaired],
-        "repaired": len(repaired),
-        "overlaps": find_overlaps(out, id_column=id_column),
-        "id_column": id_column,
-        "class_column": class_column,
-    }
-    return out
-
-
-def _with_attrs(gdf: gpd.GeoDataFrame, attrs: dict) -> gpd.GeoDataFrame:
-    gdf.attrs = dict(attrs)
-    return gdf
-
-
-# --------------------------------------------------------------------------- rasterising
-
-
-def _rasterize_tile(payload, shape, transform, all_touched: bool) -> np.ndarray:
-    geoms, values = payload
-    return _rasterize_block(geoms, np.asarray(values).tolist(), shape, transform, all_touched)
-
-
-def _rasterize_block(geoms, values, shape, transform, all_touched: bool) -> np.ndarray:
-    if len(geoms) == 0:
-        return np.full(shape, NO_PARCEL, dtype=np.int32)
-    return rasterio.features.rasterize(
-        zip(geoms, values),
-        out_shape=shape,
-        transform=transform,
-        fill=NO_PARCEL,
-        all_touched=all_touched,
-        dtype="int32",
-    )
-
-
-def _grid_chunks(like: xr.Dataset | xr.DataArray) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    if isinstance(like, xr.Dataset):  # its variables may be chunked differently: use one grid variable
-        like = like[[v for v in like.data_vars if set(GRID_DIMS) <= set(like[v].dims)][0]]
-    chunks = like.chunksizes if like.chunks else {}
-    return cast(
-        tuple[tuple[int, ...], tuple[int, ...]],  # one entry per GRID_DIMS (y, x)
-        tuple(
-            chunks.get(d)
-            or tuple(min(DEFAULT_CHUNK, like.sizes[d] - s) for s in range(0, like.sizes[d], DEFAULT_CHUNK))
-            for d in GRID_DIMS
-        ),
-    )
-
-
-def rasterize_parcels(
-    parcels: gpd.GeoDataFrame,
-    like: xr.Dataset | xr.DataArray,
-    *,
-    all_touched: bool = False,
-    id_column: str = "parcel_id",
-) -> xr.DataArray:
-    """`parcel_id (y, x)` int32 on `like`'s grid: the id of the parcel each pixel belongs to,
-    0 for none. Chunked like `like` (tiles of 512 when it is not chunked); lazy, each task
-    burns only the parcels that meet its tile (rasterio.features.rasterize).
-
-    Pixel rule: the centre is inside (`all_touched=False`) or the parcel touches the pixel
-    (`all_touched=True`). Overlaps: the smallest parcel wins (equal areas: the larger id).
-    Parcels in another CRS are reprojected. Raises `InputError` for a sample-form `like`, a
-    `like` without CRS, or parcels that do not overlap the grid.
-    """
-    if not set(GRID_DIMS) <= set(like.dims):
-        raise InputError(
-            "rasterize_parcels: the sample form of a cube carries its labels already; nothing to rasterise"
-        )
-    crs = like.rio.crs
-    if crs is None:
-        raise InputError("rasterize_parcels: the grid has no CRS (expected a CF grid mapping 'spatial_ref')")
-    if parcels.crs is None:
-        raise InputError("rasterize_parcels: the parcels have no CRS")
-    if not parcels.crs.equals(crs):
-        parcels = parcels.to_crs(crs)
-    transform = like.rio.transform()
-    bounds = like.rio.bounds()
-    grid_box = shapely.box(*bounds)
-    hits = parcels.sindex.query(grid_box, predicate="intersects")
-    if hits.size == 0:
-        pb = tuple(round(v, 3) for v in parcels.total_bounds)
-        raise InputError(
-            f"the parcels do not overlap the cube: parcel bounds {pb}, grid bounds "
-            f"{tuple(round(v, 3) for v in bounds)} (CRS {crs.to_string()})"
-        )
-    # burn order: largest first, so that the smallest parcel is burnt last and wins overlaps
-    area = parcels.geometry.area.to_numpy()
-    ids = parcels[id_column].to_numpy().astype(np.int64)
-    order = np.lexsort((ids, -area))
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    geoms = parcels.geometry.to_numpy()
-    ychunks, xchunks = _grid_chunks(like)
-    tiles = []  # (row, col, (h, w), transform, the tile's parcels as (geometries, ids))
-    r0 = 0
-    for i, h in enumerate(ychunks):
-        c0 = 0
-        for j, w in enumerate(xchunks):
-            window = rasterio.windows.Window(c0, r0, w, h)
-            box = shapely.box(*rasterio.windows.bounds(window, transform))
-            sel = parcels.sindex.query(box, predicate="intersects")
-            sel = sel[np.argsort(rank[sel], kind="stable")]
-            tiles.append((i, j, (h, w), rasterio.windows.transform(window, transform), (list(geoms[sel]), ids[sel])))
-            c0 += w
-        r0 += h
-    payloads: list = [t[4] for t in tiles]
-    client = current_client()
-    if client is not None:  # the polygons go to the workers as data, not inside the task graph
-        payloads = client.scatter(payloads)
-    blocks: dict = {}
-    for (i, j, shape, wt, _), payload in zip(tiles, payloads):
-        block = dask.delayed(_rasterize_tile, pure=True)(payload, shape, wt, all_touched)
-        blocks[i, j] = da.from_delayed(block, shape=shape, dtype=np.int32)
-    data = da.block([[blocks[i, j] for j in range(len(xchunks))] for i in range(len(ychunks))])
-    coords = {"y": like["y"], "x": like["x"]}
-    if "spatial_ref" in like.coords:
-        coords["spatial_ref"] = like.coords["spatial_ref"]
-    out = xr.DataArray(data, dims=GRID_DIMS, coords=coords, name="parcel_id")
-    out.attrs = {
-        "long_name": "parcel id",
-        "flag_meaning": "0: no parcel",
-        "all_touched": int(all_touched),
-        "overlap_rule": OVERLAP_RULE,
-    }
-    if "spatial_ref" in out.coords:
-        out.attrs["grid_mapping"] = "spatial_ref"
-    return out
 
 
 def _first_grid(ds: xr.Dataset) -> xr.DataArray:
@@ -594,6 +307,12 @@ PARCELS_OUTPUTS = {
 }
 
 
+# the pieces the report and the class pairs draw from (`ParcelsResult.parts`), by their file
+PARCELS_PARTS = {
+    key: PARCELS_OUTPUTS[key] for key in ("confusion_pixels", "confusion_parcels", "profiles", "per_parcel", "metrics")
+}
+
+
 @dataclass
 class ParcelsResult:
     """What the parcels stage gives.
@@ -628,7 +347,7 @@ class ParcelsResult:
         return counts
 
     def parts(self) -> dict:
-        """The pieces the report draws from, as `slamgeo.reporting.read_parcels_outputs` reads
+        """The pieces the report draws from (`PARCELS_PARTS`), as `read_parcels_outputs` reads
         them back from a parcels folder."""
         return {
             "confusion_pixels": self.confusion("pixels"),
@@ -812,6 +531,35 @@ def write_parcels_outputs(result: ParcelsResult, folder: Path) -> None:
     (folder / PARCELS_OUTPUTS["metrics"]).write_text(json.dumps(result.metrics, indent=2))
 
 
+def read_parcels_outputs(folder: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """What `parcels_store` (`slamgeo parcels --out DIR`) wrote, as `ParcelsResult.parts` gives
+    it: ({piece: data}, {piece: why it is missing}).
+
+    Pieces (`PARCELS_PARTS`): `confusion_pixels`, `confusion_parcels` (DataFrames of counts),
+    `profiles` (class profiles Dataset), `per_parcel` (Dataset, lazy), `metrics` (dict). A piece
+    missing or unreadable is said in the second dict. Raises `InputError` when the folder does
+    not exist."""
+    folder = storage.location(folder)
+    if not storage.isdir(folder):
+        raise InputError(f"{folder}: no parcels output folder here (expected what `slamgeo parcels --out` writes)")
+    found, missing = {}, {}
+    for key, name in PARCELS_PARTS.items():
+        path = storage.join(folder, name)
+        if not storage.exists(path):
+            missing[key] = f"{name} not found in {folder}"
+            continue
+        try:
+            if name.endswith(".csv"):
+                found[key] = pd.read_csv(io.BytesIO(storage.read_bytes(path)), index_col=0)
+            elif name.endswith(".zarr"):  # per-parcel tables stay lazy: only what a figure uses is read
+                found[key] = xr.open_zarr(str(path)).load() if key == "profiles" else xr.open_zarr(str(path))
+            else:
+                found[key] = json.loads(storage.read_text(path))
+        except Exception as exc:  # noqa: BLE001 - any unreadable piece becomes a skipped figure
+            missing[key] = f"{path}: unreadable ({type(exc).__name__}: {exc})"
+    return found, missing
+
+
 def parcels_store(
     results: str | Path,
     polygons: str | Path | None,
@@ -826,7 +574,6 @@ def parcels_store(
     (a path or a URL): `PARCELS_OUTPUTS`, written at once (`slamgeo.io.storage.staged_folder`).
     `out` must be absent, empty or, with `overwrite`, a parcels folder holding nothing else
     and none of the inputs (`slamgeo.io.storage.claim_output`). `options`: those of `parcels`."""
-    from slamgeo import __version__
     from slamgeo.io.cube import open_cube, open_results
 
     out = storage.location(out)
@@ -860,20 +607,15 @@ def parcels_store(
 __all__ = [
     "CLASS",
     "PARCELS_OUTPUTS",
+    "PARCELS_PARTS",
     "ParcelsResult",
-    "NO_PARCEL",
-    "OVERLAP_RULE",
     "PARCEL",
-    "ParcelWarning",
     "aggregate_parcels",
-    "check_parcels",
     "class_profiles",
-    "find_overlaps",
     "minmax",
     "parcels",
     "parcels_store",
-    "rasterize_parcels",
-    "read_parcels",
+    "read_parcels_outputs",
     "results_spatial_dims",
     "write_parcels_outputs",
 ]

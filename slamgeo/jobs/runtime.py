@@ -12,7 +12,21 @@ thread for the duration of a run. The worker processes of a LocalCluster started
 both (a Ctrl-C reaches the whole process group): the driver decides, and when it leaves
 `dask_client` through an exception it kills the workers and closes the cluster with short
 timeouts, with logging silenced, so nothing but the driver's own message reaches the terminal.
-A normal close stops the workers through their nannies, as before.
+A normal close stops the workers through their nannies, as before. Killed workers leave
+numcodecs' Blosc lock (a named semaphore) to multiprocessing's resource tracker, which unlinks
+it at exit; the tracker is started with its "leaked semaphore" warning ignored
+(`_quiet_resource_tracker`), since that clean-up is the expected outcome.
+
+An existing scheduler: its address is checked before anything starts
+(`check_scheduler_address`); connecting is bounded by Dask's `distributed.comm.timeouts.connect`
+(30 s by default), the handshake included (distributed bounds only the TCP connection, so a
+port where another server listens would hold the client forever); then the run waits at most
+`ClusterOptions.wait_for_workers` seconds for a worker (with the resource GPU when the tasks
+need it). Each failure is a `ClusterError`: one line naming the address.
+
+Noise: library warnings that a user can do nothing about are ignored (`quiet_library_warnings`,
+set by the command line and in the workers of a LocalCluster started here), and those
+workers do not log the "Compute Failed" report of a task whose error the driver raises itself.
 
 Progress: `progress_bar` is the one progress display of a step (explain's blocks, training's
 epochs): a tqdm bar on a terminal or in a notebook; when the stream is not a terminal (a batch
@@ -30,16 +44,29 @@ import gc
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
+
+from slamgeo.errors import ConfigError, SlamgeoError, one_line
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
+
+WAIT_FOR_WORKERS = 600.0  # seconds an existing scheduler is given to have a worker for the tasks
+SCHEDULER_FORM = "tcp://HOST:PORT or tls://HOST:PORT (what `dask scheduler` prints; port 8786 by default)"
+CONNECT_TIMEOUT_ENV = "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"  # Dask's own setting, e.g. 120s
+
+
+class ClusterError(SlamgeoError):
+    """A Dask scheduler that does not answer, or that has no worker for the tasks."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +76,12 @@ class ClusterOptions:
     `gpu_resources`: the run restricts explain's tasks to workers with the Dask resource GPU
     (`--resources GPU=1`). A LocalCluster then gives each of its workers GPU=1 (each worker
     uses CUDA if it sees a device, else its CPU); an existing scheduler is asked how many of its
-    workers have the resource, and a warning is printed when none has it yet (the tasks wait)."""
+    workers have the resource, and the run waits for one as it does for any worker (below).
+
+    `wait_for_workers`: seconds an existing scheduler is given, once connected, to have a worker
+    (one with the resource GPU under `gpu_resources`); then `ClusterError`. 0: at once.
+    `connect_timeout`: seconds to reach the scheduler and hear it answer (None: Dask's
+    `distributed.comm.timeouts.connect`, 30 s unless set)."""
 
     scheduler: str | None = None
     n_workers: int | None = None  # LocalCluster: default one worker per core
@@ -57,6 +89,144 @@ class ClusterOptions:
     memory_limit: str = "auto"
     dashboard: bool = True
     gpu_resources: bool = False
+    wait_for_workers: float = WAIT_FOR_WORKERS
+    connect_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheduler is not None:
+            check_scheduler_address(self.scheduler)
+        if self.n_workers is not None and self.n_workers < 1:
+            raise ConfigError(f"n_workers must be 1 or more, found {self.n_workers}")
+        if self.threads_per_worker < 1:
+            raise ConfigError(f"threads_per_worker must be 1 or more, found {self.threads_per_worker}")
+        if not self.wait_for_workers >= 0:  # NaN too
+            raise ConfigError(f"wait_for_workers must be 0 seconds or more, found {self.wait_for_workers}")
+        if self.connect_timeout is not None and not self.connect_timeout > 0:
+            raise ConfigError(f"connect_timeout must be more than 0 seconds, found {self.connect_timeout}")
+
+
+def check_scheduler_address(address: str, *, where: str = "scheduler") -> str:
+    """`address` if a Dask client can connect to it: `SCHEME://HOST:PORT` with a scheme of
+    distributed's comms (tcp, tls, ws, wss, ucx), or `HOST:PORT` (tcp); else `ConfigError`
+    naming `where` (an option, a configuration key) and the expected form. Only the form is
+    checked here, not whether a scheduler answers (`connect_client`)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    problem = None
+    text = str(address).strip()
+    try:
+        scheme, loc = parse_address(text)
+    except ValueError as exc:
+        scheme, loc, problem = "", "", str(exc)
+    if problem is None and (scheme not in backends or scheme == "inproc"):
+        problem = f"{scheme}:// is not a scheme of Dask's schedulers"
+        if scheme in ("http", "https"):
+            problem = f"{scheme}:// is the scheme of the scheduler's dashboard, not of the scheduler"
+    if problem is None:
+        try:
+            host, port = parse_host_port(loc)
+        except ValueError:
+            host, port, problem = "", 0, "no port" if ":" not in loc.rsplit("]", 1)[-1] else "the port is not a number"
+        if problem is None and not host:
+            problem = "no host"
+        elif problem is None and not 0 < int(port) < 65536:
+            problem = f"port {port} is not in 1-65535"
+    if problem is not None:
+        what = f"{where} {address!r}" if where else repr(address)
+        raise ConfigError(f"{what}: not a Dask scheduler address ({problem}); expected {SCHEDULER_FORM}")
+    return address
+
+
+def connect_timeout(opts: ClusterOptions) -> float:
+    """Seconds to reach a scheduler: the options', else Dask's `distributed.comm.timeouts.connect`."""
+    if opts.connect_timeout is not None:
+        return float(opts.connect_timeout)
+    import dask
+    from dask.utils import parse_timedelta
+
+    return float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds") or 30.0)
+
+
+def connect_client(address: str, *, timeout: float) -> Client:
+    """A `distributed.Client` of the scheduler at `address`, or `ClusterError` within about
+    `timeout` seconds: when nothing answers there, when what answers is not a Dask scheduler
+    (an HTTP server, a worker), or when the connection fails. A version mismatch between this
+    process and the cluster is one warning line on stderr."""
+    from distributed import Client
+
+    identity = _identify(address, timeout)
+    kind = identity.get("type")
+    if kind in ("Worker", "Nanny"):
+        raise ClusterError(
+            f"{address}: a Dask {kind.lower()} answers there, not a scheduler; give the scheduler's address, "
+            f"{SCHEDULER_FORM}"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            client = Client(address, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"{address}: connecting to the Dask scheduler failed: {one_line(exc)}") from exc
+    for w in caught:
+        if type(w.message).__name__ == "VersionMismatchWarning":
+            print(
+                f"dask: warning: {address}: the scheduler or its workers run other versions of Python packages than "
+                "this process (`client.get_versions(check=True)` lists them); install the same versions if tasks fail",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return client
+
+
+def _identify(address: str, timeout: float) -> dict[str, Any]:
+    """What answers at `address` (its `identity`: {"type": "Scheduler", ...}), within `timeout`
+    seconds for the connection, its handshake and the answer, or `ClusterError`. Runs its own
+    event loop in a helper thread, so that it works under a running loop (a notebook) too."""
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def ask() -> dict[str, Any]:
+        comm = await connect(address, timeout=timeout, **Security().get_connection_args("client"))
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded() -> dict[str, Any]:
+        return await asyncio.wait_for(ask(), timeout + 0.5)  # connect() gives up first on its own
+
+    result: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            result["identity"] = asyncio.run(bounded())
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=probe, name="slamgeo-scheduler-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 5.0)
+    identity, exc = result.get("identity"), result.get("error")
+    if isinstance(identity, dict) and identity.get("type"):
+        return identity
+    if isinstance(exc, OSError) and "Timed out trying to connect" in str(exc):  # no connection at all
+        errno_text = re.search(r"\[Errno -?\d+\] ([^:)\]]+)", str(exc.__cause__ or ""))
+        why = f" ({errno_text.group(1).strip().lower()})" if errno_text else ""
+        raise ClusterError(
+            f"{address}: nothing answered as a Dask scheduler within {timeout:g} s{why}; check that a scheduler "
+            f"runs at that address (`dask scheduler` prints it), or wait longer with {CONNECT_TIMEOUT_ENV}=120s"
+        )
+    what = "nothing answered" if exc is None or isinstance(exc, TimeoutError) else f"its answer was {one_line(exc)}"
+    raise ClusterError(
+        f"{address}: something listens there, but not a Dask scheduler ({what} within {timeout:g} s); "
+        "check the address: a scheduler's is what `dask scheduler` prints, port 8786 by default (8787 is its dashboard)"
+    )
 
 
 def default_workers() -> int:
@@ -72,16 +242,19 @@ def default_workers() -> int:
 def dask_client(opts: ClusterOptions | None = None, *, quiet: bool = False) -> Iterator[Client]:
     """A `distributed.Client`, closed (with its LocalCluster) on exit; prints the dashboard.
 
-    Left through an interrupt, a LocalCluster is stopped at once: its workers are killed and
-    the cluster closed with short timeouts, quietly; otherwise (an error too) it is closed
-    cleanly, so that its workers release what they hold."""
+    An existing scheduler must answer within the connection timeout and have a worker for the
+    tasks (one with the resource GPU under `gpu_resources`) within `opts.wait_for_workers`
+    seconds; else `ClusterError`. Left through an interrupt, a LocalCluster is stopped at once:
+    its workers are killed and the cluster closed with short timeouts, quietly; otherwise (an
+    error too) it is closed cleanly, so that its workers release what they hold."""
     from distributed import Client, LocalCluster
 
     opts = opts or ClusterOptions()
     if opts.scheduler:
-        client = Client(opts.scheduler)
+        client = connect_client(opts.scheduler, timeout=connect_timeout(opts))
         cluster = None
     else:
+        _quiet_resource_tracker()
         with _ignored_by_children((signal.SIGINT, signal.SIGTERM)):
             cluster = LocalCluster(
                 n_workers=opts.n_workers or default_workers(),
@@ -90,6 +263,7 @@ def dask_client(opts: ClusterOptions | None = None, *, quiet: bool = False) -> I
                 memory_limit=opts.memory_limit,
                 dashboard_address=":0" if opts.dashboard else None,
                 resources={"GPU": 1} if opts.gpu_resources else None,
+                preload=[__name__],  # `dask_setup` below, in each worker
             )
         try:
             client = Client(cluster)
@@ -101,17 +275,10 @@ def dask_client(opts: ClusterOptions | None = None, *, quiet: bool = False) -> I
             where = opts.scheduler or f"LocalCluster, {len(client.scheduler_info()['workers'])} worker processes"
             link = client.dashboard_link if opts.dashboard or opts.scheduler else "off"
             print(f"dask: {where}; dashboard: {link}", flush=True)  # once per client, so once per run
-        if opts.gpu_resources:
-            n_gpu = gpu_workers(client)
-            if not quiet:
-                print(f"dask: {n_gpu} worker(s) with the resource GPU take explain's tasks", flush=True)
-            if n_gpu == 0:
-                print(
-                    "dask: warning: no worker has the resource GPU yet; explain's tasks wait for workers "
-                    "started with `--resources GPU=1`",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        if opts.scheduler:
+            wait_for_workers(client, opts.scheduler, gpu=opts.gpu_resources, timeout=opts.wait_for_workers)
+        if opts.gpu_resources and not quiet:
+            print(f"dask: {gpu_workers(client)} worker(s) with the resource GPU take explain's tasks", flush=True)
         yield client
     except (KeyboardInterrupt, Interrupted):
         _stop_now(client, cluster)
@@ -120,6 +287,34 @@ def dask_client(opts: ClusterOptions | None = None, *, quiet: bool = False) -> I
         _close(client, cluster)
         raise
     _close(client, cluster)
+
+
+def wait_for_workers(client: Client, address: str, *, gpu: bool = False, timeout: float = WAIT_FOR_WORKERS) -> int:
+    """Wait until the scheduler at `address` has a worker (with `gpu`, one with the Dask
+    resource GPU), at most `timeout` seconds, saying so once on stderr while it waits; returns
+    how many such workers it has. `ClusterError` after `timeout`: no such worker joined (how
+    many workers there are, and how to start one)."""
+    what = "worker with the Dask resource GPU" if gpu else "worker"
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        workers = list(client.scheduler_info(n_workers=-1)["workers"].values())
+        n_gpu = sum(1 for w in workers if (w.get("resources") or {}).get("GPU", 0) > 0)
+        found = n_gpu if gpu else len(workers)
+        if found:
+            return found
+        left = deadline - time.monotonic()
+        if left <= 0:
+            start = f"`dask worker {address}{' --resources GPU=1' if gpu else ''}`"
+            has = f"{len(workers)} worker(s), none with GPU" if workers else "no worker"
+            raise ClusterError(
+                f"{address}: no {what} joined within {timeout:g} s (the scheduler has {has}); "
+                f"start some with {start}, or wait longer with --wait-for-workers (dask.wait_for_workers)"
+            )
+        if not said:
+            print(f"dask: waiting up to {timeout:g} s for a {what} to join {address}", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(min(0.5, left))
 
 
 def current_client() -> Client | None:
@@ -176,6 +371,74 @@ def _quiet_logging() -> Iterator[None]:
         yield
     finally:
         logging.disable(previous)
+
+
+# Library warnings a user of the command line can do nothing about: deprecation notices meant
+# for slamgeo's developers, zarr's notes on Zarr 3 extensions (consolidated metadata, codecs),
+# dask's and distributed's performance hints about graphs slamgeo builds. Matched by message
+# where the category is a library's own, so that no library is imported to name it.
+NOISY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    ("", DeprecationWarning),
+    ("", PendingDeprecationWarning),
+    ("", FutureWarning),
+    (r".*is currently not part in the Zarr format 3 specification", Warning),
+    (r"Object at .* is not recognized as a component of a Zarr hierarchy", Warning),
+    (r"Sending large graph of size", Warning),
+    (r"Increasing number of chunks by factor of", Warning),
+    (r"Slicing (is producing a large chunk|with an out-of-order index)", Warning),
+    (r"Port \d+ is already in use", Warning),
+)
+
+
+def quiet_library_warnings() -> None:
+    """Ignore `NOISY_WARNINGS` in this process (the command line's policy; also set in the
+    workers of a LocalCluster started by `dask_client`). slamgeo's own warnings, and the
+    libraries' other warnings, are still shown."""
+    for message, category in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+class _DropComputeFailed(logging.Filter):
+    """Drops distributed's "Compute Failed" report: the driver raises that task's error itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+def dask_setup(worker: object) -> None:
+    """Preload of the workers of a LocalCluster started by `dask_client` (distributed calls a
+    preload module's `dask_setup` in each worker it starts, restarts included): they print to
+    this terminal, so they ignore `NOISY_WARNINGS` and do not log "Compute Failed" reports."""
+    quiet_library_warnings()
+    worker_log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _DropComputeFailed) for f in worker_log.filters):
+        worker_log.addFilter(_DropComputeFailed())
+
+
+_TRACKER_WARNING = "ignore:resource_tracker:UserWarning"
+
+
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker, if it is not running yet, with its warnings
+    ignored. The tracker is the helper process that unlinks the named semaphores of processes
+    that could not: a LocalCluster's worker killed on an interrupt leaves numcodecs' Blosc lock
+    there, and at exit the tracker unlinks it and warns "There appear to be N leaked semaphore
+    objects" on our stderr, after the run's own line; that clean-up is the expected outcome.
+    The tracker takes its warning filters from its command line, built from `sys.warnoptions`,
+    so the filter is put there for the moment it starts. A tracker already running is left
+    as it is. POSIX only."""
+    if sys.platform == "win32":
+        return
+    from multiprocessing import resource_tracker
+
+    added = _TRACKER_WARNING not in sys.warnoptions
+    if added:
+        sys.warnoptions.append(_TRACKER_WARNING)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        if added:
+            sys.warnoptions.remove(_TRACKER_WARNING)
 
 
 def _stop_now(client: Client | None, cluster: LocalCluster | None) -> None:
@@ -355,13 +618,20 @@ def relax_malloc_trim() -> bool:
 
 
 __all__ = [
+    "NOISY_WARNINGS",
+    "ClusterError",
     "ClusterOptions",
     "Interrupted",
+    "check_scheduler_address",
+    "connect_client",
     "current_client",
     "dask_client",
+    "dask_setup",
     "default_workers",
     "gpu_workers",
     "interrupt_handlers",
+    "quiet_library_warnings",
     "relax_malloc_trim",
     "torch_threads_for_task",
+    "wait_for_workers",
 ]

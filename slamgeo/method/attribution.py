@@ -6,7 +6,7 @@
 - `GradientXInput`: gradient x input (captum `InputXGradient`), summed over bands;
 - `IntegratedGradients`: integrated gradients (captum), summed over bands;
 - `Occlusion`: the change of the target when one date is replaced by linear interpolation from
-  its neighbours (`slamgeo.method.faithfulness.delete_dates`), per date.
+  its neighbours (`delete_dates`, the perturbation of `slamgeo.method.faithfulness.deletion`), per date.
 
 `x` is `(N, C, T)` standardised series (finite). `target`: None explains every embedding
 dimension and returns `(N, D, T)`; a dimension d, a direction w `(D,)` or one direction per
@@ -60,6 +60,31 @@ def _project(maps: Tensor, target: Target) -> Tensor:
         return maps
     w = target_weights(target, maps.shape[1], maps.shape[0]).to(maps.device)
     return target_maps(maps, w)[:, 0]
+
+
+def delete_dates(x: Tensor, mask: Tensor) -> Tensor:
+    """Replace masked dates of series `(M, C, T)` by linear interpolation from the kept dates.
+
+    mask: `(M, T)` bool, True where a date is deleted (the same dates in every band). A deleted
+    date between two kept dates gets the straight line between them; before the first kept date
+    or after the last one it gets that date's value. Every series must keep at least one date.
+    """
+    if x.ndim != 3 or mask.shape != (x.shape[0], x.shape[2]):
+        raise InputError(f"expected x (M, C, T) and mask (M, T), found {tuple(x.shape)} and {tuple(mask.shape)}")
+    n_times = x.shape[-1]
+    kept = ~mask
+    if not bool(kept.any(-1).all()):
+        raise InputError("every series must keep at least one date")
+    idx = torch.arange(n_times, device=x.device).expand_as(mask)
+    left = torch.where(kept, idx, -1).cummax(-1).values  # last kept date <= t, or -1
+    right = torch.where(kept, idx, n_times).flip(-1).cummin(-1).values.flip(-1)  # first kept date >= t, or T
+    left, right = torch.where(left < 0, right, left), torch.where(right >= n_times, left, right)
+    span = (right - left).to(x.dtype)
+    w = torch.where(span > 0, (idx - left).to(x.dtype) / span.clamp(min=1), 0.0).unsqueeze(1)  # (M, 1, T)
+    c = x.shape[1]
+    x_left = x.gather(-1, left.unsqueeze(1).expand(-1, c, -1))
+    x_right = x.gather(-1, right.unsqueeze(1).expand(-1, c, -1))
+    return torch.where(mask.unsqueeze(1), x_left * (1 - w) + x_right * w, x)
 
 
 class GradSlam(Attribution):
@@ -172,16 +197,14 @@ class IntegratedGradients(Attribution):
 
 class Occlusion(Attribution):
     """E(x)[n, d] - E(x with date t deleted)[n, d] per date t: the date is replaced by linear
-    interpolation from its neighbours in every band (`slamgeo.method.faithfulness.delete_dates`), the
-    same perturbation as the deletion measure. T + 1 forward passes; signed."""
+    interpolation from its neighbours in every band (`delete_dates`), the same perturbation as the
+    deletion measure. T + 1 forward passes; signed."""
 
     def __init__(self, encoder: nn.Module, *, batch_size: int = 4096):
         super().__init__(encoder)
         self.batch_size = batch_size
 
     def _per_dimension(self, x: Tensor) -> Tensor:
-        from slamgeo.method.faithfulness import delete_dates
-
         n, _, n_times = x.shape
         with explaining(self.encoder), torch.no_grad():
             e0 = _embed(self.encoder, x, self.batch_size)
@@ -219,4 +242,4 @@ def _per_date(attribute, encoder: nn.Module, x: Tensor, batch_size: int) -> Tens
     return torch.cat(out) if out else torch.zeros(0, n_dims, x.shape[2])
 
 
-__all__ = ["Attribution", "GradSlam", "GradientXInput", "IntegratedGradients", "Occlusion"]
+__all__ = ["Attribution", "GradSlam", "GradientXInput", "IntegratedGradients", "Occlusion", "delete_dates"]

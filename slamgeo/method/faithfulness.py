@@ -17,35 +17,17 @@ import torch
 from torch import Tensor, nn
 
 from slamgeo.errors import InputError
+from slamgeo.method.attribution import (
+    GradientXInput,
+    GradSlam,
+    IntegratedGradients,
+    Occlusion,
+    delete_dates,
+)
 from slamgeo.method.gradslam import as_encoder, check_series, explaining
 
 Baseline = Literal["random", "least"]
 DEFAULT_BATCH_SIZE = 4096
-
-
-def delete_dates(x: Tensor, mask: Tensor) -> Tensor:
-    """Replace masked dates of series `(M, C, T)` by linear interpolation from the kept dates.
-
-    mask: `(M, T)` bool, True where a date is deleted (the same dates in every band). A deleted
-    date between two kept dates gets the straight line between them; before the first kept date
-    or after the last one it gets that date's value. Every series must keep at least one date.
-    """
-    if x.ndim != 3 or mask.shape != (x.shape[0], x.shape[2]):
-        raise InputError(f"expected x (M, C, T) and mask (M, T), found {tuple(x.shape)} and {tuple(mask.shape)}")
-    n_times = x.shape[-1]
-    kept = ~mask
-    if not bool(kept.any(-1).all()):
-        raise InputError("every series must keep at least one date")
-    idx = torch.arange(n_times, device=x.device).expand_as(mask)
-    left = torch.where(kept, idx, -1).cummax(-1).values  # last kept date <= t, or -1
-    right = torch.where(kept, idx, n_times).flip(-1).cummin(-1).values.flip(-1)  # first kept date >= t, or T
-    left, right = torch.where(left < 0, right, left), torch.where(right >= n_times, left, right)
-    span = (right - left).to(x.dtype)
-    w = torch.where(span > 0, (idx - left).to(x.dtype) / span.clamp(min=1), 0.0).unsqueeze(1)  # (M, 1, T)
-    c = x.shape[1]
-    x_left = x.gather(-1, left.unsqueeze(1).expand(-1, c, -1))
-    x_right = x.gather(-1, right.unsqueeze(1).expand(-1, c, -1))
-    return torch.where(mask.unsqueeze(1), x_left * (1 - w) + x_right * w, x)
 
 
 def _embed(encoder: nn.Module, x: Tensor, batch_size: int) -> Tensor:
@@ -135,8 +117,6 @@ def deletion(
 
 def gradient_x_input(encoder: nn.Module, x: Tensor, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Tensor:
     """Gradient x input per date `(N, D, T)` (`slamgeo.method.attribution.GradientXInput`)."""
-    from slamgeo.method.attribution import GradientXInput
-
     return GradientXInput(encoder, batch_size=batch_size).attribute(x)
 
 
@@ -149,8 +129,6 @@ def integrated_gradients(
     batch_size: int = 1024,
 ) -> Tensor:
     """Integrated gradients per date `(N, D, T)` (`slamgeo.method.attribution.IntegratedGradients`)."""
-    from slamgeo.method.attribution import IntegratedGradients
-
     return IntegratedGradients(encoder, baseline=baseline, n_steps=n_steps, batch_size=batch_size).attribute(x)
 
 
@@ -186,8 +164,6 @@ def deletion_curves(
     """
     import numpy as np
 
-    from slamgeo.method.attribution import GradientXInput, GradSlam, IntegratedGradients, Occlusion
-
     unknown = [m for m in methods if m not in ATTRIBUTIONS]
     if unknown:
         raise InputError(f"faithfulness methods {unknown} unknown; expected some of {list(ATTRIBUTIONS)}")
@@ -216,7 +192,6 @@ def deletion_curves(
 __all__ = [
     "ATTRIBUTIONS",
     "Baseline",
-    "delete_dates",
     "deletion",
     "deletion_curves",
     "gradient_x_input",

@@ -13,7 +13,15 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-MIN_TIMES = 8
+from slamgeo.schema import TRAIN_MIN_DATES
+
+MIN_TIMES = TRAIN_MIN_DATES  # dates any CAE needs, whatever its number of pooling blocks
+
+
+def min_times(n_blocks: int) -> int:
+    """The fewest dates a CAE with `n_blocks` conv blocks (each halves the series) takes:
+    `max(MIN_TIMES, 2 ** n_blocks)`; 8 for the default 3 blocks."""
+    return max(MIN_TIMES, 2**n_blocks)
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,7 @@ class CAEConfig:
             )
         if any(k < 1 or k % 2 == 0 for k in self.kernels):
             raise ValueError(f"kernels must be odd and positive for 'same' padding, got {self.kernels}")
-        min_t = max(MIN_TIMES, 2 ** len(self.channels))
+        min_t = min_times(len(self.channels))
         if self.n_times < min_t:
             raise ValueError(f"n_times must be >= {min_t} for {len(self.channels)} pooling blocks, got {self.n_times}")
         if self.n_bands < 1 or self.embed_dim < 1:
@@ -134,4 +142,4 @@ def conv_blocks(encoder: Encoder) -> list[nn.Module]:
     return list(encoder.blocks.values())
 
 
-__all__ = ["CAE", "CAEConfig", "Decoder", "Encoder", "conv_block", "conv_blocks", "MIN_TIMES"]
+__all__ = ["CAE", "CAEConfig", "Decoder", "Encoder", "conv_block", "conv_blocks", "MIN_TIMES", "min_times"]

@@ -25,7 +25,7 @@ from slamgeo.errors import ConfigError, InputError
 from slamgeo.io.checkpoint import TrainedModel, check_writable, dates_meta, finalise_meta, load_model, save_model
 from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, chunk_cube, spatial_dims, validate_cube
 from slamgeo.io.provenance import dataset_fingerprint, versions
-from slamgeo.method.model import CAE, CAEConfig
+from slamgeo.method.model import CAE, MIN_TIMES, CAEConfig, min_times
 from slamgeo.method.series import fill_gaps
 from slamgeo.progress import progress_bar
 from slamgeo.schema import (
@@ -232,11 +232,36 @@ def _mse(model: CAE, x: torch.Tensor, batch_size: int, bf16: bool) -> float:
     return float(total) / x.numel()
 
 
-def _arch(arch: dict | None, n_bands: int, n_times: int) -> CAEConfig:
+def check_series_length(n_times: int, n_blocks: int, *, cube: str = "the cube") -> None:
+    """Raise `InputError` when series of `n_times` dates are too short for a CAE with
+    `n_blocks` pooling blocks (`min_times`): one line naming `cube`, the dates found, the
+    minimum, and what to do (more dates; fewer pooling blocks where that helps)."""
+    need = min_times(n_blocks)
+    if n_times >= need:
+        return
+    found = f"{cube}: {n_times} date{'' if n_times == 1 else 's'} found"
+    if n_times < MIN_TIMES:
+        raise InputError(
+            f"{found}; training needs at least {need} dates (no architecture trains on fewer than {MIN_TIMES}); "
+            "ingest more acquisitions: a longer season or more input files (slamgeo ingest --start/--end, "
+            "season.start/season.end in a pipeline configuration)"
+        )
+    fits = int(math.log2(n_times))
+    raise InputError(
+        f"{found}; the model's {n_blocks} pooling blocks need at least {need} dates; ingest at least {need} "
+        f"dates, or use at most {fits} pooling blocks (arch channels and kernels of {fits} entries each, "
+        f"e.g. train(arch={{'channels': [...], 'kernels': [...]}}))"
+    )
+
+
+def _arch(arch: dict | None, n_bands: int, n_times: int, *, cube: str = "the cube") -> CAEConfig:
     arch = dict(arch or {})
     for key, value in (("n_bands", n_bands), ("n_times", n_times)):
         if key in arch and int(arch.pop(key)) != value:
             raise ConfigError(f"arch: {key} comes from the cube ({value}); do not set it to another value")
+    channels = arch.get("channels", CAEConfig.channels)
+    if isinstance(channels, (list, tuple)) and channels:  # else CAEConfig says what is wrong
+        check_series_length(n_times, len(channels), cube=cube)
     try:
         return CAEConfig.from_dict({"n_bands": n_bands, "n_times": n_times, **arch})
     except (TypeError, ValueError) as exc:
@@ -293,12 +318,14 @@ def train(
     CPU threads while training (None: torch's setting); small models train much faster on one
     thread when the cores are shared. With the same seed (and thread count), two CPU runs give
     identical weights. `inputs`: the locations `ds` was read from, which `out_dir` must neither
-    be nor hold (`slamgeo.io.checkpoint.check_writable`).
+    be nor hold (`slamgeo.io.checkpoint.check_writable`); the first names the cube in errors.
+    A cube with fewer dates than the architecture takes (8 for the default) is refused with
+    `InputError` before anything is read (`check_series_length`).
     """
     _check_settings(sample_size, val_fraction, max_epochs, patience, batch_size, lr)
     bands = tuple(bands)
     validate_cube(ds, bands=bands)
-    cfg = _arch(arch, len(bands), ds.sizes["time"])
+    cfg = _arch(arch, len(bands), ds.sizes["time"], cube=str(inputs[0]) if inputs else "the cube")
     dev = resolve_device(device)
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1 or None, got {threads}")
@@ -422,4 +449,4 @@ def _provenance(ds: xr.Dataset) -> dict:
     return {"package_version": __version__, "cube_fingerprint": dataset_fingerprint(ds), "versions": versions()}
 
 
-__all__ = ["resolve_device", "sample_series", "train"]
+__all__ = ["check_series_length", "resolve_device", "sample_series", "train"]

@@ -63,6 +63,10 @@ class InputConfig(_Strict):
     orbit: Literal["ascending", "descending"] | None = None
     relative_orbits: list[int] = Field(default_factory=list)
     resampling: Literal["bilinear", "nearest"] = "bilinear"
+    # guards of the loader (refuse a grid of more pixels per date / more tiles); they never
+    # change the cube, so they are left out of the dump the ingest step fingerprints
+    max_pixels: int | None = Field(None, ge=1, exclude=True)
+    max_blocks: int | None = Field(None, ge=1, exclude=True)
     collection: str | None = None
     datetime: str | None = None
     sign: str | None = None
@@ -84,7 +88,7 @@ class InputConfig(_Strict):
 
     def grid(self) -> dict:
         """The loader's keyword options (`slamgeo.load`), unset ones left out."""
-        keys = ("crs", "resolution", "bbox", "like", "orbit", "resampling")
+        keys = ("crs", "resolution", "bbox", "like", "orbit", "resampling", "max_pixels", "max_blocks")
         out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
         if self.relative_orbits:
             out["relative_orbits"] = list(self.relative_orbits)
@@ -110,12 +114,24 @@ class DaskConfig(_Strict):
     resource GPU=1, so they run only on workers started with `--resources GPU=1` (as `slamgeo
     explain --gpu`); each such worker uses CUDA when it sees a device, else its CPU. A
     LocalCluster gives its workers that resource. Results do not depend on it (not in the
-    explain step's fingerprint). `slamgeo run --scheduler` and `--gpu-resources` override both."""
+    explain step's fingerprint). `slamgeo run --scheduler` and `--gpu-resources` override both.
+
+    `wait_for_workers`: with a scheduler, the seconds it is given to have a worker (one with
+    the resource GPU under `gpu_resources`) before the run stops with an error; `slamgeo run
+    --wait-for-workers` overrides it."""
 
     scheduler: str | None = None
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     gpu_resources: bool = False
+    wait_for_workers: float = Field(600.0, ge=0)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler_address(cls, v: str | None) -> str | None:
+        from slamgeo.jobs.runtime import check_scheduler_address
+
+        return v if v is None else check_scheduler_address(v, where="")
 
 
 class TrainConfig(_Strict):
@@ -201,6 +217,24 @@ class PipelineConfig(_Strict):
             raise ValueError("output must be a path or URL")
         return v
 
+    @model_validator(mode="after")
+    def _classes_have_parcels(self) -> PipelineConfig:
+        """Class names in the report need labelled parcels: a parcels file, or the synthetic
+        scene's; `class_groups` may also name the labels of a table (or sample-form cube) input."""
+        labelled = self.parcels.path is not None or self.input.kind == "synthetic"
+        named = [
+            f"report.{k}"
+            for k in ("pairs", "class_groups")
+            if getattr(self.report, k)
+            and not (labelled or (k == "class_groups" and self.input.kind in ("table", "cube")))
+        ]
+        if self.report.enabled and named:
+            raise ValueError(
+                f"{' and '.join(named)} name classes of labelled parcels, and there are none: set parcels.path "
+                "(a parcels file with the class column parcels.class_column)"
+            )
+        return self
+
 
 def _resolve(base: storage.Location, p: str | None) -> str | None:
     """`p` relative to the folder `base` (a local folder or a URL); absolute paths and URLs as they are."""
@@ -248,9 +282,11 @@ def parse_config(raw: dict, *, where: str = "configuration") -> PipelineConfig:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            key = ".".join(str(p) for p in err["loc"])
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{key}: {msg}")
+            if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+                msg = str(err["ctx"]["error"])  # our own message, without pydantic's "Value error, "
+            problems.append(f"{key}: {msg}" if key else msg)
         raise ConfigError(f"{where}: " + "; ".join(problems)) from None
 
 

@@ -10,17 +10,22 @@ manifest (versions, configuration, per-step status and timings, figures) and end
 of done / skipped / failed, in the manner of odc-stats' `run`.
 
 The output (and every input) may be a local folder or an fsspec URL (`s3://bucket/prefix`);
-`slamgeo.io.storage` serves both. An output "exists" for the skip rule only when it is complete:
-a Zarr store with `slamgeo_complete` set, a folder with its marker file (`model.json`,
-`metrics.json`, `index.html`), so a step killed half-way on object storage is redone. The
-state file and the manifests are single files, written whole.
+`slamgeo.io.storage` serves both. A step is skipped only while its outputs are all there and
+complete (`slamgeo.pipeline.outputs`): a Zarr store with `slamgeo_complete` set and every
+variable the step writes (a variable removed by hand is noticed), a folder with its marker
+file (`model.json`, `metrics.json`, `index.html`) and the other files the step writes, so a
+step killed half-way on object storage, or an output removed since, is redone, and every step
+after it; the log line says why. The configuration is checked against its inputs (parcels'
+classes, checkpoint, dates) before the first step (`slamgeo.pipeline.checks`). Every output a
+step replaces goes through `slamgeo.io.storage.claim_output`, so a file slamgeo did not write
+inside one fails the step, untouched. The state file and the manifests are single files,
+written whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import time
 import traceback
 from collections.abc import Callable
@@ -29,11 +34,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from slamgeo import schema
-from slamgeo.errors import InputError, SlamgeoError, one_line
+from slamgeo.errors import SlamgeoError, one_line
 from slamgeo.io import storage
 from slamgeo.io.provenance import fingerprint, versions
 from slamgeo.jobs.runtime import Interrupted
+from slamgeo.pipeline import outputs as expected
 from slamgeo.pipeline.config import PipelineConfig
+from slamgeo.pipeline.state import manifest_json, read_state, state_json
 
 STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "report")
 
@@ -118,6 +125,7 @@ MODEL_MARKER = schema.MODEL_MARKER
 PARCELS_MARKER = schema.PARCELS_MARKER
 REPORT_MARKER = schema.REPORT_MARKER
 SCENE_MARKER = schema.SCENE_MARKER
+PAIR_VARIABLES = ("pair_importance", "pair_importance_class")  # what the report adds to the results
 
 
 def _ready(output: storage.Location) -> bool:
@@ -130,18 +138,23 @@ def _ready(output: storage.Location) -> bool:
 
 
 def _read_state(path: storage.Location) -> dict:
-    try:
-        return json.loads(storage.read_text(path))
-    except FileNotFoundError:
-        return {"steps": {}}
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{path}: the pipeline state file is not valid JSON ({exc}); remove it or run with --force"
-        ) from exc
+    return read_state(path)  # checked against its schema: one line naming the file and the field
 
 
 def _write_state(path: storage.Location, state: dict) -> None:
-    storage.write_text(path, json.dumps(state, indent=2, default=str))  # whole or not at all
+    storage.write_text(path, state_json(state))  # whole or not at all
+
+
+_LAST_RUN = {
+    "running": "its last run did not finish",
+    "interrupted": "its last run was interrupted",
+    "failed": "its last run failed",
+}
+
+
+def _because(why: str | None) -> str:
+    """The reason of a log line, after a colon; nothing when there is none to give."""
+    return f": {why}" if why else ""
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -170,6 +183,8 @@ class _Season:
         self.cfg, self.paths, self.force, self.client, self.quiet = cfg, paths, force, client, quiet
         self.start_client = start_client
         self.fp: dict[str, str] = {}
+        self.redone: str | None = None  # the first step of this run that runs (or would run)
+        self.state_steps: dict = {}
 
     # ingest ---------------------------------------------------------------
     def step_ingest(self):
@@ -209,11 +224,15 @@ class _Season:
                     **c.input.grid(),
                 )
 
+            # what is there now is replaced only when it is slamgeo's own, with nothing else
+            # inside: refused here, before minutes of drawing and reading
+            storage.claim_output(self.paths.cube, storage.CUBE, overwrite=True)
             if c.input.kind != "synthetic":
                 ingest_from(c.input.paths)
             else:
                 from slamgeo.io.synth import make_scene, write_archive, write_scene
 
+                storage.claim_output(self.paths.scene, storage.SCENE, overwrite=True)
                 s = c.input.synthetic
                 scene = make_scene(
                     size=s.size,
@@ -241,7 +260,10 @@ class _Season:
             cube = open_cube(str(self.paths.cube))
             return {"dates": int(cube.sizes["time"]), "shape": dict(cube.sizes)}
 
-        return fp, run, [self.paths.cube]
+        made = [expected.store(self.paths.cube, all_listed=True)]
+        if c.input.kind == "synthetic":  # what parcels and report read from the scene
+            made += [expected.path(storage.join(self.paths.scene, f)) for f in (SCENE_MARKER, "parcels.gpkg")]
+        return fp, run, made
 
     # train ----------------------------------------------------------------
     def step_train(self):
@@ -255,7 +277,7 @@ class _Season:
             def run() -> dict:
                 return {"reused": c.model.checkpoint, "model_checksum": tm.checksum}
 
-            return fp, run, [storage.join(c.model.checkpoint, MODEL_MARKER)]
+            return fp, run, [expected.path(storage.join(c.model.checkpoint, MODEL_MARKER))]
         # `threads` is left out of the fingerprint while unset, so that states written before
         # the option existed stay valid
         train_opts = c.model.train.model_dump(exclude={"threads"} if c.model.train.threads is None else None)
@@ -286,7 +308,7 @@ class _Season:
             )
             return {"model_checksum": tm.checksum}
 
-        return fp, run, [storage.join(self.paths.model, MODEL_MARKER)]
+        return fp, run, [expected.path(storage.join(self.paths.model, f)) for f in (MODEL_MARKER, schema.WEIGHTS_FILE)]
 
     @property
     def model_dir(self) -> storage.Location:
@@ -324,7 +346,9 @@ class _Season:
                 "max_gap_days": c.gradslam.max_gap_days,
             }
 
-        return fp, run, []
+        # the resampled cube, when the run recorded as done wrote one
+        aligned = self.state_steps.get("align", {}).get("info", {}).get("aligned")
+        return fp, run, [expected.store(self.paths.aligned, all_listed=True)] if aligned else []
 
     @property
     def explain_input(self) -> storage.Location:
@@ -334,6 +358,11 @@ class _Season:
     def step_explain(self):
         c = self.cfg
         fp = fingerprint({"gradslam": c.gradslam.model_dump(), "align": self.fp["align"], "train": self.fp["train"]})
+        # A store of an unfinished run of this same step is resumed. One of other options or
+        # inputs (another fingerprint), of a run recorded as done (its outputs are incomplete,
+        # or a step before was redone), or of an unknown run under a redone step is replaced.
+        previous = dict(self.state_steps.get("explain", {}))  # read now: the loop records "running"
+        after_redone = self.redone is not None  # a step before this one runs in this run
 
         def run() -> dict:
             from slamgeo.jobs.explain import ExplainOptions, explain_store
@@ -346,10 +375,12 @@ class _Season:
                 batch_size=g.batch_size,
                 importance_dtype=g.importance_dtype,
             )
-            # a store from an interrupted run of this same step is resumed; one from other
-            # options or inputs (a changed fingerprint) is replaced
-            previous = self.state_steps.get("explain", {})
-            overwrite = self.force or previous.get("fingerprint") not in (None, fp)
+            overwrite = (
+                self.force
+                or after_redone
+                or previous.get("fingerprint") not in (None, fp)
+                or previous.get("status") == "done"
+            )
             rep = explain_store(
                 self.explain_input,
                 self.model_dir,
@@ -366,7 +397,7 @@ class _Season:
                 "valid_pixels": rep.valid_pixels,
             }
 
-        return fp, run, [self.paths.results]
+        return fp, run, [expected.store(self.paths.results, (*schema.EXPLAIN_VARIABLES, schema.BLOCK_DONE))]
 
     # cluster ----------------------------------------------------------------
     def step_cluster(self):
@@ -376,12 +407,14 @@ class _Season:
         def run() -> dict:
             from slamgeo.jobs.cluster import cluster_store
 
+            # the clustering is replaced inside the store: only in slamgeo's own, holding nothing else
+            storage.claim_output(self.paths.results, storage.RESULTS, overwrite=True)
             fit = cluster_store(
                 self.paths.results, c.kmeans.k, overwrite=True, sample_size=c.kmeans.sample_size, seed=c.kmeans.seed
             )
             return {"k": c.kmeans.k, "inertia": float(fit.inertia), "n_iter": int(fit.n_iter)}
 
-        return fp, run, [self.paths.results]
+        return fp, run, [expected.store(self.paths.results, schema.CLUSTER_VARIABLES)]
 
     # parcels ----------------------------------------------------------------
     def _parcels_file(self) -> str | None:
@@ -429,7 +462,9 @@ class _Season:
                 )
             }
 
-        return fp, run, [storage.join(self.paths.parcels, PARCELS_MARKER)]
+        from slamgeo.jobs.parcels import PARCELS_OUTPUTS
+
+        return fp, run, [expected.path(storage.join(self.paths.parcels, f)) for f in PARCELS_OUTPUTS.values()]
 
     # report ----------------------------------------------------------------
     def step_report(self):
@@ -437,20 +472,28 @@ class _Season:
         fp = fingerprint({"report": c.report.model_dump(), "parcels": self.fp["parcels"]})
 
         def run() -> dict:
+            from slamgeo.io.checkpoint import load_model
             from slamgeo.io.cube import open_cube
             from slamgeo.jobs.explain import open_results
+            from slamgeo.jobs.faithfulness import faithfulness
             from slamgeo.reporting.page import make_report
 
+            # both are replaced (the report) or written into (pairs into the results store) only
+            # when they are slamgeo's own, holding nothing else: refused before the work
+            inputs = [self.paths.results, self.explain_input, self.paths.parcels]
+            storage.claim_output(self.paths.report, storage.REPORT, overwrite=True, inputs=inputs)
+            storage.claim_output(self.paths.results, storage.RESULTS, overwrite=True)
             results = open_results(self.paths.results)
-            faith = self._faithfulness(results)
+            cube = open_cube(str(self.explain_input))
+            faith = faithfulness(results, cube, load_model(self.model_dir))
             parcels_ready = _ready(storage.join(self.paths.parcels, PARCELS_MARKER))
-            pairs = self._pairs(results, labelled=parcels_ready)
+            pairs = self._pairs(labelled=parcels_ready)
             if pairs:
                 results = open_results(self.paths.results)
             html = make_report(
                 results,
                 self.paths.report,
-                cube=open_cube(str(self.explain_input)),
+                cube=cube,
                 parcels_dir=self.paths.parcels if parcels_ready else None,
                 class_groups=c.report.class_groups,
                 date=c.report.date,
@@ -458,7 +501,7 @@ class _Season:
                 title=f"slamgeo season {c.season.name}",
                 pair_truth=self._scene_windows() if pairs else None,
                 overwrite=True,
-                inputs=[self.paths.results, self.explain_input, self.paths.parcels],
+                inputs=inputs,
             )
             return {
                 "html": str(html),
@@ -466,105 +509,47 @@ class _Season:
                 "pairs": pairs,
             }
 
-        return fp, run, [storage.join(self.paths.report, REPORT_MARKER)]
+        made = [expected.path(storage.join(self.paths.report, f)) for f in (REPORT_MARKER, "report.json")]
+        info = self.state_steps.get("report", {}).get("info", {})  # of the run recorded as done
+        made += [expected.path(storage.join(self.paths.report, storage.name(f))) for f in info.get("figures", [])]
+        if info.get("pairs"):
+            made.append(expected.store(self.paths.results, PAIR_VARIABLES))
+        return fp, run, made
 
-    def _pairs(self, results, *, labelled: bool) -> list[list[str]]:
+    def _pairs(self, *, labelled: bool) -> list[list[str]]:
         """Contrastive importance of the most confused class pairs and of the configured ones
         (without labelled parcels: of the nearest k-Means centres), written into the results
-        store (`pair_importance`, ...); returns the pairs."""
-        import numpy as np
-        import xarray as xr
-
-        from slamgeo.io.checkpoint import load_model
-        from slamgeo.io.cube import open_cube
-        from slamgeo.jobs.cluster import append_variables
-        from slamgeo.jobs.pairs import (
-            check_pairs,
-            confused_pairs,
-            nearest_centre_pairs,
-            pair_importance,
-        )
-        from slamgeo.jobs.parcels import rasterize_parcels, read_parcels
-        from slamgeo.reporting.figures import read_parcels_outputs
+        store (`slamgeo.jobs.pairs.pairs_store`); returns the pairs."""
+        from slamgeo.jobs.pairs import pairs_store
 
         c = self.cfg
         path = self._parcels_file()
-        wanted = c.report.confused_pairs + len(c.report.pairs or [])
-        if not {"y", "x"} <= set(results["embedding"].dims) or wanted == 0:
-            return []
-        ref = results.attrs.get("reference_map")
-        options = {"scale": results.attrs["scale"], "reference": None if ref is None else np.asarray(ref, np.float32)}
-        if path is None or not labelled:
-            if "cluster_centre" not in results or c.report.confused_pairs == 0:
-                return []
-            pairs = nearest_centre_pairs(results["cluster_centre"].values, c.report.confused_pairs)
-            cl = results["cluster"]
-            labels = xr.DataArray(np.asarray(cl.values).astype(np.int16), dims=cl.dims)  # -1: none
-            classes = [f"cluster {i}" for i in range(results["cluster_centre"].shape[0])]
-        else:
-            parts, _ = read_parcels_outputs(self.paths.parcels)
-            classes = [str(v) for v in parts["profiles"]["class"].values] if "profiles" in parts else []
-            confusion = parts.get("confusion_pixels")
-            pairs = confused_pairs(confusion, c.report.confused_pairs) if confusion is not None else []
-            for a, b in check_pairs(c.report.pairs or [], classes):
-                if {a, b} not in [set(p) for p in pairs]:
-                    pairs.append((a, b))
-            if not pairs:
-                return []
-            gdf = read_parcels(
-                path, id_column=c.parcels.id_column, class_column=c.parcels.class_column, crs=results.rio.crs
-            )
-            ids = rasterize_parcels(gdf, results, all_touched=c.parcels.all_touched, id_column=c.parcels.id_column)
-            lut = dict(zip(gdf[c.parcels.id_column].to_numpy().tolist(), gdf[c.parcels.class_column].astype(str)))
-            classes = sorted(set(lut.values()) - {"", "nan"})
-            code_of = {name: i for i, name in enumerate(classes)}
-            # class codes (int16) per pixel, not names: a few bytes a pixel on a regional grid
-            pid = np.asarray(ids.values)
-            uniq, inverse = np.unique(pid, return_inverse=True)
-            table = np.array([code_of.get(lut.get(int(i), ""), -1) for i in uniq], dtype=np.int16)
-            labels = xr.DataArray(table[inverse.ravel()].reshape(pid.shape), dims=ids.dims)
-            del pid, inverse
-        model, cube = load_model(self.model_dir), open_cube(str(self.explain_input))
-        ds = pair_importance(model, cube, results["embedding"], labels, pairs, classes=classes, **options)
-        append_variables(str(self.paths.results), ds, overwrite=True)
-        return [list(p) for p in pairs]
+        labelled = labelled and path is not None
+        done = pairs_store(
+            self.paths.results,
+            self.paths.parcels if labelled else None,
+            cube=self.explain_input,
+            model=self.model_dir,
+            pairs=c.report.pairs if labelled else None,
+            confused=c.report.confused_pairs,
+            polygons=path,
+            id_column=c.parcels.id_column,
+            class_column=c.parcels.class_column,
+            all_touched=c.parcels.all_touched,
+        )
+        return [list(p) for p in done]
 
     def _scene_windows(self) -> dict | None:
         """A synthetic scene's known distinctive windows (class -> (start, end)), else None."""
         if self.cfg.input.kind != "synthetic":
             return None
+        from slamgeo.io.synth import read_scene_meta
+
         try:
-            return json.loads(storage.read_text(storage.join(self.paths.scene, SCENE_MARKER))).get(
-                "distinctive_windows"
-            )
-        except (FileNotFoundError, json.JSONDecodeError):
+            meta = read_scene_meta(self.paths.scene)  # checked against its schema
+        except FileNotFoundError:
             return None
-
-    def _faithfulness(self, results) -> dict | None:
-        """Deletion curves on a sample of valid pixels (Grad-SLAM at the run's scaling and
-        reference map)."""
-        import torch
-
-        from slamgeo.io.checkpoint import load_model
-        from slamgeo.io.cube import open_cube
-        from slamgeo.method.faithfulness import deletion_curves
-        from slamgeo.method.train import sample_series
-
-        tm = load_model(self.model_dir)
-        x = sample_series(open_cube(str(self.explain_input)), 1000, seed=0, gap_fill=tm.gap_fill, bands=tm.bands)
-        x = x[~np.isnan(x).any(axis=(1, 2))]
-        if x.shape[0] < 10:
-            return None
-        ref = results.attrs.get(schema.REFERENCE_MAP_ATTR)
-        ks = [k for k in (1, 2, 4, 8, 16) if k < x.shape[-1]]
-        return deletion_curves(
-            tm.model.encoder,
-            torch.from_numpy(tm.standardise(x)),
-            ks,
-            methods=("gradslam",),
-            scale=results.attrs["scale"],
-            reference=None if ref is None else torch.tensor(ref, dtype=torch.float32),
-        )
+        return {c: list(w) for c, w in meta.distinctive_windows.items()}
 
     # the loop ----------------------------------------------------------------
     def run(self, *, dry_run: bool = False) -> list[StepResult]:
@@ -602,7 +587,25 @@ class _Season:
             _say(f"[{name}] {why}", self.quiet)
         self.results.extend(StepResult(n, "not run") for n in STEPS if n not in {r.name for r in self.results})
 
+    def _why_run(self, rec: dict, fp: str, outputs: list[expected.Output], *, dry_run: bool) -> str | None:
+        """Why a step must run (a phrase; "" for a step never run here), None when it is up to
+        date: recorded as done with fingerprint `fp`, after no redone step, and its `outputs`
+        all there and complete."""
+        if self.force:
+            return "forced"
+        status = rec.get("status")
+        if status is None:
+            return ""
+        if status != "done":
+            return _LAST_RUN.get(status, f"its last run ended {status}")
+        if rec.get("fingerprint") != fp:
+            return "its configuration or inputs changed"
+        if self.redone is not None:
+            return f"{self.redone} {'would run' if dry_run else 'was redone'} before it"
+        return expected.missing(outputs, root=self.paths.root)
+
     def _run_steps(self, results: list[StepResult], *, dry_run: bool) -> list[StepResult]:
+        self.redone = None
         self.state = _read_state(self.paths.state)
         self.state_steps = self.state.setdefault("steps", {})
         for name in STEPS:
@@ -623,19 +626,19 @@ class _Season:
                 continue
             self.fp[name] = fp
             rec = self.state_steps.get(name, {})
-            up_to_date = (
-                not self.force
-                and rec.get("status") == "done"
-                and rec.get("fingerprint") == fp
-                and all(_ready(o) for o in outputs)
-            )
+            why = self._why_run(rec, fp, outputs, dry_run=dry_run)
+            up_to_date = why is None
+            if not up_to_date and self.redone is None:
+                self.redone = name  # every step after it is redone too
             if dry_run:
                 results.append(StepResult(name, "would skip" if up_to_date else "would run", fingerprint=fp))
-                _say(f"[{name}] {'up to date' if up_to_date else 'would run'} ({fp})", self.quiet)
+                _say(f"[{name}] {'up to date' if up_to_date else 'would run' + _because(why)} ({fp})", self.quiet)
                 continue
             if up_to_date:
                 results.append(StepResult(name, "skipped", fingerprint=fp, info=rec.get("info", {})))
                 _say(f"[{name}] up to date, skipped", self.quiet)
+                if name == "ingest":
+                    self._check_labels()
                 continue
             if self.client is None and self.start_client is not None:
                 self.client = self.start_client()
@@ -646,7 +649,7 @@ class _Season:
                 "started": dt.datetime.now(dt.UTC).isoformat(),
             }
             _write_state(self.paths.state, self.state)
-            _say(f"[{name}] running", self.quiet)
+            _say(f"[{name}] running{_because(why)}", self.quiet)
             try:
                 info = runner()
             except Exception as exc:  # noqa: BLE001 - recorded, tallied, and the run stops here
@@ -669,7 +672,16 @@ class _Season:
             _write_state(self.paths.state, self.state)
             results.append(StepResult(name, "done", secs, fp, info))
             _say(f"[{name}] done in {secs:.1f} s", self.quiet)
+            if name == "ingest":
+                self._check_labels()
         return results
+
+    def _check_labels(self) -> None:
+        """The report's class names against a table input's labels, once its cube is there and
+        before training (`ConfigError`, which stops the run)."""
+        from slamgeo.pipeline.checks import check_cube_classes
+
+        check_cube_classes(self.cfg, self.paths.cube)
 
 
 def run_pipeline(
@@ -688,7 +700,9 @@ def run_pipeline(
     stopped, and the interrupt is raised again. Running again resumes: finished steps are
     skipped, explain resumes its blocks."""
     from slamgeo.jobs.runtime import ClusterOptions, dask_client
+    from slamgeo.pipeline.checks import check_inputs
 
+    check_inputs(cfg)  # the configuration against its inputs, before anything is written
     paths = SeasonPaths(storage.join(storage.location(cfg.output), cfg.season.name))
     storage.makedirs(paths.root)
     started = dt.datetime.now(dt.UTC)
@@ -697,6 +711,7 @@ def run_pipeline(
         n_workers=cfg.dask.n_workers,
         threads_per_worker=cfg.dask.threads_per_worker,
         gpu_resources=cfg.dask.gpu_resources,
+        wait_for_workers=cfg.dask.wait_for_workers,
     )
     interrupt: BaseException | None = None
     season = None
@@ -716,7 +731,7 @@ def run_pipeline(
         report_step = next((s for s in steps if s.name == "report" and s.info), None)
         storage.write_text(
             manifest,
-            json.dumps(
+            manifest_json(  # checked against its schema, `slamgeo.pipeline.state.RunManifest`
                 {
                     "started": started.isoformat(),
                     "finished": dt.datetime.now(dt.UTC).isoformat(),
@@ -736,8 +751,6 @@ def run_pipeline(
                     "figures": report_step.info.get("figures", []) if report_step else [],
                     "tally": RunSummary(paths.root, steps, None).tally(),
                 },
-                indent=2,
-                default=str,
             ),
         )
     if interrupt is not None:

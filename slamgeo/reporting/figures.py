@@ -1,6 +1,4 @@
-"""The report: PNG figures and one self-contained HTML page.
-
-One function per figure, each taking data and returning a matplotlib `Figure` (usable from a
+"""The report's figures: one function per figure, each taking data and returning a matplotlib `Figure` (usable from a
 notebook, where a bare `Figure` displays itself):
 
 - `fig_confusion`: the paper's Fig. 3, the row-normalised confusion matrix (%);
@@ -12,7 +10,10 @@ notebook, where a bare `Figure` displays itself):
 - `fig_deletion_curve`: the faithfulness (deletion) curves of `slamgeo.method.faithfulness.deletion`,
   Grad-SLAM's top-k dates against k random dates, and other attributions when given.
 
-The page that gathers them is `slamgeo.reporting.page.make_report`.
+The page that gathers them is `slamgeo.reporting.page.make_report`; what they are drawn from
+is read and prepared in `slamgeo.reporting.readers`. A figure its inputs do not allow raises
+`slamgeo.reporting.FigureSkipped`; a date that is not one, or is outside the acquisitions,
+`slamgeo.errors.InputError`.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
 no display is needed and no global figure state accumulates. Maps read a strided subsample of
@@ -21,14 +22,9 @@ large grids (at most `MAP_MAX_PIXELS` per side), so a store larger than memory i
 
 from __future__ import annotations
 
-import io
-import itertools
-import json
 import math
 import re
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -45,28 +41,17 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator
 
 from slamgeo.errors import InputError
-from slamgeo.io import storage
-from slamgeo.schema import CENTRE, CLASS, DIM, PARCELS_MARKER
+from slamgeo.reporting import FigureSkipped
+from slamgeo.reporting.readers import confusion_percent, curve_sets, normalised_importance
+from slamgeo.schema import CLASS, DIM
 
 MAP_MAX_PIXELS = 1200  # per side: maps read a strided subsample of larger grids
 MAX_SCATTER_POINTS = 20_000
-SCAN_MAX_PIXELS = 200_000  # pixels kept to pick the default date, draw a scatter, average clusters
-SCAN_MAX_BLOCKS = 16  # spatial chunks read for those samples (a regional store is not read whole)
 DPI = 110
 IMPORTANCE_CMAP = "viridis"
 LINESTYLES: tuple[Literal["-", "--", "-.", ":"], ...] = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _SUBSEGMENTS = 6  # each date interval of a Fig. 4 line is drawn as this many coloured pieces
-
-# parcels stage outputs (slamgeo/cli/parcels.py)
-PARCELS_FILES = {
-    "confusion_pixels": "confusion_pixels.csv",
-    "confusion_parcels": "confusion_parcels.csv",
-    "profiles": "class_profiles.zarr",
-    "per_parcel": "parcels.zarr",
-    "metrics": PARCELS_MARKER,
-}
-
 
 # --------------------------------------------------------------------------- small helpers
 
@@ -78,13 +63,6 @@ def _figure(
     fig = Figure(figsize=(width, height), layout=layout, dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
-
-
-def _numpy(v: Any) -> np.ndarray:
-    """A tensor, list or array as a numpy array (float64 where numeric)."""
-    if hasattr(v, "detach"):
-        v = v.detach().cpu().numpy()
-    return np.asarray(v, dtype=np.float64)
 
 
 def _date_axis(ax, times: np.ndarray | None = None) -> None:
@@ -123,49 +101,10 @@ def slug(text: str) -> str:
 
 def _check_dims(da: xr.DataArray, dims: Sequence[str], name: str) -> None:
     if set(da.dims) != set(dims):
-        raise InputError(f"{name}: expected dims {tuple(dims)}, found {tuple(da.dims)}")
+        raise FigureSkipped(f"{name}: expected dims {tuple(dims)}, found {tuple(da.dims)}")
 
 
 # --------------------------------------------------------------------------- Fig. 3
-
-
-def confusion_percent(confusion: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
-    """Row-normalised confusion matrix in %: rows = reference class, columns = predicted class,
-    plus an `unassigned` column when some units fell in a cluster no class voted for (so every
-    row with reference units sums to 100; a row without any is NaN).
-
-    `confusion`: the Dataset of `slamgeo.jobs.metrics.confusion` (`counts (true, predicted)`,
-    optional `unassigned (true)`; one with only `percent` is taken as it is), or a DataFrame of
-    counts as `slamgeo parcels` writes it (`confusion_pixels.csv`: index = reference class,
-    columns = predicted classes and `unassigned`).
-    """
-    if isinstance(confusion, xr.Dataset):
-        if "counts" in confusion:
-            counts = confusion["counts"].transpose("true", "predicted").to_pandas().astype(float)
-            if "unassigned" in confusion:
-                counts["unassigned"] = confusion["unassigned"].values.astype(float)
-        elif "percent" in confusion:
-            return confusion["percent"].transpose("true", "predicted").to_pandas().astype(float)
-        else:
-            found = sorted(map(str, confusion.data_vars))
-            raise InputError(f"confusion: expected a 'counts' or 'percent' variable, found {found}")
-    elif isinstance(confusion, pd.DataFrame):
-        counts = confusion.astype(float)
-    else:
-        raise InputError(
-            f"confusion: expected an xarray Dataset or a pandas DataFrame, found {type(confusion).__name__}"
-        )
-    if counts.empty:
-        raise InputError("confusion: the matrix is empty")
-    if (counts.to_numpy() < 0).any():
-        raise InputError("confusion: negative counts; expected counts (pixels or parcels), not percentages of errors")
-    if "unassigned" in counts.columns and not (counts["unassigned"] > 0).any():
-        counts = counts.drop(columns="unassigned")
-    rows = counts.sum(axis=1)
-    pct = counts.div(rows.where(rows > 0), axis=0) * 100.0
-    pct.index = [str(i) for i in pct.index]
-    pct.columns = [str(c) for c in pct.columns]
-    return pct
 
 
 def fig_confusion(
@@ -176,7 +115,7 @@ def fig_confusion(
 ) -> Figure:
     """The paper's Fig. 3: the row-normalised confusion matrix in %, each cell annotated.
 
-    `confusion`: see `confusion_percent`. `fmt`: the cell format (default ".1f" up to 10
+    `confusion`: see `slamgeo.reporting.readers.confusion_percent`. `fmt`: the cell format (default ".1f" up to 10
     classes, ".0f" beyond). Cells without reference units read "n/a".
     """
     pct = confusion_percent(confusion)
@@ -205,17 +144,6 @@ def fig_confusion(
 
 
 # --------------------------------------------------------------------------- Fig. 4
-
-
-def _normalised(imp: xr.DataArray, *, force: bool = False) -> xr.DataArray:
-    """Min-max over time per (class, dim) (0 for a constant profile), unless already within
-    [0, 1] and not `force`."""
-    v = imp.values
-    if not force and np.nanmin(v) >= 0 and np.nanmax(v) <= 1:
-        return imp
-    lo, hi = imp.min("time"), imp.max("time")
-    span = hi - lo
-    return xr.where(span > 0, (imp - lo) / span.where(span > 0), 0.0).where(np.isfinite(imp))
 
 
 def importance_segments(
@@ -300,18 +228,18 @@ def fig_class_importance(
         if name not in profiles:
             hint = " (run `slamgeo parcels` with --cube to get the VV/VH profiles)" if name in ("VV", "VH") else ""
             found = sorted(map(str, profiles.data_vars))
-            raise InputError(f"class profiles: no '{name}' variable{hint}; found {found}")
+            raise FigureSkipped(f"class profiles: no '{name}' variable{hint}; found {found}")
     if class_dim not in profiles.dims:
-        raise InputError(f"class profiles: no '{class_dim}' dimension; found dims {tuple(profiles.dims)}")
+        raise FigureSkipped(f"class profiles: no '{class_dim}' dimension; found dims {tuple(profiles.dims)}")
     available = [str(c) for c in profiles[class_dim].values]
     classes = [str(c) for c in classes]
     if not classes:
-        raise InputError("fig_class_importance: no class to draw")
+        raise FigureSkipped("fig_class_importance: no class to draw")
     missing = [c for c in classes if c not in available]
     if missing:
-        raise InputError(f"class profiles: class(es) {missing} not found; available: {available}")
+        raise FigureSkipped(f"class profiles: class(es) {missing} not found; available: {available}")
     prof = profiles.assign_coords({class_dim: available})
-    imp = _normalised(prof[importance].transpose(class_dim, DIM, "time"))
+    imp = normalised_importance(prof[importance].transpose(class_dim, DIM, "time"))
     vv = prof[band].transpose(class_dim, "time")
     times = prof["time"].values
     dims = list(imp[DIM].values)
@@ -428,7 +356,9 @@ def _axis_labels(ax, da: xr.DataArray) -> None:
 
 def _grid(da: xr.DataArray, name: str) -> xr.DataArray:
     if "y" not in da.dims or "x" not in da.dims:
-        raise InputError(f"{name}: a map needs (y, x) dims; found {tuple(da.dims)} (sample-form results have no map)")
+        raise FigureSkipped(
+            f"{name}: a map needs (y, x) dims; found {tuple(da.dims)} (sample-form results have no map)"
+        )
     return da
 
 
@@ -456,7 +386,7 @@ def fig_cluster_map(
     if names:
         k = max(k, max(int(c) for c in names) + 1)
     if k <= 0:
-        raise InputError("cluster: no pixel has a cluster (every value is -1)")
+        raise FigureSkipped("cluster: no pixel has a cluster (every value is -1)")
     cmap = ListedColormap(_palette(k)).with_extremes(bad="#d9d9d9")
     norm = BoundaryNorm(np.arange(-0.5, k + 0.5), k)
     w, h = _map_size(full)
@@ -527,7 +457,7 @@ def fig_importance_map(importance: xr.DataArray, date, *, title: str | None = No
     thin, step = _thin(full)
     values = np.asarray(thin.values, dtype=np.float64)
     if not np.isfinite(values).any():
-        raise InputError(f"importance on {date_label(when)}: no finite value (no data on that date?)")
+        raise FigureSkipped(f"importance on {date_label(when)}: no finite value (no data on that date?)")
     scale = importance.attrs.get("scale")
     cmap_name, norm = _importance_norm(values, scale)
     cmap = colormaps[cmap_name].with_extremes(bad="#d9d9d9")
@@ -579,7 +509,7 @@ def fig_recon_error_map(recon_error: xr.DataArray, *, title: str = "Reconstructi
     values = np.asarray(thin.values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        raise InputError("recon_error: no finite value (no valid pixel)")
+        raise FigureSkipped("recon_error: no finite value (no valid pixel)")
     hi = float(np.percentile(finite, 99))
     cmap = colormaps["magma"].with_extremes(bad="#d9d9d9")
     w, h = _map_size(full)
@@ -613,7 +543,7 @@ def _as_points(embedding, labels) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(N, D) embeddings and (N,) labels from arrays or DataArrays (other dims flattened)."""
     if isinstance(embedding, xr.DataArray):
         if DIM not in embedding.dims:
-            raise InputError(f"embedding: expected a '{DIM}' dimension, found dims {embedding.dims}")
+            raise FigureSkipped(f"embedding: expected a '{DIM}' dimension, found dims {embedding.dims}")
         other = [d for d in embedding.dims if d != DIM]
         names = [str(v) for v in embedding[DIM].values]  # positions when `dim` has no coordinate
         if isinstance(labels, xr.DataArray):
@@ -624,11 +554,11 @@ def _as_points(embedding, labels) -> tuple[np.ndarray, np.ndarray, list[str]]:
         if emb.ndim == 1:
             emb = emb[:, None]
         if emb.ndim != 2:
-            raise InputError(f"embedding: expected (N, D) points, found shape {emb.shape}")
+            raise FigureSkipped(f"embedding: expected (N, D) points, found shape {emb.shape}")
         names = [str(i) for i in range(emb.shape[1])]
     labels = np.asarray(labels.values if isinstance(labels, (xr.DataArray, pd.Series)) else labels).ravel()
     if labels.shape[0] != emb.shape[0]:
-        raise InputError(f"labels: {labels.shape[0]} values for {emb.shape[0]} embeddings")
+        raise FigureSkipped(f"labels: {labels.shape[0]} values for {emb.shape[0]} embeddings")
     return emb.astype(np.float64), labels, names
 
 
@@ -663,7 +593,7 @@ def fig_embedding_scatter(
     emb, lab = emb[keep], lab[keep]
     n_total = emb.shape[0]
     if n_total == 0:
-        raise InputError("embedding scatter: no point with a finite embedding and a label")
+        raise FigureSkipped("embedding scatter: no point with a finite embedding and a label")
     if n_total > max_points:
         pick = np.sort(np.random.default_rng(seed).choice(n_total, max_points, replace=False))
         emb, lab = emb[pick], lab[pick]
@@ -730,33 +660,6 @@ def fig_embedding_scatter(
 # --------------------------------------------------------------------------- faithfulness
 
 
-def _curve_sets(curves: Mapping) -> dict[str, dict[str, np.ndarray]]:
-    """One `deletion()` result, or a mapping name -> result, as name -> numpy arrays."""
-    if not isinstance(curves, Mapping) or not curves:
-        raise InputError(
-            "faithfulness curves: expected the dict of slamgeo.method.faithfulness.deletion, or name -> such dicts"
-        )
-    if "k" in curves and "top" in curves:
-        curves = {"Grad-SLAM": curves}
-    out = {}
-    for name, c in curves.items():
-        if not isinstance(c, Mapping) or not {"k", "top", "baseline"} <= set(c):
-            found = sorted(c) if isinstance(c, Mapping) else type(c).__name__
-            raise InputError(f"faithfulness curves '{name}': expected keys k, top, baseline; found {found}")
-        arrays = {key: _numpy(v) for key, v in c.items() if key in ("k", "top", "baseline", "ratio", "embedding_std")}
-        k = arrays["k"].ravel()
-        for key in ("top", "baseline"):
-            a = arrays[key]
-            arrays[key] = a = a[:, None] if a.ndim == 1 else a
-            if a.shape[0] != k.size:
-                raise InputError(f"faithfulness curves '{name}': {key} has {a.shape[0]} rows for {k.size} values of k")
-        arrays["k"] = k
-        if isinstance(c.get("baseline_name"), str):
-            arrays["baseline_name"] = c["baseline_name"]
-        out[str(name)] = arrays
-    return out
-
-
 def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting the most important dates") -> Figure:
     """Deletion curves, one panel per embedding dimension: the mean displacement |E(x') - E(x)|
     of that dimension against the number k of dates deleted, for each explanation's top-k
@@ -765,9 +668,9 @@ def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting 
 
     `curves`: the dict `slamgeo.method.faithfulness.deletion` returns (tensors or arrays or lists; taken
     as Grad-SLAM's), or a mapping explanation name -> such a dict (e.g. from
-    `slamgeo.method.faithfulness.deletion_curves`, or read back with `load_curves`).
+    `slamgeo.method.faithfulness.deletion_curves`, or read back with `slamgeo.reporting.readers.load_curves`).
     """
-    sets = _curve_sets(curves)
+    sets = curve_sets(curves)
     first = next(iter(sets.values()))
     n_dims = first["top"].shape[1]
     fig = _figure(1.5 + 4.6 * min(n_dims, 3), 1.3 + 3.6 * math.ceil(n_dims / 3))
@@ -825,203 +728,8 @@ def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting 
     return fig
 
 
-def save_curves(curves: Mapping, path: str | Path) -> str | Path:
-    """Write deletion curves (as `fig_deletion_curve` takes them) to a JSON file."""
-    sets = _curve_sets(curves)
-    data = {n: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for n, s in sets.items()}
-    path = storage.location(path)
-    storage.write_text(path, json.dumps(data, indent=1))
-    return path
-
-
-def load_curves(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """Read deletion curves written by `save_curves` (or any JSON of the same form)."""
-    path = storage.location(path)
-    try:
-        data = json.loads(storage.read_text(path))
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: no faithfulness JSON here") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from exc
-    return _curve_sets(data)
-
-
-# --------------------------------------------------------------------------- inputs of the report
-
-
-def read_parcels_outputs(parcels_dir: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """What `slamgeo parcels --out DIR` wrote: ({piece: data}, {piece: why it is missing}).
-
-    Pieces: `confusion_pixels`, `confusion_parcels` (DataFrames of counts), `profiles`
-    (class profiles Dataset), `per_parcel` (Dataset), `metrics` (dict). Raises `InputError`
-    when the folder does not exist."""
-    folder = storage.location(parcels_dir)
-    if not storage.isdir(folder):
-        raise InputError(f"{folder}: no parcels output folder here (expected what `slamgeo parcels --out` writes)")
-    found, missing = {}, {}
-    for key, name in PARCELS_FILES.items():
-        path = storage.join(folder, name)
-        if not storage.exists(path):
-            missing[key] = f"{name} not found in {folder}"
-            continue
-        try:
-            if name.endswith(".csv"):
-                found[key] = pd.read_csv(io.BytesIO(storage.read_bytes(path)), index_col=0)
-            elif name.endswith(".zarr"):  # per-parcel tables stay lazy: only what a figure uses is read
-                found[key] = xr.open_zarr(str(path)).load() if key == "profiles" else xr.open_zarr(str(path))
-            else:
-                found[key] = json.loads(storage.read_text(path))
-        except Exception as exc:  # noqa: BLE001 - any unreadable piece becomes a skipped figure
-            missing[key] = f"{path}: unreadable ({type(exc).__name__}: {exc})"
-    return found, missing
-
-
-def sample_variables(
-    ds: xr.Dataset,
-    names: Sequence[str],
-    *,
-    max_pixels: int = SCAN_MAX_PIXELS,
-    max_blocks: int = SCAN_MAX_BLOCKS,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Read a bounded sample of pixels of some variables, for statistics and scatters.
-
-    The variables share spatial dims S ((y, x) or (sample,)); each comes back as an array
-    `(*other dims, n)`, its non-spatial dims first in their order, pixels last, the same n
-    pixels for every variable. A Dask-backed Dataset with more than `max_blocks` spatial
-    chunks is read in `max_blocks` chunks drawn at random (`seed`), so a regional store is not
-    read whole; within what is read, a regular stride keeps at most ~`max_pixels` pixels.
-    """
-    if not names:
-        return {}
-    ref = ds[names[0]]
-    sdims = [d for d in ref.dims if d not in (DIM, "time", CLASS, CENTRE)]
-    if not sdims:
-        raise InputError(f"{names[0]}: no spatial dimension in {tuple(ref.dims)}")
-    views = {n: ds[n].transpose(*[d for d in ds[n].dims if d not in sdims], *sdims) for n in names}
-    chunks = next((v.chunksizes for v in views.values() if v.chunks), {})
-    bounds = {d: np.cumsum((0, *chunks[d])) if d in chunks else np.array([0, ds.sizes[d]]) for d in sdims}
-    blocks = list(itertools.product(*(range(len(bounds[d]) - 1) for d in sdims)))
-    if len(blocks) > max_blocks:
-        pick = np.sort(np.random.default_rng(seed).choice(len(blocks), max_blocks, replace=False))
-        blocks = [blocks[i] for i in pick]
-    n_read = sum(int(np.prod([bounds[d][b + 1] - bounds[d][b] for d, b in zip(sdims, blk)])) for blk in blocks)
-    step = max(1, math.ceil((n_read / max_pixels) ** (1 / len(sdims))))
-    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for blk in blocks:
-        region = {d: slice(bounds[d][b], bounds[d][b + 1], step) for d, b in zip(sdims, blk)}
-        for n, v in views.items():
-            a = np.asarray(v.isel(region).values)
-            out[n].append(a.reshape(*a.shape[: a.ndim - len(sdims)], -1))
-    return {n: np.concatenate(parts, axis=-1) for n, parts in out.items()}
-
-
-def most_important_date(importance: xr.DataArray, **sample) -> np.datetime64:
-    """The date of highest mean |importance| over pixels and embedding dimensions, on a sample
-    of pixels (`sample_variables` options). `importance (dim, time, *S)`."""
-    imp = sample_variables(importance.to_dataset(name="importance"), ["importance"], **sample)["importance"]
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN dates
-        score = np.nanmean(np.abs(imp.reshape(importance.sizes[DIM], importance.sizes["time"], -1)), axis=(0, 2))
-    if not np.isfinite(score).any():
-        raise InputError("importance: no finite value to pick the most important date from")
-    return np.datetime64(importance["time"].values[int(np.nanargmax(score))], "D")
-
-
-def cluster_profiles(
-    results: xr.Dataset,
-    cube: xr.Dataset,
-    *,
-    band: str = "VV",
-    names: Mapping[int, str] | None = None,
-    max_pixels: int = SCAN_MAX_PIXELS,
-) -> xr.Dataset:
-    """Fig. 4's profiles per cluster instead of per class, from a subsample of pixels:
-    `importance (class, dim, time)` (mean importance, min-max normalised over time) and
-    `band (class, time)` (mean dB), `class` = "cluster c" (or "cluster c: class voted")."""
-    from slamgeo.io.cube import spatial_dims
-
-    if "cluster" not in results:
-        raise InputError("cluster profiles: the results have no 'cluster' variable (run `slamgeo cluster`)")
-    if band not in cube:
-        raise InputError(f"cube: no '{band}' variable; found {sorted(map(str, cube.data_vars))}")
-    sdims = spatial_dims(results["cluster"])
-    if spatial_dims(cube[band]) != sdims or any(cube.sizes[d] != results.sizes[d] for d in sdims):
-        raise InputError(
-            f"cube: its grid {dict(cube[band].sizes)} differs from the results' {dict(results['cluster'].sizes)}"
-        )
-    if cube.sizes["time"] != results.sizes["time"]:
-        raise InputError(f"cube: {cube.sizes['time']} dates, the results {results.sizes['time']}")
-    merged = xr.Dataset(
-        {
-            "cluster": results["cluster"].variable,
-            "importance": results["importance"].variable,
-            band: cube[band].variable,
-        }
-    )
-    sub = sample_variables(merged, ["cluster", "importance", band], max_pixels=max_pixels)
-    cl, imp, vv = sub["cluster"], sub["importance"], sub[band]  # (n,), (dim, time, n), (time, n)
-    ids = np.unique(cl[cl >= 0])
-    if ids.size == 0:
-        raise InputError("cluster profiles: no clustered pixel in the sample")
-    rows_imp, rows_vv, labels, counts = [], [], [], []
-    for c in ids:
-        m = cl == c
-        rows_imp.append(np.nanmean(imp[:, :, m], axis=-1))
-        rows_vv.append(np.nanmean(vv[:, m], axis=-1))
-        name = (names or {}).get(int(c))
-        labels.append(f"cluster {c}" + (f": {name}" if name else ""))
-        counts.append(int(m.sum()))
-    imp_da = xr.DataArray(np.stack(rows_imp), dims=(CLASS, DIM, "time"))
-    out = xr.Dataset(
-        {
-            "importance": _normalised(imp_da, force=True),
-            band: ((CLASS, "time"), np.stack(rows_vv), {"units": "dB"}),
-            "n_pixels_sampled": ((CLASS,), np.asarray(counts)),
-        },
-        coords={CLASS: labels, DIM: results[DIM].values, "time": results["time"].values},
-    )
-    return out
-
-
-def default_groups(classes: Iterable[Any], size: int = 4, *, noun: str = "classes") -> dict[str, list[str]]:
-    """Classes in groups of at most `size`, in order: {"classes 1-4": [...], ...}."""
-    classes = [str(c) for c in classes]
-    groups = {}
-    for i in range(0, len(classes), size):
-        last = min(i + size, len(classes))
-        groups[f"{noun} {i + 1}-{last}" if last > i + 1 else f"{noun} {last}"] = classes[i:last]
-    return groups
-
-
-def read_groups(path: str | Path) -> dict[str, list[str]]:
-    """Class groups from a JSON or YAML file: a mapping group name -> list of class names."""
-    import yaml
-
-    path = storage.location(path)
-    if not storage.exists(path):
-        raise InputError(f"{path}: no class-groups file here")
-    try:
-        data = yaml.safe_load(storage.read_text(path))  # YAML is a superset of JSON
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid JSON or YAML ({exc})") from exc
-    if (
-        not isinstance(data, dict)
-        or not data
-        or not all(isinstance(v, list) and v and all(isinstance(c, (str, int)) for c in v) for v in data.values())
-    ):
-        raise InputError(
-            f"{path}: expected a mapping of group name to a list of class names, e.g. "
-            f'{{"confusable": ["cotton", "sweet potato", "pepper"]}}; found {type(data).__name__}: {str(data)[:200]}'
-        )
-    return {str(k): [str(c) for c in v] for k, v in data.items()}
-
-
 __all__ = [
-    "cluster_profiles",
-    "confusion_percent",
     "date_label",
-    "default_groups",
     "fig_class_importance",
     "fig_cluster_map",
     "fig_confusion",
@@ -1030,13 +738,7 @@ __all__ = [
     "fig_importance_map",
     "fig_recon_error_map",
     "importance_segments",
-    "load_curves",
-    "most_important_date",
     "parse_date",
     "pick_date",
-    "sample_variables",
-    "read_groups",
-    "read_parcels_outputs",
-    "save_curves",
     "slug",
 ]

@@ -25,14 +25,14 @@ import xarray as xr
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
-from slamgeo.jobs.parcels import ParcelsResult
+from slamgeo.io.checkpoint import TrainedModel
+from slamgeo.jobs import faithfulness as faithfulness_stage
+from slamgeo.jobs import pairs as pairs_stage
+from slamgeo.jobs.parcels import PARCELS_PARTS, ParcelsResult, read_parcels_outputs
+from slamgeo.reporting import FigureSkipped
 from slamgeo.reporting.figures import (
-    CLASS,
     DPI,
-    PARCELS_FILES,
-    cluster_profiles,
     date_label,
-    default_groups,
     fig_class_importance,
     fig_cluster_map,
     fig_confusion,
@@ -40,13 +40,11 @@ from slamgeo.reporting.figures import (
     fig_embedding_scatter,
     fig_importance_map,
     fig_recon_error_map,
-    most_important_date,
     pick_date,
-    read_parcels_outputs,
-    sample_variables,
     slug,
 )
-from slamgeo.schema import REPORT_MARKER
+from slamgeo.reporting.readers import cluster_profiles, default_groups, most_important_date, sample_variables
+from slamgeo.schema import CLASS, REPORT_MARKER
 
 # --------------------------------------------------------------------------- the report
 
@@ -80,11 +78,11 @@ class _Report:
         self.tables: list[tuple[str, str]] = []  # (heading, HTML table) shown before the figures
 
     def add(self, key: str, title: str, caption: str, draw) -> None:
-        """Draw a figure (a callable returning a Figure) and save it; an InputError skips it."""
+        """Draw a figure (a callable returning a Figure) and save it; `FigureSkipped` skips it."""
         item = ReportItem(key=key, title=title, caption=caption)
         try:
             fig = draw()
-        except InputError as exc:
+        except FigureSkipped as exc:
             item.skipped = str(exc)
         else:
             name = f"{key}.png"
@@ -146,7 +144,7 @@ def make_report(
     elif parcels_dir is not None:
         parts, missing = read_parcels_outputs(parcels_dir)
     else:
-        missing = {k: "no parcels output folder given (--parcels-dir)" for k in PARCELS_FILES}
+        missing = {k: "no parcels output folder given (--parcels-dir)" for k in PARCELS_PARTS}
     metrics = parts.get("metrics") or {}
     names = {int(k): str(v) for k, v in (metrics.get("cluster_class") or {}).items()}
 
@@ -210,7 +208,7 @@ def make_report(
     else:
         try:
             cprof = cluster_profiles(results, cube, names=names)
-        except InputError as exc:
+        except FigureSkipped as exc:
             rep.skip("cluster_importance", "Cluster profiles coloured by importance", str(exc))
         else:
             for gname, labels in default_groups(cprof[CLASS].values, noun="clusters").items():
@@ -259,7 +257,7 @@ def make_report(
             try:
                 when = date if date is not None else most_important_date(results["importance"])
                 pick_date(results["time"].values, when)
-            except InputError as exc:
+            except (FigureSkipped, InputError) as exc:  # no finite importance; a date outside the acquisitions
                 rep.skip("map_importance", "Importance map", str(exc))
             else:
                 how = "the date asked for" if date is not None else "the date of highest mean |importance|"
@@ -333,8 +331,8 @@ def make_report(
         rep.skip(
             "faithfulness_deletion",
             "Faithfulness (deletion) curves",
-            "no deletion curves given (compute them with slamgeo.method.faithfulness.deletion_curves, "
-            "save them with save_curves and pass --faithfulness)",
+            "no deletion curves given (pass the model to slamgeo.report, or compute them with "
+            "slamgeo.faithfulness, save them with slamgeo.reporting.readers.save_curves and pass --faithfulness)",
         )
     else:
         rep.add(
@@ -540,12 +538,30 @@ def report(
     out_dir: str | Path,
     *,
     cube: xr.Dataset | None = None,
+    model: TrainedModel | None = None,
+    pairs: Sequence[Sequence[str]] | None = None,
+    confused: int = pairs_stage.CONFUSED_PAIRS,
     overwrite: bool = False,
     **options,
 ) -> storage.Location:
     """The report of a run into `out_dir`: `make_report` with the parcels stage's result (or
     its output folder, or None). `options`: `class_groups`, `date`, `faithfulness`, `title`,
-    `inputs`. Returns the location of `index.html`."""
+    `inputs`, `pair_truth`. Returns the location of `index.html`.
+
+    With the run's `model` (and its `cube`), the report holds what the season pipeline's does:
+    the deletion curves (`slamgeo.jobs.faithfulness.faithfulness`) unless `faithfulness` is
+    given, and the class-pair figures (`slamgeo.jobs.pairs.pairs`: the `confused` most confused
+    classes of `parcels` and the `pairs` asked for; without parcels, the nearest k-Means
+    centres) unless the results hold them already."""
+    if model is None and pairs:
+        raise InputError("report: pairs= needs model= and cube=, to explain the pairs")
+    if model is not None:
+        if cube is None:
+            raise InputError("report: model= needs cube=, the cube the results were explained from")
+        if options.get("faithfulness") is None:
+            options["faithfulness"] = faithfulness_stage.faithfulness(results, cube, model)
+        if "pair_importance_class" not in results:
+            results = pairs_stage.pairs(results, parcels, pairs, confused, cube=cube, model=model)
     return make_report(results, out_dir, cube=cube, parcels_dir=parcels, overwrite=overwrite, **options)
 
 

@@ -1,5 +1,6 @@
 """Helpers shared by the readers of `slamgeo.io.readers`: band names and the digital-number
-encoding, lazy block-wise conversion to dB, the time window, and one-line error messages."""
+encoding, lazy block-wise conversion to dB, the time window, one-line error messages, and the
+warning category of inputs read as asked but worth a look (`InputWarning`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ import xarray as xr
 from slamgeo.errors import ConfigError, InputError
 from slamgeo.io import storage
 
-DN_NODATA = (0, 65535)  # WorldCereal / openEO uint16 encoding: dB = 20*log10(DN) - 83
+DN_NODATA = (0, 65535)
+
+
+class InputWarning(UserWarning):
+    """An input read as asked but worth a look (a date tag that contradicts the file name, a
+    stack too short to train on, a date without valid pixels). The message is one line that
+    names the file or item; `slamgeo ingest` prints it as `warning: ...`."""
+
+
+# WorldCereal / openEO uint16 encoding: dB = 20*log10(DN) - 83
 
 
 # Input variable / column names for each band, checked in order.
@@ -114,6 +124,7 @@ def _to_datetime64(value: dt.datetime | pd.Timestamp) -> np.datetime64:
 __all__ = [
     "BAND_ALIASES",
     "DN_NODATA",
+    "InputWarning",
     "dn_to_db",
     "parse_time_window",
     "select_time",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,32 +40,70 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 _DATE8 = re.compile(r"(?<!\d)(\d{8})(?!\d)")
 
 
-def tiff_date(path: str | Path, tags: dict[str, str]) -> np.datetime64:
-    """Acquisition date of a GeoTIFF: tag ACQUISITION_DATE, else TIFFTAG_DATETIME
-    ("YYYY:MM:DD HH:MM:SS"), else the 8-digit YYYYMMDD in the file name."""
-    name = Path(urlparse(str(path)).path).name
+def name_date(path: str | Path) -> np.datetime64 | None:
+    """The date written in a file name as one 8-digit YYYYMMDD (`S1_20170103_VV.tif`); None
+    when the name holds none, several, or one that is not a date."""
+    found = _DATE8.findall(Path(urlparse(str(path)).path).name)
+    if len(found) != 1:
+        return None
+    try:
+        return _to_datetime64(dt.datetime.strptime(found[0], "%Y%m%d"))
+    except ValueError:
+        return None
+
+
+def _tag_date(path: str | Path, tags: dict[str, str]) -> tuple[np.datetime64, str] | None:
+    """The date of the tags and the tag that gave it, or None without a date tag."""
     if "ACQUISITION_DATE" in tags:
         value = tags["ACQUISITION_DATE"]
         try:
-            return _to_datetime64(pd.Timestamp(value))
+            return _to_datetime64(pd.Timestamp(value)), "ACQUISITION_DATE"
         except (ValueError, TypeError) as exc:
             raise InputError(f"{path}: tag ACQUISITION_DATE={value!r} is not a date") from exc
     if "TIFFTAG_DATETIME" in tags:
         value = tags["TIFFTAG_DATETIME"]
         try:
-            return _to_datetime64(dt.datetime.strptime(value.strip(), "%Y:%m:%d %H:%M:%S"))
+            return _to_datetime64(dt.datetime.strptime(value.strip(), "%Y:%m:%d %H:%M:%S")), "TIFFTAG_DATETIME"
         except ValueError as exc:
             raise InputError(f"{path}: tag TIFFTAG_DATETIME={value!r} is not 'YYYY:MM:DD HH:MM:SS'") from exc
-    found = _DATE8.findall(name)
+    return None
+
+
+def tiff_date(path: str | Path, tags: dict[str, str]) -> np.datetime64:
+    """Acquisition date of a GeoTIFF: tag ACQUISITION_DATE, else TIFFTAG_DATETIME
+    ("YYYY:MM:DD HH:MM:SS"), else the 8-digit YYYYMMDD in the file name. A tag that
+    contradicts the name still wins (the name may be a processing date or a rename);
+    `date_conflicts` says so."""
+    tagged = _tag_date(path, tags)
+    if tagged is not None:
+        return tagged[0]
+    found = _DATE8.findall(Path(urlparse(str(path)).path).name)
     if len(found) != 1:
         raise InputError(
             f"{path}: no acquisition date (no ACQUISITION_DATE or TIFFTAG_DATETIME tag, and "
             f"{'no' if not found else 'more than one'} YYYYMMDD date in the file name)"
         )
-    try:
-        return _to_datetime64(dt.datetime.strptime(found[0], "%Y%m%d"))
-    except ValueError as exc:
-        raise InputError(f"{path}: {found[0]} in the file name is not a valid YYYYMMDD date") from exc
+    when = name_date(path)
+    if when is None:
+        raise InputError(f"{path}: {found[0]} in the file name is not a valid YYYYMMDD date")
+    return when
+
+
+def date_conflicts(infos: Sequence[RasterInfo]) -> str:
+    """One sentence naming the files whose date tag gives another day than the date in their
+    name (the tag is used), or "" when there is none."""
+    odd = [i for i in infos if i.tag and i.name_time is not None and str(i.name_time)[:10] != str(i.time)[:10]]
+    if not odd:
+        return ""
+    shown = "; ".join(
+        f"{Path(urlparse(i.path).path).name} (name {str(i.name_time)[:10]}, {i.tag} {str(i.time)[:10]})"
+        for i in odd[:5]
+    )
+    more = f"; and {len(odd) - 5} more" if len(odd) > 5 else ""
+    return (
+        f"{len(odd)} file(s) have a date tag that is not the date in their name, and the tag is used: "
+        f"{shown}{more}; check the files (or rename them) if the name is right"
+    )
 
 
 # --- rasters (GeoTIFF files and STAC assets) -----------------------------------------------------
@@ -81,6 +120,8 @@ class RasterInfo:
     transform: rasterio.Affine
     shape: tuple[int, int]  # (height, width) in pixels
     where: str = ""  # the item or file that named this raster, for messages
+    tag: str = ""  # the tag that gave `time` ("" when given, or taken from the file name)
+    name_time: np.datetime64 | None = None  # the date in the file name, if any
 
     @property
     def label(self) -> str:
@@ -105,10 +146,13 @@ def describe_tiff(path: str, *, time: np.datetime64 | None = None, where: str = 
     """
     label = where or path
     try:
-        with rasterio.Env(**storage.gdal_s3_options()), rasterio.open(path) as src:
-            descriptions = src.descriptions
-            tags = src.tags()
-            crs, transform, shape, count = src.crs, src.transform, src.shape, src.count
+        with warnings.catch_warnings():
+            # a file without georeferencing is refused below in one line ("no CRS")
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.Env(**storage.gdal_s3_options()), rasterio.open(path) as src:
+                descriptions = src.descriptions
+                tags = src.tags()
+                crs, transform, shape, count = src.crs, src.transform, src.shape, src.count
     except rasterio.errors.RasterioError as exc:
         raise InputError(f"{label}: cannot be read as a GeoTIFF ({_one_line(exc)})") from exc
     bands: dict[str, int] = {}
@@ -131,6 +175,7 @@ def describe_tiff(path: str, *, time: np.datetime64 | None = None, where: str = 
         raise InputError(f"{label}: no CRS; expected a projected CRS such as EPSG:32630")
     if transform.b != 0 or transform.d != 0:
         raise InputError(f"{label}: rotated grid (transform {tuple(transform)[:6]}) is not supported")
+    tagged = _tag_date(path, tags) if time is None else None
     return RasterInfo(
         path=path,
         time=time if time is not None else tiff_date(path, tags),
@@ -139,6 +184,8 @@ def describe_tiff(path: str, *, time: np.datetime64 | None = None, where: str = 
         transform=transform,
         shape=shape,
         where=where,
+        tag=tagged[1] if tagged else "",
+        name_time=name_date(path),
     )
 
 
@@ -186,7 +233,9 @@ def _expand_tiffs(paths: Sequence[storage.Location]) -> list[storage.Location]:
 __all__ = [
     "TIFF_SUFFIXES",
     "RasterInfo",
+    "date_conflicts",
     "describe_tiff",
     "group_dates",
+    "name_date",
     "tiff_date",
 ]

@@ -1,0 +1,310 @@
+"""The report's inputs: what it reads and prepares for the figures (`slamgeo.reporting.figures`).
+
+- `save_curves`, `load_curves`, `curve_sets`: deletion curves as JSON, and their checked form;
+- `read_groups`, `default_groups`: the class groups of Fig. 4;
+- `sample_variables`: a bounded sample of pixels of some variables (a regional store is not
+  read whole), on which `most_important_date` and `cluster_profiles` are computed;
+- `confusion_percent`, `normalised_importance`: the tables Fig. 3 and Fig. 4 show.
+
+A parcels output folder is read by the stage that writes it
+(`slamgeo.jobs.parcels.read_parcels_outputs`).
+
+What a figure cannot be drawn from raises `slamgeo.reporting.FigureSkipped`; a file the user
+names that is missing or unreadable raises `slamgeo.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from slamgeo.errors import InputError
+from slamgeo.io import storage
+from slamgeo.reporting import FigureSkipped
+from slamgeo.schema import CENTRE, CLASS, DIM
+
+SCAN_MAX_PIXELS = 200_000  # pixels kept to pick the default date, draw a scatter, average clusters
+SCAN_MAX_BLOCKS = 16  # spatial chunks read for those samples (a regional store is not read whole)
+
+# --------------------------------------------------------------------------- files
+
+
+def curve_sets(curves: Mapping) -> dict[str, dict[str, np.ndarray]]:
+    """One `deletion()` result, or a mapping name -> result, as name -> numpy arrays."""
+    if not isinstance(curves, Mapping) or not curves:
+        raise FigureSkipped(
+            "faithfulness curves: expected the dict of slamgeo.method.faithfulness.deletion, or name -> such dicts"
+        )
+    if "k" in curves and "top" in curves:
+        curves = {"Grad-SLAM": curves}
+    out = {}
+    for name, c in curves.items():
+        if not isinstance(c, Mapping) or not {"k", "top", "baseline"} <= set(c):
+            found = sorted(c) if isinstance(c, Mapping) else type(c).__name__
+            raise FigureSkipped(f"faithfulness curves '{name}': expected keys k, top, baseline; found {found}")
+        arrays = {key: _numpy(v) for key, v in c.items() if key in ("k", "top", "baseline", "ratio", "embedding_std")}
+        k = arrays["k"].ravel()
+        for key in ("top", "baseline"):
+            a = arrays[key]
+            arrays[key] = a = a[:, None] if a.ndim == 1 else a
+            if a.shape[0] != k.size:
+                raise FigureSkipped(
+                    f"faithfulness curves '{name}': {key} has {a.shape[0]} rows for {k.size} values of k"
+                )
+        arrays["k"] = k
+        if isinstance(c.get("baseline_name"), str):
+            arrays["baseline_name"] = c["baseline_name"]
+        out[str(name)] = arrays
+    return out
+
+
+def save_curves(curves: Mapping, path: str | Path) -> str | Path:
+    """Write deletion curves (as `fig_deletion_curve` takes them) to a JSON file."""
+    sets = curve_sets(curves)
+    data = {n: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for n, s in sets.items()}
+    path = storage.location(path)
+    storage.write_text(path, json.dumps(data, indent=1))
+    return path
+
+
+def load_curves(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read deletion curves written by `save_curves` (or any JSON of the same form)."""
+    path = storage.location(path)
+    try:
+        data = json.loads(storage.read_text(path))
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no faithfulness JSON here") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    try:
+        return curve_sets(data)
+    except FigureSkipped as exc:
+        raise InputError(f"{path}: {exc}") from exc
+
+
+def read_groups(path: str | Path) -> dict[str, list[str]]:
+    """Class groups from a JSON or YAML file: a mapping group name -> list of class names."""
+    import yaml
+
+    path = storage.location(path)
+    if not storage.exists(path):
+        raise InputError(f"{path}: no class-groups file here")
+    try:
+        data = yaml.safe_load(storage.read_text(path))  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid JSON or YAML ({exc})") from exc
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(v, list) and v and all(isinstance(c, (str, int)) for c in v) for v in data.values())
+    ):
+        raise InputError(
+            f"{path}: expected a mapping of group name to a list of class names, e.g. "
+            f'{{"confusable": ["cotton", "sweet potato", "pepper"]}}; found {type(data).__name__}: {str(data)[:200]}'
+        )
+    return {str(k): [str(c) for c in v] for k, v in data.items()}
+
+
+def default_groups(classes: Iterable[Any], size: int = 4, *, noun: str = "classes") -> dict[str, list[str]]:
+    """Classes in groups of at most `size`, in order: {"classes 1-4": [...], ...}."""
+    classes = [str(c) for c in classes]
+    groups = {}
+    for i in range(0, len(classes), size):
+        last = min(i + size, len(classes))
+        groups[f"{noun} {i + 1}-{last}" if last > i + 1 else f"{noun} {last}"] = classes[i:last]
+    return groups
+
+
+# --------------------------------------------------------------------------- samples and tables
+
+
+def sample_variables(
+    ds: xr.Dataset,
+    names: Sequence[str],
+    *,
+    max_pixels: int = SCAN_MAX_PIXELS,
+    max_blocks: int = SCAN_MAX_BLOCKS,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Read a bounded sample of pixels of some variables, for statistics and scatters.
+
+    The variables share spatial dims S ((y, x) or (sample,)); each comes back as an array
+    `(*other dims, n)`, its non-spatial dims first in their order, pixels last, the same n
+    pixels for every variable. A Dask-backed Dataset with more than `max_blocks` spatial
+    chunks is read in `max_blocks` chunks drawn at random (`seed`), so a regional store is not
+    read whole; within what is read, a regular stride keeps at most ~`max_pixels` pixels.
+    """
+    if not names:
+        return {}
+    ref = ds[names[0]]
+    sdims = [d for d in ref.dims if d not in (DIM, "time", CLASS, CENTRE)]
+    if not sdims:
+        raise FigureSkipped(f"{names[0]}: no spatial dimension in {tuple(ref.dims)}")
+    views = {n: ds[n].transpose(*[d for d in ds[n].dims if d not in sdims], *sdims) for n in names}
+    chunks = next((v.chunksizes for v in views.values() if v.chunks), {})
+    bounds = {d: np.cumsum((0, *chunks[d])) if d in chunks else np.array([0, ds.sizes[d]]) for d in sdims}
+    blocks = list(itertools.product(*(range(len(bounds[d]) - 1) for d in sdims)))
+    if len(blocks) > max_blocks:
+        pick = np.sort(np.random.default_rng(seed).choice(len(blocks), max_blocks, replace=False))
+        blocks = [blocks[i] for i in pick]
+    n_read = sum(int(np.prod([bounds[d][b + 1] - bounds[d][b] for d, b in zip(sdims, blk)])) for blk in blocks)
+    step = max(1, math.ceil((n_read / max_pixels) ** (1 / len(sdims))))
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for blk in blocks:
+        region = {d: slice(bounds[d][b], bounds[d][b + 1], step) for d, b in zip(sdims, blk)}
+        for n, v in views.items():
+            a = np.asarray(v.isel(region).values)
+            out[n].append(a.reshape(*a.shape[: a.ndim - len(sdims)], -1))
+    return {n: np.concatenate(parts, axis=-1) for n, parts in out.items()}
+
+
+def most_important_date(importance: xr.DataArray, **sample) -> np.datetime64:
+    """The date of highest mean |importance| over pixels and embedding dimensions, on a sample
+    of pixels (`sample_variables` options). `importance (dim, time, *S)`."""
+    imp = sample_variables(importance.to_dataset(name="importance"), ["importance"], **sample)["importance"]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN dates
+        score = np.nanmean(np.abs(imp.reshape(importance.sizes[DIM], importance.sizes["time"], -1)), axis=(0, 2))
+    if not np.isfinite(score).any():
+        raise FigureSkipped("importance: no finite value to pick the most important date from")
+    return np.datetime64(importance["time"].values[int(np.nanargmax(score))], "D")
+
+
+def cluster_profiles(
+    results: xr.Dataset,
+    cube: xr.Dataset,
+    *,
+    band: str = "VV",
+    names: Mapping[int, str] | None = None,
+    max_pixels: int = SCAN_MAX_PIXELS,
+) -> xr.Dataset:
+    """Fig. 4's profiles per cluster instead of per class, from a subsample of pixels:
+    `importance (class, dim, time)` (mean importance, min-max normalised over time) and
+    `band (class, time)` (mean dB), `class` = "cluster c" (or "cluster c: class voted")."""
+    from slamgeo.io.cube import spatial_dims
+
+    if "cluster" not in results:
+        raise FigureSkipped("cluster profiles: the results have no 'cluster' variable (run `slamgeo cluster`)")
+    if band not in cube:
+        raise FigureSkipped(f"cube: no '{band}' variable; found {sorted(map(str, cube.data_vars))}")
+    sdims = spatial_dims(results["cluster"])
+    if spatial_dims(cube[band]) != sdims or any(cube.sizes[d] != results.sizes[d] for d in sdims):
+        raise FigureSkipped(
+            f"cube: its grid {dict(cube[band].sizes)} differs from the results' {dict(results['cluster'].sizes)}"
+        )
+    if cube.sizes["time"] != results.sizes["time"]:
+        raise FigureSkipped(f"cube: {cube.sizes['time']} dates, the results {results.sizes['time']}")
+    merged = xr.Dataset(
+        {
+            "cluster": results["cluster"].variable,
+            "importance": results["importance"].variable,
+            band: cube[band].variable,
+        }
+    )
+    sub = sample_variables(merged, ["cluster", "importance", band], max_pixels=max_pixels)
+    cl, imp, vv = sub["cluster"], sub["importance"], sub[band]  # (n,), (dim, time, n), (time, n)
+    ids = np.unique(cl[cl >= 0])
+    if ids.size == 0:
+        raise FigureSkipped("cluster profiles: no clustered pixel in the sample")
+    rows_imp, rows_vv, labels, counts = [], [], [], []
+    for c in ids:
+        m = cl == c
+        rows_imp.append(np.nanmean(imp[:, :, m], axis=-1))
+        rows_vv.append(np.nanmean(vv[:, m], axis=-1))
+        name = (names or {}).get(int(c))
+        labels.append(f"cluster {c}" + (f": {name}" if name else ""))
+        counts.append(int(m.sum()))
+    imp_da = xr.DataArray(np.stack(rows_imp), dims=(CLASS, DIM, "time"))
+    out = xr.Dataset(
+        {
+            "importance": normalised_importance(imp_da, force=True),
+            band: ((CLASS, "time"), np.stack(rows_vv), {"units": "dB"}),
+            "n_pixels_sampled": ((CLASS,), np.asarray(counts)),
+        },
+        coords={CLASS: labels, DIM: results[DIM].values, "time": results["time"].values},
+    )
+    return out
+
+
+def _numpy(v: Any) -> np.ndarray:
+    """A tensor, list or array as a numpy array (float64 where numeric)."""
+    if hasattr(v, "detach"):
+        v = v.detach().cpu().numpy()
+    return np.asarray(v, dtype=np.float64)
+
+
+def normalised_importance(imp: xr.DataArray, *, force: bool = False) -> xr.DataArray:
+    """Importance `(class, dim, time)` min-max normalised over time per (class, dim) (0 for a
+    constant profile), unless already within [0, 1] and not `force`."""
+    v = imp.values
+    if not force and np.nanmin(v) >= 0 and np.nanmax(v) <= 1:
+        return imp
+    lo, hi = imp.min("time"), imp.max("time")
+    span = hi - lo
+    return xr.where(span > 0, (imp - lo) / span.where(span > 0), 0.0).where(np.isfinite(imp))
+
+
+def confusion_percent(confusion: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
+    """Row-normalised confusion matrix in %: rows = reference class, columns = predicted class,
+    plus an `unassigned` column when some units fell in a cluster no class voted for (so every
+    row with reference units sums to 100; a row without any is NaN).
+
+    `confusion`: the Dataset of `slamgeo.jobs.metrics.confusion` (`counts (true, predicted)`,
+    optional `unassigned (true)`; one with only `percent` is taken as it is), or a DataFrame of
+    counts as `slamgeo parcels` writes it (`confusion_pixels.csv`: index = reference class,
+    columns = predicted classes and `unassigned`).
+    """
+    if isinstance(confusion, xr.Dataset):
+        if "counts" in confusion:
+            counts = confusion["counts"].transpose("true", "predicted").to_pandas().astype(float)
+            if "unassigned" in confusion:
+                counts["unassigned"] = confusion["unassigned"].values.astype(float)
+        elif "percent" in confusion:
+            return confusion["percent"].transpose("true", "predicted").to_pandas().astype(float)
+        else:
+            found = sorted(map(str, confusion.data_vars))
+            raise FigureSkipped(f"confusion: expected a 'counts' or 'percent' variable, found {found}")
+    elif isinstance(confusion, pd.DataFrame):
+        counts = confusion.astype(float)
+    else:
+        raise FigureSkipped(
+            f"confusion: expected an xarray Dataset or a pandas DataFrame, found {type(confusion).__name__}"
+        )
+    if counts.empty:
+        raise FigureSkipped("confusion: the matrix is empty")
+    if (counts.to_numpy() < 0).any():
+        raise FigureSkipped(
+            "confusion: negative counts; expected counts (pixels or parcels), not percentages of errors"
+        )
+    if "unassigned" in counts.columns and not (counts["unassigned"] > 0).any():
+        counts = counts.drop(columns="unassigned")
+    rows = counts.sum(axis=1)
+    pct = counts.div(rows.where(rows > 0), axis=0) * 100.0
+    pct.index = [str(i) for i in pct.index]
+    pct.columns = [str(c) for c in pct.columns]
+    return pct
+
+
+__all__ = [
+    "SCAN_MAX_BLOCKS",
+    "SCAN_MAX_PIXELS",
+    "cluster_profiles",
+    "confusion_percent",
+    "curve_sets",
+    "default_groups",
+    "load_curves",
+    "most_important_date",
+    "normalised_importance",
+    "read_groups",
+    "sample_variables",
+    "save_curves",
+]
