@@ -87,8 +87,8 @@ def make_inputs(
 ) -> dict:
     """Write `work/cube_<size>.zarr` from `make_scene` and train a model (default architecture)
     into `work/model` unless `model_dir` is given. Returns paths and timings."""
-    from slamgeo.io.synth import make_scene
     from slamgeo.method.train import train
+    from slamgeo.synth import make_scene
 
     work.mkdir(parents=True, exist_ok=True)
     cube_path = work / f"cube_{size}.zarr"

@@ -2,7 +2,7 @@
 read throughput against a plain rasterio read of the same COGs, and the peak memory of ingest
 for an area A and 4A.
 
-The archives are `slamgeo.io.synth.write_archive` outputs (Planetary Computer `sentinel-1-rtc`
+The archives are `slamgeo.synth.write_archive` outputs (Planetary Computer `sentinel-1-rtc`
 conventions: float32 linear-power COGs, 256 x 256 blocks, DEFLATE; every date an ascending pass
 in two overlapping slices, "N" on the scene's EPSG:32630 grid and "S" reprojected to
 EPSG:32629; every 5th date a descending pass, which the loader's default orbit choice drops),
@@ -118,7 +118,7 @@ def mpix(pixels: int, seconds: float) -> float:
 
 
 def make_archive(folder: Path, size: int, n_dates: int) -> dict:
-    from slamgeo.io.synth import make_scene, write_archive
+    from slamgeo.synth import make_scene, write_archive
 
     t0 = time.perf_counter()
     scene = make_scene(size=size, n_dates=n_dates)
@@ -353,11 +353,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the archives (a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
     args = parser.parse_args()
-    from slamgeo.io.cube import DEFAULT_CHUNK
+    from slamgeo.schema import CHUNK
 
     if args.quick:
         args.size, args.dates = 256, 12
-    chunk = args.chunk or DEFAULT_CHUNK
+    chunk = args.chunk or CHUNK
     out = args.out or RESULTS / ("bench_archive.quick.json" if args.quick else "bench_archive.json")
 
     info = machine_info()

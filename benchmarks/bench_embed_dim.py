@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_info, write_result  # noqa: E402
 
 import slamgeo  # noqa: E402
+from slamgeo.io.series import fill_gaps  # noqa: E402
 from slamgeo.jobs.metrics import apply_vote, majority_vote, scores, split_parcels  # noqa: E402
-from slamgeo.method.series import fill_gaps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLDCEREAL = ROOT.parent / "shared" / "data" / "worldcereal" / "fra_2023_lpis_dekad.parquet"
@@ -98,9 +98,9 @@ def window_share(imp: np.ndarray, times: np.ndarray, window: list[str]) -> tuple
 def scene_benchmark(
     size: int, sample: int, epochs: int, patience: int, threads, ref_size: int, max_pixels: int
 ) -> dict:
-    from slamgeo.io.synth import CLASSES, make_scene
     from slamgeo.jobs.explain import ExplainOptions, scene_reference
     from slamgeo.jobs.pairs import pair_importance, separating_dates
+    from slamgeo.synth import CLASSES, make_scene
 
     t0 = time.perf_counter()
     scene = make_scene(size=size, n_dates=61, seed=0)

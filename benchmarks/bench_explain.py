@@ -194,7 +194,7 @@ import torch
 torch.set_num_threads(args["threads"])
 import dask
 import numpy as np
-from slamgeo.io.checkpoint import load_model
+from slamgeo.method.checkpoint import load_model
 from slamgeo.io.cube import open_cube
 from slamgeo.jobs.explain import ExplainOptions, explain_array, scene_reference
 
@@ -232,11 +232,11 @@ SWEEP_CHILD = r"""
 import json, sys, time
 args = json.loads(sys.argv[1])
 import numpy as np, torch, zarr, tempfile, shutil
-from slamgeo.io.checkpoint import load_model
+from slamgeo.method.checkpoint import load_model
 from slamgeo.io.cube import open_cube
 from slamgeo.jobs.explain import ExplainOptions, explain_array, _block_pixels
 from slamgeo.method.gradslam import grad_slam, reference_map
-from slamgeo.method.train import sample_series
+from slamgeo.io.sample import sample_series
 
 model = load_model(args["model"])
 cube = open_cube(args["cube"])

@@ -1,6 +1,6 @@
 """Deletion curves on the synthetic scene: how faithful is each date-importance map?
 
-Draws the synthetic Sentinel-1 scene (`slamgeo.io.synth.make_scene`, 61 dates), trains the CAE on
+Draws the synthetic Sentinel-1 scene (`slamgeo.synth.make_scene`, 61 dates), trains the CAE on
 it (`slamgeo.method.train.train`), samples labelled valid pixels, and for every Grad-SLAM scaling, for
 gradient x input and for integrated gradients (captum) measures with `slamgeo.method.faithfulness.deletion`
 how far each embedding dimension moves when the k dates ranked highest are deleted (linear
@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slamgeo.io.synth import CLASSES, DISTINCTIVE_WINDOWS, make_scene
 from slamgeo.method.faithfulness import deletion, gradient_x_input, integrated_gradients
-from slamgeo.method.gradslam import SCALES, grad_slam, reference_map
+from slamgeo.method.gradslam import grad_slam, reference_map
 from slamgeo.method.train import train
+from slamgeo.schema import SCALES
+from slamgeo.synth import CLASSES, DISTINCTIVE_WINDOWS, make_scene
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from slamgeo import schema
 from slamgeo.method import gradslam
 from slamgeo.method.gradslam import default_layers, grad_slam, reference_map, resample, scale_maps
 from slamgeo.method.model import CAE, CAEConfig
@@ -97,7 +98,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a small run (fewer pixels, repeats)")
     ap.add_argument("--pixels", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=gradslam.DEFAULT_BATCH_SIZE)
+    ap.add_argument("--batch-size", type=int, default=schema.GRADSLAM_BATCH_SIZE)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--out", type=Path, default=None, help="default: results/bench_gradslam[_<threads>t].json")
@@ -204,7 +205,7 @@ def main() -> None:
             "T": 61,
             "D": 2,
             "layers": 3,
-            "scale": gradslam.DEFAULT_SCALE,
+            "scale": schema.GRADSLAM_SCALE,
         },
         "pixels_per_s": {"a_encode": n / t_a, "b_grad_slam": n / t_b, "c_naive_layergradcam": n / t_c},
         "speedup_b_over_c": t_c / t_b,

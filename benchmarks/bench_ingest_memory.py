@@ -8,7 +8,7 @@ set size is that process's `ru_maxrss`. Prints a table and writes
     .venv/bin/python benchmarks/bench_ingest_memory.py            # N = 2048, 24 dates
     .venv/bin/python benchmarks/bench_ingest_memory.py --quick    # N = 512, 6 dates
 
-The stack is written here window by window (not with `slamgeo.io.synth`, which builds a whole
+The stack is written here window by window (not with `slamgeo.synth`, which builds a whole
 scene in memory) in the product format of the synthetic generator: two float32 bands "VV" and
 "VH" of linear power, nodata 0, EPSG:32630, tiled, DEFLATE, tag ACQUISITION_DATE.
 """

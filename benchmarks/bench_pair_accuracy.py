@@ -4,7 +4,7 @@ For two classes a and b whose difference is confined to known dates, the contras
 explanation (target e . w, w = mean embedding of b - that of a; `slamgeo.jobs.pairs`) should put
 its mass on those dates. Two cases:
 
-- the synthetic scene (`slamgeo.io.synth.make_scene`, 61 dates, a CAE trained on it with
+- the synthetic scene (`slamgeo.synth.make_scene`, 61 dates, a CAE trained on it with
   `slamgeo.method.train.train`): the confusable pairs whose difference the scene records
   (`DISTINCTIVE_WINDOWS`: pepper and sweet potato differ from cotton only within their window of
   the season; pepper and sweet potato differ within the union of the two windows);
@@ -42,11 +42,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_info, write_result  # noqa: E402
 
-from slamgeo.io.synth import CLASSES, DISTINCTIVE_WINDOWS, make_scene  # noqa: E402
 from slamgeo.method.attribution import GradientXInput, GradSlam, IntegratedGradients, Occlusion  # noqa: E402
-from slamgeo.method.gradslam import SCALES, reference_map  # noqa: E402
+from slamgeo.method.gradslam import reference_map  # noqa: E402
 from slamgeo.method.model import CAE, CAEConfig  # noqa: E402
 from slamgeo.method.train import train  # noqa: E402
+from slamgeo.schema import SCALES  # noqa: E402
+from slamgeo.synth import CLASSES, DISTINCTIVE_WINDOWS, make_scene  # noqa: E402
 
 # the planted case: 3 classes identical except within dates W0..W1-1 of T_WIN
 T_WIN, W0, W1 = 36, 15, 20

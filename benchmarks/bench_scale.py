@@ -12,7 +12,7 @@ fresh Python process. The model is trained once (on the smallest scene, modest e
 default architecture) and its checkpoint reused for every size (`model.checkpoint`), so the
 train step is the reuse only; training is timed apart. On the largest size, one more step,
 `parcels_grid`, runs the parcels stage (`parcels_store`) with about 100 000 square parcels
-(`slamgeo.io.synth.grid_parcels`) to rasterise and aggregate.
+(`slamgeo.synth.grid_parcels`) to rasterise and aggregate.
 
 Per step (each pipeline step's runner is wrapped; the library is not changed):
 - seconds, pixels per second and seconds per pixel (all N^2 pixels of the scene);
@@ -79,7 +79,7 @@ import json, sys, time
 args = json.loads(sys.argv[1])
 import dask
 dask.config.set(scheduler="threads")
-from slamgeo.io.synth import make_scene, write_scene
+from slamgeo.synth import make_scene, write_scene
 out = {}
 t0 = time.perf_counter()
 scene = make_scene(size=args["size"], n_dates=args["dates"], seed=0, chunk=args["chunk"])

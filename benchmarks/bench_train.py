@@ -31,8 +31,8 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 from torch.nn import functional as F
 
+from slamgeo.io.series import fill_gaps
 from slamgeo.method.model import CAE, CAEConfig
-from slamgeo.method.series import fill_gaps
 from slamgeo.method.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def ari_pair(embedding: np.ndarray, z: np.ndarray, labels: np.ndarray, k: int, s
 def scene_benchmark(
     size: int, sample_size: int, epochs: int, arch_name: str, device: str, batch: int, threads: int | None = None
 ) -> dict:
-    from slamgeo.io.synth import make_scene
+    from slamgeo.synth import make_scene
 
     scene = make_scene(size=size, seed=0)
     cube = scene.cube

@@ -257,11 +257,11 @@ def main() -> int:
         print(f"wrote {path}")
         return 0
 
-    from slamgeo.io.checkpoint import load_model
     from slamgeo.io.cube import open_cube
+    from slamgeo.io.sample import sample_series
     from slamgeo.jobs.explain import ExplainOptions, explain_array
+    from slamgeo.method.checkpoint import load_model
     from slamgeo.method.gradslam import reference_map
-    from slamgeo.method.train import sample_series
 
     cuda = torch.device(device).type == "cuda"
     card = torch.cuda.get_device_name(0) if cuda else f"(no GPU: {device})"

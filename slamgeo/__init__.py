@@ -15,9 +15,10 @@ model)` (deletion curves); `report` computes both when given the model.
 
 Each that writes has a twin that writes to storage resumably: `ingest`, `train(...,
 out_dir=...)`, `explain_store`, `cluster_store`, `parcels_store`, `pairs_store` (and `report`
-writes its folder). The layers below: `slamgeo.io` (storage, contracts, readers), `slamgeo.method` (model, training,
-Grad-SLAM, attributions), `slamgeo.jobs` (the Dask jobs), `slamgeo.reporting` (figures and
-page), `slamgeo.pipeline` (the season pipeline) and `slamgeo.cli`.
+writes its folder). The layers below: `slamgeo.io` (storage, contracts, readers), `slamgeo.synth`
+(the synthetic scene and archive), `slamgeo.method` (model, training, Grad-SLAM, attributions),
+`slamgeo.jobs` (the Dask jobs), `slamgeo.reporting` (figures and page), `slamgeo.pipeline` (the
+season pipeline) and `slamgeo.cli`.
 """
 
 from __future__ import annotations

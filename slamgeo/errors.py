@@ -22,10 +22,11 @@ class OutputError(SlamgeoError, OSError):
     write, it is a file, or it cannot be created or written."""
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: a slamgeo error's message; `PATH: cause` for an OS error
-    that names paths; otherwise its type and message."""
-    if isinstance(exc, SlamgeoError):
+def one_line(exc: BaseException | str) -> str:
+    """A message or an exception as one line (runs of white space, line breaks included, become
+    one space): a text as it is; a slamgeo error's message; `PATH: cause` for an OS error that
+    names paths; otherwise the exception's type and message."""
+    if isinstance(exc, (str, SlamgeoError)):
         text = str(exc)
     elif isinstance(exc, OSError) and (exc.filename or exc.filename2):
         paths = [str(p) for p in (exc.filename, exc.filename2) if p]
@@ -35,3 +36,10 @@ def one_line(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
+
+
+class SeasonLocked(OutputError):
+    """Another run of the same season holds its lock (`slamgeo.pipeline.lock`). The CLI exits
+    with `exit_code` (75, sysexits' EX_TEMPFAIL: try again later) instead of 1."""
+
+    exit_code = 75

@@ -11,6 +11,8 @@ configuration use it without loading xarray, torch or matplotlib.
 
 from __future__ import annotations
 
+from typing import Final, Literal, get_args
+
 # --------------------------------------------------------------------------- dimensions
 
 TIME = "time"
@@ -38,6 +40,7 @@ CLUSTER = "cluster"
 CLUSTER_CENTRE = "cluster_centre"
 CLUSTER_SIZE = "cluster_size"
 CLUSTER_VARIABLES: tuple[str, ...] = (CLUSTER, CLUSTER_CENTRE, CLUSTER_SIZE)  # what cluster adds
+UNASSIGNED = "unassigned"  # the class voted for a cluster no class won; its column in a confusion table
 REFERENCE_MAP_ATTR = "reference_map"  # results attribute: the "centred" scaling's reference (D x T)
 
 # --------------------------------------------------------------------------- root attributes
@@ -68,6 +71,8 @@ SCENE_MARKER = "scene.json"  # synthetic scene
 # --------------------------------------------------------------------------- defaults
 
 CHUNK = 512  # spatial tile of a cube, pixels per side (samples for a table): the cube contract
+ZARR_FORMATS: tuple[int, ...] = (2, 3)  # of the stores slamgeo writes
+ZARR_FORMAT = 2  # GDAL 3.10 reads format 2 only
 # Training: the pipeline's 100 000 pixels, 30 epochs, early stopping (README's benchmark gets its result with 50 000 / 30).
 TRAIN_SAMPLE_SIZE = 100_000
 TRAIN_MAX_EPOCHS = 30
@@ -75,13 +80,30 @@ TRAIN_PATIENCE = 5  # epochs without a better validation loss before training st
 TRAIN_VAL_FRACTION = 0.1
 TRAIN_BATCH_SIZE = 1024
 TRAIN_LR = 5e-3
+EMBED_DIM = 2  # dimensions of the CAE's embedding
 TRAIN_MIN_DATES = 8  # the fewest dates a model trains on (any architecture; the default's 3 pooling blocks need 2**3)
 KMEANS_K = 16
 KMEANS_SAMPLE_SIZE = 100_000  # valid pixels sampled for the k-means++ initialisation
-GRADSLAM_SCALE = "centred"
+Scale = Literal["minmax", "maxabs", "abs", "centred", "none"]  # the Grad-SLAM scalings
+SCALES: tuple[Scale, ...] = get_args(Scale)
+GRADSLAM_SCALE: Final = "centred"
 GRADSLAM_BATCH_SIZE = 1024  # pixels per forward/backward pass of grad_slam on CPU
 EXPLAIN_BATCH_SIZE = 4096  # pixels per grad_slam call in an explain task (one pass on GPU)
 REFERENCE_SIZE = 20_000  # pixels drawn for the "centred" scaling's reference map
+ImportanceDtype = Literal["float32", "float16"]  # of the stored importance
+IMPORTANCE_DTYPES: tuple[ImportanceDtype, ...] = get_args(ImportanceDtype)
+IMPORTANCE_DTYPE: Final = "float32"
+KMEANS_MAX_ITER = 100  # Lloyd passes at most
+KMEANS_TOL = 1e-4  # stop when the squared centre shift is under this times the mean variance
+# Parcels: the columns of the parcel table (or sample coordinates), the held-out share, the vote
+ID_COLUMN = "parcel_id"  # positive integer parcel ids
+CLASS_COLUMN = "crop"  # the reference class
+TEST_FRACTION = 0.3  # of each class's parcels, held out for evaluation
+VoteUnit = Literal["pixels", "parcels"]  # what votes a cluster into a class
+VOTE_UNITS: tuple[VoteUnit, ...] = get_args(VoteUnit)
+VOTE: Final = "pixels"
+CONFUSED_PAIRS = 3  # the most confused class pairs the pairs stage (and the report) explains
+WAIT_FOR_WORKERS = 600.0  # seconds an existing Dask scheduler is given to have a worker for the tasks
 MAX_GAP_DAYS = 25  # season alignment: longest gap bridged by interpolation, days
 
-__all__ = [name for name in dir() if name.isupper()]
+__all__ = [name for name in dir() if name.isupper()] + ["ImportanceDtype", "Scale", "VoteUnit"]

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from slamgeo.errors import CheckpointError, OutputError
-from slamgeo.io.checkpoint import META_FILE, WEIGHTS_FILE, TrainedModel, dates_meta, load_model, save_model
 from slamgeo.io.cube import make_cube
+from slamgeo.method.checkpoint import TrainedModel, dates_meta, load_model, save_model
 from slamgeo.method.model import CAE, CAEConfig
+from slamgeo.schema import MODEL_MARKER, WEIGHTS_FILE
 
 T = 16
 DATES = pd.date_range("2017-01-03", periods=T, freq="6D").values
@@ -92,7 +93,7 @@ def test_weights_file_is_plain_safetensors(saved, model):
 def test_recorded_checksum_is_sha256_of_weights(saved):
     import hashlib
 
-    meta = json.loads((saved / META_FILE).read_text())
+    meta = json.loads((saved / MODEL_MARKER).read_text())
     assert meta["weights"]["sha256"] == hashlib.sha256((saved / WEIGHTS_FILE).read_bytes()).hexdigest()
     assert load_model(saved).checksum == meta["weights"]["sha256"]
 
@@ -116,7 +117,7 @@ def test_save_leaves_no_temporary_directory(tmp_path, model):
     save_model(model, _meta(), tmp_path / "m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
     # with slamgeo's stamp (slamgeo.io.storage.STAMP_FILE), which the output rule checks
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [".slamgeo-output.json", META_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [".slamgeo-output.json", MODEL_MARKER, WEIGHTS_FILE]
 
 
 def test_existing_checkpoint_is_not_overwritten_by_default(saved, model):
@@ -164,21 +165,21 @@ def test_altered_weights_are_refused(saved):
 
 
 def test_missing_metadata_is_refused(saved):
-    (saved / META_FILE).unlink()
+    (saved / MODEL_MARKER).unlink()
     with pytest.raises(CheckpointError, match="metadata file missing"):
         load_model(saved)
 
 
 def test_unreadable_metadata_is_refused(saved):
-    (saved / META_FILE).write_text("{not json")
+    (saved / MODEL_MARKER).write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable metadata"):
         load_model(saved)
 
 
 def test_metadata_without_required_keys_is_refused(saved):
-    meta = json.loads((saved / META_FILE).read_text())
+    meta = json.loads((saved / MODEL_MARKER).read_text())
     del meta["normalisation"]
-    (saved / META_FILE).write_text(json.dumps(meta))
+    (saved / MODEL_MARKER).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"lacks \['normalisation'\]"):
         load_model(saved)
 
@@ -189,25 +190,25 @@ def test_missing_directory_is_refused(tmp_path):
 
 
 def test_architecture_that_does_not_match_weights_is_refused(saved):
-    meta = json.loads((saved / META_FILE).read_text())
+    meta = json.loads((saved / MODEL_MARKER).read_text())
     meta["architecture"]["embed_dim"] = 3
-    (saved / META_FILE).write_text(json.dumps(meta))
+    (saved / MODEL_MARKER).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"encoder\.head\.4\.weight: shape \(2, 8\) in file, \(3, 8\)"):
         load_model(saved)
 
 
 def test_invalid_architecture_is_refused(saved):
-    meta = json.loads((saved / META_FILE).read_text())
+    meta = json.loads((saved / MODEL_MARKER).read_text())
     meta["architecture"]["kernels"] = [4, 3, 3]
-    (saved / META_FILE).write_text(json.dumps(meta))
+    (saved / MODEL_MARKER).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="invalid architecture"):
         load_model(saved)
 
 
 def test_band_names_that_do_not_fit_the_architecture_are_refused(saved):
-    meta = json.loads((saved / META_FILE).read_text())
+    meta = json.loads((saved / MODEL_MARKER).read_text())
     meta["bands"] = ["VV"]
-    (saved / META_FILE).write_text(json.dumps(meta))
+    (saved / MODEL_MARKER).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="1 band names for n_bands=2"):
         load_model(saved)
 
@@ -248,12 +249,12 @@ def test_weights_checksum_is_the_same_in_another_process():
     import subprocess
     import sys
 
-    from slamgeo.io.checkpoint import sha256_hex, weights_bytes
+    from slamgeo.method.checkpoint import sha256_hex, weights_bytes
 
     code = (
         "import torch; torch.manual_seed(0)\n"
         "from slamgeo.method.model import CAE, CAEConfig\n"
-        "from slamgeo.io.checkpoint import sha256_hex, weights_bytes\n"
+        "from slamgeo.method.checkpoint import sha256_hex, weights_bytes\n"
         f"print(sha256_hex(weights_bytes(CAE(CAEConfig(**{CFG.to_dict()!r})))))\n"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -262,9 +263,9 @@ def test_weights_checksum_is_the_same_in_another_process():
 
 
 def _edit_meta(saved, edit) -> None:
-    meta = json.loads((saved / META_FILE).read_text())
+    meta = json.loads((saved / MODEL_MARKER).read_text())
     edit(meta)
-    (saved / META_FILE).write_text(json.dumps(meta, indent=2))
+    (saved / MODEL_MARKER).write_text(json.dumps(meta, indent=2))
 
 
 @pytest.mark.parametrize(
@@ -282,7 +283,7 @@ def test_altered_metadata_is_refused_naming_the_field(saved, field, edit):
     with pytest.raises(CheckpointError) as err:
         load_model(saved)
     msg = str(err.value)
-    assert "\n" not in msg and str(saved / META_FILE) in msg
+    assert "\n" not in msg and str(saved / MODEL_MARKER) in msg
     assert f"metadata altered: field(s) ['{field}'] do not match" in msg
 
 
@@ -294,7 +295,7 @@ def test_metadata_outside_the_protected_fields_may_change(saved):
 def test_recorded_metadata_checksums_are_sha256_of_canonical_json(saved):
     import hashlib
 
-    meta = json.loads((saved / META_FILE).read_text())
+    meta = json.loads((saved / MODEL_MARKER).read_text())
     bands = json.dumps(["VV", "VH"], separators=(",", ":")).encode()
     assert meta["metadata_sha256"]["bands"] == hashlib.sha256(bands).hexdigest()
     assert set(meta["metadata_sha256"]) >= {"architecture", "bands", "dates", "normalisation", "weights"}

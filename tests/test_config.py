@@ -83,14 +83,13 @@ def test_configuration_defaults_are_the_schema_defaults():
 
 
 def test_library_defaults_are_the_schema_defaults():
-    from slamgeo.io.cube import DEFAULT_CHUNK, chunk_cube
+    from slamgeo.io.cube import chunk_cube
     from slamgeo.io.ingest import ingest, load
     from slamgeo.jobs.cluster import cluster, cluster_store, fit_kmeans
     from slamgeo.jobs.explain import ExplainOptions
-    from slamgeo.method.gradslam import DEFAULT_BATCH_SIZE, DEFAULT_SCALE
+    from slamgeo.method.gradslam import grad_slam
     from slamgeo.method.train import train
 
-    assert DEFAULT_CHUNK == schema.CHUNK
     for fn in (ingest, load, chunk_cube):
         assert _defaults(fn)["chunk"] == schema.CHUNK, fn.__name__
     tr = _defaults(train)
@@ -104,15 +103,85 @@ def test_library_defaults_are_the_schema_defaults():
     )
     for fn in (fit_kmeans, cluster):
         d = _defaults(fn)
-        assert (d["k"], d["sample_size"]) == (schema.KMEANS_K, schema.KMEANS_SAMPLE_SIZE), fn.__name__
+        assert (d["k"], d["sample_size"], d["max_iter"], d["tol"]) == (
+            schema.KMEANS_K,
+            schema.KMEANS_SAMPLE_SIZE,
+            schema.KMEANS_MAX_ITER,
+            schema.KMEANS_TOL,
+        ), fn.__name__
     assert _defaults(cluster_store)["k"] == schema.KMEANS_K
     opts = ExplainOptions()
-    assert (opts.scale, opts.batch_size, opts.reference_size) == (
+    assert (opts.scale, opts.batch_size, opts.reference_size, opts.importance_dtype) == (
         schema.GRADSLAM_SCALE,
         schema.EXPLAIN_BATCH_SIZE,
         schema.REFERENCE_SIZE,
+        schema.IMPORTANCE_DTYPE,
     )
-    assert (DEFAULT_SCALE, DEFAULT_BATCH_SIZE) == (schema.GRADSLAM_SCALE, schema.GRADSLAM_BATCH_SIZE)
+    gs = _defaults(grad_slam)
+    assert (gs["scale"], gs["batch_size"]) == (schema.GRADSLAM_SCALE, schema.GRADSLAM_BATCH_SIZE)
+
+
+def test_parcel_and_cluster_defaults_are_the_schema_defaults():
+    """The parcel table's columns, the vote, the held-out share and the wait for Dask workers:
+    one default each, in the functions, the command line and the configuration."""
+    from slamgeo.io.parcels import check_parcels, read_parcels
+    from slamgeo.jobs.metrics import evaluate_parcels, split_parcels
+    from slamgeo.jobs.pairs import parcel_class_codes
+    from slamgeo.jobs.parcels import parcels
+    from slamgeo.jobs.runtime import ClusterOptions
+
+    columns = (schema.ID_COLUMN, schema.CLASS_COLUMN)
+    for fn in (read_parcels, check_parcels, parcels, parcel_class_codes):
+        d = _defaults(fn)
+        assert (d["id_column"], d["class_column"]) == columns, fn.__name__
+    assert _defaults(parcels)["vote"] == _defaults(evaluate_parcels)["vote"] == schema.VOTE
+    for fn in (parcels, evaluate_parcels, split_parcels):
+        assert _defaults(fn)["test_fraction"] == schema.TEST_FRACTION, fn.__name__
+    cfg = PipelineConfig.model_validate(MINIMAL)
+    p = cfg.parcels
+    assert (p.id_column, p.class_column, p.vote, p.test_fraction) == (*columns, schema.VOTE, schema.TEST_FRACTION)
+    assert cfg.gradslam.importance_dtype == schema.IMPORTANCE_DTYPE
+    cli = _cli_defaults("parcels")
+    assert (cli["id_column"], cli["class_column"], cli["vote"], cli["test_fraction"]) == (
+        *columns,
+        schema.VOTE,
+        schema.TEST_FRACTION,
+    )
+    assert _cli_defaults("explain")["importance_dtype"] == schema.IMPORTANCE_DTYPE
+    cl = _cli_defaults("cluster")
+    assert (cl["max_iter"], cl["tol"]) == (schema.KMEANS_MAX_ITER, schema.KMEANS_TOL)
+    waits = [_cli_defaults(c)["wait_for_workers"] for c in ("explain", "cluster", "parcels")]
+    waits += [ClusterOptions().wait_for_workers, cfg.dask.wait_for_workers]
+    assert waits == [schema.WAIT_FOR_WORKERS] * 5
+
+
+def _renamed_names(path: Path) -> list[str]:
+    """Module-level aliases in `path`: `A = B` or `A = schema.B` (a second name for one value),
+    and `from slamgeo.schema import B as A`."""
+    found = []
+    for node in ast.parse(path.read_text()).body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        named = isinstance(value, ast.Name) or (
+            isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) and value.value.id == "schema"
+        )
+        if named and value is not None and targets and isinstance(targets[0], ast.Name) and targets[0].id.isupper():
+            found.append(f"{targets[0].id} = {ast.unparse(value)}")
+        if isinstance(node, ast.ImportFrom) and node.module == "slamgeo.schema":
+            found += [f"{a.name} as {a.asname}" for a in node.names if a.asname and a.asname != a.name]
+    return found
+
+
+def test_no_module_gives_a_shared_name_a_second_name():
+    """A name or a default of `slamgeo.schema` is used under its own name: no `DEFAULT_X = X`."""
+    renamed = {
+        str(p.relative_to(ROOT)): found
+        for p in sorted((ROOT / "slamgeo").rglob("*.py"))
+        if (found := _renamed_names(p))
+    }
+    assert renamed == {}
 
 
 def test_command_line_defaults_are_the_schema_defaults():

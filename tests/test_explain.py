@@ -18,8 +18,8 @@ import zarr
 from helpers import SMALL_ARCH, blocks_done, class_cube, run_and_kill
 
 from slamgeo.errors import CheckpointError, InputError
-from slamgeo.io.checkpoint import load_model
 from slamgeo.jobs.explain import ExplainOptions, explain, explain_array, explain_store, open_results
+from slamgeo.method.checkpoint import load_model
 from slamgeo.method.gradslam import grad_slam
 
 pytestmark = pytest.mark.timeout(300)
@@ -93,8 +93,8 @@ def test_results_equal_in_memory_grad_slam(cube_and_model, clean_run):
 
 
 def test_centred_reference_is_the_mean_map_of_a_scene_sample(cube_and_model, clean_run):
+    from slamgeo.io.sample import sample_series
     from slamgeo.method.gradslam import reference_map
-    from slamgeo.method.train import sample_series
 
     cube_path, model_dir = cube_and_model
     _, res = clean_run

@@ -262,8 +262,8 @@ def explained(tmp_path_factory):
 
 def test_the_stage_equals_deletion_curves_on_the_sampled_series(explained):
     import slamgeo
+    from slamgeo.io.sample import sample_series
     from slamgeo.method.faithfulness import deletion_curves
-    from slamgeo.method.train import sample_series
 
     cube, model, _, stored = explained
     got = slamgeo.faithfulness(stored, cube, model, n_pixels=200, seed=3)

@@ -16,8 +16,6 @@ from torch import nn
 from slamgeo.errors import InputError
 from slamgeo.method.faithfulness import deletion
 from slamgeo.method.gradslam import (
-    DEFAULT_SCALE,
-    SCALES,
     GradSlamOutput,
     default_layers,
     grad_slam,
@@ -28,6 +26,7 @@ from slamgeo.method.gradslam import (
     scale_maps,
 )
 from slamgeo.method.model import CAE, CAEConfig, conv_blocks
+from slamgeo.schema import GRADSLAM_SCALE, SCALES
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -564,7 +563,7 @@ def test_default_importance_concentrates_in_the_dates_that_separate_the_classes(
     print(f"\nwindow share / uniform share ({uniform:.3f}), dim {d}, Fisher {fisher:.1f}")
     for scale, (pp, pc) in rows.items():
         print(f"  {scale:8s} per pixel {pp:5.2f}   per-class mean {pc:5.2f}")
-    pp, pc = rows[DEFAULT_SCALE]
+    pp, pc = rows[GRADSLAM_SCALE]
     assert pp > 1.5 and pc > 1.5
     assert pp == max(r[0] for r in rows.values())  # the default is the best of all scalings here
 
@@ -581,7 +580,7 @@ def test_default_importance_moves_the_embedding_more_than_random_dates(window_mo
     print(f"\ndeletion: displacement of dim {d}, top-k dates / k random dates, k = 2, 4, 8")
     for scale, r in ratios.items():
         print(f"  {scale:8s} " + "  ".join(f"{v:5.2f}" for v in r.tolist()))
-    assert ratios[DEFAULT_SCALE][1] > 2 and ratios[DEFAULT_SCALE][2] > 2
+    assert ratios[GRADSLAM_SCALE][1] > 2 and ratios[GRADSLAM_SCALE][2] > 2
 
 
 # --- targets: a dimension, a direction, a direction per pixel -------------------------------

@@ -37,7 +37,7 @@ TRANSFORM = from_origin(500_000.0, 4_200_000.0, 10.0, 10.0)
 D0 = dt.date(2023, 1, 1)
 
 
-# --- fixtures: GeoTIFFs in the product format of slamgeo.io.synth ----------------------------------
+# --- fixtures: GeoTIFFs in the product format of slamgeo.synth -------------------------------------
 
 
 def write_tif(
@@ -650,7 +650,9 @@ def test_netcdf_without_vh_is_a_missing_polarisation_error(tmp_path) -> None:
 
 def test_mixing_kinds_of_input_is_an_error(stack, tmp_path) -> None:
     folder, _ = stack
-    with pytest.raises(InputError, match=r"openeo_cube_utm31n_2021\.nc: only GeoTIFFs can be given several"):
+    with pytest.raises(
+        InputError, match=r"openeo_cube_utm31n_2021\.nc: several inputs can only be of kind geotiff; a cube input"
+    ):
         detect_source([folder, OPENEO_NC])
 
 
@@ -719,7 +721,7 @@ def test_cli_bad_input_exits_nonzero_with_one_line_naming_the_file(tmp_path, bad
 
 
 def test_synthetic_scene_ingests_back_to_its_cube_from_tiffs_and_stac(tmp_path) -> None:
-    from slamgeo.io.synth import make_scene, write_scene
+    from slamgeo.synth import make_scene, write_scene
 
     scene = make_scene(size=96, n_dates=12, seed=1)
     paths = write_scene(scene, tmp_path / "scene")

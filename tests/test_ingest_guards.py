@@ -31,7 +31,7 @@ QUICK = 90  # seconds: a guard answers in seconds; the grids it refuses took mor
 def scenes(tmp_path_factory) -> dict[str, Path]:
     """The archive folder (archive/items.json, cogs/, collection.json) and the GeoTIFF folder of
     one synthetic scene."""
-    from slamgeo.io.synth import make_scene, write_archive, write_scene
+    from slamgeo.synth import make_scene, write_archive, write_scene
 
     root = tmp_path_factory.mktemp("scenes")
     scene = make_scene(size=SIZE, n_dates=N_DATES, seed=1)

@@ -134,8 +134,8 @@ def test_contrastive_importance_of_two_classes_lies_in_the_dates_that_tell_them_
     the per-pixel scalings about 0.8-1.1 x). Every scaling is printed (pytest -s)."""
     from torch import nn
 
-    from slamgeo.method.gradslam import DEFAULT_SCALE, SCALES
     from slamgeo.method.model import CAE, CAEConfig
+    from slamgeo.schema import GRADSLAM_SCALE, SCALES
 
     x, _ = window_classes(1536, seed=0)
     torch.manual_seed(0)
@@ -176,7 +176,7 @@ def test_contrastive_importance_of_two_classes_lies_in_the_dates_that_tell_them_
     print(f"\ncontrastive window share / uniform share ({uniform:.3f}), classes 0 -> 2, |w| = {w.norm():.2f}")
     for scale, (pp, cm) in rows.items():
         print(f"  {scale:8s} per pixel {pp:5.2f}   class-mean map {cm:5.2f}")
-    pp, cm = rows[DEFAULT_SCALE]
+    pp, cm = rows[GRADSLAM_SCALE]
     assert pp >= 2.0 and cm >= 2.0
 
 
@@ -200,7 +200,7 @@ def season(tmp_path_factory):
     model folder, the results store (explained, 4 clusters) and the parcels folder; with the
     parcels stage's result."""
     from slamgeo.io.cube import open_cube
-    from slamgeo.io.synth import make_scene, write_scene
+    from slamgeo.synth import make_scene, write_scene
 
     tmp = tmp_path_factory.mktemp("season")
     write_scene(make_scene(size=32, n_dates=8, seed=1), tmp / "scene")
@@ -216,8 +216,8 @@ def season(tmp_path_factory):
 
 
 def _opened(tmp):
-    from slamgeo.io.checkpoint import load_model
     from slamgeo.io.cube import open_cube, open_results
+    from slamgeo.method.checkpoint import load_model
 
     return open_results(tmp / "results.zarr"), open_cube(tmp / "cube.zarr"), load_model(tmp / "model")
 

@@ -513,7 +513,7 @@ def test_many_parcels_go_to_the_workers_as_data_not_in_the_graph(default_cluster
     import dask
     from affine import Affine
 
-    from slamgeo.io.synth import grid_parcels
+    from slamgeo.synth import grid_parcels
 
     transform = Affine(10, 0, 230_000, 0, -10, 4_110_000)
     parcels = grid_parcels((transform, 400), 40_000)

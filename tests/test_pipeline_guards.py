@@ -36,7 +36,7 @@ SEASON = {
     "kmeans": {"k": 3, "sample_size": 500},
     "report": {"confused_pairs": 1, "pairs": [["cotton", "tomato"]]},
 }
-# the classes of that scene's parcels (slamgeo.io.synth.scene_classes(size=32, seed=1))
+# the classes of that scene's parcels (slamgeo.synth.scene_classes(size=32, seed=1))
 CLASSES = ["cotton", "tomato", "sugar beet", "maize", "wheat"]
 
 
@@ -74,7 +74,7 @@ def season(finished, tmp_path) -> Path:
 
 
 def test_the_synthetic_scene_knows_its_classes_without_drawing():
-    from slamgeo.io.synth import make_scene, scene_classes
+    from slamgeo.synth import make_scene, scene_classes
 
     assert scene_classes(size=32, seed=1) == CLASSES
     for size, seed in ((32, 1), (48, 0), (64, 2)):
@@ -318,7 +318,7 @@ def test_a_file_of_the_users_inside_an_output_fails_the_step_untouched(
 def test_a_scene_on_object_storage_with_a_file_of_the_users_is_not_replaced(local_cluster, tmp_path):
     """The scene is staged locally and uploaded: the folder on object storage is claimed first."""
     from slamgeo.io import storage
-    from slamgeo.io.synth import make_scene, write_scene
+    from slamgeo.synth import make_scene, write_scene
 
     root = "memory://slamgeo-guards/out"
     scene_dir = f"{root}/2017/scene"

@@ -18,11 +18,13 @@ from hostile_helpers import assert_one_line_error, damage, describe_damage, slam
 from pydantic import ValidationError
 
 from slamgeo.errors import CheckpointError, InputError
-from slamgeo.io.checkpoint import META_FILE, CheckpointMeta, load_model
 from slamgeo.io.records import Record, check_record, describe, load_json
-from slamgeo.io.synth import SceneMeta, check_trainable_dates, read_scene_meta
+from slamgeo.io.scene import SceneMeta, read_scene_meta
+from slamgeo.method.checkpoint import CheckpointMeta, load_model
 from slamgeo.method.train import check_series_length, train
 from slamgeo.pipeline.state import RunManifest, manifest_json, read_manifest, read_state, state_json
+from slamgeo.schema import MODEL_MARKER
+from slamgeo.synth import check_trainable_dates
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -163,7 +165,7 @@ MODEL_DAMAGE = {
 
 
 def _damage_model(model_dir: Path, edit) -> None:
-    path = model_dir / META_FILE
+    path = model_dir / MODEL_MARKER
     if isinstance(edit, str):
         path.write_text(edit)
         return
@@ -181,7 +183,7 @@ def test_damaged_model_json_is_refused_naming_the_file_and_field(season, tmp_pat
     with pytest.raises(CheckpointError) as err:
         load_model(model)
     msg = str(err.value)
-    assert "\n" not in msg and str(model / META_FILE) in msg
+    assert "\n" not in msg and str(model / MODEL_MARKER) in msg
     assert re.search(cause, msg), msg
 
 
@@ -196,7 +198,7 @@ def test_explain_refuses_a_damaged_model_in_one_line(season, tmp_path, case):
         "explain", season / "cube.zarr", model, "--out", tmp_path / "r.zarr", "--workers", "1", "--no-progress",
         cwd=tmp_path,
     )  # fmt: skip
-    _assert_refused(res, before, tmp_path, [model / META_FILE], cause)
+    _assert_refused(res, before, tmp_path, [model / MODEL_MARKER], cause)
     assert not (tmp_path / "r.zarr").exists()
 
 
@@ -209,11 +211,11 @@ def test_explain_refuses_a_damaged_model_in_a_new_process(season, tmp_path):
         "explain", season / "cube.zarr", model, "--out", tmp_path / "r.zarr", "--workers", "1", "--no-progress",
         cwd=tmp_path, timeout=120,
     )  # fmt: skip
-    _assert_refused(res, before, tmp_path, [model / META_FILE], r"field 'weights': expected an object, found null")
+    _assert_refused(res, before, tmp_path, [model / MODEL_MARKER], r"field 'weights': expected an object, found null")
 
 
 def test_a_written_model_json_has_the_checkpoint_shape(season):
-    meta = json.loads((season / "model" / META_FILE).read_text())
+    meta = json.loads((season / "model" / MODEL_MARKER).read_text())
     checked = CheckpointMeta.model_validate(meta)
     assert checked.architecture.n_times == 8 and checked.weights.file == "model.safetensors"
 

@@ -19,7 +19,6 @@ from matplotlib.collections import LineCollection
 from matplotlib.image import AxesImage
 
 from slamgeo.errors import InputError
-from slamgeo.io.synth import CLASSES
 from slamgeo.jobs.metrics import confusion
 from slamgeo.method.faithfulness import deletion_curves
 from slamgeo.reporting import FigureSkipped
@@ -36,6 +35,7 @@ from slamgeo.reporting.figures import (
 )
 from slamgeo.reporting.page import make_report
 from slamgeo.reporting.readers import load_curves, read_groups, sample_variables, save_curves
+from slamgeo.synth import CLASSES
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,7 +12,7 @@ import torch
 
 from slamgeo.jobs.explain import ExplainOptions, _batch_size
 from slamgeo.jobs.runtime import relax_malloc_trim, torch_threads_for_task
-from slamgeo.method.gradslam import DEFAULT_BATCH_SIZE
+from slamgeo.schema import GRADSLAM_BATCH_SIZE
 
 
 def test_worker_processes_get_their_malloc_thresholds_relaxed(local_cluster):
@@ -48,4 +48,4 @@ def test_the_torch_call_holding_the_lock_gets_every_core_of_its_worker():
 def test_grad_slam_batches_follow_the_options_on_a_gpu_only():
     opts = ExplainOptions(batch_size=8192)
     assert _batch_size(opts, torch.device("cuda")) == 8192
-    assert _batch_size(opts, torch.device("cpu")) == DEFAULT_BATCH_SIZE
+    assert _batch_size(opts, torch.device("cpu")) == GRADSLAM_BATCH_SIZE

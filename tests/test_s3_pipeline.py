@@ -24,11 +24,12 @@ from helpers import step_status as _status
 
 from slamgeo.errors import CheckpointError, InputError, OutputError
 from slamgeo.io import storage
-from slamgeo.io.checkpoint import META_FILE, WEIGHTS_FILE, dates_meta, load_model, save_model
 from slamgeo.io.cube import COMPLETE_ATTR, is_complete, make_cube, open_cube, write_cube
+from slamgeo.method.checkpoint import dates_meta, load_model, save_model
 from slamgeo.method.model import CAE, CAEConfig
 from slamgeo.pipeline.config import load_config
 from slamgeo.pipeline.steps import STEPS, run_pipeline
+from slamgeo.schema import MODEL_MARKER, WEIGHTS_FILE
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -197,7 +198,7 @@ def test_netcdf_and_parquet_inputs_on_s3(s3):
 def test_geotiff_and_stac_inputs_on_s3_are_read_by_gdal(s3, tmp_path):
     # GDAL does not read AWS_ENDPOINT_URL: slamgeo derives its /vsis3/ settings from it
     from slamgeo.io.ingest import ingest
-    from slamgeo.io.synth import make_scene, write_scene
+    from slamgeo.synth import make_scene, write_scene
 
     written = write_scene(make_scene(size=32, n_dates=4, seed=1), tmp_path / "scene")
     s3.put(str(written["tiffs"]), "slamgeo-test/scene/tiffs", recursive=True)
@@ -256,7 +257,7 @@ def test_a_checkpoint_round_trips_through_s3(s3):
     url = f"{BUCKET}/models/m"
     assert save_model(model, meta, url) == url
     names = sorted(p.rsplit("/", 1)[-1] for p in s3.ls("slamgeo-test/models/m"))
-    assert names == [storage.STAMP_FILE, META_FILE, WEIGHTS_FILE]
+    assert names == [storage.STAMP_FILE, MODEL_MARKER, WEIGHTS_FILE]
     tm = load_model(url)
     for k, v in model.state_dict().items():
         assert torch.equal(tm.model.state_dict()[k], v), k
@@ -267,10 +268,10 @@ def test_a_checkpoint_round_trips_through_s3(s3):
     save_model(other, meta, url + "/", overwrite=True)
     assert load_model(url).checksum != tm.checksum
     # a checkpoint whose upload stopped before its JSON, or with weights of another upload
-    s3.rm(f"slamgeo-test/models/m/{META_FILE}")
+    s3.rm(f"slamgeo-test/models/m/{MODEL_MARKER}")
     with pytest.raises(CheckpointError, match="metadata file missing"):
         load_model(url)
-    s3.pipe(f"slamgeo-test/models/m/{META_FILE}", json.dumps(tm.meta).encode())
+    s3.pipe(f"slamgeo-test/models/m/{MODEL_MARKER}", json.dumps(tm.meta).encode())
     with pytest.raises(CheckpointError, match="weights altered"):
         load_model(url)
 

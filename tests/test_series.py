@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from slamgeo.method.series import fill_gaps, valid_mask
+from slamgeo.io.series import fill_gaps, valid_mask
 
 
 def _series_with_gaps(draw_shape=(st.integers(1, 4), st.integers(1, 3), st.integers(1, 20))):

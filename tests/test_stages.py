@@ -23,7 +23,7 @@ TWINS = "ingest explain_store cluster_store parcels_store pairs_store".split()
 
 ONE_PROCESS = """
 import json, slamgeo
-from slamgeo.io.synth import make_scene, write_scene
+from slamgeo.synth import make_scene, write_scene
 write_scene(make_scene(size=48, n_dates=16, seed=0), "scene")
 cube = slamgeo.load(["scene"], chunk=24)
 model = slamgeo.train(cube, sample_size=1500, max_epochs=2, progress=False)
@@ -88,7 +88,9 @@ def _calls(path: Path) -> set[str]:
 
 
 LIBRARY = [
-    p for sub in ("io", "method", "jobs", "reporting", "pipeline") for p in (ROOT / "slamgeo" / sub).rglob("*.py")
+    p
+    for sub in ("io", "synth", "method", "jobs", "reporting", "pipeline")
+    for p in (ROOT / "slamgeo" / sub).rglob("*.py")
 ]
 
 
@@ -111,7 +113,7 @@ def test_library_modules_neither_print_nor_start_a_dask_client(path):
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory):
     """A small results store (explain_store on a trained model) and its cube and parcels."""
-    from slamgeo.io.synth import make_scene, write_scene
+    from slamgeo.synth import make_scene, write_scene
 
     tmp = tmp_path_factory.mktemp("stages")
     write_scene(make_scene(size=48, n_dates=16, seed=1), tmp / "scene")
@@ -170,8 +172,8 @@ def test_the_report_in_a_notebook_is_the_pipelines_page(explained, tmp_path):
     then `make_report` on the parcels folder): the same report.json, captions included."""
     import shutil
 
-    from slamgeo.io.checkpoint import load_model
     from slamgeo.io.cube import open_cube, open_results
+    from slamgeo.method.checkpoint import load_model
     from slamgeo.reporting.page import make_report
 
     store = tmp_path / "results.zarr"

@@ -20,10 +20,10 @@ from rasterio.enums import Compression
 from rasterio.features import rasterize
 from shapely.geometry import Point, shape
 
-import slamgeo.io.synth as synth
+import slamgeo.synth as synth
 from slamgeo.errors import InputError, OutputError
 from slamgeo.io.cube import validate_cube
-from slamgeo.io.synth import (
+from slamgeo.synth import (
     CALENDARS,
     CLASSES,
     DISTINCTIVE_WINDOWS,
@@ -543,7 +543,7 @@ def test_failed_write_leaves_nothing_that_looks_complete(small, tmp_path, monkey
 
     write_scene(small, tmp_path / "scene")
     before = (tmp_path / "scene" / "stac.json").read_bytes()
-    monkeypatch.setattr(synth, "_write_stac", broken)
+    monkeypatch.setattr(synth.writers, "_write_stac", broken)
     with pytest.raises(RuntimeError):
         write_scene(small, tmp_path / "other")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene"]

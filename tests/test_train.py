@@ -14,9 +14,10 @@ import torch
 from helpers import ROOT, SMALL_ARCH, class_cube
 
 from slamgeo.errors import ConfigError, InputError, OutputError
-from slamgeo.io.checkpoint import load_model
 from slamgeo.io.cube import make_cube
-from slamgeo.method.train import resolve_device, sample_series, train
+from slamgeo.io.sample import sample_series
+from slamgeo.method.checkpoint import load_model
+from slamgeo.method.train import resolve_device, train
 
 FAST = dict(arch=SMALL_ARCH, device="cpu", progress=False, batch_size=128, threads=1)
 
@@ -267,7 +268,7 @@ def test_train_writes_a_checkpoint_that_loads_to_the_same_embeddings(tmp_path, c
 
 
 def test_train_without_out_dir_has_the_checksum_a_save_would_record(tmp_path, cube_and_classes):
-    from slamgeo.io.checkpoint import save_model
+    from slamgeo.method.checkpoint import save_model
 
     cube, _ = cube_and_classes
     tm = train(cube, sample_size=200, max_epochs=1, **FAST)
@@ -389,7 +390,7 @@ def test_cae_embeddings_separate_crop_classes_better_than_pca_of_the_series():
     0.58; PCA 0.33, 0.33, 0.34. On the default 512 scene (paper architecture): 0.60 vs 0.32."""
     from sklearn.decomposition import PCA
 
-    from slamgeo.io.synth import make_scene
+    from slamgeo.synth import make_scene
 
     scene = make_scene(size=128, seed=0)
     cube = scene.cube
@@ -507,13 +508,13 @@ def test_sample_tops_up_from_further_chunks_when_the_drawn_ones_are_empty():
 def test_sample_is_the_stratified_one_over_every_chunk_when_all_are_needed(monkeypatch):
     """With few chunks or a large n every chunk is drawn, in chunk order: the sample is that of
     the one-stage design (here: MIN_CHUNKS too large to draw fewer), to the bit."""
-    import slamgeo.method.train as tr
+    import slamgeo.io.sample as sampling
 
     mask = np.zeros((64, 48), dtype=bool)
     mask[:10, :20] = True
     cube, _ = _id_cube(ny=64, nx=48, chunk=8, nan_mask=mask)  # 48 chunks of 64 pixels
     small = sample_series(cube, 100, seed=2)  # 16 chunks drawn
     large = sample_series(cube, 800, seed=2)  # 4 x 800 >= 3072 pixels: every chunk
-    monkeypatch.setattr(tr, "MIN_CHUNKS", 10**9)
+    monkeypatch.setattr(sampling, "MIN_CHUNKS", 10**9)
     np.testing.assert_array_equal(large, sample_series(cube, 800, seed=2))
     assert not np.array_equal(small, sample_series(cube, 100, seed=2))

@@ -1,7 +1,7 @@
 """The `slamgeo` command line: one module per command, registered on one typer app.
 
 `main` is the entry point's policy for what reaches the terminal: a user error is one line
-`error: ...` (exit code 1), an interrupt one line (exit code 128 + the signal number), a
+`error: ...` (exit code 1; 75 when another run holds the season's lock), an interrupt one line (exit code 128 + the signal number), a
 warning one line `warning: ...`; library warnings a user can do nothing about
 (`slamgeo.jobs.runtime.NOISY_WARNINGS`) are not shown. Options that typer rejects (a wrong
 type, a missing argument) keep typer's usage message and exit code 2.
@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from slamgeo.cli._app import CLIError, app
+from slamgeo.errors import SlamgeoError, one_line
 
 # One module per command, each decorating `app`. A command whose module is missing is left
 # out of the app rather than shown as a command that cannot work.
@@ -31,6 +32,7 @@ _COMMAND_MODULES = (
     "report",
     "run",
     "demo",
+    "seasons",
 )
 for _name in _COMMAND_MODULES:
     if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
@@ -40,7 +42,7 @@ for _name in _COMMAND_MODULES:
 @app.command()
 def version() -> None:
     """Print the slamgeo version."""
-    from slamgeo import __version__
+    from slamgeo._version import __version__
 
     typer.echo(__version__)
 
@@ -62,7 +64,6 @@ def main() -> None:
 
 
 def _run_app() -> None:
-    from slamgeo.errors import SlamgeoError, one_line
     from slamgeo.jobs.runtime import Interrupted, interrupt_handlers
 
     try:
@@ -72,7 +73,7 @@ def _run_app() -> None:
         typer.echo(f"slamgeo: {exc}", err=True)
         sys.exit(exc.exit_code)
     except (SlamgeoError, CLIError) as exc:
-        _fail(str(exc))
+        _fail(str(exc), code=getattr(exc, "exit_code", 1))  # a season locked by another run: 75
     except OSError as exc:  # the file system refused: a read-only folder, a file where a folder goes
         _fail(one_line(exc))
     except Exception as exc:
@@ -80,19 +81,15 @@ def _run_app() -> None:
             raise
         urls = [a for a in sys.argv[1:] if "://" in a]  # the locations the user gave
         where = f"{', '.join(urls)}: " if urls else ""
-        _fail(f"{where}object storage failed: {_one_line(exc)} (check AWS_ENDPOINT_URL and the credentials)")
+        _fail(f"{where}object storage failed: {one_line(str(exc))} (check AWS_ENDPOINT_URL and the credentials)")
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {_one_line(message)}", err=True)
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {one_line(message)}", err=True)
     # Clients of a failed connection leave coroutines that complain when collected at exit;
     # the error is already said, in one line.
     sys.unraisablehook = lambda _: None
-    sys.exit(1)
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+    sys.exit(code)
 
 
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -101,7 +98,7 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
     """A warning as one line: `warning: MESSAGE`, and for a library's warning where it comes
     from (`warning: MESSAGE (RuntimeWarning, numpy/lib/nanfunctions.py:1215)`)."""
-    text = f"warning: {_one_line(message)}"
+    text = f"warning: {one_line(str(message))}"
     path = Path(filename)
     if category.__module__.split(".")[0] == "slamgeo" or _PACKAGE in path.resolve().parents:
         return text + "\n"

@@ -5,11 +5,25 @@ from __future__ import annotations
 import typer
 
 from slamgeo import schema
-from slamgeo.cli._app import app, check_at_least, check_choice, check_cluster_options
+from slamgeo.cli._app import (
+    SCHEDULER_HELP,
+    app,
+    check_at_least,
+    check_choice,
+    cluster_options,
+    scheduler_option,
+    threads_option,
+    wait_for_workers_option,
+    workers_option,
+)
 
 WAIT_HELP = (
     "With --scheduler: seconds to wait for a worker (with --gpu, one with the resource GPU) to join "
     "before giving up with an error; 0: at once."
+)
+CONNECT_HELP = (
+    " Connecting gives up after Dask's distributed.comm.timeouts.connect (30 s; "
+    "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)."
 )
 
 
@@ -24,50 +38,50 @@ def explain_cmd(
         help="Results Zarr store (created, or resumed); an existing location must be an empty folder or a slamgeo results store.",
     ),
     scale: str | None = typer.Option(
-        None, help="Grad-SLAM scaling: minmax, maxabs, abs, centred, none (default: the library's)."
+        None, help=f"Grad-SLAM scaling: {', '.join(schema.SCALES)} (default: the library's)."
     ),
     layers: str | None = typer.Option(
         None, help="Comma-separated encoder blocks, such as block1,block3 (default: all conv blocks)."
     ),
     batch_size: int = typer.Option(schema.EXPLAIN_BATCH_SIZE, help="Pixels per Grad-SLAM batch."),
-    importance_dtype: str = typer.Option("float32", help="float32, or float16 to halve the largest output."),
+    importance_dtype: str = typer.Option(
+        schema.IMPORTANCE_DTYPE, help="float32, or float16 to halve the largest output."
+    ),
     overwrite: bool = typer.Option(
         False, help="Replace a slamgeo results store of another run at --out (never a folder holding anything else)."
     ),
-    scheduler: str | None = typer.Option(
-        None,
-        metavar="ADDRESS",
-        help="Address of an existing Dask scheduler, tcp://HOST:PORT (default: a LocalCluster). Connecting gives "
-        "up after Dask's distributed.comm.timeouts.connect (30 s; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT).",
-    ),
-    workers: int | None = typer.Option(None, help="LocalCluster worker processes (default: one per core)."),
-    threads: int = typer.Option(1, help="Threads per LocalCluster worker."),
+    scheduler: str | None = scheduler_option(SCHEDULER_HELP + CONNECT_HELP),
+    workers: int | None = workers_option(),
+    threads: int = threads_option(),
     gpu: bool = typer.Option(False, help="Run tasks only on workers with the Dask resource GPU=1."),
-    wait_for_workers: float = typer.Option(600.0, metavar="SECONDS", help=WAIT_HELP),
-    zarr_format: int = typer.Option(2, help="Zarr format of a new results store: 2 (GDAL reads it) or 3."),
+    wait_for_workers: float = wait_for_workers_option(WAIT_HELP),
+    zarr_format: int = typer.Option(
+        schema.ZARR_FORMAT, help="Zarr format of a new results store: 2 (GDAL reads it) or 3."
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Encode every pixel and compute its Grad-SLAM date importance, chunk by chunk, with Dask."""
     from slamgeo.errors import InputError
     from slamgeo.io import storage
-    from slamgeo.io.checkpoint import load_model
-    from slamgeo.jobs.explain import ZARR_FORMATS, ExplainOptions, explain_store, unknown_layers
-    from slamgeo.jobs.runtime import ClusterOptions, dask_client
-    from slamgeo.method.gradslam import DEFAULT_SCALE, SCALES
+    from slamgeo.jobs.explain import ExplainOptions, explain_store, unknown_layers
+    from slamgeo.jobs.runtime import dask_client
+    from slamgeo.method.checkpoint import load_model
 
     # every option, before the model is read, the output touched or a cluster started
     if scale is not None:
-        check_choice("--scale", scale, SCALES)
-    check_choice("--importance-dtype", importance_dtype, ("float32", "float16"))
-    check_choice("--zarr-format", zarr_format, ZARR_FORMATS)
+        check_choice("--scale", scale, schema.SCALES)
+    check_choice("--importance-dtype", importance_dtype, schema.IMPORTANCE_DTYPES)
+    check_choice("--zarr-format", zarr_format, schema.ZARR_FORMATS)
     check_at_least("--batch-size", batch_size, 1)
-    check_cluster_options(scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers)
+    cluster = cluster_options(
+        scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers, gpu=gpu
+    )
     names = tuple(s.strip() for s in layers.split(",") if s.strip()) if layers is not None else None
     if layers is not None and not names:
         raise InputError(f"--layers {layers!r}: no block name; give encoder blocks such as block1,block3")
     opts = ExplainOptions(
         layers=names,
-        scale=scale or DEFAULT_SCALE,
+        scale=scale or schema.GRADSLAM_SCALE,
         batch_size=batch_size,
         importance_dtype=importance_dtype,  # type: ignore[arg-type]
     )
@@ -82,13 +96,6 @@ def explain_cmd(
 
     # refused before a cluster starts (explain_store checks again)
     storage.claim_output(out, storage.RESULTS, overwrite=overwrite, inputs=[cube, model_dir], resume=True)
-    cluster = ClusterOptions(
-        scheduler=scheduler,
-        n_workers=workers,
-        threads_per_worker=threads,
-        gpu_resources=gpu,
-        wait_for_workers=wait_for_workers,
-    )
     with dask_client(cluster) as client:
         rep = explain_store(
             cube,

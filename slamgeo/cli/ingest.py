@@ -41,7 +41,8 @@ def ingest_command(
         ...,
         metavar="INPUT...",
         help="GeoTIFF files or folders (one file per date), a STAC ItemCollection JSON, a STAC API "
-        "(stac+https://HOST/PATH), a NetCDF/Zarr cube, or a Parquet table of per-parcel series.",
+        "(stac+https://HOST/PATH), a NetCDF/Zarr cube, a Parquet table of per-parcel series, or a "
+        "slamgeo synth output folder.",
         show_default=False,
     ),
     out: str = typer.Option(
@@ -94,13 +95,14 @@ def ingest_command(
     ),
 ) -> None:
     """Ingest Sentinel-1 backscatter into a cube: float32 dB VV/VH on (time, y, x) or (time, sample)."""
-    from slamgeo.io.ingest import ingest, scene_tiffs
-    from slamgeo.io.readers.archive import is_stac_api
+    from slamgeo.io.ingest import ingest
+    from slamgeo.io.readers import scene
+    from slamgeo.io.readers.stac_api import is_stac_api
 
     for given in inputs:
-        tiffs = None if is_stac_api(given) else scene_tiffs(given)
-        if tiffs is not None:
-            typer.echo(f"note: {given} is a slamgeo synth scene; reading its backscatter in {tiffs}")
+        rasters = None if is_stac_api(given) else scene.rasters(given)
+        if rasters is not None:
+            typer.echo(f"note: {given} is a slamgeo synth scene; reading its backscatter in {rasters}")
     search = {k: v for k, v in (("collection", collection), ("datetime", datetime), ("sign", sign)) if v is not None}
     with one_line_warnings():
         path = ingest(

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import typer
 
-from slamgeo.cli._app import app, check_cluster_options
+from slamgeo import schema
+from slamgeo.cli._app import (
+    app,
+    cluster_options,
+    scheduler_option,
+    threads_option,
+    wait_for_workers_option,
+    workers_option,
+)
 
 
 @app.command("parcels")
@@ -22,17 +30,19 @@ def parcels_cmd(
     ),
     cube: str | None = typer.Option(None, help="Cube Zarr store, for the per-parcel and per-class VV/VH profiles."),
     id_column: str = typer.Option(
-        "parcel_id", help="Column (or sample coordinate) holding positive integer parcel ids."
+        schema.ID_COLUMN, help="Column (or sample coordinate) holding positive integer parcel ids."
     ),
-    class_column: str = typer.Option("crop", help="Column (or sample coordinate) holding the reference class."),
+    class_column: str = typer.Option(
+        schema.CLASS_COLUMN, help="Column (or sample coordinate) holding the reference class."
+    ),
     all_touched: bool = typer.Option(
         False, help="A pixel belongs to every parcel it touches (default: pixel centre inside)."
     ),
     vote: str = typer.Option(
-        "pixels", help="Majority voting unit: pixels (each labelled pixel votes) or parcels (one vote each)."
+        schema.VOTE, help="Majority voting unit: pixels (each labelled pixel votes) or parcels (one vote each)."
     ),
     test_fraction: float = typer.Option(
-        0.3,
+        schema.TEST_FRACTION,
         help="Fraction of the parcels of each class held out for evaluation (0: none; the scores are then "
         "computed on the parcels that voted).",
     ),
@@ -41,41 +51,31 @@ def parcels_cmd(
     overwrite: bool = typer.Option(
         False, help="Replace a slamgeo parcels folder at --out (never a folder holding anything else)."
     ),
-    scheduler: str | None = typer.Option(
-        None,
-        metavar="ADDRESS",
-        help="Address of an existing Dask scheduler, tcp://HOST:PORT (default: a LocalCluster).",
-    ),
-    workers: int | None = typer.Option(None, help="LocalCluster worker processes (default: one per core)."),
-    threads: int = typer.Option(1, help="Threads per LocalCluster worker."),
-    wait_for_workers: float = typer.Option(
-        600.0,
-        metavar="SECONDS",
-        help="With --scheduler: seconds to wait for a worker to join before giving up with an error; 0: at once.",
-    ),
+    scheduler: str | None = scheduler_option(),
+    workers: int | None = workers_option(),
+    threads: int = threads_option(),
+    wait_for_workers: float = wait_for_workers_option(),
 ) -> None:
     """Rasterise parcels on the results' grid, aggregate importance, VV/VH and clusters per parcel
     (Dask, out of core), vote clusters into classes on training parcels, and score them on
     held-out parcels. Writes everything to --out at once, or nothing (on object storage:
     metrics.json is removed first and written last, so its presence means complete)."""
     from slamgeo.errors import InputError
+    from slamgeo.jobs.metrics import check_vote
     from slamgeo.jobs.parcels import parcels_store
-    from slamgeo.jobs.runtime import ClusterOptions, dask_client
+    from slamgeo.jobs.runtime import dask_client
 
-    if vote not in ("pixels", "parcels"):
-        raise InputError(f"--vote must be 'pixels' or 'parcels', found {vote!r}")
+    check_vote(vote, option="--vote")
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(f"--test-fraction must be in [0, 1), found {test_fraction}")
-    check_cluster_options(scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers)
+    dask_options = cluster_options(
+        scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers
+    )
     from slamgeo.io import storage
 
     # refused before a cluster starts (parcels_store checks again)
     storage.claim_output(out, storage.PARCELS, overwrite=overwrite, inputs=[p for p in (results, parcels, cube) if p])
-    with dask_client(
-        ClusterOptions(
-            scheduler=scheduler, n_workers=workers, threads_per_worker=threads, wait_for_workers=wait_for_workers
-        )
-    ):
+    with dask_client(dask_options):
         res = parcels_store(
             results,
             parcels,

@@ -19,8 +19,10 @@ def run_config(
     scheduler: str | None = None,
     gpu_resources: bool | None = None,
     wait_for_workers: float | None = None,
+    season: str | None = None,
 ) -> None:
-    """Load, run, print the tally; exit non-zero when a step failed. SIGINT and SIGTERM stop
+    """Load, run, print the tally; exit non-zero when a step failed. `season` fills `{season}`
+    in the configuration (and is the season's name unless the file sets one). SIGINT and SIGTERM stop
     the run as `slamgeo.jobs.runtime.Interrupted` (the step is recorded as interrupted; the
     command's exit code is 128 + the signal number). `scheduler`, `gpu_resources` and
     `wait_for_workers` (None: the configuration's) override those keys of `dask:`."""
@@ -32,7 +34,7 @@ def run_config(
     if output and not storage.is_url(output):
         output = str(Path(output).resolve())  # an option's relative path: from the current folder
     with interrupt_handlers():
-        cfg = load_config(config, overrides={"output": output} if output else None)
+        cfg = load_config(config, overrides={"output": output} if output else None, season=season)
         cfg = with_dask_overrides(
             cfg, scheduler=scheduler, gpu_resources=gpu_resources, wait_for_workers=wait_for_workers
         )
@@ -84,6 +86,11 @@ RUN_HELP = "\n\n".join(
         "did not change.",
         "Ctrl-C (SIGINT) or SIGTERM stops the run within seconds, with exit code 130 or 143; the step is "
         "recorded as interrupted in pipeline_state.json and the run's manifest. Running again resumes.",
+        "One configuration for every season: `{season}` in any value of the file (paths, dates, output "
+        "names, numbers) is filled in with --season 2024, which is also the season's name unless the file "
+        "sets season.name; write {{ and }} for literal braces. A second run of the same season while one "
+        "is going on is refused (exit code 75; its lock is <output>/<season>/.slamgeo-lock). See "
+        "docs/schedule.md for cron, systemd, Airflow and Prefect.",
         "On a cluster: --scheduler tcp://host:8786 runs the Dask steps on an existing scheduler (SLURM, "
         "Kubernetes, dask-cuda; see docs/cluster.md) and --gpu-resources sends explain's tasks to workers "
         "started with `--resources GPU=1` only. A scheduler that does not answer within Dask's "
@@ -108,6 +115,12 @@ def run_cmd(
         None,
         help="Override the configuration's output folder (a path or a URL such as "
         "s3://bucket/prefix); a relative path is taken from the current folder.",
+    ),
+    season: str | None = typer.Option(
+        None,
+        metavar="SEASON",
+        help="Fill `{season}` in the configuration with this value (2024); also the season's name "
+        "unless the configuration sets season.name.",
     ),
     scheduler: str | None = typer.Option(
         None,
@@ -144,4 +157,5 @@ def run_cmd(
         scheduler=scheduler,
         gpu_resources=gpu_resources,
         wait_for_workers=wait_for_workers,
+        season=season,
     )

@@ -49,7 +49,7 @@ def synth_cmd(
     """Draw a synthetic Sentinel-1 scene (parcels, 16 crop classes, speckle) and write it as real products."""
     from slamgeo.errors import InputError
     from slamgeo.io import storage
-    from slamgeo.io.synth import check_trainable_dates, make_scene, write_archive, write_scene
+    from slamgeo.synth import check_trainable_dates, make_scene, write_archive, write_scene
 
     if grid_parcels < 0:
         raise InputError(f"--grid-parcels must be 0 (none) or more, found {grid_parcels}")

@@ -19,8 +19,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from slamgeo.errors import ConfigError, InputError
-from slamgeo.schema import BANDS, COMPLETE_ATTR, GRID_DIMS, SAMPLE_DIMS
-from slamgeo.schema import CHUNK as DEFAULT_CHUNK
+from slamgeo.schema import BANDS, CHUNK, COMPLETE_ATTR, GRID_DIMS, SAMPLE_DIMS, ZARR_FORMAT, ZARR_FORMATS
 
 
 def spatial_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, ...]:
@@ -75,7 +74,7 @@ def make_cube(
     crs: str | int | None = None,
     sample: np.ndarray | None = None,
     sample_coords: Mapping[str, np.ndarray] | None = None,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int = CHUNK,
     attrs: Mapping | None = None,
 ) -> xr.Dataset:
     """Build a contract cube from dB arrays `(T, ny, nx)` (grid) or `(T, n)` (with `sample`).
@@ -108,7 +107,7 @@ def make_cube(
     return chunk_cube(ds, chunk)
 
 
-def chunk_cube(ds: xr.Dataset, chunk: int = DEFAULT_CHUNK) -> xr.Dataset:
+def chunk_cube(ds: xr.Dataset, chunk: int = CHUNK) -> xr.Dataset:
     """Rechunk to the contract: the whole time axis in one chunk, spatial tiles of `chunk`."""
     sdims = spatial_dims(ds)
     return ds.chunk({"time": -1, **{d: chunk for d in sdims}})
@@ -187,11 +186,17 @@ def _for_zarr(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+def check_zarr_format(zarr_format: object, *, error: type[Exception] = ConfigError) -> None:
+    """Raise `error` unless `zarr_format` is a Zarr format slamgeo writes (`ZARR_FORMATS`)."""
+    if zarr_format not in ZARR_FORMATS:
+        raise error(f"zarr_format must be {' or '.join(map(str, ZARR_FORMATS))}, found {zarr_format!r}")
+
+
 def write_cube(
     ds: xr.Dataset,
     out: str | Path,
     *,
-    zarr_format: int = 2,
+    zarr_format: int = ZARR_FORMAT,
     overwrite: bool = False,
     progress: bool = True,
     inputs: Sequence[str | Path] = (),
@@ -216,8 +221,7 @@ def write_cube(
     """
     from slamgeo.io import storage
 
-    if zarr_format not in (2, 3):
-        raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
+    check_zarr_format(zarr_format)
     out = storage.location(out)
     storage.claim_output(out, storage.CUBE, overwrite=overwrite, inputs=inputs)
     validate_cube(ds, where=str(out))
@@ -327,7 +331,7 @@ __all__ = [
     "open_results",
     "BANDS",
     "COMPLETE_ATTR",
-    "DEFAULT_CHUNK",
+    "check_zarr_format",
     "chunk_cube",
     "db_to_linear",
     "is_complete",

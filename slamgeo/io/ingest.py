@@ -1,15 +1,18 @@
 """Ingest: Sentinel-1 inputs -> the cube of docs/design.md (float32 dB `VV`, `VH`; CF grid mapping).
 
-Four kinds of input, detected from the paths (`detect_source`), each read by one module of
-`slamgeo.io.readers`:
+Each kind of input is read by one reader of the registry `slamgeo.io.readers.READERS`, found
+from the paths (`detect_source`: the first reader, in the registry's order, that can open them):
 
-- GeoTIFFs, one per date (files, or folders of `*.tif`): two bands described "VV" and "VH", or
-  single-band files per polarisation (`..._VV.tif` / `..._VH.tif`), linear power (`geotiff`);
-- a STAC ItemCollection JSON, one Item per date, whose GeoTIFF/COG assets are read as above (`stac`);
-- a NetCDF file or Zarr store holding a cube (openEO names `S1-SIGMA0-VV`/`VH` and dim `t`, or
-  `VV`/`VH` and `time`), as uint16 digital numbers, linear power, or dB (`units: dB`) (`dataset`);
-- a long Parquet table of per-parcel or per-point series (WorldCereal style), which becomes a
-  `(time, sample)` cube with the labels as coordinates (`table`).
+- `geotiff`: GeoTIFFs, one per date (files, or folders of `*.tif`): two bands described "VV" and
+  "VH", or single-band files per polarisation (`..._VV.tif` / `..._VH.tif`), linear power;
+- `stac`: a STAC ItemCollection JSON, one Item per date, whose GeoTIFF/COG assets follow one of
+  the conventions of `slamgeo.io.readers.conventions` (linear power or dB);
+- `stac-api`: a STAC API search (`stac+https://HOST/PATH`);
+- `cube`: a NetCDF file or Zarr store holding a cube (openEO names `S1-SIGMA0-VV`/`VH` and dim
+  `t`, or `VV`/`VH` and `time`), as uint16 digital numbers, linear power, or dB (`units: dB`);
+- `table`: a long Parquet table of per-parcel or per-point series (WorldCereal style), which
+  becomes a `(time, sample)` cube with the labels as coordinates;
+- `scene`: a `slamgeo synth` output folder, read through its GeoTIFFs or its archive's Items.
 
 Rasters are read lazily with Dask and written chunk by chunk (`slamgeo.io.cube.write_cube`), so
 a stack larger than memory ingests in bounded memory. Inputs are only ever opened for reading.
@@ -32,110 +35,67 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlparse
 
 import dask
 import numpy as np
 import rasterio
 import rasterio.errors
-import rasterio.windows
 import xarray as xr
 
 from slamgeo.errors import ConfigError, InputError, OutputError, SlamgeoError
 from slamgeo.io import storage
-from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, write_cube
+from slamgeo.io.cube import BANDS, check_zarr_format, write_cube
+from slamgeo.io.readers import READERS, reader, reader_for
 from slamgeo.io.readers._common import InputWarning, _dates_text, _one_line, _suffix, parse_time_window
-from slamgeo.io.readers.archive import (
-    GridOptions,
-    Orbit,
-    Resampling,
-    SearchOptions,
-    is_stac_api,
-    items_from_tiffs,
-    open_items,
-    search_items,
-)
-from slamgeo.io.readers.dataset import DATASET_SUFFIXES, _is_zarr_dir, open_dataset_cube
-from slamgeo.io.readers.geotiff import TIFF_SUFFIXES, RasterInfo, _expand_tiffs, describe_tiff
-from slamgeo.io.readers.stac import STAC_SUFFIXES, _read_item_collection, stac_assets
-from slamgeo.io.readers.table import TABLE_SUFFIXES, open_table
-from slamgeo.schema import TRAIN_MIN_DATES
+from slamgeo.io.readers.grid import GridOptions, Orbit, Resampling, check_bbox, parse_bbox
+from slamgeo.io.readers.stac_api import SearchOptions
+from slamgeo.schema import CHUNK, TRAIN_MIN_DATES, ZARR_FORMAT
 
-SourceKind = Literal["geotiff", "stac", "stac-api", "dataset", "table"]
 GDAL_CACHE_BYTES = 64 * 2**20  # GDAL block cache while ingesting (bytes)
 
 
 # --- source detection ----------------------------------------------------------------------------
 
 
-def _kind_of(p: storage.Location) -> SourceKind:
-    if not storage.exists(p):
-        raise InputError(f"{p}: no such file or folder")
-    if _is_zarr_dir(p):
-        return "dataset"
-    if storage.isdir(p):
-        return "geotiff"
-    suffix = _suffix(p)
-    for kind, suffixes in (
-        ("geotiff", TIFF_SUFFIXES),
-        ("stac", STAC_SUFFIXES),
-        ("dataset", DATASET_SUFFIXES),
-        ("table", TABLE_SUFFIXES),
-    ):
-        if suffix in suffixes:
-            return kind  # type: ignore[return-value]
-    raise InputError(
-        f"{p}: unrecognised input type {suffix or '(no suffix)'}; expected GeoTIFF (.tif), STAC "
-        "ItemCollection (.json), NetCDF (.nc), Zarr (.zarr) or Parquet (.parquet)"
-    )
+def _detect(source: storage.Location) -> str:
+    """The kind of one input: the first reader of `READERS` that can open it."""
+    found = reader_for(source)
+    if found is not None:
+        return found.name
+    if not storage.exists(source):
+        raise InputError(f"{source}: no such file or folder")
+    kinds = "; ".join(f"{name}: {r.summary}" for name, r in READERS.items())
+    raise InputError(f"{source}: unrecognised input type {_suffix(source) or '(no suffix)'}; expected one of {kinds}")
 
 
-def scene_tiffs(p: str | Path) -> storage.Location | None:
-    """The backscatter of a `slamgeo synth` output folder (it holds `scene.json`): its `tiffs/`
-    folder, or the `archive/items.json` of `--archive`; None when `p` is not one. Its other
-    rasters (`truth.tif`) are not backscatter. Its `scene.json` is checked against its schema
-    (`slamgeo.io.synth.SceneMeta`): `InputError` naming the file and the field."""
-    from slamgeo.io.synth import SCENE_ADVICE, SCENE_FILES, read_scene_meta
-
-    p = storage.location(p)
-    if not storage.isdir(p) or not storage.exists(storage.join(p, SCENE_FILES["meta"])):
-        return None
-    read_scene_meta(p, advice=f"{SCENE_ADVICE}, or ingest its {SCENE_FILES['tiffs']}/ folder")
-    tiffs = storage.join(p, SCENE_FILES["tiffs"])
-    if storage.isdir(tiffs):
-        return tiffs
-    items = storage.join(p, "archive", "items.json")
-    return items if storage.exists(items) else None
-
-
-def detect_source(inputs: Sequence[str | Path]) -> tuple[SourceKind, list[storage.Location]]:
-    """Which reader fits `inputs` (local paths or fsspec URLs): any number of GeoTIFF
-    files/folders, or exactly one STAC JSON, NetCDF file, Zarr store or Parquet table. A
-    `slamgeo synth` output folder stands for its `tiffs/` folder (`scene_tiffs`).
-    Returns the kind and the inputs as locations (`Path`, or URL `str`). Raises `InputError`
-    naming the bad path."""
+def detect_source(inputs: Sequence[str | Path], *, kind: str | None = None) -> tuple[str, list[storage.Location]]:
+    """Which reader of `slamgeo.io.readers.READERS` fits `inputs` (local paths or fsspec URLs):
+    several inputs only for a reader of several (GeoTIFF files and folders), else exactly one.
+    `kind`, when given, is the reader the inputs must be for (the configuration's `input.kind`).
+    Returns the reader's name and the inputs as locations (`Path`, or URL `str`). Raises
+    `InputError` naming the bad path (`ConfigError` for an unknown `kind`)."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    api: list[storage.Location] = [str(p) for p in inputs if is_stac_api(p)]
-    if api:
-        if len(inputs) > 1:
-            raise InputError(f"{api[0]}: a STAC API must be the only input")
-        return "stac-api", api
+    wanted = reader(kind) if kind is not None else None
     paths = [storage.location(p) for p in inputs]
-    paths = [scene_tiffs(p) or p for p in paths]
     if not paths:
-        raise InputError(
-            "no input given: expected GeoTIFF files or folders, a STAC ItemCollection JSON, "
-            "a NetCDF or Zarr cube, or a Parquet table"
-        )
-    kinds = [_kind_of(p) for p in paths]
-    if len(paths) > 1:
-        odd = next((p for p, k in zip(paths, kinds) if k != "geotiff"), None)
-        if odd is not None:
+        raise InputError(f"no input given: expected {'; or '.join(r.summary for r in READERS.values())}")
+    kinds = [_detect(p) for p in paths]
+    for p, k in zip(paths, kinds):
+        if wanted is not None and k != wanted.name:
             raise InputError(
-                f"{odd}: only GeoTIFFs can be given several at a time; a {_kind_of(odd)} input must be the only input"
+                f"{p}: reads as {READERS[k].summary} (kind {k!r}), not as {wanted.summary} (kind {wanted.name!r}); "
+                f"give the kind {k!r} (input.kind in a configuration), or an input of kind {wanted.name!r}"
             )
+    if len(paths) > 1:
+        for p, k in zip(paths, kinds):
+            if k != kinds[0] or not READERS[k].many:
+                several = ", ".join(name for name, r in READERS.items() if r.many)
+                raise InputError(
+                    f"{p}: several inputs can only be of kind {several}; a {k} input ({READERS[k].summary}) must be "
+                    "the only input"
+                )
     return kinds[0], paths
 
 
@@ -322,42 +282,14 @@ def check_plausible(
                 )
 
 
-def _raw_window(path: str, band: int, size: int = 256) -> np.ndarray:
-    """The valid raw values (no data masked) of a central window of at most `size` x `size`
-    pixels of one band of a GeoTIFF."""
-    with rasterio.Env(**storage.gdal_s3_options()), rasterio.open(path) as src:
-        h, w = src.shape
-        win = rasterio.windows.Window(max(0, (w - size) // 2), max(0, (h - size) // 2), min(size, w), min(size, h))
-        return np.ma.masked_invalid(src.read(band, window=win, masked=True)).compressed()
-
-
-def _negative_share(
-    kind: SourceKind, paths: Sequence[storage.Location], time: np.datetime64, band: str
-) -> float | None:
-    """Share of negative values among the non-zero raw values of `band` on the date `time`, read
-    from one window of that date's GeoTIFF (GeoTIFF and STAC inputs; None for other kinds or
-    when it cannot be read). Used only to explain a date without valid pixels."""
+def _negative_share(kind: str, paths: Sequence[storage.Location], time: np.datetime64, band: str) -> float | None:
+    """Share of negative values among the non-zero raw values of `band` on the date `time`, from
+    the reader (GeoTIFF and STAC inputs read one window of that date's file; None for other
+    kinds or when it cannot be read). Used only to explain a date without valid pixels."""
     try:
-        found: Iterator[tuple[RasterInfo, str | None]]
-        if kind == "geotiff":
-            found = ((describe_tiff(str(f)), None) for f in _expand_tiffs(paths))
-        elif kind == "stac":
-            found = (
-                (describe_tiff(href, time=when, where=w), pol)
-                for w, when, pol, href in stac_assets(paths[0])
-                if when == time and pol in ("", band)
-            )
-        else:
-            return None
-        for info, pol in found:
-            index = info.bands.get(band, 1 if pol else None)
-            if info.time == time and index is not None:
-                values = _raw_window(info.path, index)
-                nonzero = values[values != 0]
-                return float((nonzero < 0).mean()) if nonzero.size else None
+        return READERS[kind].negative_share(paths, time, band)
     except (InputError, rasterio.errors.RasterioError, OSError):
         return None
-    return None
 
 
 # --- dispatch and ingest -------------------------------------------------------------------------
@@ -366,45 +298,42 @@ def _negative_share(
 def open_source(
     inputs: Sequence[str | Path],
     *,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int = CHUNK,
     start: str | None = None,
     end: str | None = None,
     grid: GridOptions | None = None,
     search: SearchOptions | None = None,
     report: Callable[[str], None] | None = None,
+    kind: str | None = None,
 ) -> xr.Dataset:
-    """Open any supported input as a lazy, validated contract cube (see the module doc).
+    """Open any supported input as a lazy, validated contract cube (see the module doc), with the
+    reader `detect_source` finds (or the reader `kind`, checked to fit).
 
-    Rasters (GeoTIFFs, a STAC ItemCollection, a STAC API search) are loaded onto the grid that
-    `grid` names (`slamgeo.io.readers.archive`); cubes and tables are read on their own."""
+    Rasters (GeoTIFFs, a STAC ItemCollection, a STAC API search, a synth scene) are loaded onto
+    the grid that `grid` names (`slamgeo.io.readers.grid`); cubes and tables are read as they
+    are, and refuse grid options; only a STAC API takes `search`."""
     if chunk < 1:
         raise ConfigError(f"chunk must be a positive number of pixels, found {chunk}")
     parse_time_window(start, end)
     grid = grid or GridOptions()
-    kind, paths = detect_source(inputs)
-    if search is not None and search != SearchOptions() and kind != "stac-api":
-        raise ConfigError(f"{paths[0]}: collection, datetime and sign apply to a STAC API (stac+https://...) only")
-    if kind in ("dataset", "table"):
-        if not grid.is_default:
-            raise ConfigError(
-                f"{paths[0]}: crs, resolution, bbox, like, orbit and resampling apply to rasters (GeoTIFFs, "
-                f"STAC); a {kind} input is read as it is"
-            )
-        opener = open_dataset_cube if kind == "dataset" else open_table
-        ds = opener(paths[0], chunk=chunk, start=start, end=end)
-        check_dates(ds, str(paths[0]))
-        return ds
-    where = str(paths[0])
-    base: storage.Location | None = None
-    if kind == "geotiff":
-        items = items_from_tiffs([str(f) for f in _expand_tiffs(paths)], where=where)
-    elif kind == "stac":
-        items = _read_item_collection(paths[0])
-        base = storage.parent(paths[0])
-    else:
-        items = search_items(str(paths[0]), search or SearchOptions())
-    ds = open_items(items, grid=grid, chunk=chunk, start=start, end=end, base=base, where=where, report=report)
-    check_dates(ds, where)
+    kind, paths = detect_source(inputs, kind=kind)
+    source = READERS[kind]
+    options: dict = {"chunk": chunk, "start": start, "end": end}
+    if source.searches:
+        options["search"] = search or SearchOptions()
+    elif search is not None and search != SearchOptions():
+        searching = ", ".join(name for name, r in READERS.items() if r.searches)
+        raise ConfigError(f"{paths[0]}: collection, datetime and sign apply to a search ({searching}) only")
+    if source.on_grid:
+        options.update(grid=grid, report=report)
+    elif not grid.is_default:
+        rasters = ", ".join(name for name, r in READERS.items() if r.on_grid)
+        raise ConfigError(
+            f"{paths[0]}: crs, resolution, bbox, like, orbit and resampling apply to rasters ({rasters}); "
+            f"a {kind} input is read as it is"
+        )
+    ds = source.open(paths, **options)
+    check_dates(ds, str(paths[0]))
     return ds
 
 
@@ -421,8 +350,6 @@ def grid_options(
     max_blocks: int | None = None,
 ) -> GridOptions:
     """`GridOptions` from keyword arguments (a bbox may be the text "LON0,LAT0,LON1,LAT1")."""
-    from slamgeo.io.readers.archive import check_bbox, parse_bbox
-
     box = parse_bbox(bbox) if isinstance(bbox, str) else (check_bbox(bbox) if bbox is not None else None)
     return GridOptions(
         crs=crs,
@@ -483,21 +410,14 @@ def input_fingerprint(files: Sequence[str | Path], *, content_limit: int = 16 * 
     return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
 
 
-def _provenance(kind: SourceKind, paths: Sequence[storage.Location], ds: xr.Dataset) -> dict:
-    """Root attributes of an ingested cube: where it came from, on which grid (rasters), and
+def _provenance(kind: str, paths: Sequence[storage.Location], ds: xr.Dataset) -> dict:
+    """Root attributes of an ingested cube: where it came from (the reader's kind, the inputs
+    given, and the fingerprint of the files the reader read), on which grid (rasters), and
     which slamgeo made it."""
-    from slamgeo import __version__
+    from slamgeo._version import __version__
 
-    files: list[str | Path] = []
-    for p in paths:
-        if kind == "geotiff" and storage.isdir(p):
-            files.extend(_expand_tiffs([p]))
-        else:
-            files.append(p)  # a folder (a Zarr store) is read whole by input_fingerprint
-    if kind == "stac":  # the asset files the loader read are inputs as much as the JSON is
-        files.extend(ds.attrs.get("asset_hrefs", []))
-    if kind == "stac-api":  # the items found are the input: their assets, by URL
-        files = sorted(ds.attrs.get("asset_hrefs", []))
+    # a folder given whole (a Zarr store) is read whole by input_fingerprint
+    files = READERS[kind].inputs(paths, ds=ds)
     grid = {k: ds.attrs[k] for k in ("grid",) if k in ds.attrs}
     return {
         "title": "Sentinel-1 backscatter cube (slamgeo)",
@@ -548,17 +468,19 @@ def ingest(
     inputs: Sequence[str | Path],
     out: str | Path,
     *,
-    chunk: int = DEFAULT_CHUNK,
-    zarr_format: int = 2,
+    chunk: int = CHUNK,
+    zarr_format: int = ZARR_FORMAT,
     overwrite: bool = False,
     start: str | None = None,
     end: str | None = None,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    kind: str | None = None,
     **options,
 ) -> storage.Location:
-    """Ingest `inputs` (kind auto-detected) into the cube Zarr store `out` (a local path or an
-    fsspec URL); returns its location (a `Path`, or the URL).
+    """Ingest `inputs` into the cube Zarr store `out` (a local path or an fsspec URL); returns
+    its location (a `Path`, or the URL). `kind`: the reader (a name of
+    `slamgeo.io.readers.READERS`) the inputs must be for; default: the one detected.
 
     Validates everything it can before writing (paths, dates, bands, items, the grid), then
     writes chunk by chunk (`slamgeo.io.cube.write_cube`: locally to a temporary store renamed
@@ -566,15 +488,13 @@ def ingest(
     `InputError`/`ConfigError` naming the file and the problem; no output that looks complete
     is left when it is not. `report` gets the line saying which orbit and grid were chosen.
     """
-    if zarr_format not in (2, 3):
-        raise ConfigError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
+    check_zarr_format(zarr_format)
     out = storage.location(out)
     grid, search = _options(dict(options))
-    kind, paths = detect_source(inputs)
-    local_inputs = [p for p in paths if not is_stac_api(p)]
-    storage.claim_output(out, storage.CUBE, overwrite=overwrite, inputs=local_inputs)
+    kind, paths = detect_source(inputs, kind=kind)
+    storage.claim_output(out, storage.CUBE, overwrite=overwrite, inputs=_locations(kind, paths))
     with storage.gdal_s3_environ():  # GeoTIFFs on S3: GDAL reads them, in Dask's threads too
-        ds = open_source(paths, chunk=chunk, start=start, end=end, grid=grid, search=search, report=report)
+        ds = open_source(paths, chunk=chunk, start=start, end=end, grid=grid, search=search, report=report, kind=kind)
         assets = ds.attrs.get("asset_items", {})
         ds.attrs = _provenance(kind, paths, ds)
         return _ingest_opened(
@@ -585,26 +505,34 @@ def ingest(
 def load(
     inputs: Sequence[str | Path],
     *,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int = CHUNK,
     start: str | None = None,
     end: str | None = None,
     report: Callable[[str], None] | None = None,
+    kind: str | None = None,
     **options,
 ) -> xr.Dataset:
-    """Sentinel-1 backscatter from `inputs` (any source `detect_source` knows) as a lazy cube
-    of the contract: float32 dB `VV`, `VH` on `(time, y, x)` (or `(time, sample)` for a table),
-    chunked `chunk` in space and whole in time, with its provenance as attributes. Nothing is
-    written; `ingest` writes the same cube to a Zarr store (and checks its values).
+    """Sentinel-1 backscatter from `inputs` (any source `detect_source` knows, or of the reader
+    `kind`) as a lazy cube of the contract: float32 dB `VV`, `VH` on `(time, y, x)` (or
+    `(time, sample)` for a table), chunked `chunk` in space and whole in time, with its
+    provenance as attributes. Nothing is written; `ingest` writes the same cube to a Zarr store
+    (and checks its values).
     """
     grid, search = _options(dict(options))
-    kind, paths = detect_source(inputs)
-    ds = open_source(paths, chunk=chunk, start=start, end=end, grid=grid, search=search, report=report)
+    kind, paths = detect_source(inputs, kind=kind)
+    ds = open_source(paths, chunk=chunk, start=start, end=end, grid=grid, search=search, report=report, kind=kind)
     ds.attrs = _provenance(kind, paths, ds)
     return ds
 
 
 ingest.__doc__ = (ingest.__doc__ or "") + GRID_DOC
 load.__doc__ = (load.__doc__ or "") + GRID_DOC
+
+
+def _locations(kind: str, paths: Sequence[storage.Location]) -> list[storage.Location]:
+    """The inputs that are locations (an output must not lie in or over them): all of them but
+    a search's (a service's URL)."""
+    return [] if READERS[kind].searches else list(paths)
 
 
 def _failed_asset(message: str, assets: dict[str, str]) -> str:
@@ -675,7 +603,7 @@ def _write_ingested(ds, kind, paths, out, zarr_format, overwrite, progress, asse
                 zarr_format=zarr_format,
                 overwrite=overwrite,
                 progress=progress,
-                inputs=[p for p in paths if not is_stac_api(p)],
+                inputs=_locations(kind, paths),
                 check=lambda written: check_plausible(
                     written, where=str(paths[0]), negative_share=lambda t, band: _negative_share(kind, paths, t, band)
                 ),
@@ -703,6 +631,5 @@ __all__ = [
     "ingest",
     "input_fingerprint",
     "load",
-    "scene_tiffs",
     "open_source",
 ]

@@ -24,6 +24,7 @@ import shapely
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
+from slamgeo.schema import CLASS_COLUMN, ID_COLUMN
 
 NO_PARCEL = 0
 _PARQUET_SUFFIXES = {".parquet", ".geoparquet", ".pq"}
@@ -79,7 +80,7 @@ def _polygonal(geom):
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
-def find_overlaps(parcels: gpd.GeoDataFrame, *, id_column: str = "parcel_id") -> list[tuple[int, int]]:
+def find_overlaps(parcels: gpd.GeoDataFrame, *, id_column: str = ID_COLUMN) -> list[tuple[int, int]]:
     """Pairs of parcel ids `(a, b)`, `a < b`, whose interiors overlap (shared area > 0)."""
     geoms = parcels.geometry.to_numpy()
     left, right = parcels.sindex.query(geoms, predicate="intersects")
@@ -96,8 +97,8 @@ def find_overlaps(parcels: gpd.GeoDataFrame, *, id_column: str = "parcel_id") ->
 def read_parcels(
     path: str | Path,
     *,
-    id_column: str = "parcel_id",
-    class_column: str = "crop",
+    id_column: str = ID_COLUMN,
+    class_column: str = CLASS_COLUMN,
     crs=None,
     layer: str | None = None,
 ) -> gpd.GeoDataFrame:
@@ -114,8 +115,8 @@ def read_parcels(
 def check_parcels(
     gdf: gpd.GeoDataFrame,
     *,
-    id_column: str = "parcel_id",
-    class_column: str = "crop",
+    id_column: str = ID_COLUMN,
+    class_column: str = CLASS_COLUMN,
     crs=None,
 ) -> gpd.GeoDataFrame:
     """Check parcels, repair invalid geometries, reproject to `crs` when given and different.

@@ -405,7 +405,7 @@ PARCELS = OutputKind(
 )
 REPORT = OutputKind("report", marker=REPORT_MARKER, files=(REPORT_MARKER, "report.json", "*.png"))
 SCENE = OutputKind(
-    "scene",  # `write_scene` and `write_archive` (slamgeo.io.synth)
+    "scene",  # `write_scene` and `write_archive` (slamgeo.synth)
     marker=SCENE_MARKER,
     files=(
         SCENE_MARKER,

@@ -35,7 +35,9 @@ from slamgeo.schema import (
     CLUSTER_VARIABLES,
     DIM,
     KMEANS_K,
+    KMEANS_MAX_ITER,
     KMEANS_SAMPLE_SIZE,
+    KMEANS_TOL,
 )
 
 NO_CLUSTER = -1
@@ -390,8 +392,8 @@ def fit_kmeans(
     k: int = KMEANS_K,
     *,
     sample_size: int = KMEANS_SAMPLE_SIZE,
-    max_iter: int = 100,
-    tol: float = 1e-4,
+    max_iter: int = KMEANS_MAX_ITER,
+    tol: float = KMEANS_TOL,
     seed: int = 0,
     n_init: int = 4,
     init: np.ndarray | None = None,
@@ -434,8 +436,8 @@ def _fit(
     k: int = KMEANS_K,
     *,
     sample_size: int = KMEANS_SAMPLE_SIZE,
-    max_iter: int = 100,
-    tol: float = 1e-4,
+    max_iter: int = KMEANS_MAX_ITER,
+    tol: float = KMEANS_TOL,
     seed: int = 0,
     n_init: int = 4,
     init: np.ndarray | None = None,
@@ -586,16 +588,14 @@ def centres_dataarray(result: KMeansResult) -> xr.Dataset:
 
 # --------------------------------------------------------------------------- the stage
 
-NEW_VARIABLES = CLUSTER_VARIABLES
-
 
 def cluster(
     results: xr.Dataset,
     k: int = KMEANS_K,
     *,
     sample_size: int = KMEANS_SAMPLE_SIZE,
-    max_iter: int = 100,
-    tol: float = 1e-4,
+    max_iter: int = KMEANS_MAX_ITER,
+    tol: float = KMEANS_TOL,
     seed: int = 0,
     persist: bool | None = None,
 ) -> xr.Dataset:
@@ -606,13 +606,15 @@ def cluster(
     _, new = _clustering(
         results, "results", k, sample_size=sample_size, max_iter=max_iter, tol=tol, seed=seed, persist=persist
     )
-    return results.drop_vars([v for v in NEW_VARIABLES if v in results]).assign({v: new[v] for v in NEW_VARIABLES})
+    return results.drop_vars([v for v in CLUSTER_VARIABLES if v in results]).assign(
+        {v: new[v] for v in CLUSTER_VARIABLES}
+    )
 
 
 def _clustering(
     results: xr.Dataset, where: str, k: int, *, labels_from_kept: bool = False, **options
 ) -> tuple[KMeansResult, xr.Dataset]:
-    """The fit on `results["embedding"]` and the new variables (`NEW_VARIABLES`); with
+    """The fit on `results["embedding"]` and the new variables (`CLUSTER_VARIABLES`); with
     `labels_from_kept`, `cluster` is computed from the rows kept in memory by the fit, if any
     (so computing it reads nothing, but holds them until then)."""
     if "embedding" not in results:
@@ -638,7 +640,7 @@ def cluster_store(store: str | Path, k: int = KMEANS_K, *, overwrite: bool = Fal
     store = str(store)
     ds = open_results(store)
     if not overwrite:
-        clash = [n for n in NEW_VARIABLES if n in ds.variables]
+        clash = [n for n in CLUSTER_VARIABLES if n in ds.variables]
         if clash:
             raise InputError(f"{store}: already holds {clash}; pass --overwrite to replace them")
     fit, new = _clustering(ds, store, k, labels_from_kept=True, **options)
@@ -728,7 +730,6 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
 
 __all__ = [
     "CENTRE",
-    "NEW_VARIABLES",
     "KMeansResult",
     "NO_CLUSTER",
     "PERSIST_FRACTION",

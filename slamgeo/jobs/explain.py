@@ -29,7 +29,7 @@ import time as _time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
 import dask
 import dask.array as da
@@ -40,24 +40,25 @@ import zarr
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
-from slamgeo.io.checkpoint import TrainedModel, load_model
-from slamgeo.io.cube import COMPLETE_ATTR, open_cube, open_results, spatial_dims
+from slamgeo.io.cube import COMPLETE_ATTR, check_zarr_format, open_cube, open_results, spatial_dims
 from slamgeo.io.provenance import dataset_fingerprint, fingerprint, versions
-from slamgeo.method.gradslam import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_SCALE,
+from slamgeo.io.series import fill_gaps, valid_mask
+from slamgeo.method.checkpoint import TrainedModel, load_model
+from slamgeo.method.gradslam import GradSlamOutput, grad_slam, reference_map
+from slamgeo.schema import (
+    BLOCK_DONE,
+    EXPLAIN_BATCH_SIZE,
+    GRADSLAM_BATCH_SIZE,
+    GRADSLAM_SCALE,
+    IMPORTANCE_DTYPE,
+    IMPORTANCE_DTYPES,
+    REFERENCE_MAP_ATTR,
+    REFERENCE_SIZE,
     SCALES,
-    GradSlamOutput,
+    ZARR_FORMAT,
+    ImportanceDtype,
     Scale,
-    grad_slam,
-    reference_map,
 )
-from slamgeo.method.series import fill_gaps, valid_mask
-from slamgeo.schema import BLOCK_DONE, EXPLAIN_BATCH_SIZE, EXPLAIN_VARIABLES, REFERENCE_MAP_ATTR, REFERENCE_SIZE
-
-OUTPUT_VARS = EXPLAIN_VARIABLES
-ImportanceDtype = Literal["float32", "float16"]
-ZARR_FORMATS = (2, 3)  # of a results store
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ class ExplainOptions:
     """What to compute; recorded in the results' attributes and checked on resume."""
 
     layers: tuple[str, ...] | None = None  # encoder block names; None = all conv blocks
-    scale: str = DEFAULT_SCALE
+    scale: str = GRADSLAM_SCALE
     batch_size: int = EXPLAIN_BATCH_SIZE  # pixels per grad_slam call
-    importance_dtype: ImportanceDtype = "float32"
+    importance_dtype: ImportanceDtype = IMPORTANCE_DTYPE
     reference_size: int = REFERENCE_SIZE  # pixels drawn for the "centred" scaling's reference map
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when the worker has it, else CPU
@@ -77,8 +78,10 @@ class ExplainOptions:
             raise InputError(f"scale must be one of {', '.join(SCALES)}, found {self.scale!r}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.importance_dtype not in ("float32", "float16"):
-            raise InputError(f"importance dtype must be float32 or float16, got {self.importance_dtype!r}")
+        if self.importance_dtype not in IMPORTANCE_DTYPES:
+            raise InputError(
+                f"importance dtype must be {' or '.join(IMPORTANCE_DTYPES)}, got {self.importance_dtype!r}"
+            )
 
 
 # --------------------------------------------------------------------------- pixels
@@ -176,7 +179,7 @@ def scene_reference(
     """
     if options.scale != "centred":
         return None
-    from slamgeo.method.train import sample_series
+    from slamgeo.io.sample import sample_series
 
     on = dask.config.set(scheduler=client) if client is not None else contextlib.nullcontext()
     with on:
@@ -216,7 +219,7 @@ def _reference_sum(model: TrainedModel, x_db: np.ndarray, options: ExplainOption
 def _batch_size(options: ExplainOptions, device: torch.device) -> int:
     """Pixels per forward/backward pass inside `grad_slam`: the options' batch on a GPU; on a
     CPU Grad-SLAM's default (1,024), which keeps the activations in cache and measured faster."""
-    return options.batch_size if device.type == "cuda" else DEFAULT_BATCH_SIZE
+    return options.batch_size if device.type == "cuda" else GRADSLAM_BATCH_SIZE
 
 
 # --------------------------------------------------------------------------- one block
@@ -469,7 +472,7 @@ def explain_store(
     client=None,
     overwrite: bool = False,
     gpu_resources: bool = False,
-    zarr_format: int = 2,
+    zarr_format: int = ZARR_FORMAT,
     progress: bool = True,
 ) -> ExplainReport:
     """Explain every pixel of a cube store into a results store, resumably.
@@ -482,8 +485,7 @@ def explain_store(
     """
     t0 = _time.perf_counter()
     opts = options or ExplainOptions()
-    if zarr_format not in ZARR_FORMATS:
-        raise InputError(f"zarr_format must be 2 or 3, found {zarr_format!r}")
+    check_zarr_format(zarr_format, error=InputError)
     cube_path, out = str(cube_path), str(out)
     if storage.same_location(cube_path, out):  # any spelling: file:// URL, link, ./, trailing slash
         raise InputError(f"{out}: the results store must not be the input cube")
@@ -630,7 +632,6 @@ def _run(pieces, *, client, gpu_resources: bool, progress: bool, total: int, don
 
 
 __all__ = [
-    "ZARR_FORMATS",
     "ExplainOptions",
     "ExplainReport",
     "explain",

@@ -2,7 +2,7 @@
 highest are deleted, on a sample of the scene's pixels (`slamgeo.method.faithfulness`).
 
 `faithfulness(results, cube, model)` draws `DELETION_PIXELS` series from the cube
-(`slamgeo.method.train.sample_series`, the model's bands and gap filling), keeps the complete
+(`slamgeo.io.sample.sample_series`, the model's bands and gap filling), keeps the complete
 ones, and gives the deletion curves of Grad-SLAM at the run's scaling and reference map
 (`run_scaling`) for k in `DELETION_KS` dates: what `slamgeo.reporting.figures.fig_deletion_curve`
 draws. It writes nothing; `slamgeo.reporting.readers.save_curves` keeps the curves as JSON.
@@ -17,12 +17,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from slamgeo.io.checkpoint import TrainedModel
+from slamgeo.io.sample import sample_series
 from slamgeo.jobs.explain import ExplainOptions, scene_reference
+from slamgeo.method.checkpoint import TrainedModel
 from slamgeo.method.faithfulness import deletion_curves
-from slamgeo.method.gradslam import DEFAULT_SCALE, Scale
-from slamgeo.method.train import sample_series
-from slamgeo.schema import REFERENCE_MAP_ATTR
+from slamgeo.schema import GRADSLAM_SCALE, REFERENCE_MAP_ATTR, Scale
 
 DELETION_PIXELS = 1000  # series drawn from the cube
 DELETION_KS = (1, 2, 4, 8, 16)  # dates deleted (those below the number of dates)
@@ -41,7 +40,7 @@ def run_scaling(results: xr.Dataset, model: TrainedModel, cube: xr.Dataset) -> t
     scale = results.attrs.get(SCALE_ATTR)
     if scale is None and "importance" in results:
         scale = results["importance"].attrs.get(SCALE_ATTR)
-    scale = cast(Scale, str(scale or DEFAULT_SCALE))
+    scale = cast(Scale, str(scale or GRADSLAM_SCALE))
     ref = results.attrs.get(REFERENCE_MAP_ATTR)
     if ref is not None:
         return scale, np.asarray(ref, np.float32)

@@ -11,16 +11,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from slamgeo.errors import InputError
+from slamgeo.schema import TEST_FRACTION, UNASSIGNED, VOTE, VOTE_UNITS, VoteUnit
 
-VoteUnit = Literal["pixels", "parcels"]
-UNASSIGNED = "unassigned"
 HELD_OUT = "held-out parcels"
 ALL_PARCELS = "all labelled parcels (none held out)"
 
@@ -117,7 +115,7 @@ def confusion(
         {
             "counts": (("true", "predicted"), counts[:, :k], {"long_name": "reference class (rows) vs predicted"}),
             "percent": (("true", "predicted"), percent, {"units": "%", "long_name": "row-normalised confusion"}),
-            "unassigned": (("true",), counts[:, k], {"long_name": "units predicted as no class"}),
+            UNASSIGNED: (("true",), counts[:, k], {"long_name": "units predicted as no class"}),
         },
         coords={"true": cls, "predicted": cls},
     )
@@ -128,7 +126,7 @@ def scores_from_confusion(cm: xr.Dataset) -> dict:
     F1 from a `confusion()` Dataset. A ratio with a zero denominator is 0 (scikit-learn's
     `zero_division=0`)."""
     c = cm["counts"].values.astype(np.float64)
-    un = cm["unassigned"].values.astype(np.float64)
+    un = cm[UNASSIGNED].values.astype(np.float64)
     n = c.sum() + un.sum()
     if n == 0:
         raise InputError("scores: no labelled unit to evaluate")
@@ -176,11 +174,17 @@ def scores(
     return scores_from_confusion(confusion(y_true, y_pred, classes, sample_weight=sample_weight))
 
 
+def check_vote(vote: str, *, option: str = "vote") -> None:
+    """Raise `InputError` unless `vote` is a voting unit (`VOTE_UNITS`); `option` names it."""
+    if vote not in VOTE_UNITS:
+        raise InputError(f"{option} must be {' or '.join(map(repr, VOTE_UNITS))}, found {vote!r}")
+
+
 def split_parcels(
     parcel_ids: np.ndarray | Sequence[int],
     *,
     labels: np.ndarray | Sequence | None = None,
-    test_fraction: float = 0.3,
+    test_fraction: float = TEST_FRACTION,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split parcels (never pixels) into sorted (train_ids, test_ids).
@@ -263,8 +267,8 @@ def evaluate_parcels(
     per_parcel: xr.Dataset,
     labels: pd.Series,
     *,
-    vote: VoteUnit = "pixels",
-    test_fraction: float = 0.3,
+    vote: VoteUnit = VOTE,
+    test_fraction: float = TEST_FRACTION,
     seed: int = 0,
 ) -> Evaluation:
     """Vote on the training parcels, evaluate on the held-out ones.
@@ -277,8 +281,7 @@ def evaluate_parcels(
     `vote="pixels"`: each labelled pixel of a training parcel votes for its cluster;
     `vote="parcels"`: each training parcel votes once, with its majority cluster.
     """
-    if vote not in ("pixels", "parcels"):
-        raise InputError(f"vote must be 'pixels' or 'parcels', found {vote!r}")
+    check_vote(vote)
     if "cluster_pixels" not in per_parcel:
         raise InputError("evaluate_parcels: no cluster counts per parcel; run `slamgeo cluster` first")
     ids = per_parcel["parcel"].values
@@ -339,11 +342,10 @@ def evaluate_parcels(
 __all__ = [
     "ALL_PARCELS",
     "HELD_OUT",
-    "UNASSIGNED",
     "Evaluation",
     "EvaluationWarning",
-    "VoteUnit",
     "apply_vote",
+    "check_vote",
     "confusion",
     "evaluate_parcels",
     "majority_vote",

@@ -31,24 +31,23 @@ import torch
 import xarray as xr
 
 from slamgeo.errors import InputError
-from slamgeo.io.checkpoint import TrainedModel
 from slamgeo.io.parcels import read_parcels
+from slamgeo.io.series import fill_gaps, valid_mask
 from slamgeo.jobs.faithfulness import run_scaling
 from slamgeo.jobs.parcels import ParcelsResult, read_parcels_outputs
 from slamgeo.jobs.rasterize import rasterize_parcels
-from slamgeo.method.gradslam import DEFAULT_SCALE, Scale, grad_slam
-from slamgeo.method.series import fill_gaps, valid_mask
+from slamgeo.method.checkpoint import TrainedModel
+from slamgeo.method.gradslam import grad_slam
+from slamgeo.schema import CLASS_COLUMN, CONFUSED_PAIRS, GRADSLAM_SCALE, ID_COLUMN, UNASSIGNED, Scale
 
 PAIR = "pair"
 MEMBER = "member"
-UNASSIGNED = "unassigned"
-CONFUSED_PAIRS = 3  # the most confused class pairs the stage explains by default
 # what `pair_importance` gives, and the coordinates only they use
 PAIR_VARIABLES = ("pair_importance", "pair_importance_class", "pair_direction", "pair_pixels")
 PAIR_COORDS = (PAIR, MEMBER, "pair_a", "pair_b")
 
 
-def confused_pairs(confusion: pd.DataFrame, n: int = 3) -> list[tuple[str, str]]:
+def confused_pairs(confusion: pd.DataFrame, n: int = CONFUSED_PAIRS) -> list[tuple[str, str]]:
     """The `n` most confused class pairs of a confusion table (rows: reference class, columns:
     the class voted for its pixels or parcels, counts; an `unassigned` column is ignored).
 
@@ -137,7 +136,7 @@ def pair_importance(
     labels: xr.DataArray,
     pairs: Sequence[tuple[str, str]],
     *,
-    scale: Scale = DEFAULT_SCALE,
+    scale: Scale = GRADSLAM_SCALE,
     reference: np.ndarray | None = None,
     max_pixels: int = 5000,
     seed: int = 0,
@@ -288,8 +287,8 @@ def parcel_class_codes(
     polygons: gpd.GeoDataFrame,
     like: xr.Dataset,
     *,
-    id_column: str = "parcel_id",
-    class_column: str = "crop",
+    id_column: str = ID_COLUMN,
+    class_column: str = CLASS_COLUMN,
     all_touched: bool = False,
 ) -> tuple[xr.DataArray, list[str]]:
     """The class of every pixel of `like`'s grid `(y, x)` as int16 codes into the returned class
@@ -356,8 +355,8 @@ def _pair_variables(
         chosen = choose_pairs(parts.get("confusion_pixels"), profiled, pairs, confused)
         if not chosen:
             return None
-        id_column = id_column or settings.get("id_column", "parcel_id")
-        class_column = class_column or settings.get("class_column", "crop")
+        id_column = id_column or settings.get("id_column", ID_COLUMN)
+        class_column = class_column or settings.get("class_column", CLASS_COLUMN)
         all_touched = bool(settings.get("all_touched", False)) if all_touched is None else all_touched
         if polygons is None:
             table = parcels_or_classes.table if isinstance(parcels_or_classes, ParcelsResult) else None
@@ -454,9 +453,9 @@ def pairs_store(
     (`PAIR_VARIABLES`) are written into the store (`slamgeo.jobs.cluster.append_variables`,
     replacing those there). `options`: those of `pairs` (`polygons`, `id_column`, ...).
     Returns the pairs explained, (a, b) class names; with none, the store is left as it was."""
-    from slamgeo.io.checkpoint import load_model
     from slamgeo.io.cube import open_cube, open_results
     from slamgeo.jobs.cluster import append_variables
+    from slamgeo.method.checkpoint import load_model
 
     ds = open_results(results)
     new = _pair_variables(
@@ -482,7 +481,6 @@ def pairs_store(
 
 
 __all__ = [
-    "CONFUSED_PAIRS",
     "MEMBER",
     "PAIR",
     "PAIR_COORDS",

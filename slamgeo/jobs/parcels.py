@@ -31,9 +31,19 @@ from slamgeo.io import storage
 from slamgeo.io.cube import spatial_dims
 from slamgeo.io.parcels import ParcelWarning, check_parcels, read_parcels
 from slamgeo.jobs.cluster import CENTRE, DIM, NO_CLUSTER
-from slamgeo.jobs.metrics import UNASSIGNED, Evaluation, EvaluationWarning, evaluate_parcels
+from slamgeo.jobs.metrics import Evaluation, EvaluationWarning, check_vote, evaluate_parcels
 from slamgeo.jobs.rasterize import OVERLAP_RULE, rasterize_parcels
-from slamgeo.schema import CLASS, PARCEL, PARCELS_MARKER
+from slamgeo.schema import (
+    BANDS,
+    CLASS,
+    CLASS_COLUMN,
+    ID_COLUMN,
+    PARCEL,
+    PARCELS_MARKER,
+    TEST_FRACTION,
+    UNASSIGNED,
+    VOTE,
+)
 
 
 def _first_grid(ds: xr.Dataset) -> xr.DataArray:
@@ -114,7 +124,7 @@ def aggregate_parcels(
     valid = np.isfinite(bare(results["embedding"], "valid")).all(DIM)  # type: ignore[call-overload]  # a DataArray
     counts = {"n_valid": valid.astype(np.int64), "n_pixels": xr.ones_like(pid, dtype=np.int64)}
     if cube is not None:
-        for band in ("VV", "VH"):
+        for band in BANDS:
             if band not in cube:
                 raise InputError(f"cube: missing band variable {band}")
             _check_aligned(grid, cube[band].isel(time=0, drop=True), f"cube {band}")
@@ -157,7 +167,7 @@ def aggregate_parcels(
             out[name] = out[name].astype(np.int64)
     out["importance"].attrs["long_name"] = "mean Grad-SLAM importance of the parcel's pixels"
     out["embedding"].attrs["long_name"] = "mean embedding of the parcel's pixels"
-    for band in ("VV", "VH"):
+    for band in BANDS:
         if band in out:
             out[band].attrs.update(units="dB", long_name=f"mean of the parcel's {band} dB values")
     out["n_pixels"].attrs["long_name"] = "pixels of the parcel on the grid"
@@ -249,7 +259,7 @@ def class_profiles(
             "n_pixels": int(per_parcel["n_pixels"].values[m].sum()),
             "n_valid": int(n_valid[m].sum()),
         }
-        for band in ("VV", "VH"):
+        for band in BANDS:
             if band in per_parcel:
                 row[band] = _weighted_mean(
                     per_parcel[band].transpose(PARCEL, "time").values[m],
@@ -278,7 +288,7 @@ def class_profiles(
         "n_pixels": ((CLASS,), np.array([r["n_pixels"] for _, r in rows])),
         "n_valid": ((CLASS,), np.array([r["n_valid"] for _, r in rows])),
     }
-    for band in ("VV", "VH"):
+    for band in BANDS:
         if band in per_parcel:
             data[band] = (
                 (CLASS, "time"),
@@ -343,7 +353,7 @@ class ParcelsResult:
         """Counts `(class, voted class)` plus an `unassigned` column, for "pixels" or "parcels"."""
         cm = self.evaluation.confusion_pixels if level == "pixels" else self.evaluation.confusion_parcels
         counts = cm["counts"].to_pandas()
-        counts["unassigned"] = cm["unassigned"].values
+        counts[UNASSIGNED] = cm[UNASSIGNED].values
         return counts
 
     def parts(self) -> dict:
@@ -388,11 +398,11 @@ def parcels(
     cube: xr.Dataset | None,
     polygons: gpd.GeoDataFrame | str | Path | None,
     *,
-    id_column: str = "parcel_id",
-    class_column: str = "crop",
+    id_column: str = ID_COLUMN,
+    class_column: str = CLASS_COLUMN,
     all_touched: bool = False,
-    vote: str = "pixels",
-    test_fraction: float = 0.3,
+    vote: str = VOTE,
+    test_fraction: float = TEST_FRACTION,
     seed: int = 0,
     provenance: dict | None = None,
 ) -> ParcelsResult:
@@ -406,8 +416,7 @@ def parcels(
     aggregation is Dask work on the caller's scheduler (flox); the result is in memory.
     `provenance`: entries put first into the result's `info` (where the inputs came from).
     """
-    if vote not in ("pixels", "parcels"):
-        raise InputError(f"vote must be 'pixels' or 'parcels', found {vote!r}")
+    check_vote(vote)
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(f"test_fraction must be in [0, 1), found {test_fraction}")
     if "importance" not in results:
@@ -593,8 +602,8 @@ def parcels_store(
             crs = ds.rio.crs if results_spatial_dims(ds) == ("y", "x") else None
             gdf = read_parcels(
                 polygons,
-                id_column=options.get("id_column", "parcel_id"),
-                class_column=options.get("class_column", "crop"),
+                id_column=options.get("id_column", ID_COLUMN),
+                class_column=options.get("class_column", CLASS_COLUMN),
                 crs=crs,
                 layer=layer,
             )

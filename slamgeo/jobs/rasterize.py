@@ -22,9 +22,10 @@ import shapely
 import xarray as xr
 
 from slamgeo.errors import InputError
-from slamgeo.io.cube import DEFAULT_CHUNK, GRID_DIMS
+from slamgeo.io.cube import GRID_DIMS
 from slamgeo.io.parcels import NO_PARCEL
 from slamgeo.jobs.runtime import current_client
+from slamgeo.schema import CHUNK, ID_COLUMN
 
 OVERLAP_RULE = "smallest parcel wins (equal areas: larger id)"
 
@@ -54,8 +55,7 @@ def _grid_chunks(like: xr.Dataset | xr.DataArray) -> tuple[tuple[int, ...], tupl
     return cast(
         tuple[tuple[int, ...], tuple[int, ...]],  # one entry per GRID_DIMS (y, x)
         tuple(
-            chunks.get(d)
-            or tuple(min(DEFAULT_CHUNK, like.sizes[d] - s) for s in range(0, like.sizes[d], DEFAULT_CHUNK))
+            chunks.get(d) or tuple(min(CHUNK, like.sizes[d] - s) for s in range(0, like.sizes[d], CHUNK))
             for d in GRID_DIMS
         ),
     )
@@ -66,7 +66,7 @@ def rasterize_parcels(
     like: xr.Dataset | xr.DataArray,
     *,
     all_touched: bool = False,
-    id_column: str = "parcel_id",
+    id_column: str = ID_COLUMN,
 ) -> xr.DataArray:
     """`parcel_id (y, x)` int32 on `like`'s grid: the id of the parcel each pixel belongs to,
     0 for none. Chunked like `like` (tiles of 512 when it is not chunked); lazy, each task

@@ -56,11 +56,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
 from slamgeo.errors import ConfigError, SlamgeoError, one_line
+from slamgeo.schema import WAIT_FOR_WORKERS
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
 
-WAIT_FOR_WORKERS = 600.0  # seconds an existing scheduler is given to have a worker for the tasks
 SCHEDULER_FORM = "tcp://HOST:PORT or tls://HOST:PORT (what `dask scheduler` prints; port 8786 by default)"
 CONNECT_TIMEOUT_ENV = "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"  # Dask's own setting, e.g. 120s
 

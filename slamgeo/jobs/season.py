@@ -17,7 +17,7 @@ import xarray as xr
 
 from slamgeo.errors import InputError
 from slamgeo.io.cube import spatial_dims
-from slamgeo.schema import MAX_GAP_DAYS as DEFAULT_MAX_GAP_DAYS
+from slamgeo.schema import BANDS, MAX_GAP_DAYS
 
 
 def year_shift(model_dates: np.ndarray, season_dates: np.ndarray) -> int:
@@ -37,7 +37,7 @@ def model_dates_in_season(model_dates: np.ndarray, season_dates: np.ndarray) -> 
 
 
 def resample_series(
-    x: np.ndarray, src_days: np.ndarray, dst_days: np.ndarray, *, max_gap_days: float = DEFAULT_MAX_GAP_DAYS
+    x: np.ndarray, src_days: np.ndarray, dst_days: np.ndarray, *, max_gap_days: float = MAX_GAP_DAYS
 ) -> np.ndarray:
     """Interpolate `(N, C, Ts)` series observed at `src_days` onto `dst_days` -> `(N, C, Td)`.
 
@@ -89,7 +89,7 @@ def check_coverage(
     model_dates: np.ndarray,
     season_dates: np.ndarray,
     *,
-    max_gap_days: float = DEFAULT_MAX_GAP_DAYS,
+    max_gap_days: float = MAX_GAP_DAYS,
     where: str = "season",
 ) -> None:
     """Refuse a season whose acquisitions cannot reach every model date within the gap limit."""
@@ -112,7 +112,7 @@ def _days(dates: np.ndarray, origin) -> np.ndarray:
 
 
 def resample_cube(
-    cube: xr.Dataset, model_dates: np.ndarray, *, bands=("VV", "VH"), max_gap_days: float = DEFAULT_MAX_GAP_DAYS
+    cube: xr.Dataset, model_dates: np.ndarray, *, bands=BANDS, max_gap_days: float = MAX_GAP_DAYS
 ) -> xr.Dataset:
     """A cube on the model's date grid (moved into the cube's season), lazily per spatial chunk.
 
@@ -158,7 +158,6 @@ def resample_cube(
 
 
 __all__ = [
-    "DEFAULT_MAX_GAP_DAYS",
     "check_coverage",
     "model_dates_in_season",
     "resample_cube",

@@ -24,10 +24,7 @@ from torch import Tensor, nn
 
 from slamgeo.errors import InputError
 from slamgeo.method.gradslam import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_SCALE,
     Merge,
-    Scale,
     Target,
     as_encoder,
     check_series,
@@ -37,6 +34,7 @@ from slamgeo.method.gradslam import (
     target_maps,
     target_weights,
 )
+from slamgeo.schema import GRADSLAM_BATCH_SIZE, GRADSLAM_SCALE, Scale
 
 
 class Attribution:
@@ -99,7 +97,7 @@ class GradSlam(Attribution):
         layers: Sequence[nn.Module] | None = None,
         *,
         reference: Tensor | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int = GRADSLAM_BATCH_SIZE,
     ):
         super().__init__(encoder)
         self.layers = layers
@@ -116,7 +114,7 @@ class GradSlam(Attribution):
         x: Tensor,
         target: Target = None,
         *,
-        scale: Scale = DEFAULT_SCALE,
+        scale: Scale = GRADSLAM_SCALE,
         merge: Merge = "mean",
         reference: Tensor | None = None,
     ) -> Tensor:

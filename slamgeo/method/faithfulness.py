@@ -25,9 +25,10 @@ from slamgeo.method.attribution import (
     delete_dates,
 )
 from slamgeo.method.gradslam import as_encoder, check_series, explaining
+from slamgeo.schema import GRADSLAM_SCALE
 
 Baseline = Literal["random", "least"]
-DEFAULT_BATCH_SIZE = 4096
+DELETION_BATCH_SIZE = 4096  # pixels per forward pass of the deletion measure
 
 
 def _embed(encoder: nn.Module, x: Tensor, batch_size: int) -> Tensor:
@@ -50,7 +51,7 @@ def deletion(
     baseline: Baseline = "random",
     n_random: int = 8,
     seed: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = DELETION_BATCH_SIZE,
 ) -> dict[str, Tensor]:
     """Embedding displacement when the k most important dates are deleted, against a baseline.
 
@@ -115,7 +116,7 @@ def deletion(
     }
 
 
-def gradient_x_input(encoder: nn.Module, x: Tensor, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Tensor:
+def gradient_x_input(encoder: nn.Module, x: Tensor, *, batch_size: int = DELETION_BATCH_SIZE) -> Tensor:
     """Gradient x input per date `(N, D, T)` (`slamgeo.method.attribution.GradientXInput`)."""
     return GradientXInput(encoder, batch_size=batch_size).attribute(x)
 
@@ -146,7 +147,7 @@ def deletion_curves(
     ks: Sequence[int],
     *,
     methods: Sequence[str] = ("gradslam", "gradient_x_input", "integrated_gradients"),
-    scale: str = "centred",
+    scale: str = GRADSLAM_SCALE,
     reference: Tensor | None = None,
     layers: Sequence[nn.Module] | None = None,
     baseline: Baseline = "random",

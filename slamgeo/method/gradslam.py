@@ -57,13 +57,9 @@ from torch import Tensor, nn
 
 from slamgeo.errors import InputError
 from slamgeo.method.model import CAE, Encoder, conv_blocks
-from slamgeo.schema import GRADSLAM_BATCH_SIZE, GRADSLAM_SCALE
+from slamgeo.schema import GRADSLAM_BATCH_SIZE, GRADSLAM_SCALE, SCALES, Scale
 
-Scale = Literal["minmax", "maxabs", "abs", "centred", "none"]
 Merge = Literal["mean"]
-SCALES: tuple[str, ...] = ("minmax", "maxabs", "abs", "centred", "none")
-DEFAULT_SCALE: Scale = GRADSLAM_SCALE  # type: ignore[assignment]
-DEFAULT_BATCH_SIZE = GRADSLAM_BATCH_SIZE
 # what an attribution explains: None (every embedding dimension), a dimension, a direction
 Target = int | Sequence[float] | np.ndarray | Tensor | None
 
@@ -102,7 +98,7 @@ def layer_maps(
     x: Tensor,
     layers: Sequence[nn.Module] | None = None,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = GRADSLAM_BATCH_SIZE,
 ) -> list[Tensor]:
     """Raw Grad-SLAM maps (Eq. 3/4, no ReLU) of every requested layer for every embedding dimension.
 
@@ -121,12 +117,12 @@ def grad_slam(
     x: Tensor,
     layers: Sequence[nn.Module] | None = None,
     *,
-    scale: Scale = DEFAULT_SCALE,
+    scale: Scale = GRADSLAM_SCALE,
     merge: Merge = "mean",
     reference: Tensor | None = None,
     return_embedding: bool = False,
     return_layer_maps: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = GRADSLAM_BATCH_SIZE,
     target: Target = None,
 ) -> Tensor | GradSlamOutput:
     """Date importance `(N, D, T)` per pixel and embedding dimension, merged over layers.
@@ -223,7 +219,7 @@ def reference_map(
     x_ref: Tensor,
     layers: Sequence[nn.Module] | None = None,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = GRADSLAM_BATCH_SIZE,
 ) -> Tensor:
     """The reference `(D, T)` of the "centred" scaling: the mean over the reference pixels of
     the raw merged map, R[d, t] = mean_n mean_layers resample(L_layer)[n, d, t].
@@ -666,10 +662,7 @@ def _run(
 
 
 __all__ = [
-    "DEFAULT_SCALE",
     "GradSlamOutput",
-    "SCALES",
-    "Scale",
     "Target",
     "as_encoder",
     "check_series",

@@ -13,15 +13,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from slamgeo.schema import TRAIN_MIN_DATES
-
-MIN_TIMES = TRAIN_MIN_DATES  # dates any CAE needs, whatever its number of pooling blocks
+from slamgeo.schema import EMBED_DIM, TRAIN_MIN_DATES
 
 
 def min_times(n_blocks: int) -> int:
     """The fewest dates a CAE with `n_blocks` conv blocks (each halves the series) takes:
-    `max(MIN_TIMES, 2 ** n_blocks)`; 8 for the default 3 blocks."""
-    return max(MIN_TIMES, 2**n_blocks)
+    `max(TRAIN_MIN_DATES, 2 ** n_blocks)`; 8 for the default 3 blocks."""
+    return max(TRAIN_MIN_DATES, 2**n_blocks)
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class CAEConfig:
 
     n_bands: int = 2
     n_times: int = 61
-    embed_dim: int = 2
+    embed_dim: int = EMBED_DIM
     channels: tuple[int, ...] = (64, 128, 256)
     kernels: tuple[int, ...] = (7, 5, 3)
     hidden: tuple[int, ...] = (128, 64)
@@ -142,4 +140,4 @@ def conv_blocks(encoder: Encoder) -> list[nn.Module]:
     return list(encoder.blocks.values())
 
 
-__all__ = ["CAE", "CAEConfig", "Decoder", "Encoder", "conv_block", "conv_blocks", "MIN_TIMES", "min_times"]
+__all__ = ["CAE", "CAEConfig", "Decoder", "Encoder", "conv_block", "conv_blocks", "min_times"]

@@ -94,7 +94,7 @@ def _parcel_classes(cfg: PipelineConfig) -> tuple[list[str], str] | None:
                 raise ConfigError(f"{key}: {col!r} is not a column of {p.path}; its columns are {columns}")
         return (values, f"the parcels' classes (column {p.class_column!r} of {p.path})") if names_given else None
     if names_given and cfg.input.kind == "synthetic":
-        from slamgeo.io.synth import scene_classes
+        from slamgeo.synth import scene_classes
 
         s = cfg.input.synthetic
         classes = scene_classes(size=s.size, seed=s.seed)

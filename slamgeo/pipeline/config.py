@@ -5,13 +5,16 @@ Defaults are the library's (`slamgeo.schema`), so a key left out means what the 
 and the Python functions do by default.
 Paths may be local or fsspec URLs (`s3://bucket/prefix`); relative paths are taken relative
 to the configuration file, which may itself be a local file or a URL.
+`{season}` in any string value is filled in by `load_config(..., season=...)` (`slamgeo run
+--season`) before validation, so one file serves every season; `{{` and `}}` are literal braces.
 """
 
 from __future__ import annotations
 
 import posixpath
+import string
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from slamgeo import schema
 from slamgeo.errors import ConfigError
 from slamgeo.io import storage
+from slamgeo.io.readers import READERS
 
 # Former section names: refused with a message naming the section to use instead.
 RENAMED_KEYS = {"cluster": "dask: (the Dask scheduler and workers; k-Means settings are under kmeans:)"}
@@ -44,16 +48,22 @@ class SyntheticInput(_Strict):
     archive: bool = False
 
 
+SYNTHETIC = "synthetic"  # the input kind that draws a scene and ingests it; the others are readers
+
+
 class InputConfig(_Strict):
     """Where the Sentinel-1 stack comes from, and the grid rasters are loaded onto.
 
-    kind "stac-api": `paths` holds one `stac+https://HOST/PATH`, searched for `collection`,
-    `datetime` and `bbox`, signed with `sign`. For rasters (geotiff, stac, stac-api, synthetic
-    archive): `crs`, `resolution` (m), `bbox` (lon0, lat0, lon1, lat1) or `like` (a parcels
-    file), `orbit`, `relative_orbits`, `resampling`; unset means the library's defaults.
+    kind: "synthetic" (draw a scene, `synthetic`, and ingest it), or the name of a reader of
+    `slamgeo.io.readers.READERS` (geotiff, stac, stac-api, cube, table, scene) that `paths`
+    must be for (checked when the ingest step runs). kind "stac-api": `paths` holds one
+    `stac+https://HOST/PATH`, searched for `collection`, `datetime` and `bbox`, signed with
+    `sign`. For rasters (geotiff, stac, stac-api, scene, synthetic archive): `crs`,
+    `resolution` (m), `bbox` (lon0, lat0, lon1, lat1) or `like` (a parcels file), `orbit`,
+    `relative_orbits`, `resampling`; unset means the library's defaults.
     """
 
-    kind: Literal["synthetic", "geotiff", "stac", "stac-api", "cube", "table"] = "synthetic"
+    kind: str = SYNTHETIC
     paths: list[str] = Field(default_factory=list)
     synthetic: SyntheticInput = SyntheticInput()
     crs: str | None = None
@@ -70,6 +80,13 @@ class InputConfig(_Strict):
     collection: str | None = None
     datetime: str | None = None
     sign: str | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if v != SYNTHETIC and v not in READERS:
+            raise ValueError(f"unknown input kind {v!r}; the kinds are {', '.join([SYNTHETIC, *READERS])}")
+        return v
 
     @model_validator(mode="after")
     def _paths_given(self) -> InputConfig:
@@ -99,11 +116,11 @@ class InputConfig(_Strict):
 
 class ParcelsConfig(_Strict):
     path: str | None = None  # None with synthetic input: the scene's own parcels
-    id_column: str = "parcel_id"
-    class_column: str = "crop"
+    id_column: str = schema.ID_COLUMN
+    class_column: str = schema.CLASS_COLUMN
     all_touched: bool = False
-    vote: Literal["pixels", "parcels"] = "pixels"
-    test_fraction: float = Field(0.3, ge=0.0, lt=1.0)
+    vote: schema.VoteUnit = schema.VOTE
+    test_fraction: float = Field(schema.TEST_FRACTION, ge=0.0, lt=1.0)
     seed: int = 0
 
 
@@ -124,7 +141,7 @@ class DaskConfig(_Strict):
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     gpu_resources: bool = False
-    wait_for_workers: float = Field(600.0, ge=0)
+    wait_for_workers: float = Field(schema.WAIT_FOR_WORKERS, ge=0)
 
     @field_validator("scheduler")
     @classmethod
@@ -142,22 +159,33 @@ class TrainConfig(_Strict):
     batch_size: int = Field(schema.TRAIN_BATCH_SIZE, ge=1)
     lr: float = Field(schema.TRAIN_LR, gt=0)
     seed: int = 0
-    embed_dim: int = Field(2, ge=1)
+    embed_dim: int = Field(schema.EMBED_DIM, ge=1)
     gap_fill: bool = False
     device: str = "auto"
     threads: int | None = Field(None, ge=1)  # torch CPU threads while training; None: torch's default
 
 
 class ModelConfig(_Strict):
-    checkpoint: str | None = None  # reuse this model instead of training
+    """`checkpoint`: reuse this model instead of training. `reuse: latest`: reuse the newest
+    model trained by another season under the same `output` (`slamgeo.pipeline.seasons`),
+    or train when there is none."""
+
+    checkpoint: str | None = None
+    reuse: Literal["latest"] | None = None
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if self.reuse is not None and self.checkpoint is not None:
+            raise ValueError("give model.reuse or model.checkpoint, not both")
+        return self
 
 
 class GradSlamConfig(_Strict):
-    scale: Literal["minmax", "maxabs", "abs", "centred", "none"] | None = None  # None: library default
+    scale: schema.Scale | None = None  # None: library default
     layers: list[str] | None = None
     batch_size: int = Field(schema.EXPLAIN_BATCH_SIZE, ge=1)
-    importance_dtype: Literal["float32", "float16"] = "float32"
+    importance_dtype: schema.ImportanceDtype = schema.IMPORTANCE_DTYPE
     max_gap_days: float = Field(schema.MAX_GAP_DAYS, gt=0)  # season resampling onto a reused model's dates
 
 
@@ -187,7 +215,7 @@ class ReportConfig(_Strict):
     # class pairs explained by the direction between their mean embeddings, besides the
     # `confused_pairs` most confused pairs of the confusion matrix
     pairs: list[tuple[str, str]] | None = None
-    confused_pairs: int = Field(3, ge=0)
+    confused_pairs: int = Field(schema.CONFUSED_PAIRS, ge=0)
 
     @field_validator("pairs")
     @classmethod
@@ -246,10 +274,44 @@ def _resolve(base: storage.Location, p: str | None) -> str | None:
     return str((Path(base) / p).resolve())
 
 
-def load_config(path: str | Path, *, overrides: dict | None = None) -> PipelineConfig:
+def fill_season(raw: object, season: str | None, *, where: str = "configuration", key: str = "") -> object:
+    """`raw` (a configuration mapping, as YAML gives it) with `{season}` in every string value
+    replaced by `season`, and `{{` / `}}` by literal braces; keys are left as they are. Any
+    other placeholder, or `{season}` while `season` is None, is a `ConfigError` naming the key."""
+    if isinstance(raw, dict):
+        return {k: fill_season(v, season, where=where, key=f"{key}.{k}" if key else str(k)) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [fill_season(v, season, where=where, key=f"{key}.{i}") for i, v in enumerate(raw)]
+    if not isinstance(raw, str):
+        return raw
+    try:
+        pieces = list(string.Formatter().parse(raw))
+    except ValueError as exc:  # a lone brace
+        raise ConfigError(f"{where}: {key}: {exc} in {raw!r} (write {{{{ and }}}} for literal braces)") from None
+    parts = []
+    for text, field, spec, conversion in pieces:
+        parts.append(text)
+        if field is None:
+            continue
+        if field != "season" or spec or conversion:
+            raise ConfigError(
+                f"{where}: {key}: unknown placeholder {{{field}}} in {raw!r}; "
+                "the one placeholder is {season} (write {{ and }} for literal braces)"
+            )
+        if season is None:
+            raise ConfigError(f"{where}: {key}: {raw!r} holds {{season}}; give the season (slamgeo run --season 2024)")
+        parts.append(season)
+    return "".join(parts)
+
+
+def load_config(path: str | Path, *, overrides: dict | None = None, season: str | None = None) -> PipelineConfig:
     """Read a YAML configuration (safe loader; a local file or an fsspec URL) and validate it;
     relative paths are resolved against the file's folder. Raises `ConfigError` naming the
-    offending keys."""
+    offending keys.
+
+    `season` (for example "2024") fills `{season}` in every string value before validation
+    (`fill_season`), so one file serves every season, and is `season.name` unless the file
+    sets one. `overrides` (top-level keys) are taken as they are, after the filling."""
     path = storage.location(path)
     try:
         raw = yaml.safe_load(storage.read_text(path))
@@ -259,6 +321,13 @@ def load_config(path: str | Path, *, overrides: dict | None = None) -> PipelineC
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(raw).__name__}")
+    raw = cast(dict, fill_season(raw, None if season is None else str(season), where=str(path)))
+    if season is not None:
+        section = raw.get("season")
+        if section is None:
+            raw["season"] = {"name": str(season)}
+        elif isinstance(section, dict) and "name" not in section:
+            raw["season"] = {**section, "name": str(season)}
     for k, v in (overrides or {}).items():
         raw[k] = v
     cfg = parse_config(raw, where=str(path))
@@ -290,4 +359,4 @@ def parse_config(raw: dict, *, where: str = "configuration") -> PipelineConfig:
         raise ConfigError(f"{where}: " + "; ".join(problems)) from None
 
 
-__all__ = ["PipelineConfig", "load_config", "parse_config"]
+__all__ = ["PipelineConfig", "fill_season", "load_config", "parse_config"]

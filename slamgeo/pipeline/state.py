@@ -13,6 +13,8 @@ from typing import Any
 from slamgeo.io import storage
 from slamgeo.io.records import Record, check_record, load_json, record_json
 
+STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "report")  # the season pipeline, in order
+
 STATE_ADVICE = "; remove it to run every step again"
 
 
@@ -48,7 +50,8 @@ class ManifestStep(Record):
 
 class RunManifest(Record):
     """`manifests/run-<start>.json`: when, the versions, the configuration, each step, the
-    report's figures and the tally of statuses."""
+    report's figures and the tally of statuses; `model_season`: the season whose model the
+    run used (None: a checkpoint from elsewhere, or a manifest written before the field)."""
 
     started: str
     finished: str
@@ -57,6 +60,7 @@ class RunManifest(Record):
     steps: list[ManifestStep]
     figures: list[str]
     tally: dict[str, int]
+    model_season: str | None = None
 
 
 def read_state(path: storage.Location) -> dict:

@@ -40,9 +40,7 @@ from slamgeo.io.provenance import fingerprint, versions
 from slamgeo.jobs.runtime import Interrupted
 from slamgeo.pipeline import outputs as expected
 from slamgeo.pipeline.config import PipelineConfig
-from slamgeo.pipeline.state import manifest_json, read_state, state_json
-
-STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "report")
+from slamgeo.pipeline.state import STEPS, manifest_json, read_state, state_json
 
 
 @dataclass
@@ -119,12 +117,6 @@ class SeasonPaths:
         return self._at(schema.MANIFESTS_DIR)
 
 
-# The file whose presence means a folder output is complete (see slamgeo.io.storage): written
-# last by its stage.
-MODEL_MARKER = schema.MODEL_MARKER
-PARCELS_MARKER = schema.PARCELS_MARKER
-REPORT_MARKER = schema.REPORT_MARKER
-SCENE_MARKER = schema.SCENE_MARKER
 PAIR_VARIABLES = ("pair_importance", "pair_importance_class")  # what the report adds to the results
 
 
@@ -190,20 +182,18 @@ class _Season:
     def step_ingest(self):
         c = self.cfg
         inputs = c.input.model_dump()
-        if c.input.kind == "stac-api":  # what the search finds now is the input
-            from slamgeo.io.ingest import input_fingerprint
-            from slamgeo.io.readers.archive import SearchOptions, search_items
-
-            box = tuple(c.input.bbox) if c.input.bbox else None
-            found = search_items(
-                c.input.paths[0], SearchOptions(c.input.collection, c.input.datetime, box, c.input.sign)
-            )
-            inputs["fingerprint"] = input_fingerprint(sorted(a.href for i in found for a in i.assets.values()))
-        elif c.input.kind != "synthetic":
+        if c.input.kind != "synthetic":
             from slamgeo.io.ingest import detect_source, input_fingerprint
+            from slamgeo.io.readers import READERS
+            from slamgeo.io.readers.stac_api import SearchOptions
 
-            _, files = detect_source(c.input.paths)
-            if c.input.like:
+            # the paths must be of the kind the configuration names (its reader reads them)
+            kind, files = detect_source(c.input.paths, kind=c.input.kind)
+            if READERS[kind].searches:  # what the search finds now is the input
+                box = tuple(c.input.bbox) if c.input.bbox else None
+                search = SearchOptions(c.input.collection, c.input.datetime, box, c.input.sign)
+                files = READERS[kind].inputs(files, search=search)
+            elif c.input.like:
                 files = [*files, storage.location(c.input.like)]
             inputs["fingerprint"] = input_fingerprint(files)
         fp = fingerprint({"input": inputs, "start": c.season.start, "end": c.season.end, "chunk": c.chunk})
@@ -211,10 +201,11 @@ class _Season:
         def run() -> dict:
             from slamgeo.io.ingest import ingest
 
-            def ingest_from(sources) -> None:
+            def ingest_from(sources, kind: str | None = None) -> None:
                 ingest(
                     sources,
                     self.paths.cube,
+                    kind=kind,
                     chunk=c.chunk,
                     start=c.season.start,
                     end=c.season.end,
@@ -228,9 +219,9 @@ class _Season:
             # inside: refused here, before minutes of drawing and reading
             storage.claim_output(self.paths.cube, storage.CUBE, overwrite=True)
             if c.input.kind != "synthetic":
-                ingest_from(c.input.paths)
+                ingest_from(c.input.paths, c.input.kind)
             else:
-                from slamgeo.io.synth import make_scene, write_archive, write_scene
+                from slamgeo.synth import make_scene, write_archive, write_scene
 
                 storage.claim_output(self.paths.scene, storage.SCENE, overwrite=True)
                 s = c.input.synthetic
@@ -262,22 +253,24 @@ class _Season:
 
         made = [expected.store(self.paths.cube, all_listed=True)]
         if c.input.kind == "synthetic":  # what parcels and report read from the scene
-            made += [expected.path(storage.join(self.paths.scene, f)) for f in (SCENE_MARKER, "parcels.gpkg")]
+            made += [expected.path(storage.join(self.paths.scene, f)) for f in (schema.SCENE_MARKER, "parcels.gpkg")]
         return fp, run, made
 
     # train ----------------------------------------------------------------
     def step_train(self):
         c = self.cfg
         if c.model.checkpoint:
-            from slamgeo.io.checkpoint import load_model
+            from slamgeo.method.checkpoint import load_model
 
             tm = load_model(c.model.checkpoint)
             fp = fingerprint({"reuse": tm.checksum})
 
             def run() -> dict:
-                return {"reused": c.model.checkpoint, "model_checksum": tm.checksum}
+                from slamgeo.pipeline.seasons import model_season
 
-            return fp, run, [expected.path(storage.join(c.model.checkpoint, MODEL_MARKER))]
+                return {"reused": c.model.checkpoint, "model_checksum": tm.checksum, "model_season": model_season(c)}
+
+            return fp, run, [expected.path(storage.join(c.model.checkpoint, schema.MODEL_MARKER))]
         # `threads` is left out of the fingerprint while unset, so that states written before
         # the option existed stay valid
         train_opts = c.model.train.model_dump(exclude={"threads"} if c.model.train.threads is None else None)
@@ -306,9 +299,13 @@ class _Season:
                 threads=t.threads,
                 progress=not self.quiet,
             )
-            return {"model_checksum": tm.checksum}
+            return {"model_checksum": tm.checksum, "model_season": c.season.name}
 
-        return fp, run, [expected.path(storage.join(self.paths.model, f)) for f in (MODEL_MARKER, schema.WEIGHTS_FILE)]
+        return (
+            fp,
+            run,
+            [expected.path(storage.join(self.paths.model, f)) for f in (schema.MODEL_MARKER, schema.WEIGHTS_FILE)],
+        )
 
     @property
     def model_dir(self) -> storage.Location:
@@ -316,8 +313,8 @@ class _Season:
 
     # align ----------------------------------------------------------------
     def _needs_alignment(self) -> bool:
-        from slamgeo.io.checkpoint import load_model
         from slamgeo.io.cube import open_cube
+        from slamgeo.method.checkpoint import load_model
 
         cube_dates = open_cube(str(self.paths.cube))["time"].values
         model_dates = load_model(self.model_dir).dates
@@ -331,9 +328,9 @@ class _Season:
             if not self._needs_alignment():
                 storage.remove_output(self.paths.aligned, storage.CUBE)  # an earlier one would be used
                 return {"aligned": False, "note": "cube dates equal the model's dates"}
-            from slamgeo.io.checkpoint import load_model
             from slamgeo.io.cube import open_cube, write_cube
             from slamgeo.jobs.season import resample_cube
+            from slamgeo.method.checkpoint import load_model
 
             tm = load_model(self.model_dir)
             cube = open_cube(str(self.paths.cube))
@@ -366,12 +363,11 @@ class _Season:
 
         def run() -> dict:
             from slamgeo.jobs.explain import ExplainOptions, explain_store
-            from slamgeo.method.gradslam import DEFAULT_SCALE
 
             g = c.gradslam
             opts = ExplainOptions(
                 layers=tuple(g.layers) if g.layers else None,
-                scale=g.scale or DEFAULT_SCALE,
+                scale=g.scale or schema.GRADSLAM_SCALE,
                 batch_size=g.batch_size,
                 importance_dtype=g.importance_dtype,
             )
@@ -472,10 +468,11 @@ class _Season:
         fp = fingerprint({"report": c.report.model_dump(), "parcels": self.fp["parcels"]})
 
         def run() -> dict:
-            from slamgeo.io.checkpoint import load_model
             from slamgeo.io.cube import open_cube
             from slamgeo.jobs.explain import open_results
             from slamgeo.jobs.faithfulness import faithfulness
+            from slamgeo.method.checkpoint import load_model
+            from slamgeo.pipeline.seasons import report_title
             from slamgeo.reporting.page import make_report
 
             # both are replaced (the report) or written into (pairs into the results store) only
@@ -486,7 +483,7 @@ class _Season:
             results = open_results(self.paths.results)
             cube = open_cube(str(self.explain_input))
             faith = faithfulness(results, cube, load_model(self.model_dir))
-            parcels_ready = _ready(storage.join(self.paths.parcels, PARCELS_MARKER))
+            parcels_ready = _ready(storage.join(self.paths.parcels, schema.PARCELS_MARKER))
             pairs = self._pairs(labelled=parcels_ready)
             if pairs:
                 results = open_results(self.paths.results)
@@ -498,7 +495,7 @@ class _Season:
                 class_groups=c.report.class_groups,
                 date=c.report.date,
                 faithfulness=faith,
-                title=f"slamgeo season {c.season.name}",
+                title=report_title(c),  # names the season of a reused model
                 pair_truth=self._scene_windows() if pairs else None,
                 overwrite=True,
                 inputs=inputs,
@@ -509,7 +506,7 @@ class _Season:
                 "pairs": pairs,
             }
 
-        made = [expected.path(storage.join(self.paths.report, f)) for f in (REPORT_MARKER, "report.json")]
+        made = [expected.path(storage.join(self.paths.report, f)) for f in (schema.REPORT_MARKER, "report.json")]
         info = self.state_steps.get("report", {}).get("info", {})  # of the run recorded as done
         made += [expected.path(storage.join(self.paths.report, storage.name(f))) for f in info.get("figures", [])]
         if info.get("pairs"):
@@ -543,7 +540,7 @@ class _Season:
         """A synthetic scene's known distinctive windows (class -> (start, end)), else None."""
         if self.cfg.input.kind != "synthetic":
             return None
-        from slamgeo.io.synth import read_scene_meta
+        from slamgeo.io.scene import read_scene_meta
 
         try:
             meta = read_scene_meta(self.paths.scene)  # checked against its schema
@@ -698,13 +695,35 @@ def run_pipeline(
     An interrupt (KeyboardInterrupt, `slamgeo.jobs.runtime.Interrupted`) stops the run: the step it
     came in is recorded as "interrupted" in the state file and the manifest, the cluster is
     stopped, and the interrupt is raised again. Running again resumes: finished steps are
-    skipped, explain resumes its blocks."""
-    from slamgeo.jobs.runtime import ClusterOptions, dask_client
-    from slamgeo.pipeline.checks import check_inputs
+    skipped, explain resumes its blocks.
 
+    `model.reuse: latest` takes the newest model trained by another season under the same
+    output (`slamgeo.pipeline.seasons`), else the season trains. A run (not a dry run) holds
+    the season's lock (`slamgeo.pipeline.lock`) from the first write to the manifest: a second
+    run of the same season at the same time stops with `SeasonLocked`."""
+    from slamgeo.pipeline.checks import check_inputs
+    from slamgeo.pipeline.lock import season_lock
+    from slamgeo.pipeline.seasons import with_reused_model
+
+    cfg, reused = with_reused_model(cfg)
+    if reused is not None:
+        _say(f"[train] reusing the model of season {reused.season} ({reused.checkpoint})", quiet)
     check_inputs(cfg)  # the configuration against its inputs, before anything is written
     paths = SeasonPaths(storage.join(storage.location(cfg.output), cfg.season.name))
     storage.makedirs(paths.root)
+    with contextlib.ExitStack() as locked:
+        if not dry_run:
+            locked.enter_context(season_lock(paths.root, season=cfg.season.name))
+        return _run_season(cfg, paths, force=force, dry_run=dry_run, client=client, quiet=quiet)
+
+
+def _run_season(
+    cfg: PipelineConfig, paths: SeasonPaths, *, force: bool, dry_run: bool, client, quiet: bool
+) -> RunSummary:
+    """The run of `run_pipeline`, once the configuration is checked and the lock taken."""
+    from slamgeo.jobs.runtime import ClusterOptions, dask_client
+    from slamgeo.pipeline.seasons import model_season
+
     started = dt.datetime.now(dt.UTC)
     opts = ClusterOptions(
         scheduler=cfg.dask.scheduler,
@@ -750,6 +769,7 @@ def run_pipeline(
                     ],
                     "figures": report_step.info.get("figures", []) if report_step else [],
                     "tally": RunSummary(paths.root, steps, None).tally(),
+                    "model_season": model_season(cfg),
                 },
             ),
         )

@@ -43,7 +43,7 @@ from matplotlib.ticker import FixedLocator
 from slamgeo.errors import InputError
 from slamgeo.reporting import FigureSkipped
 from slamgeo.reporting.readers import confusion_percent, curve_sets, normalised_importance
-from slamgeo.schema import CLASS, DIM
+from slamgeo.schema import BANDS, CLASS, DIM
 
 MAP_MAX_PIXELS = 1200  # per side: maps read a strided subsample of larger grids
 MAX_SCATTER_POINTS = 20_000
@@ -226,7 +226,7 @@ def fig_class_importance(
     """
     for name in (importance, band):
         if name not in profiles:
-            hint = " (run `slamgeo parcels` with --cube to get the VV/VH profiles)" if name in ("VV", "VH") else ""
+            hint = " (run `slamgeo parcels` with --cube to get the VV/VH profiles)" if name in BANDS else ""
             found = sorted(map(str, profiles.data_vars))
             raise FigureSkipped(f"class profiles: no '{name}' variable{hint}; found {found}")
     if class_dim not in profiles.dims:

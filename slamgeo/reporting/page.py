@@ -25,10 +25,10 @@ import xarray as xr
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
-from slamgeo.io.checkpoint import TrainedModel
 from slamgeo.jobs import faithfulness as faithfulness_stage
 from slamgeo.jobs import pairs as pairs_stage
 from slamgeo.jobs.parcels import PARCELS_PARTS, ParcelsResult, read_parcels_outputs
+from slamgeo.method.checkpoint import TrainedModel
 from slamgeo.reporting import FigureSkipped
 from slamgeo.reporting.figures import (
     DPI,
@@ -44,7 +44,7 @@ from slamgeo.reporting.figures import (
     slug,
 )
 from slamgeo.reporting.readers import cluster_profiles, default_groups, most_important_date, sample_variables
-from slamgeo.schema import CLASS, REPORT_MARKER
+from slamgeo.schema import CLASS, CONFUSED_PAIRS, REPORT_MARKER
 
 # --------------------------------------------------------------------------- the report
 
@@ -540,7 +540,7 @@ def report(
     cube: xr.Dataset | None = None,
     model: TrainedModel | None = None,
     pairs: Sequence[Sequence[str]] | None = None,
-    confused: int = pairs_stage.CONFUSED_PAIRS,
+    confused: int = CONFUSED_PAIRS,
     overwrite: bool = False,
     **options,
 ) -> storage.Location:

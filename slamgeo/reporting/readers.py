@@ -30,7 +30,7 @@ import xarray as xr
 from slamgeo.errors import InputError
 from slamgeo.io import storage
 from slamgeo.reporting import FigureSkipped
-from slamgeo.schema import CENTRE, CLASS, DIM
+from slamgeo.schema import CENTRE, CLASS, DIM, UNASSIGNED
 
 SCAN_MAX_PIXELS = 200_000  # pixels kept to pick the default date, draw a scatter, average clusters
 SCAN_MAX_BLOCKS = 16  # spatial chunks read for those samples (a regional store is not read whole)
@@ -266,8 +266,8 @@ def confusion_percent(confusion: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
     if isinstance(confusion, xr.Dataset):
         if "counts" in confusion:
             counts = confusion["counts"].transpose("true", "predicted").to_pandas().astype(float)
-            if "unassigned" in confusion:
-                counts["unassigned"] = confusion["unassigned"].values.astype(float)
+            if UNASSIGNED in confusion:
+                counts[UNASSIGNED] = confusion[UNASSIGNED].values.astype(float)
         elif "percent" in confusion:
             return confusion["percent"].transpose("true", "predicted").to_pandas().astype(float)
         else:
@@ -285,8 +285,8 @@ def confusion_percent(confusion: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
         raise FigureSkipped(
             "confusion: negative counts; expected counts (pixels or parcels), not percentages of errors"
         )
-    if "unassigned" in counts.columns and not (counts["unassigned"] > 0).any():
-        counts = counts.drop(columns="unassigned")
+    if UNASSIGNED in counts.columns and not (counts[UNASSIGNED] > 0).any():
+        counts = counts.drop(columns=UNASSIGNED)
     rows = counts.sum(axis=1)
     pct = counts.div(rows.where(rows > 0), axis=0) * 100.0
     pct.index = [str(i) for i in pct.index]

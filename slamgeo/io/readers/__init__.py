@@ -1,9 +1,124 @@
-"""Readers of Sentinel-1 inputs, one module per source, each opening its source as a lazy,
-validated cube of the contract (`slamgeo.io.cube`; float32 dB `VV`, `VH`): `archive` (STAC
-Items of GeoTIFF/COG assets loaded onto one grid with odc-stac, `open_items`: per-date GeoTIFFs
-described by `geotiff`, a STAC ItemCollection read by `stac`, or a STAC API search),
-`dataset` (a NetCDF file or Zarr store, `open_dataset_cube`) and `table` (a long Parquet table of
-per-sample series, `open_table`), with the helpers they share in `_common`. Which reader fits an
-input, the store writer and the plausibility check are `slamgeo.io.ingest`'s (`detect_source`,
-`open_source`, `load`, `ingest`, `check_plausible`).
+"""Readers of Sentinel-1 inputs, one module per source, registered by name in `READERS`.
+
+Each reader opens its source as a lazy, validated cube of the contract (`slamgeo.io.cube`;
+float32 dB `VV`, `VH`). Detection (`reader_for`) asks the readers in the order of `READERS`
+whether they can open an input, so a reader of particular folders comes before the reader of
+any folder; the pipeline configuration's `input.kind` takes the same names.
+
+A reader module defines:
+
+- `SUMMARY`: what it reads, in a few words (for messages and help);
+- `can_open(source) -> bool`: whether it reads this location (a `Path` or a URL `str`), from
+  its name and a look at the storage (no pixel, no header);
+- `open(sources, *, chunk, start, end, ...) -> xr.Dataset`: the lazy cube; `sources` holds
+  one location, or several where `MANY` is true;
+
+and, where they apply: `MANY = True` (several inputs make one source: GeoTIFFs), `GRID = True`
+(rasters loaded onto the grid the user asks for: `open` takes `grid`, a
+`slamgeo.io.readers.grid.GridOptions`, and `report`, a function given the line saying which
+orbit and grid were chosen), `SEARCH = True` (`open` and `inputs` take `search`, a
+`slamgeo.io.readers.stac_api.SearchOptions`), `inputs(sources, *, ds=None) -> list` (the files
+that make the input, for its fingerprint: those the loader read when `ds`, the opened cube, is
+given; default: `sources`) and `negative_share(sources, time, band) -> float | None` (the share
+of negative raw values on a date, to explain a date without valid pixels; default: None).
+
+The readers: `stac-api` (`stac_api`), `scene` (`scene`: a `slamgeo synth` output folder), `cube`
+(`dataset`: NetCDF or Zarr), `geotiff`, `stac` (an ItemCollection JSON) and `table` (Parquet).
+The raster readers share the odc-stac loader (`archive`), its STAC conventions
+(`conventions`) and its grid (`grid`); all share the helpers of `_common`. The store writer and
+the plausibility check are `slamgeo.io.ingest`'s.
 """
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from slamgeo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import xarray as xr
+
+    from slamgeo.io.storage import Location
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One kind of input, read by the module `module` (imported when first used)."""
+
+    name: str
+    module: str
+
+    def _impl(self) -> Any:
+        return importlib.import_module(self.module)
+
+    @property
+    def summary(self) -> str:
+        return str(self._impl().SUMMARY)
+
+    @property
+    def many(self) -> bool:
+        """Several inputs make one source of this kind."""
+        return bool(getattr(self._impl(), "MANY", False))
+
+    @property
+    def on_grid(self) -> bool:
+        """Rasters loaded onto the grid the user asks for (it takes the grid options)."""
+        return bool(getattr(self._impl(), "GRID", False))
+
+    @property
+    def searches(self) -> bool:
+        """A search of a service (it takes the search options; its source is not a location)."""
+        return bool(getattr(self._impl(), "SEARCH", False))
+
+    def can_open(self, source: Location) -> bool:
+        return bool(self._impl().can_open(source))
+
+    def open(self, sources: Sequence[Location], **options: Any) -> xr.Dataset:
+        """The lazy cube of `sources`; `options`: chunk, start, end, and grid, report, search
+        where the reader takes them."""
+        return self._impl().open(list(sources), **options)
+
+    def inputs(self, sources: Sequence[Location], *, ds: xr.Dataset | None = None, **search: Any) -> list[str | Path]:
+        """The files that make the input, for its fingerprint (those the loader read when `ds`,
+        the opened cube, is given); `search`: the search options of a searching reader."""
+        found = getattr(self._impl(), "inputs", None)
+        return list(sources) if found is None else list(found(list(sources), ds=ds, **search))
+
+    def negative_share(self, sources: Sequence[Location], time: np.datetime64, band: str) -> float | None:
+        """The share of negative raw values of `band` on the date `time`, or None if unknown."""
+        share = getattr(self._impl(), "negative_share", None)
+        return None if share is None else share(list(sources), time, band)
+
+
+# The readers by name, in the order detection tries them.
+READERS: dict[str, Reader] = {
+    r.name: r
+    for r in (
+        Reader("stac-api", "slamgeo.io.readers.stac_api"),
+        Reader("scene", "slamgeo.io.readers.scene"),
+        Reader("cube", "slamgeo.io.readers.dataset"),
+        Reader("geotiff", "slamgeo.io.readers.geotiff"),
+        Reader("stac", "slamgeo.io.readers.stac"),
+        Reader("table", "slamgeo.io.readers.table"),
+    )
+}
+
+
+def reader_for(source: Location) -> Reader | None:
+    """The first reader of `READERS` that can open `source`, or None."""
+    return next((r for r in READERS.values() if r.can_open(source)), None)
+
+
+def reader(kind: str) -> Reader:
+    """The reader named `kind`; `ConfigError` naming the known kinds for another name."""
+    if kind not in READERS:
+        raise ConfigError(f"unknown input kind {kind!r}; the kinds are {', '.join(READERS)}")
+    return READERS[kind]
+
+
+__all__ = ["READERS", "Reader", "reader", "reader_for"]

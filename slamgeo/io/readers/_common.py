@@ -1,11 +1,13 @@
 """Helpers shared by the readers of `slamgeo.io.readers`: band names and the digital-number
-encoding, lazy block-wise conversion to dB, the time window, one-line error messages, and the
-warning category of inputs read as asked but worth a look (`InputWarning`)."""
+encoding, lazy block-wise conversion to dB, the time window, asset hrefs, one-line error
+messages, and the warning category of inputs read as asked but worth a look (`InputWarning`)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import posixpath
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -57,6 +59,26 @@ def _lazy(func, da: xr.DataArray) -> xr.DataArray:
 
 def _suffix(p: storage.Location) -> str:
     return Path(storage.name(p)).suffix.lower()
+
+
+def urlparse_path(href: str) -> str:
+    """The path part of an href (a URL's path, or the href itself)."""
+    return urlparse(href).path or href
+
+
+def resolve_href(href: str, base: storage.Location) -> str:
+    """An asset href as rasterio opens it: URLs as they are, relative paths from the folder
+    `base` of the JSON that names it (a local folder or a URL)."""
+    parsed = urlparse(href)
+    if parsed.scheme in ("http", "https", "s3", "gs", "az", "vsicurl") or href.startswith("/vsi"):
+        return href
+    if parsed.scheme == "file":
+        return parsed.path
+    if storage.is_url(base):
+        scheme, _, rest = str(base).partition("://")
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, href))}"
+    p = Path(href)
+    return str(p if p.is_absolute() else (Path(base) / p).resolve())
 
 
 def _one_line(exc: BaseException) -> str:
@@ -127,5 +149,7 @@ __all__ = [
     "InputWarning",
     "dn_to_db",
     "parse_time_window",
+    "resolve_href",
     "select_time",
+    "urlparse_path",
 ]

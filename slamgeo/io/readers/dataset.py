@@ -1,4 +1,4 @@
-"""NetCDF / Zarr reader: a NetCDF file or Zarr store holding a cube -> the cube in dB.
+"""The reader of a NetCDF file or Zarr store holding a cube (kind `cube`) -> the cube in dB.
 
 openEO names (`S1-SIGMA0-VV`/`VH`, dim `t`, grid mapping `crs`) or `VV`/`VH` and `time`; values as
 uint16 digital numbers (the WorldCereal/openEO encoding `20*log10(DN) - 83`), linear power, or dB
@@ -8,6 +8,7 @@ downloaded once (fsspec's simplecache), the netCDF4 library reading local files 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import fsspec
@@ -16,9 +17,11 @@ import xarray as xr
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
-from slamgeo.io.cube import BANDS, COMPLETE_ATTR, DEFAULT_CHUNK, chunk_cube, is_complete, linear_to_db, validate_cube
+from slamgeo.io.cube import BANDS, COMPLETE_ATTR, chunk_cube, is_complete, linear_to_db, validate_cube
 from slamgeo.io.readers._common import BAND_ALIASES, _lazy, _one_line, _suffix, dn_to_db, select_time
+from slamgeo.schema import CHUNK
 
+SUMMARY = "a NetCDF file (.nc) or Zarr store (.zarr) holding a cube"
 DATASET_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".zarr")
 
 
@@ -55,7 +58,7 @@ def _band_to_db(da: xr.DataArray) -> xr.DataArray:
 def open_dataset_cube(
     path: str | Path,
     *,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int = CHUNK,
     start: str | None = None,
     end: str | None = None,
 ) -> xr.Dataset:
@@ -118,7 +121,18 @@ def open_dataset_cube(
     return chunk_cube(ds, chunk)
 
 
+def can_open(source: storage.Location) -> bool:
+    return _is_zarr_dir(source) or (_suffix(source) in DATASET_SUFFIXES and storage.isfile(source))
+
+
+def open(sources: Sequence[storage.Location], *, chunk: int, start: str | None, end: str | None) -> xr.Dataset:
+    """The cube of the one NetCDF file or Zarr store of `sources` (`open_dataset_cube`)."""
+    return open_dataset_cube(sources[0], chunk=chunk, start=start, end=end)
+
+
 __all__ = [
     "DATASET_SUFFIXES",
+    "can_open",
+    "open",
     "open_dataset_cube",
 ]

@@ -1,10 +1,10 @@
-"""GeoTIFF headers: per-date GeoTIFFs (files, or folders of `*.tif`) described for the loader.
+"""The reader of per-date GeoTIFFs (files, or folders of `*.tif`).
 
 Two bands described "VV" and "VH", or single-band files per polarisation (`..._VV.tif` /
 `..._VH.tif`), linear power; the date comes from the tags or the file name (`tiff_date`).
 Headers are read here (`describe_tiff`, `group_dates`: dates and polarisations checked across
-files); the files become STAC Items (`slamgeo.io.readers.archive.items_from_tiffs`) and are
-loaded by the same odc-stac loader as any archive, onto one grid.
+files); the files become STAC Items (`items_from_tiffs`) and are loaded by the same odc-stac
+loader as any archive, onto one grid (`slamgeo.io.readers.archive.open_items`).
 
 GeoTIFF URLs are handed to GDAL as they are (rasterio reads `s3://` as `/vsis3/`), with GDAL's
 endpoint settings derived from `AWS_ENDPOINT_URL` when GDAL's own are not set
@@ -16,21 +16,32 @@ from __future__ import annotations
 import datetime as dt
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import rasterio
 import rasterio.errors
+import rasterio.windows
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
 from slamgeo.io.cube import BANDS
-from slamgeo.io.readers._common import _one_line, _suffix, _to_datetime64
+from slamgeo.io.readers._common import InputWarning, _one_line, _suffix, _to_datetime64, urlparse_path
 
+if TYPE_CHECKING:
+    import pystac
+    import xarray as xr
+
+    from slamgeo.io.readers.grid import GridOptions
+
+SUMMARY = "GeoTIFF files or folders of them (.tif, .tiff), one file per date"
+MANY = True  # several files or folders make one input
+GRID = True  # loaded onto the grid the user asks for
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -230,12 +241,112 @@ def _expand_tiffs(paths: Sequence[storage.Location]) -> list[storage.Location]:
     return files
 
 
+def items_from_tiffs(files: Sequence[str], *, where: str = "GeoTIFFs") -> list[pystac.Item]:
+    """One STAC Item per date of per-date GeoTIFF files, from their headers (date, polarisation
+    bands, grid): the few lines of pystac that rio-stac would write, without its dependencies.
+    A date's VV and VH may be bands of one file or two single-band files. A date tag that is
+    not the date in the file name gives an `InputWarning` naming the files (the tag is used)."""
+    import pystac
+
+    infos = [describe_tiff(str(f)) for f in files]
+    conflicts = date_conflicts(infos)
+    if conflicts:
+        warnings.warn(f"{where}: {conflicts}", InputWarning, stacklevel=2)
+    items = []
+    for date in group_dates(infos):
+        day = pd.Timestamp(date.time)
+        first = date.layers[BANDS[0]][0]
+        item = pystac.Item(
+            id=Path(urlparse_path(first.path)).stem,
+            geometry=None,
+            bbox=None,
+            datetime=day.tz_localize("UTC").to_pydatetime() if day.tzinfo is None else day.to_pydatetime(),
+            properties={},
+        )
+        for pol in BANDS:
+            info, band = date.layers[pol]
+            epsg = info.crs.to_epsg()
+            proj = {
+                "proj:code": f"EPSG:{epsg}" if epsg else info.crs.to_wkt(),
+                "proj:shape": list(info.shape),
+                "proj:transform": list(info.transform)[:6],
+            }
+            if pol == BANDS[0]:
+                item.properties.update(proj)
+            item.add_asset(pol, pystac.Asset(href=info.path, extra_fields={"slamgeo:band": band, **proj}))
+        items.append(item)
+    return items
+
+
+# --- the reader ----------------------------------------------------------------------------------
+
+
+def can_open(source: storage.Location) -> bool:
+    """A folder (of GeoTIFFs: tried after the readers of other folders), or a .tif file."""
+    return storage.isdir(source) or (_suffix(source) in TIFF_SUFFIXES and storage.isfile(source))
+
+
+def open(
+    sources: Sequence[storage.Location],
+    *,
+    chunk: int,
+    start: str | None,
+    end: str | None,
+    grid: GridOptions,
+    report: Callable[[str], None] | None = None,
+) -> xr.Dataset:
+    """The GeoTIFFs of `sources` (files or folders) as Items, loaded onto one grid (lazy)."""
+    from slamgeo.io.readers.archive import open_items
+
+    where = str(sources[0])
+    items = items_from_tiffs([str(f) for f in _expand_tiffs(sources)], where=where)
+    return open_items(items, grid=grid, chunk=chunk, start=start, end=end, where=where, report=report)
+
+
+def inputs(sources: Sequence[storage.Location], *, ds: xr.Dataset | None = None) -> list[str | Path]:
+    """The GeoTIFF files, those of each folder listed (`ds` is not needed)."""
+    return list(_expand_tiffs(sources))
+
+
+def raw_window(path: str, band: int, size: int = 256) -> np.ndarray:
+    """The valid raw values (no data masked) of a central window of at most `size` x `size`
+    pixels of one band of a GeoTIFF."""
+    with rasterio.Env(**storage.gdal_s3_options()), rasterio.open(path) as src:
+        h, w = src.shape
+        win = rasterio.windows.Window(max(0, (w - size) // 2), max(0, (h - size) // 2), min(size, w), min(size, h))
+        return np.ma.masked_invalid(src.read(band, window=win, masked=True)).compressed()
+
+
+def share_negative(infos: Iterable[tuple[RasterInfo, str | None]], time: np.datetime64, band: str) -> float | None:
+    """Share of negative values among the non-zero raw values of `band` on the date `time`, in
+    one window of the first of `infos` (headers, each with the polarisation its asset holds, or
+    None for a file whose band descriptions say) that holds it; None when none does."""
+    for info, pol in infos:
+        index = info.bands.get(band, 1 if pol else None)
+        if info.time == time and index is not None:
+            values = raw_window(info.path, index)
+            nonzero = values[values != 0]
+            return float((nonzero < 0).mean()) if nonzero.size else None
+    return None
+
+
+def negative_share(sources: Sequence[storage.Location], time: np.datetime64, band: str) -> float | None:
+    """Share of negative raw values of `band` on the date `time` (to explain a date without
+    valid pixels: values in dB read as linear power)."""
+    return share_negative(((describe_tiff(str(f)), None) for f in _expand_tiffs(sources)), time, band)
+
+
 __all__ = [
     "TIFF_SUFFIXES",
     "RasterInfo",
+    "can_open",
     "date_conflicts",
     "describe_tiff",
     "group_dates",
+    "inputs",
+    "items_from_tiffs",
     "name_date",
+    "negative_share",
+    "open",
     "tiff_date",
 ]

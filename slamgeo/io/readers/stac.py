@@ -1,5 +1,6 @@
-"""STAC ItemCollection JSON files: their Items (`_read_item_collection`, loaded onto one grid by
-`slamgeo.io.readers.archive.open_items`) and the asset files they name (`stac_assets`, for the
+"""The reader of a STAC ItemCollection JSON file (a local file or a URL): its Items
+(`read_item_collection`), loaded onto one grid by the archive loader
+(`slamgeo.io.readers.archive.open_items`), and the asset files they name (`stac_assets`, for the
 input fingerprint). Relative asset hrefs are resolved from the JSON's folder (a local folder or
 a URL); asset URLs are handed to GDAL as they are (`storage.gdal_s3_options`).
 """
@@ -7,6 +8,7 @@ a URL); asset URLs are handed to GDAL as they are (`storage.gdal_s3_options`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -15,57 +17,23 @@ import numpy as np
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
-from slamgeo.io.cube import BANDS
-from slamgeo.io.readers._common import _one_line, _to_datetime64
-from slamgeo.io.readers.geotiff import (
-    TIFF_SUFFIXES,
-)
+from slamgeo.io.readers._common import _one_line, _suffix, _to_datetime64, resolve_href
+from slamgeo.io.readers.conventions import band_units, match
 
 if TYPE_CHECKING:
     import pystac
+    import xarray as xr
 
+    from slamgeo.io.readers.grid import GridOptions
 
+SUMMARY = "a STAC ItemCollection (.json, .geojson) of GeoTIFF/COG assets"
+GRID = True  # loaded onto the grid the user asks for
 STAC_SUFFIXES = (".json", ".geojson")
 
 
-def _resolve_href(href: str, base: storage.Location) -> str:
-    """An asset href as rasterio opens it: URLs as they are, relative paths from the JSON's
-    folder (a local folder or a URL)."""
-    import posixpath
-
-    parsed = urlparse(href)
-    if parsed.scheme in ("http", "https", "s3", "gs", "az", "vsicurl") or href.startswith("/vsi"):
-        return href
-    if parsed.scheme == "file":
-        return parsed.path
-    if storage.is_url(base):
-        scheme, _, rest = str(base).partition("://")
-        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, href))}"
-    p = Path(href)
-    return str(p if p.is_absolute() else (Path(base) / p).resolve())
-
-
-def _raster_assets(item, where: str) -> dict[str, pystac.Asset]:
-    """The GeoTIFF assets of an item: `{"VV": asset, "VH": asset}` for per-polarisation assets,
-    else `{"": asset}` for one multi-band asset ("backscatter", or the only GeoTIFF)."""
-    per_pol = {k.upper(): a for k, a in item.assets.items() if k.upper() in BANDS}
-    if per_pol:
-        return per_pol
-    if "backscatter" in item.assets:
-        return {"": item.assets["backscatter"]}
-    tiffs = [
-        a
-        for a in item.assets.values()
-        if "tiff" in (a.media_type or "") or urlparse(a.href).path.lower().endswith(TIFF_SUFFIXES)
-    ]
-    if len(tiffs) != 1:
-        raise InputError(
-            f"{where}: expected an asset 'backscatter' (or 'VV' and 'VH'), found assets {sorted(item.assets)}"
-        )
-    return {"": tiffs[0]}
-
-
-def _read_item_collection(path: storage.Location):
+def read_item_collection(path: storage.Location) -> list[pystac.Item]:
+    """The Items of an ItemCollection JSON (or of a single Item); `InputError` naming the file
+    for a file that is not JSON or not STAC."""
     import pystac
 
     try:
@@ -86,24 +54,30 @@ def _read_item_collection(path: storage.Location):
         raise InputError(f"{path}: not a valid STAC ItemCollection ({_one_line(exc)})") from exc
 
 
-def stac_assets(path: str | Path) -> list[tuple[str, np.datetime64, str, str]]:
-    """The rasters a STAC ItemCollection names, read from the JSON only:
-    `(where, time, polarisation or "", href)` per asset; local hrefs are checked to exist."""
+def stac_assets(path: str | Path) -> list[tuple[str, np.datetime64, str, str, str]]:
+    """The rasters a STAC ItemCollection names, read from the JSON only (by the conventions of
+    `slamgeo.io.readers.conventions`): `(where, time, polarisation or "" for a multi-band asset,
+    href, units)` per asset; local hrefs are checked to exist."""
     path = storage.location(path)
-    items = _read_item_collection(path)
+    items = read_item_collection(path)
     if not items:
         raise InputError(f"{path}: the ItemCollection has no items")
-    out = []
+    out: list[tuple[str, np.datetime64, str, str, str]] = []
     for item in items:
         where = f"{path} (item {item.id})"
         when = item.datetime or item.common_metadata.start_datetime
         if when is None:
             raise InputError(f"{where}: no datetime or start_datetime")
-        for pol, asset in _raster_assets(item, where).items():
-            href = _resolve_href(asset.href, storage.parent(path))
+        conv, pols = match(item, where)
+        for key in dict.fromkeys(k for k, _ in pols.values()):  # a multi-band asset once
+            asset = item.assets[key]
+            pol = next(p for p, (k, _) in pols.items() if k == key) if conv.assets else ""
+            bands = asset.extra_fields.get("raster:bands")
+            first = bands[0] if isinstance(bands, list) and bands and isinstance(bands[0], dict) else {}
+            href = resolve_href(asset.href, storage.parent(path))
             if _is_local(href) and not Path(href).exists():
                 raise InputError(f"{where}: asset {asset.href!r} not found at {href}")
-            out.append((where, _to_datetime64(when), pol, href))
+            out.append((where, _to_datetime64(when), pol, href, band_units(conv, first)))
     return out
 
 
@@ -111,7 +85,58 @@ def _is_local(href: str) -> bool:
     return not urlparse(href).scheme and not href.startswith("/vsi")
 
 
+# --- the reader ----------------------------------------------------------------------------------
+
+
+def can_open(source: storage.Location) -> bool:
+    return _suffix(source) in STAC_SUFFIXES and storage.isfile(source)
+
+
+def open(
+    sources: Sequence[storage.Location],
+    *,
+    chunk: int,
+    start: str | None,
+    end: str | None,
+    grid: GridOptions,
+    report: Callable[[str], None] | None = None,
+) -> xr.Dataset:
+    """The Items of the ItemCollection, loaded onto the grid `grid` asks for (lazy)."""
+    from slamgeo.io.readers.archive import open_items
+
+    path = sources[0]
+    items = read_item_collection(path)
+    return open_items(
+        items, grid=grid, chunk=chunk, start=start, end=end, base=storage.parent(path), where=str(path), report=report
+    )
+
+
+def inputs(sources: Sequence[storage.Location], *, ds: xr.Dataset | None = None) -> list[str | Path]:
+    """The JSON and the asset files it names: those the loader read when `ds` (the loaded cube)
+    is given, else those the JSON names."""
+    hrefs = ds.attrs.get("asset_hrefs", []) if ds is not None else [a[3] for a in stac_assets(sources[0])]
+    return [sources[0], *hrefs]
+
+
+def negative_share(sources: Sequence[storage.Location], time: np.datetime64, band: str) -> float | None:
+    """Share of negative raw values of `band` on the date `time`, in the date's linear-power
+    asset (to explain a date without valid pixels: values in dB read as linear power)."""
+    from slamgeo.io.readers.geotiff import describe_tiff, share_negative
+
+    found = (
+        (describe_tiff(href, time=when, where=w), pol)
+        for w, when, pol, href, units in stac_assets(sources[0])
+        if when == time and pol in ("", band) and units == "linear"
+    )
+    return share_negative(found, time, band)
+
+
 __all__ = [
     "STAC_SUFFIXES",
+    "can_open",
+    "inputs",
+    "negative_share",
+    "open",
+    "read_item_collection",
     "stac_assets",
 ]

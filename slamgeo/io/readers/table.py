@@ -1,4 +1,4 @@
-"""Parquet reader: a long table of per-parcel or per-point series (WorldCereal style), one row
+"""The reader of a long Parquet table of per-parcel or per-point series (WorldCereal style), one row
 per (`sample_id`, `timestamp`) -> a `(time, sample)` cube in dB with the labels as coordinates.
 
 Band columns `S1-SIGMA0-VV`/`VH` (or `VV`/`VH`): uint16 digital numbers, or float linear power.
@@ -17,9 +17,11 @@ import xarray as xr
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
-from slamgeo.io.cube import BANDS, DEFAULT_CHUNK, chunk_cube, linear_to_db, validate_cube
-from slamgeo.io.readers._common import BAND_ALIASES, _dates_text, _one_line, dn_to_db, select_time
+from slamgeo.io.cube import BANDS, chunk_cube, linear_to_db, validate_cube
+from slamgeo.io.readers._common import BAND_ALIASES, _dates_text, _one_line, _suffix, dn_to_db, select_time
+from slamgeo.schema import CHUNK
 
+SUMMARY = "a long Parquet table (.parquet) of per-parcel or per-point series"
 TABLE_SUFFIXES = (".parquet", ".pq", ".geoparquet")
 LEGEND_FILE = "crop_type_class_mappings.csv"
 
@@ -83,7 +85,7 @@ def open_table(
     *,
     start: str | None = None,
     end: str | None = None,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int = CHUNK,
 ) -> xr.Dataset:
     """A long Parquet table, one row per (`sample_id`, `timestamp`) -> cube `(time, sample)`.
 
@@ -167,8 +169,19 @@ def open_table(
     return chunk_cube(validate_cube(ds, where=where), chunk)
 
 
+def can_open(source: storage.Location) -> bool:
+    return _suffix(source) in TABLE_SUFFIXES and storage.isfile(source)
+
+
+def open(sources: Sequence[storage.Location], *, chunk: int, start: str | None, end: str | None) -> xr.Dataset:
+    """The `(time, sample)` cube of the one table of `sources` (`open_table`)."""
+    return open_table(sources[0], chunk=chunk, start=start, end=end)
+
+
 __all__ = [
     "LEGEND_FILE",
     "TABLE_SUFFIXES",
+    "can_open",
+    "open",
     "open_table",
 ]

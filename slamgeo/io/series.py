@@ -1,7 +1,7 @@
 """Per-pixel time-series helpers on plain NumPy arrays `(N, C, T)` (pixels, bands, dates).
 
-Pure functions: no xarray, no Dask, no torch. Used by training (sampling) and by explain
-(per chunk), so that both treat gaps the same way.
+Pure functions: no xarray, no Dask, no torch. Used by the training sample (`slamgeo.io.sample`)
+and by explain (per chunk), so that both treat gaps the same way.
 """
 
 from __future__ import annotations

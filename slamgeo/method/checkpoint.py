@@ -34,14 +34,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from slamgeo import schema
 from slamgeo.errors import CheckpointError, InputError
 from slamgeo.io import storage
 from slamgeo.io.records import IsoDate, Record, check_record
 from slamgeo.method.model import CAE, CAEConfig
+from slamgeo.schema import MODEL_MARKER, WEIGHTS_FILE  # the marker (model.json) is written last
 
-WEIGHTS_FILE = schema.WEIGHTS_FILE
-META_FILE = schema.MODEL_MARKER  # the checkpoint's marker: written last
 FORMAT = "slamgeo-cae"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "architecture", "bands", "dates", "normalisation", "weights")
@@ -278,7 +276,7 @@ def finalise_meta(model: CAE, meta: dict) -> tuple[dict, bytes]:
     arch = model.cfg.to_dict()
     if "architecture" in meta and CAEConfig.from_dict(meta["architecture"]) != model.cfg:
         raise CheckpointError(f"metadata architecture {meta['architecture']} differs from the model's {arch}")
-    _check_meta_consistency(meta, model.cfg, META_FILE)
+    _check_meta_consistency(meta, model.cfg, MODEL_MARKER)
     blob = weights_bytes(model)
     full = {
         "format": FORMAT,
@@ -290,7 +288,7 @@ def finalise_meta(model: CAE, meta: dict) -> tuple[dict, bytes]:
     # through JSON and back, so that what is returned is exactly what a later load reads
     full = json.loads(json.dumps(full, default=_json_default, allow_nan=False))
     full[METADATA_CHECKSUMS] = metadata_checksums(full)
-    check_record(full, CheckpointMeta, f"metadata to save ({META_FILE})", error=CheckpointError)
+    check_record(full, CheckpointMeta, f"metadata to save ({MODEL_MARKER})", error=CheckpointError)
     return full, blob
 
 
@@ -347,7 +345,7 @@ def save_model(
     text = json.dumps(full, indent=2, allow_nan=False)
     with storage.staged_folder(out, storage.CHECKPOINT) as tmp:
         (tmp / WEIGHTS_FILE).write_bytes(blob)
-        (tmp / META_FILE).write_text(text + "\n")
+        (tmp / MODEL_MARKER).write_text(text + "\n")
     return out
 
 
@@ -355,7 +353,7 @@ def read_meta(model_dir: str | Path) -> dict:
     """The checkpoint's JSON metadata as written, checked against `CheckpointMeta`: the keys
     every checkpoint has, the format, and the type of every known field (one line naming the
     file and the field, as `CheckpointError`)."""
-    path = storage.join(model_dir, META_FILE)
+    path = storage.join(model_dir, MODEL_MARKER)
     if not storage.isdir(model_dir):
         raise CheckpointError(f"{model_dir}: no checkpoint directory here")
     try:
@@ -406,7 +404,7 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
     model_dir = storage.location(model_dir)
     meta = read_meta(model_dir)
     wfile = storage.join(model_dir, meta["weights"].get("file", WEIGHTS_FILE))
-    meta_file = storage.join(model_dir, META_FILE)
+    meta_file = storage.join(model_dir, MODEL_MARKER)
     try:
         blob = storage.read_bytes(wfile)
     except FileNotFoundError:
@@ -416,7 +414,7 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
     if checksum != recorded:
         raise CheckpointError(
             f"{wfile}: weights altered: sha256 {checksum[:16]}... differs from {str(recorded)[:16]}... "
-            f"recorded in {META_FILE}"
+            f"recorded in {MODEL_MARKER}"
         )
     try:
         cfg = CAEConfig.from_dict(meta["architecture"])
@@ -440,7 +438,7 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
     if diffs:
         more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
         raise CheckpointError(
-            f"{wfile}: weights do not match the architecture in {META_FILE} {cfg.to_dict()}: "
+            f"{wfile}: weights do not match the architecture in {MODEL_MARKER} {cfg.to_dict()}: "
             + "; ".join(diffs[:5])
             + more
         )
@@ -451,9 +449,7 @@ def load_model(model_dir: str | Path, *, device: str = "cpu") -> TrainedModel:
 
 
 __all__ = [
-    "META_FILE",
     "CheckpointMeta",
-    "WEIGHTS_FILE",
     "TrainedModel",
     "check_writable",
     "dates_meta",

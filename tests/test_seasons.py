@@ -1,0 +1,230 @@
+"""Seasons on a schedule: one configuration for every season (`{season}`), the newest model of
+an earlier season reused (`model: {reuse: latest}`), one run per season at a time (the lock),
+and `slamgeo seasons` over the output root."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import step_status
+from hostile_helpers import assert_one_line_error, damage, slamgeo_here, snapshot
+
+from slamgeo.errors import ConfigError, SeasonLocked
+from slamgeo.pipeline.config import fill_season, load_config
+from slamgeo.pipeline.lock import LOCK_FILE, acquire, read_lock, season_lock
+from slamgeo.pipeline.seasons import latest_model, list_seasons
+from slamgeo.pipeline.steps import STEPS, run_pipeline
+
+pytestmark = pytest.mark.timeout(300)
+
+# One file for every season: the scene's dates and seed follow the season.
+SEASONAL = {
+    "season": {"start": "{season}-01-01"},
+    "output": "out",
+    "input": {
+        "kind": "synthetic",
+        "synthetic": {"size": 64, "n_dates": 20, "seed": "{season}", "start": "{season}-01-03"},
+    },
+    "chunk": 32,
+    "model": {"reuse": "latest", "train": {"sample_size": 1000, "max_epochs": 1, "batch_size": 256}},
+    "kmeans": {"k": 4, "sample_size": 1000},
+    "gradslam": {"max_gap_days": 40},
+    "report": {"confused_pairs": 1},
+}
+
+
+def _write(tmp: Path, name: str, raw: dict) -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    return proc.pid
+
+
+def _lock(pid: int, host: str | None = None, started: dt.datetime | None = None) -> str:
+    when = (started or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
+    return json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": when, "token": "0123abcd"})
+
+
+@pytest.fixture(scope="module")
+def two_seasons(tmp_path_factory, local_cluster):
+    """2017 trains (no earlier season), 2018 reuses 2017's model; both from one configuration."""
+    tmp = tmp_path_factory.mktemp("seasons")
+    path = _write(tmp, "season.yaml", SEASONAL)
+    runs = {s: run_pipeline(load_config(path, season=s), client=local_cluster, quiet=True) for s in ("2017", "2018")}
+    return tmp, path, runs
+
+
+# --------------------------------------------------------------------------- {season}
+
+
+def test_season_fills_every_string_value_before_validation(tmp_path):
+    raw = {"a": ["x/{season}/y", 3, None], "b": {"c": "{season}", "d": "{{literal}}"}}
+    assert fill_season(raw, "2024") == {"a": ["x/2024/y", 3, None], "b": {"c": "2024", "d": "{literal}"}}
+    cfg = load_config(_write(tmp_path, "s.yaml", SEASONAL), season="2024")
+    assert cfg.season.name == "2024" and cfg.season.start == "2024-01-01"
+    assert cfg.input.synthetic.seed == 2024 and cfg.input.synthetic.start == "2024-01-03"
+    assert cfg.output == str(tmp_path / "out")
+    named = load_config(_write(tmp_path, "n.yaml", {**SEASONAL, "season": {"name": "s{season}"}}), season=2024)
+    assert named.season.name == "s2024"
+
+
+@pytest.mark.parametrize(
+    ("changes", "season", "cause"),
+    [
+        ({"output": "out/{year}"}, "2024", r"output: unknown placeholder \{year\}"),
+        ({"output": "out/{season}"}, None, r"output: .* holds \{season\}; give the season"),
+        ({"output": "out/{"}, "2024", r"output: .*literal braces"),
+    ],
+)
+def test_a_wrong_placeholder_is_a_config_error_naming_the_key(tmp_path, changes, season, cause):
+    raw = {"season": {"name": "x"}, **changes}
+    with pytest.raises(ConfigError, match=cause):
+        load_config(_write(tmp_path, "s.yaml", raw), season=season)
+
+
+def test_run_season_on_the_command_line(tmp_path):
+    path = _write(tmp_path, "season.yaml", SEASONAL)
+    res = slamgeo_here("run", path, "--season", "2030", "--dry-run", cwd=tmp_path)
+    assert res.rc == 0, res
+    assert "season 2030:" in res.stdout and "would run" in res.stdout
+    assert not (tmp_path / "out" / "2030" / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("raw", "args", "names", "cause"),
+    [
+        (SEASONAL, (), ["season.start", "input.synthetic"], r"holds \{season\}; give the season"),
+        ({**SEASONAL, "output": "out/{year}"}, ("--season", "2024"), ["output"], r"unknown placeholder \{year\}"),
+        (
+            {**SEASONAL, "model": {"reuse": "latest", "checkpoint": "m"}},
+            ("--season", "2024"),
+            ["model"],
+            "model.reuse or model.checkpoint, not both",
+        ),
+    ],
+)
+def test_a_wrong_season_on_the_command_line_is_one_line(tmp_path, raw, args, names, cause):
+    path = _write(tmp_path, "season.yaml", raw)
+    before = snapshot(tmp_path)
+    res = slamgeo_here("run", path, *args, cwd=tmp_path)
+    assert res.rc == 1
+    assert_one_line_error(res, names, cause)
+    assert not damage(before, snapshot(tmp_path)) and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- reuse: latest
+
+
+def test_the_first_season_trains_and_the_next_reuses_its_model(two_seasons):
+    tmp, _, runs = two_seasons
+    for s in ("2017", "2018"):
+        assert step_status(runs[s]) == {n: "done" for n in STEPS}, [x.error for x in runs[s].steps]
+        assert not (runs[s].season_dir / LOCK_FILE).exists()
+    train = {s: next(x for x in runs[s].steps if x.name == "train").info for s in runs}
+    assert "reused" not in train["2017"] and train["2017"]["model_season"] == "2017"
+    assert train["2018"]["reused"] == str(tmp / "out" / "2017" / "model") and train["2018"]["model_season"] == "2017"
+    assert not (runs["2018"].season_dir / "model").exists()
+    manifests = {s: json.loads(Path(runs[s].manifest).read_text()) for s in runs}
+    assert manifests["2017"]["model_season"] == "2017" and manifests["2018"]["model_season"] == "2017"
+    page = (runs["2018"].season_dir / "report" / "index.html").read_text()
+    assert "slamgeo season 2018 (model of season 2017)" in page
+    # the newest model trained by another season than 2018's own: 2017's
+    found = latest_model(tmp / "out", exclude="2018")
+    assert found is not None and found.season == "2017"
+    assert latest_model(tmp / "out", exclude="2017") is None  # 2018 trained none
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def test_a_second_run_of_a_season_under_way_is_refused(two_seasons):
+    tmp, path, runs = two_seasons
+    lock = runs["2018"].season_dir / LOCK_FILE
+    lock.write_text(_lock(os.getpid()))  # a live process on this host
+    try:
+        before = snapshot(tmp / "out")
+        res = slamgeo_here("run", path, "--season", "2018", cwd=tmp)
+        assert res.rc == 75, res
+        line = assert_one_line_error(res, [str(lock)], rf"being run by pid {os.getpid()} on {socket.gethostname()}")
+        assert "try again later" in line
+        assert not damage(before, snapshot(tmp / "out")) and snapshot(tmp / "out").keys() == before.keys()
+    finally:
+        lock.unlink()
+
+
+def test_a_lock_of_a_process_gone_is_taken_over(two_seasons, local_cluster):
+    _, path, runs = two_seasons
+    lock = runs["2018"].season_dir / LOCK_FILE
+    lock.write_text(_lock(_dead_pid()))
+    summary = run_pipeline(load_config(path, season="2018"), client=local_cluster, quiet=True)
+    assert step_status(summary) == {n: "skipped" for n in STEPS}
+    assert not lock.exists()
+
+
+def test_locks_of_another_host_are_taken_over_only_when_old(tmp_path):
+    lock = tmp_path / LOCK_FILE
+    lock.write_text(_lock(1, host="elsewhere.example"))
+    with pytest.raises(SeasonLocked, match=r"being run by pid 1 on elsewhere.example"):
+        acquire(lock, season="x")
+    lock.write_text(_lock(1, host="elsewhere.example", started=dt.datetime.now(dt.UTC) - dt.timedelta(days=3)))
+    mine = acquire(lock, season="x")
+    assert read_lock(lock) == mine and mine["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_the_lock_is_removed_on_failure_and_interrupt(tmp_path, exc):
+    with pytest.raises(exc), season_lock(tmp_path, season="x"):
+        assert read_lock(tmp_path / LOCK_FILE)["pid"] == os.getpid()
+        raise exc
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_the_lock_on_object_storage_is_written_if_absent():
+    url = "memory://slamgeo-lock-test/2018"
+    with season_lock(url, season="2018") as mine:
+        with pytest.raises(SeasonLocked, match=rf"{url}/{LOCK_FILE}: season 2018 is being run by pid {os.getpid()}"):
+            acquire(f"{url}/{LOCK_FILE}", season="2018")
+        assert read_lock(f"{url}/{LOCK_FILE}") == mine
+    assert read_lock(f"{url}/{LOCK_FILE}") is None
+
+
+# --------------------------------------------------------------------------- slamgeo seasons
+
+
+def test_seasons_lists_each_season_in_text_and_json(two_seasons):
+    tmp, _, _ = two_seasons
+    res = slamgeo_here("seasons", tmp / "out", cwd=tmp)
+    assert res.rc == 0, res
+    lines = res.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["2017", "2018"]
+    assert "2017-01-03 .. 2017-" in lines[0] and "model 2017" in lines[0] and "model 2017" in lines[1]
+    assert all(f"{len(STEPS)}/{len(STEPS)} steps done" in ln and ln.endswith("drift -") for ln in lines)
+    res = slamgeo_here("seasons", tmp / "out", "--json", cwd=tmp)
+    rows = json.loads(res.stdout)
+    assert rows == [r.to_dict() for r in list_seasons(tmp / "out")]
+    assert [(r["season"], r["model_season"], r["first"][:4], r["drift"]) for r in rows] == [
+        ("2017", "2017", "2017", "-"),
+        ("2018", "2017", "2018", "-"),
+    ]
+    assert all(0 <= r["oa"] <= 1 and r["kappa"] is not None and r["done"] == list(STEPS) for r in rows)
+
+
+def test_seasons_of_an_empty_or_missing_root_is_one_line(tmp_path):
+    res = slamgeo_here("seasons", tmp_path, cwd=tmp_path)
+    assert res.rc == 0 and res.stdout.strip() == f"{tmp_path}: no seasons yet"
+    assert json.loads(slamgeo_here("seasons", tmp_path, "--json", cwd=tmp_path).stdout) == []
+    res = slamgeo_here("seasons", tmp_path / "nowhere", cwd=tmp_path)
+    assert_one_line_error(res, [str(tmp_path / "nowhere")], "no such output folder")
