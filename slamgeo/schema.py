@@ -105,5 +105,13 @@ VOTE: Final = "pixels"
 CONFUSED_PAIRS = 3  # the most confused class pairs the pairs stage (and the report) explains
 WAIT_FOR_WORKERS = 600.0  # seconds an existing Dask scheduler is given to have a worker for the tasks
 MAX_GAP_DAYS = 25  # season alignment: longest gap bridged by interpolation, days
+CALENDAR_SHIFT_MAX_DAYS = 180  # synthetic drift: the largest shift of the crops' calendars, days
+# Season drift: whether a season that could reuse an earlier season's model retrains instead:
+# "auto" when the drift verdict says "retrain", "never", or "always"
+Retrain = Literal["auto", "never", "always"]
+RETRAIN_MODES: tuple[Retrain, ...] = get_args(Retrain)
+RETRAIN: Final = "auto"
+DRIFT_VERDICTS: tuple[str, ...] = ("keep", "retrain")  # what `slamgeo.jobs.drift.season_drift` says
+DRIFT_SAMPLE_SIZE = 20_000  # valid pixels sampled per season for the drift measures
 
-__all__ = [name for name in dir() if name.isupper()] + ["ImportanceDtype", "Scale", "VoteUnit"]
+__all__ = [name for name in dir() if name.isupper()] + ["ImportanceDtype", "Retrain", "Scale", "VoteUnit"]

@@ -11,6 +11,26 @@ from slamgeo import schema
 from slamgeo.cli._app import app
 
 
+def parse_crop_mix(text: str) -> dict[str, float]:
+    """`--crop-mix` "maize=3,sugar beet=0.5" as {"maize": 3.0, "sugar beet": 0.5} ("": none);
+    the classes and weights are checked by `slamgeo.synth.check_crop_mix`."""
+    from slamgeo.errors import InputError
+    from slamgeo.synth import check_crop_mix
+
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.rpartition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = None
+        if not sep or not name.strip() or weight is None:
+            raise InputError(f"--crop-mix: expected CLASS=WEIGHT pairs separated by commas, found {part!r}")
+        mix[name.strip()] = weight
+    check_crop_mix(mix)
+    return mix
+
+
 @app.command("synth")
 def synth_cmd(
     out_dir: str = typer.Argument(
@@ -45,6 +65,18 @@ def synth_cmd(
     grid_parcels: int = typer.Option(
         0, "--grid-parcels", help="Also write parcels_grid.gpkg: N rectangular parcels tiling the scene (benchmarks)."
     ),
+    calendar_shift_days: int = typer.Option(
+        0,
+        "--calendar-shift-days",
+        help=f"Drift: move every crop's calendar (sowing, growth, harvest) by N days, later when positive "
+        f"(at most {schema.CALENDAR_SHIFT_MAX_DAYS}); the weather stays.",
+    ),
+    crop_mix: str = typer.Option(
+        "",
+        "--crop-mix",
+        help="Drift: the classes' shares of the parcels as CLASS=WEIGHT pairs separated by commas "
+        "(maize=3,wheat=0); a class left out weighs 1.",
+    ),
 ) -> None:
     """Draw a synthetic Sentinel-1 scene (parcels, 16 crop classes, speckle) and write it as real products."""
     from slamgeo.errors import InputError
@@ -53,6 +85,7 @@ def synth_cmd(
 
     if grid_parcels < 0:
         raise InputError(f"--grid-parcels must be 0 (none) or more, found {grid_parcels}")
+    mix = parse_crop_mix(crop_mix)
     check_trainable_dates(n_dates, missing_dates)  # a scene too short to train on is of no use downstream
     storage.claim_output(out_dir, storage.SCENE, overwrite=overwrite)  # before minutes of drawing
     scene = make_scene(
@@ -65,6 +98,8 @@ def synth_cmd(
         irregular=irregular,
         rain_events=rain_events,
         enl=enl,
+        calendar_shift_days=calendar_shift_days,
+        crop_mix=mix,
     )
     write = write_archive if archive else write_scene
     paths = write(scene, out_dir, overwrite=overwrite, n_grid_parcels=grid_parcels)

@@ -46,7 +46,7 @@ import xarray as xr
 from slamgeo.errors import ConfigError, InputError, OutputError, SlamgeoError
 from slamgeo.io import storage
 from slamgeo.io.cube import BANDS, check_zarr_format, write_cube
-from slamgeo.io.readers import READERS, reader, reader_for
+from slamgeo.io.readers import READERS, ReadRequest, reader, reader_for
 from slamgeo.io.readers._common import InputWarning, _dates_text, _one_line, _suffix, parse_time_window
 from slamgeo.io.readers.grid import GridOptions, Orbit, Resampling, check_bbox, parse_bbox
 from slamgeo.io.readers.stac_api import SearchOptions
@@ -318,21 +318,16 @@ def open_source(
     grid = grid or GridOptions()
     kind, paths = detect_source(inputs, kind=kind)
     source = READERS[kind]
-    options: dict = {"chunk": chunk, "start": start, "end": end}
-    if source.searches:
-        options["search"] = search or SearchOptions()
-    elif search is not None and search != SearchOptions():
+    if not source.searches and search is not None and search != SearchOptions():
         searching = ", ".join(name for name, r in READERS.items() if r.searches)
         raise ConfigError(f"{paths[0]}: collection, datetime and sign apply to a search ({searching}) only")
-    if source.on_grid:
-        options.update(grid=grid, report=report)
-    elif not grid.is_default:
+    if not source.on_grid and not grid.is_default:
         rasters = ", ".join(name for name, r in READERS.items() if r.on_grid)
         raise ConfigError(
             f"{paths[0]}: crs, resolution, bbox, like, orbit and resampling apply to rasters ({rasters}); "
             f"a {kind} input is read as it is"
         )
-    ds = source.open(paths, **options)
+    ds = source.open(paths, ReadRequest(chunk=chunk, start=start, end=end, grid=grid, search=search, report=report))
     check_dates(ds, str(paths[0]))
     return ds
 

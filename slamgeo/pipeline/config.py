@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from slamgeo import schema
 from slamgeo.errors import ConfigError
@@ -46,6 +55,40 @@ class SyntheticInput(_Strict):
     # write the scene as a Sentinel-1 archive (COG items in two UTM zones, two slices per
     # pass, descending passes too) and ingest it through the STAC loader
     archive: bool = False
+    # drift from one season to the next (`slamgeo.synth.make_scene`): every crop's calendar
+    # moved by whole days, later when positive; the classes' shares of the parcels (class name
+    # -> weight, 1 for a class left out)
+    calendar_shift_days: int = Field(0, ge=-schema.CALENDAR_SHIFT_MAX_DAYS, le=schema.CALENDAR_SHIFT_MAX_DAYS)
+    crop_mix: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("crop_mix")
+    @classmethod
+    def _known_classes(cls, v: dict[str, float]) -> dict[str, float]:
+        if v:  # the generator's classes, loaded only when a mix is given
+            from slamgeo.synth.crops import check_crop_mix
+
+            try:
+                check_crop_mix(v)
+            except ValueError as exc:  # InputError: the message, for the key's error
+                raise ValueError(str(exc).removeprefix("crop_mix: ")) from None
+        return v
+
+    @model_serializer(mode="wrap")
+    def _drift_when_set(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """The drift options are left out of the dump (which the ingest step fingerprints)
+        while they are at their defaults, so a scene without drift keeps its fingerprint."""
+        out = handler(self)
+        for key in _DRIFT_OPTIONS:
+            if key in out and not out[key]:
+                del out[key]
+        return out
+
+    def scene_options(self) -> dict:
+        """The keyword arguments of `slamgeo.synth.make_scene` for this scene (all but `archive`)."""
+        return {k: getattr(self, k) for k in type(self).model_fields if k != "archive"}
+
+
+_DRIFT_OPTIONS = ("calendar_shift_days", "crop_mix")
 
 
 SYNTHETIC = "synthetic"  # the input kind that draws a scene and ingests it; the others are readers
@@ -168,10 +211,13 @@ class TrainConfig(_Strict):
 class ModelConfig(_Strict):
     """`checkpoint`: reuse this model instead of training. `reuse: latest`: reuse the newest
     model trained by another season under the same `output` (`slamgeo.pipeline.seasons`),
-    or train when there is none."""
+    or train when there is none. `retrain`: whether a season that reuses a model trains its own
+    instead: "auto" when the season's drift from the model's season says so
+    (`slamgeo.jobs.drift.season_drift`), "never", or "always"."""
 
     checkpoint: str | None = None
     reuse: Literal["latest"] | None = None
+    retrain: schema.Retrain = schema.RETRAIN
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")

@@ -29,6 +29,7 @@ import xarray as xr
 
 from slamgeo.errors import InputError
 from slamgeo.io import storage
+from slamgeo.io.records import load_json
 from slamgeo.reporting import FigureSkipped
 from slamgeo.schema import CENTRE, CLASS, DIM, UNASSIGNED
 
@@ -79,12 +80,9 @@ def save_curves(curves: Mapping, path: str | Path) -> str | Path:
 def load_curves(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     """Read deletion curves written by `save_curves` (or any JSON of the same form)."""
     path = storage.location(path)
-    try:
-        data = json.loads(storage.read_text(path))
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: no faithfulness JSON here") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    if not storage.isfile(path):
+        raise InputError(f"{path}: no faithfulness JSON here")
+    data = load_json(storage.read_text(path), path)
     try:
         return curve_sets(data)
     except FigureSkipped as exc:

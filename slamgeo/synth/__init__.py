@@ -85,15 +85,39 @@ Dates. `n_dates` acquisitions from `start` every `step_days` days (61 from 2017-
 days by default). `missing_dates` drops that many acquisitions (never the first or the last);
 `irregular` moves every date but the first by up to (step_days - 1) // 2 days. `dates` gives
 the list explicitly instead.
+
+Drift, from one season to the next (every random draw unchanged, so a scene with a drift is
+the same scene otherwise, and the defaults give the scene drawn without them, bit for bit):
+`calendar_shift_days` moves every class's calendar (events, alfalfa's cuts, fallow's weeds, the
+distinctive windows) by whole days, later when positive, while the weather (moisture's yearly
+cycle, rain) stays; `crop_mix` deals the parcels to the classes in proportion to weights (class
+name -> weight, 1 for a class left out; smooth weighted round-robin, so equal weights give the
+round-robin above). Both are recorded in scene.json's `params` when set.
 """
 
 from __future__ import annotations
 
 from slamgeo.io.scene import SceneMeta, read_scene_meta
 from slamgeo.synth.archive import archive_slices, write_archive
-from slamgeo.synth.crops import CALENDARS, CLASSES, CONFUSABLE, DISTINCTIVE_WINDOWS, EVENTS, CropCalendar
+from slamgeo.synth.crops import (
+    CALENDARS,
+    CLASSES,
+    CONFUSABLE,
+    DISTINCTIVE_WINDOWS,
+    EVENTS,
+    CropCalendar,
+    check_crop_mix,
+    deal_classes,
+)
 from slamgeo.synth.parcels import CRS_EPSG, MIN_PARCEL_PIXELS, ORIGIN, PIXEL_SIZE, grid_parcels, write_grid_parcels
-from slamgeo.synth.scene import Scene, check_trainable_dates, make_dates, make_scene, scene_classes
+from slamgeo.synth.scene import (
+    Scene,
+    check_calendar_shift,
+    check_trainable_dates,
+    make_dates,
+    make_scene,
+    scene_classes,
+)
 from slamgeo.synth.writers import write_scene
 
 __all__ = [
@@ -110,7 +134,10 @@ __all__ = [
     "Scene",
     "SceneMeta",
     "archive_slices",
+    "check_calendar_shift",
+    "check_crop_mix",
     "check_trainable_dates",
+    "deal_classes",
     "grid_parcels",
     "make_dates",
     "make_scene",

@@ -1,13 +1,17 @@
 """The crops of the synthetic scene as data: the classes, their nominal calendars and canopies
-(`CALENDARS`), the confusable classes and the days where they differ (`DISTINCTIVE_WINDOWS`)."""
+(`CALENDARS`), the confusable classes and the days where they differ (`DISTINCTIVE_WINDOWS`);
+how parcels are dealt to classes (`deal_classes`, with an optional `crop_mix`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from slamgeo.errors import InputError
 
 CLASSES: tuple[str, ...] = (
     "cotton",
@@ -142,6 +146,47 @@ def calendars_json() -> dict[str, dict[str, object]]:
     }
 
 
+def check_crop_mix(crop_mix: Mapping[str, float] | None) -> np.ndarray | None:
+    """The weights of `crop_mix` as an array in `CLASSES` order, or None for the default (an
+    equal share each). `crop_mix` maps class names to non-negative weights relative to that
+    equal share (1); classes left out keep 1, so `{"maize": 3, "wheat": 0}` makes maize three
+    times as common and leaves wheat out. `InputError` for an unknown class, a weight that is
+    negative or not finite, or no positive weight."""
+    if not crop_mix:
+        return None
+    unknown = sorted(str(c) for c in crop_mix if c not in CLASSES)
+    if unknown:
+        raise InputError(f"crop_mix: unknown class {', '.join(map(repr, unknown))}; the classes are {list(CLASSES)}")
+    w = np.ones(len(CLASSES))
+    for name, v in crop_mix.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise InputError(f"crop_mix: the weight of {name!r} must be a finite number >= 0, found {v!r}")
+        w[CLASSES.index(name)] = float(v)
+    if not (w > 0).any():
+        raise InputError("crop_mix: every weight is 0; at least one class needs a positive weight")
+    return w
+
+
+def deal_classes(n: int, crop_mix: Mapping[str, float] | None = None) -> np.ndarray:
+    """The class ids (int64, into `CLASSES`) of `n` parcels in dealing order (`make_scene`
+    gives them to a shuffled parcel list). Without `crop_mix`: round-robin, class i of parcel
+    i mod 16. With it (`check_crop_mix`): smooth weighted round-robin, so each prefix of the
+    sequence holds the classes in proportion to their weights (equal weights give the
+    round-robin exactly) and a class of weight 0 never occurs."""
+    w = check_crop_mix(crop_mix)
+    if w is None:
+        return np.arange(n, dtype=np.int64) % len(CLASSES)
+    out = np.empty(n, np.int64)
+    current = np.zeros(len(CLASSES))
+    total = w.sum()
+    for i in range(n):
+        current += w
+        k = int(np.argmax(current))  # ties: the first class
+        out[i] = k
+        current[k] -= total
+    return out
+
+
 __all__ = [
     "CALENDARS",
     "CLASSES",
@@ -150,5 +195,7 @@ __all__ = [
     "EVENTS",
     "CropCalendar",
     "calendars_json",
+    "check_crop_mix",
     "class_table",
+    "deal_classes",
 ]

@@ -15,6 +15,7 @@ VH_RANGE_DB = (-28.0, -12.0)
 
 # Fallow's spring weeds peak on this day; quinoa's broad canopy at its `peak`.
 _FALLOW_WEEDS_DAY = 95.0
+_REGROWTH_DAY = 20.0  # alfalfa's winter stand starts growing towards its first cut
 # Water-cloud model (Attema & Ulaby 1978) at the incidence of mid-swath IW.
 _COS_THETA = math.cos(math.radians(39.0))
 _A = {"VV": 0.14, "VH": 0.055}
@@ -33,23 +34,26 @@ RAIN_DB = (1.5, 3.0)  # the rise of VV on a rainy date, U(low, high) dB
 RAIN_VH_FRACTION = 0.3
 
 
-def parcel_events(rng: np.random.Generator, class_id: np.ndarray) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+def parcel_events(
+    rng: np.random.Generator, class_id: np.ndarray, *, calendar_shift_days: float = 0.0
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """Per-parcel event days (float, NaN where none) and alfalfa cut days (`slamgeo.synth`,
-    Phenology), for parcels of the classes `class_id` (P,)."""
+    Phenology), for parcels of the classes `class_id` (P,). `calendar_shift_days` moves every
+    nominal calendar (events and cuts) by that many days before the per-parcel jitter."""
     tab = class_table()
     n = class_id.size
     shift = np.clip(rng.normal(0, 6, n), -14, 14)
     events: dict[str, np.ndarray] = {}
     prev = np.full(n, -np.inf)
     for ev in EVENTS:
-        nominal = tab[ev][class_id]
+        nominal = tab[ev][class_id] + calendar_shift_days
         day = np.round(nominal + shift + np.clip(rng.normal(0, 2.5, n), -6, 6))
         day = np.where(np.isnan(nominal), np.nan, np.maximum(day, prev + _MIN_GAP.get(ev, 0)))
         prev = np.where(np.isnan(day), prev, day)
         events[ev] = day
     cuts = []
     for i, c in enumerate(class_id):
-        nominal = np.asarray(CALENDARS[CLASSES[c]].cuts, float)
+        nominal = np.asarray(CALENDARS[CLASSES[c]].cuts, float) + calendar_shift_days
         jit = np.round(nominal + shift[i] + np.clip(rng.normal(0, 2, nominal.size), -4, 4))
         for k in range(1, jit.size):
             jit[k] = max(jit[k], jit[k - 1] + 20)
@@ -66,9 +70,16 @@ def _smoothstep(u: np.ndarray) -> np.ndarray:
 
 
 def _biomass(
-    t: np.ndarray, ev: dict[str, np.ndarray], cuts: list[np.ndarray], class_id: np.ndarray, bmax: np.ndarray
+    t: np.ndarray,
+    ev: dict[str, np.ndarray],
+    cuts: list[np.ndarray],
+    class_id: np.ndarray,
+    bmax: np.ndarray,
+    calendar_shift_days: float = 0.0,
 ) -> np.ndarray:
-    """Relative biomass (P, T) of each parcel on the days `t` (T,) of the season year."""
+    """Relative biomass (P, T) of each parcel on the days `t` (T,) of the season year; the
+    calendar days that are not parcel events (fallow's weeds, alfalfa's spring regrowth) move by
+    `calendar_shift_days`."""
     tab = class_table()
     kind = tab["kind"][class_id]
     T = t[None, :]
@@ -94,13 +105,15 @@ def _biomass(
     # Flat classes: a broad bump (quinoa around its peak, fallow's spring weeds), plus residue.
     flat = kind == "flat"
     if flat.any():
-        centre = np.where(np.isnan(ev["peak"][flat]), _FALLOW_WEEDS_DAY, ev["peak"][flat])[:, None]
+        weeds_day = _FALLOW_WEEDS_DAY + calendar_shift_days
+        centre = np.where(np.isnan(ev["peak"][flat]), weeds_day, ev["peak"][flat])[:, None]
         width = tab["width"][class_id[flat]][:, None]
         b[flat] = 0.05 + bmax[flat][:, None] * np.exp(-0.5 * ((T - centre) / width) ** 2)
     # Alfalfa: winter stand, spring growth to the first cut, then cut and regrow.
+    regrowth = _REGROWTH_DAY + calendar_shift_days
     for i in np.flatnonzero(kind == "cut"):
         c = cuts[i]
-        bi = 0.45 + 0.45 * _smoothstep((t - 20) / (c[0] - 20))
+        bi = 0.45 + 0.45 * _smoothstep((t - regrowth) / (c[0] - regrowth))
         for k, ck in enumerate(c):
             top = 0.9 if k + 1 < c.size else 0.6  # autumn regrowth is slower
             after = t >= ck
@@ -116,15 +129,19 @@ def profiles(
     cuts: list[np.ndarray],
     class_id: np.ndarray,
     rain_db: np.ndarray,
+    *,
+    calendar_shift_days: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Noise-free backscatter (linear power), (P + 1, T) float32 per band on the days `t` (T,)
-    of the season year, with the rain's rise `rain_db` (T,) in dB; row 0: margins and roads."""
+    of the season year, with the rain's rise `rain_db` (T,) in dB; row 0: margins and roads.
+    `ev`, `cuts`: `parcel_events` drawn with the same `calendar_shift_days` (the weather, soil
+    moisture's yearly cycle and the rain, does not move with it)."""
     tab = class_table()
     n = class_id.size
     bmax = tab["bmax"][class_id] * rng.uniform(0.85, 1.1, n)
     offset = rng.normal(0, 0.7, n)
     gains = {b: tab[f"{b.lower()}_gain_db"][class_id] + rng.normal(0, 0.4, n) for b in ("VV", "VH")}
-    B = _biomass(t, ev, cuts, class_id, bmax)
+    B = _biomass(t, ev, cuts, class_id, bmax, calendar_shift_days)
     T = t[None, :]
     col = {k: np.nan_to_num(v, nan=1e9)[:, None] for k, v in ev.items()}
     rough = np.zeros((n, t.size))

@@ -5,7 +5,7 @@ texture and speckle."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -16,8 +16,8 @@ from scipy.ndimage import gaussian_filter
 
 from slamgeo.errors import InputError
 from slamgeo.io.cube import make_cube
-from slamgeo.schema import CHUNK, TRAIN_MIN_DATES
-from slamgeo.synth.crops import CLASSES, CONFUSABLE, DISTINCTIVE_WINDOWS, EVENTS
+from slamgeo.schema import CALENDAR_SHIFT_MAX_DAYS, CHUNK, TRAIN_MIN_DATES
+from slamgeo.synth.crops import CLASSES, CONFUSABLE, DISTINCTIVE_WINDOWS, EVENTS, check_crop_mix, deal_classes
 from slamgeo.synth.parcels import CRS_EPSG, ORIGIN, PIXEL_SIZE, check_size, layout, scene_transform
 from slamgeo.synth.phenology import RAIN_DB, parcel_events, profiles
 
@@ -143,13 +143,28 @@ def _rngs(seed: int) -> dict[str, np.random.Generator]:
 # --- the scene ---------------------------------------------------------------------------
 
 
-def scene_classes(*, size: int = 512, seed: int = 0) -> list[str]:
-    """The crop classes of the parcels of `make_scene(size=size, seed=seed)`, in `CLASSES`
-    order, without drawing the scene: only its parcel layout is drawn (the same stream), and
-    `make_scene` gives parcel i of n the class i mod len(CLASSES), so the first n classes occur."""
+def scene_classes(*, size: int = 512, seed: int = 0, crop_mix: Mapping[str, float] | None = None) -> list[str]:
+    """The crop classes of the parcels of `make_scene(size=size, seed=seed, crop_mix=crop_mix)`,
+    in `CLASSES` order, without drawing the scene: only its parcel layout is drawn (the same
+    stream), and `make_scene` deals the n parcels the first n classes of `deal_classes`
+    (round-robin by default, so the first n classes occur)."""
     check_size(size)
     polys = layout(_rngs(seed)["layout"], size, scene_transform())[0]
-    return list(CLASSES[: min(len(polys), len(CLASSES))])
+    present = set(deal_classes(len(polys), crop_mix).tolist())
+    return [c for i, c in enumerate(CLASSES) if i in present]
+
+
+def check_calendar_shift(days: float) -> float:
+    """`days` as a float, refused (`InputError`) unless a whole number of days within
+    +-`CALENDAR_SHIFT_MAX_DAYS`."""
+    if isinstance(days, bool) or not isinstance(days, int | float | np.integer | np.floating):
+        raise InputError(f"calendar_shift_days must be a whole number of days, found {days!r}")
+    if not np.isfinite(days) or days != round(days) or abs(days) > CALENDAR_SHIFT_MAX_DAYS:
+        raise InputError(
+            f"calendar_shift_days must be a whole number of days between -{CALENDAR_SHIFT_MAX_DAYS} "
+            f"and {CALENDAR_SHIFT_MAX_DAYS}, found {days!r}"
+        )
+    return float(days)
 
 
 def make_scene(
@@ -165,13 +180,24 @@ def make_scene(
     rain_events: int = 0,
     enl: float = 4.4,
     chunk: int = CHUNK,
+    calendar_shift_days: float = 0,
+    crop_mix: Mapping[str, float] | None = None,
 ) -> Scene:
     """Draw a synthetic Sentinel-1 scene of `size` x `size` 10 m pixels (see `slamgeo.synth`).
 
     Deterministic for a given `seed`. Memory: the cube, 8 * size^2 * n_dates bytes
     (128 MB at the defaults), plus one band of the same size while it is drawn.
+
+    Drifts from one season to the next, with every random draw unchanged (the defaults give
+    the scene drawn without them, bit for bit): `calendar_shift_days` moves every class's
+    calendar (its events, alfalfa's cuts, fallow's weeds; `DISTINCTIVE_WINDOWS` with them) by
+    that many whole days, later when positive; the weather (soil moisture's yearly cycle, the
+    rain) stays. `crop_mix` changes the classes' shares of the parcels (`check_crop_mix`: class
+    name -> weight, 1 for a class left out).
     """
     check_size(size)
+    shift_days = check_calendar_shift(calendar_shift_days)
+    check_crop_mix(crop_mix)
     if not enl > 0:
         raise InputError(f"enl (equivalent number of looks) must be positive, found {enl}")
     rngs = _rngs(seed)
@@ -200,7 +226,7 @@ def make_scene(
     n_p = len(polys)
     perm = rngs["classes"].permutation(n_p)
     cls = np.empty(n_p, np.int64)
-    cls[perm] = np.arange(n_p) % len(CLASSES)
+    cls[perm] = deal_classes(n_p, crop_mix)
 
     middle = days[0] + (days[-1] - days[0]) // 2
     year = int(str(middle)[:4])
@@ -210,8 +236,8 @@ def make_scene(
     rain_db = np.zeros(n_t)
     rain_db[rain_idx] = rngs["rain"].uniform(*RAIN_DB, rain_idx.size)
 
-    ev, cuts = parcel_events(rngs["classes"], cls)
-    prof = profiles(rngs["profiles"], t, ev, cuts, cls, rain_db)
+    ev, cuts = parcel_events(rngs["classes"], cls, calendar_shift_days=shift_days)
+    prof = profiles(rngs["profiles"], t, ev, cuts, cls, rain_db, calendar_shift_days=shift_days)
     tex = _texture(rngs["texture"], pid).ravel()
 
     flat_pid = pid.ravel()
@@ -271,10 +297,16 @@ def make_scene(
     phen["n_pixels"] = np.bincount(pid.ravel(), minlength=n_p + 1)[1:]
 
     rain_dates = [pd.Timestamp(days[i]) for i in rain_idx]
+    moved = int(shift_days)
     windows = {
-        c: [str(year0 + np.timedelta64(a, "D")), str(year0 + np.timedelta64(b, "D"))]
+        c: [str(year0 + np.timedelta64(a + moved, "D")), str(year0 + np.timedelta64(b + moved, "D"))]
         for c, (a, b) in DISTINCTIVE_WINDOWS.items()
     }
+    drift: dict = {}  # recorded when set, so that a scene without drift is described as before
+    if shift_days:
+        drift["calendar_shift_days"] = moved
+    if crop_mix:
+        drift["crop_mix"] = {str(k): float(v) for k, v in crop_mix.items()}
     info = {
         "params": {
             "size": size,
@@ -286,6 +318,7 @@ def make_scene(
             "irregular": irregular,
             "step_days": step_days,
             "start": str(days[0]),
+            **drift,
         },
         "season_year": year,
         "swath_edge": side,
@@ -305,4 +338,4 @@ def make_scene(
     )
 
 
-__all__ = ["Scene", "check_trainable_dates", "make_dates", "make_scene", "scene_classes"]
+__all__ = ["Scene", "check_calendar_shift", "check_trainable_dates", "make_dates", "make_scene", "scene_classes"]

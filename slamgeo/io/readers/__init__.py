@@ -10,14 +10,14 @@ A reader module defines:
 - `SUMMARY`: what it reads, in a few words (for messages and help);
 - `can_open(source) -> bool`: whether it reads this location (a `Path` or a URL `str`), from
   its name and a look at the storage (no pixel, no header);
-- `open(sources, *, chunk, start, end, ...) -> xr.Dataset`: the lazy cube; `sources` holds
-  one location, or several where `MANY` is true;
+- `open(sources, request) -> xr.Dataset`: the lazy cube; `sources` holds one location, or
+  several where `MANY` is true; `request` is a `ReadRequest` (chunk, time window, and the grid
+  or search options where they apply);
 
 and, where they apply: `MANY = True` (several inputs make one source: GeoTIFFs), `GRID = True`
-(rasters loaded onto the grid the user asks for: `open` takes `grid`, a
-`slamgeo.io.readers.grid.GridOptions`, and `report`, a function given the line saying which
-orbit and grid were chosen), `SEARCH = True` (`open` and `inputs` take `search`, a
-`slamgeo.io.readers.stac_api.SearchOptions`), `inputs(sources, *, ds=None) -> list` (the files
+(rasters loaded onto the grid the user asks for: `open` reads `request.grid` and
+`request.report`), `SEARCH = True` (`open` reads `request.search`, and `inputs` takes `search`,
+a `slamgeo.io.readers.stac_api.SearchOptions`), `inputs(sources, *, ds=None) -> list` (the files
 that make the input, for its fingerprint: those the loader read when `ds`, the opened cube, is
 given; default: `sources`) and `negative_share(sources, time, band) -> float | None` (the share
 of negative raw values on a date, to explain a date without valid pixels; default: None).
@@ -32,18 +32,36 @@ the plausibility check are `slamgeo.io.ingest`'s.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slamgeo.errors import ConfigError
+from slamgeo.schema import CHUNK
 
 if TYPE_CHECKING:
     import numpy as np
     import xarray as xr
 
+    from slamgeo.io.readers.grid import GridOptions
+    from slamgeo.io.readers.stac_api import SearchOptions
     from slamgeo.io.storage import Location
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """What is asked of a reader: spatial tiles of `chunk` pixels, the time window `start`..`end`
+    (ISO dates, inclusive, None = open), and where they apply the grid (rasters; None = the
+    default grid), the search options (a STAC API; None = the defaults) and `report`, given the
+    line saying which orbit and grid were chosen (None = log)."""
+
+    chunk: int = CHUNK
+    start: str | None = None
+    end: str | None = None
+    grid: GridOptions | None = None
+    search: SearchOptions | None = None
+    report: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,10 +96,9 @@ class Reader:
     def can_open(self, source: Location) -> bool:
         return bool(self._impl().can_open(source))
 
-    def open(self, sources: Sequence[Location], **options: Any) -> xr.Dataset:
-        """The lazy cube of `sources`; `options`: chunk, start, end, and grid, report, search
-        where the reader takes them."""
-        return self._impl().open(list(sources), **options)
+    def open(self, sources: Sequence[Location], request: ReadRequest) -> xr.Dataset:
+        """The lazy cube of `sources`, read as `request` asks."""
+        return self._impl().open(list(sources), request)
 
     def inputs(self, sources: Sequence[Location], *, ds: xr.Dataset | None = None, **search: Any) -> list[str | Path]:
         """The files that make the input, for its fingerprint (those the loader read when `ds`,
@@ -121,4 +138,4 @@ def reader(kind: str) -> Reader:
     return READERS[kind]
 
 
-__all__ = ["READERS", "Reader", "reader", "reader_for"]
+__all__ = ["READERS", "ReadRequest", "Reader", "reader", "reader_for"]

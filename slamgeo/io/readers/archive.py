@@ -48,6 +48,8 @@ from slamgeo.schema import CHUNK
 if TYPE_CHECKING:
     import pystac
 
+    from slamgeo.io.readers import ReadRequest
+
 log = logging.getLogger("slamgeo.ingest")
 
 GDAL_REMOTE_OPTIONS = {  # for COGs over HTTP or S3 (GDAL's names; odc-stac's cloud defaults)
@@ -161,6 +163,22 @@ def configure_gdal() -> None:
     }
     options: dict[str, Any] = {**GDAL_REMOTE_OPTIONS, **storage.gdal_s3_options(), **user}
     configure_rio(**options)
+
+
+def load_items(
+    items: Sequence[pystac.Item], request: ReadRequest, *, where: str, base: storage.Location | None = None
+) -> xr.Dataset:
+    """`open_items` for a reader: the Items loaded as `request` asks (its grid, or the default)."""
+    return open_items(
+        items,
+        grid=request.grid or GridOptions(),
+        chunk=request.chunk,
+        start=request.start,
+        end=request.end,
+        base=base,
+        where=where,
+        report=request.report,
+    )
 
 
 def open_items(

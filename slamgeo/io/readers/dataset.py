@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
 import numpy as np
@@ -20,6 +21,9 @@ from slamgeo.io import storage
 from slamgeo.io.cube import BANDS, COMPLETE_ATTR, chunk_cube, is_complete, linear_to_db, validate_cube
 from slamgeo.io.readers._common import BAND_ALIASES, _lazy, _one_line, _suffix, dn_to_db, select_time
 from slamgeo.schema import CHUNK
+
+if TYPE_CHECKING:
+    from slamgeo.io.readers import ReadRequest
 
 SUMMARY = "a NetCDF file (.nc) or Zarr store (.zarr) holding a cube"
 DATASET_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".zarr")
@@ -125,14 +129,9 @@ def can_open(source: storage.Location) -> bool:
     return _is_zarr_dir(source) or (_suffix(source) in DATASET_SUFFIXES and storage.isfile(source))
 
 
-def open(sources: Sequence[storage.Location], *, chunk: int, start: str | None, end: str | None) -> xr.Dataset:
+def open(sources: Sequence[storage.Location], request: ReadRequest) -> xr.Dataset:
     """The cube of the one NetCDF file or Zarr store of `sources` (`open_dataset_cube`)."""
-    return open_dataset_cube(sources[0], chunk=chunk, start=start, end=end)
+    return open_dataset_cube(sources[0], chunk=request.chunk, start=request.start, end=request.end)
 
 
-__all__ = [
-    "DATASET_SUFFIXES",
-    "can_open",
-    "open",
-    "open_dataset_cube",
-]
+__all__ = ["DATASET_SUFFIXES", "can_open", "open", "open_dataset_cube"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import pystac
     import xarray as xr
 
-    from slamgeo.io.readers.grid import GridOptions
+    from slamgeo.io.readers import ReadRequest
 
 SUMMARY = "GeoTIFF files or folders of them (.tif, .tiff), one file per date"
 MANY = True  # several files or folders make one input
@@ -286,21 +286,12 @@ def can_open(source: storage.Location) -> bool:
     return storage.isdir(source) or (_suffix(source) in TIFF_SUFFIXES and storage.isfile(source))
 
 
-def open(
-    sources: Sequence[storage.Location],
-    *,
-    chunk: int,
-    start: str | None,
-    end: str | None,
-    grid: GridOptions,
-    report: Callable[[str], None] | None = None,
-) -> xr.Dataset:
+def open(sources: Sequence[storage.Location], request: ReadRequest) -> xr.Dataset:
     """The GeoTIFFs of `sources` (files or folders) as Items, loaded onto one grid (lazy)."""
-    from slamgeo.io.readers.archive import open_items
+    from slamgeo.io.readers.archive import load_items
 
     where = str(sources[0])
-    items = items_from_tiffs([str(f) for f in _expand_tiffs(sources)], where=where)
-    return open_items(items, grid=grid, chunk=chunk, start=start, end=end, where=where, report=report)
+    return load_items(items_from_tiffs([str(f) for f in _expand_tiffs(sources)], where=where), request, where=where)
 
 
 def inputs(sources: Sequence[storage.Location], *, ds: xr.Dataset | None = None) -> list[str | Path]:

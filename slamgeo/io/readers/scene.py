@@ -5,7 +5,7 @@ as a STAC ItemCollection). Its other rasters (`truth.tif`) are not backscatter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     import xarray as xr
 
-    from slamgeo.io.readers.grid import GridOptions
+    from slamgeo.io.readers import ReadRequest
 
 SUMMARY = "a slamgeo synth output folder (scene.json; its tiffs/ or archive/items.json)"
 GRID = True  # loaded onto the grid the user asks for
@@ -57,18 +57,10 @@ def can_open(source: storage.Location) -> bool:
     return storage.isdir(source) and storage.exists(storage.join(source, SCENE_FILES["meta"]))
 
 
-def open(
-    sources: Sequence[storage.Location],
-    *,
-    chunk: int,
-    start: str | None,
-    end: str | None,
-    grid: GridOptions,
-    report: Callable[[str], None] | None = None,
-) -> xr.Dataset:
+def open(sources: Sequence[storage.Location], request: ReadRequest) -> xr.Dataset:
     """The scene's backscatter, read by the reader of its GeoTIFFs or its ItemCollection (lazy)."""
     reader, found = _inner(sources[0])
-    return reader.open([found], chunk=chunk, start=start, end=end, grid=grid, report=report)
+    return reader.open([found], request)
 
 
 def inputs(sources: Sequence[storage.Location], *, ds: xr.Dataset | None = None) -> list[str | Path]:

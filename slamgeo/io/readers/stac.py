@@ -8,7 +8,7 @@ a URL); asset URLs are handed to GDAL as they are (`storage.gdal_s3_options`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import pystac
     import xarray as xr
 
-    from slamgeo.io.readers.grid import GridOptions
+    from slamgeo.io.readers import ReadRequest
 
 SUMMARY = "a STAC ItemCollection (.json, .geojson) of GeoTIFF/COG assets"
 GRID = True  # loaded onto the grid the user asks for
@@ -92,23 +92,12 @@ def can_open(source: storage.Location) -> bool:
     return _suffix(source) in STAC_SUFFIXES and storage.isfile(source)
 
 
-def open(
-    sources: Sequence[storage.Location],
-    *,
-    chunk: int,
-    start: str | None,
-    end: str | None,
-    grid: GridOptions,
-    report: Callable[[str], None] | None = None,
-) -> xr.Dataset:
-    """The Items of the ItemCollection, loaded onto the grid `grid` asks for (lazy)."""
-    from slamgeo.io.readers.archive import open_items
+def open(sources: Sequence[storage.Location], request: ReadRequest) -> xr.Dataset:
+    """The Items of the ItemCollection, loaded onto the grid the request asks for (lazy)."""
+    from slamgeo.io.readers.archive import load_items
 
     path = sources[0]
-    items = read_item_collection(path)
-    return open_items(
-        items, grid=grid, chunk=chunk, start=start, end=end, base=storage.parent(path), where=str(path), report=report
-    )
+    return load_items(read_item_collection(path), request, where=str(path), base=storage.parent(path))
 
 
 def inputs(sources: Sequence[storage.Location], *, ds: xr.Dataset | None = None) -> list[str | Path]:

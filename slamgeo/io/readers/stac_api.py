@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 from slamgeo.errors import ConfigError, InputError
 from slamgeo.io import storage
 from slamgeo.io.readers._common import _one_line
-from slamgeo.io.readers.grid import GridOptions, check_bbox
+from slamgeo.io.readers.grid import check_bbox
 
 if TYPE_CHECKING:
     import pystac
     import xarray as xr
+
+    from slamgeo.io.readers import ReadRequest
 
 SUMMARY = "a STAC API search (stac+https://HOST/PATH)"
 GRID = True  # loaded onto the grid the user asks for
@@ -131,21 +133,12 @@ def can_open(source: storage.Location) -> bool:
     return is_stac_api(source)
 
 
-def open(
-    sources: Sequence[storage.Location],
-    *,
-    chunk: int,
-    start: str | None,
-    end: str | None,
-    grid: GridOptions,
-    search: SearchOptions,
-    report: Callable[[str], None] | None = None,
-) -> xr.Dataset:
-    """The Items the search finds, loaded onto the grid `grid` asks for (lazy)."""
-    from slamgeo.io.readers.archive import open_items
+def open(sources: Sequence[storage.Location], request: ReadRequest) -> xr.Dataset:
+    """The Items the search finds, loaded onto the grid the request asks for (lazy)."""
+    from slamgeo.io.readers.archive import load_items
 
-    items = search_items(str(sources[0]), search)
-    return open_items(items, grid=grid, chunk=chunk, start=start, end=end, where=str(sources[0]), report=report)
+    items = search_items(str(sources[0]), request.search or SearchOptions())
+    return load_items(items, request, where=str(sources[0]))
 
 
 def inputs(

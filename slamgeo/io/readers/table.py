@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,9 @@ from slamgeo.io import storage
 from slamgeo.io.cube import BANDS, chunk_cube, linear_to_db, validate_cube
 from slamgeo.io.readers._common import BAND_ALIASES, _dates_text, _one_line, _suffix, dn_to_db, select_time
 from slamgeo.schema import CHUNK
+
+if TYPE_CHECKING:
+    from slamgeo.io.readers import ReadRequest
 
 SUMMARY = "a long Parquet table (.parquet) of per-parcel or per-point series"
 TABLE_SUFFIXES = (".parquet", ".pq", ".geoparquet")
@@ -173,15 +177,9 @@ def can_open(source: storage.Location) -> bool:
     return _suffix(source) in TABLE_SUFFIXES and storage.isfile(source)
 
 
-def open(sources: Sequence[storage.Location], *, chunk: int, start: str | None, end: str | None) -> xr.Dataset:
+def open(sources: Sequence[storage.Location], request: ReadRequest) -> xr.Dataset:
     """The `(time, sample)` cube of the one table of `sources` (`open_table`)."""
-    return open_table(sources[0], chunk=chunk, start=start, end=end)
+    return open_table(sources[0], chunk=request.chunk, start=request.start, end=request.end)
 
 
-__all__ = [
-    "LEGEND_FILE",
-    "TABLE_SUFFIXES",
-    "can_open",
-    "open",
-    "open_table",
-]
+__all__ = ["LEGEND_FILE", "TABLE_SUFFIXES", "can_open", "open", "open_table"]
