@@ -8,19 +8,24 @@ One run, default model (CAEConfig(): 64/128/256 channels, T = 61, D = 2), on thi
   the machine's ceiling: float32 GEMM (4096^3) FLOP/s, best of a few
   FLOPs per pixel of (b) (torch FlopCounterMode) and (b)'s achieved FLOP rate / ceiling
   where (b)'s time goes (torch.profiler, self CPU time per op)
-  levers: (b) at other batch sizes, with oneDNN off, through the encoder's own forward pass
-  and hooks (max_pool's autograd path), and that without the linear shortcut.
+  levers: (b) at other batch sizes, with oneDNN off, through the encoder's own forward pass,
+  hooks and one autograd pass per dimension (the path for other encoders), and that without
+  the linear shortcut.
+  --compare PATH: another gradslam.py (an earlier version, say) timed as (b') in the same
+  alternating rounds, so that before and after see the same machine load.
 
 Prints everything and writes benchmarks/results/bench_gradslam.json.
-Usage: python benchmarks/bench_gradslam.py [--quick] [--pixels N] [--batch-size B] [--threads K]
+Usage: python benchmarks/bench_gradslam.py [--quick] [--pixels N] [--batch-size B] [--threads K] [--compare PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -49,6 +54,16 @@ def best_time(fn, repeats: int) -> float:
 def gemm_ceiling(repeats: int, n: int = 4096) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n**3 / best_time(lambda: a @ b, repeats)
+
+
+def load_module(path: Path):
+    """Another copy of gradslam.py, imported under its own name."""
+    spec = importlib.util.spec_from_file_location("gradslam_compared", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def naive_grad_cam(encoder, x, ref, batch_size):
@@ -102,6 +117,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--out", type=Path, default=None, help="default: results/bench_gradslam[_<threads>t].json")
+    ap.add_argument("--compare", type=Path, default=None, help="another gradslam.py, timed as (b') alongside (b)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,21 +135,25 @@ def main() -> None:
 
     # interleaved rounds, best of each: the methods see the same machine load
     fns = {
-        "gemm": lambda: gemm_ceiling(1),
         "a": lambda: encode(encoder, x, bs),
         "b": lambda: grad_slam(encoder, x, reference=ref, return_embedding=True, batch_size=bs),
         "c": lambda: naive_grad_cam(encoder, x, ref, bs),
     }
+    if args.compare is not None:
+        prev = load_module(args.compare)
+        fns["b_prev"] = lambda: prev.grad_slam(encoder, x, reference=ref, return_embedding=True, batch_size=bs)
     best = {k: float("inf") for k in fns}
     ceiling = 0.0
-    for name in ("a", "b", "c"):
-        fns[name]()  # warm-up
+    loads = []
+    for fn in fns.values():
+        fn()  # warm-up
     for _ in range(repeats):
         ceiling = max(ceiling, gemm_ceiling(2))
-        for name in ("a", "b", "c"):
+        for name, fn in fns.items():
             t0 = time.perf_counter()
-            fns[name]()
+            fn()
             best[name] = min(best[name], time.perf_counter() - t0)
+        loads.append(round(os.getloadavg()[0], 2))
     t_a, t_b, t_c = best["a"], best["b"], best["c"]
 
     # (b) and (c) compute the same thing
@@ -180,8 +200,8 @@ def main() -> None:
         f"batch_size={size}": (lambda size=size: grad_slam(encoder, xl, reference=ref, batch_size=size))
         for size in (256, 512, 2048, 4096)
     }
-    variants["hooked_forward"] = patched(False, True)
-    variants["hooked_forward_no_shortcut"] = patched(False, False)
+    variants["autograd_per_dimension"] = patched(False, True)
+    variants["autograd_per_dimension_no_shortcut"] = patched(False, False)
     variants["default"] = lambda: grad_slam(encoder, xl, reference=ref, batch_size=bs)
     levers = {}
     for name, fn in variants.items():
@@ -197,6 +217,7 @@ def main() -> None:
             "torch": torch.__version__,
             "load_avg_before": [round(v, 2) for v in load_before],
             "load_avg_after": [round(v, 2) for v in os.getloadavg()],
+            "load_avg_1min_per_round": loads,
         },
         "setup": {
             "pixels": n,
@@ -209,6 +230,14 @@ def main() -> None:
         },
         "pixels_per_s": {"a_encode": n / t_a, "b_grad_slam": n / t_b, "c_naive_layergradcam": n / t_c},
         "speedup_b_over_c": t_c / t_b,
+        "compare": None
+        if args.compare is None
+        else {
+            "module": str(args.compare),
+            "pixels_per_s": n / best["b_prev"],
+            "speedup_over_c": t_c / best["b_prev"],
+            "b_speedup_over_it": best["b_prev"] / t_b,
+        },
         "b_cost_over_a": t_b / t_a,
         "flops_per_pixel": {"a_encode": flops_a, "b_grad_slam": flops_b, "c_naive": flops_c},
         "gemm_ceiling_flops": ceiling,
@@ -219,8 +248,8 @@ def main() -> None:
         "levers_b_pixels_per_s": levers,
         "b_profile_top_ops": ops,
         "targets": {
-            "speedup_b_over_c >= 6": t_c / t_b >= 6,
-            "b_fraction_of_ceiling >= 0.4": flops_b * n / t_b / ceiling >= 0.4,
+            "speedup_b_over_c >= 8": t_c / t_b >= 8,
+            "b_fraction_of_ceiling >= 0.85": flops_b * n / t_b / ceiling >= 0.85,
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +261,13 @@ def main() -> None:
         f"(c) naive LayerGradCam {pps['c_naive_layergradcam']:7.0f}"
     )
     print(f"(b) is {res['speedup_b_over_c']:.2f}x faster than (c); costs {res['b_cost_over_a']:.2f}x encoding")
+    if res["compare"]:
+        cmp = res["compare"]
+        print(
+            f"(b') {cmp['module']}: {cmp['pixels_per_s']:.0f} pixels/s, {cmp['speedup_over_c']:.2f}x (c); "
+            f"(b) is {cmp['b_speedup_over_it']:.2f}x (b')"
+        )
+    print(f"load (1 min) per round: {loads}")
     print(f"MFLOP/pixel  (a) {flops_a / 1e6:.2f}  (b) {flops_b / 1e6:.2f}  (c) {flops_c / 1e6:.2f}")
     print(
         f"GEMM ceiling {ceiling / 1e9:.1f} GFLOP/s; (b) achieves {res['b_achieved_flops'] / 1e9:.1f} GFLOP/s = "

@@ -178,6 +178,41 @@ def test_direct_and_hooked_executors_agree():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item())
 
 
+@pytest.mark.parametrize("names", [("block1",), ("block2",), ("block3",), ("block3", "block1"), ("block2", "block3")])
+def test_batched_backward_equals_one_autograd_pass_per_dimension(names):
+    """The direct executor (all D dimensions in one written-out backward pass) against the
+    hooked executor (autograd, one pass per dimension), at an odd T with dates dropped by
+    pooling, D = 3, and every subset of blocks in any order."""
+    enc = small_encoder(16, n_times=61, embed_dim=3, channels=(8, 16, 16), kernels=(7, 5, 3))
+    x = torch.randn(50, 2, 61)
+    layers = [enc.blocks[n] for n in names]
+    direct = layer_maps(enc, x, layers, batch_size=16)
+    handle = enc.register_forward_hook(lambda m, i, o: None)
+    try:
+        hooked = layer_maps(enc, x, layers, batch_size=16)
+    finally:
+        handle.remove()
+    for a, b in zip(direct, hooked):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding", "dilation"), [(1, 0, 1), (1, 1, 1), (1, 2, 1), (1, 2, 2), (1, 4, 2), (2, 1, 1)]
+)
+def test_conv_input_gradient_equals_autograd(stride, padding, dilation):
+    """dE/dA through a Conv1d, as the direct executor takes it (the flipped kernel's forward
+    correlation for stride 1, `conv1d_input` else), against autograd."""
+    from slamgeo.method.gradslam import _input_grad
+
+    torch.manual_seed(17)
+    conv = nn.Conv1d(6, 5, 3, stride=stride, padding=padding, dilation=dilation)
+    a = torch.randn(4, 6, 15, requires_grad=True)
+    out = conv(a)
+    g = torch.randn_like(out)
+    (want,) = torch.autograd.grad(out, a, g)
+    torch.testing.assert_close(_input_grad(conv, g, tuple(a.shape)), want, rtol=1e-5, atol=1e-6)
+
+
 def test_threads_sharing_one_model_get_their_own_maps():
     from concurrent.futures import ThreadPoolExecutor
 
@@ -367,7 +402,8 @@ def test_an_empty_batch_gives_empty_outputs():
     assert out.importance.shape == (0, 3, 24) and out.embedding.shape == (0, 3)
 
 
-def test_explaining_runs_the_convolutions_of_one_forward_pass():
+@pytest.mark.parametrize("embed_dim", [1, 3])
+def test_explaining_runs_the_convolutions_of_one_forward_pass(embed_dim):
     """Counted at the dispatcher: 3 forward convolutions (one per block) for the default path,
     however many embedding dimensions are explained."""
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -382,10 +418,12 @@ def test_explaining_runs_the_convolutions_of_one_forward_pass():
                 self.forward += 1
             return func(*args, **(kwargs or {}))
 
-    enc = small_encoder(8)
+    enc = small_encoder(8, embed_dim=embed_dim)
     with CountConvolutions() as count:
         grad_slam(enc, torch.randn(10, 2, 24), scale="maxabs", return_embedding=True)
-    assert count.forward == 3 + 1  # + 1: the shortcut's kernel V, one tiny convolution of a ones signal
+    # + 1: the shortcut's kernel V, one tiny convolution of a ones signal; + 1: block 3's input
+    # gradient for all dimensions at once, a correlation with the flipped kernel
+    assert count.forward == 3 + 1 + 1
 
 
 def test_return_layer_maps_gives_the_raw_maps():

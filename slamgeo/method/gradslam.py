@@ -10,21 +10,24 @@ For an encoder layer A with K feature maps of temporal length t_A and an embeddi
 map to the input dates `(N, D, T)`, scales it per sample and per dimension, and merges the layers
 (mean) into one date-importance profile per pixel and per dimension.
 
-Cost. One forward pass and one backward pass per embedding dimension serve every layer at once:
+Cost. One forward pass and one backward pass serve every layer and every embedding dimension:
 the gradient of `E[:, d].sum()` with respect to A[n] is exactly dE[n, d]/dA[n], because the
-encoder has no operation across samples. Three more savings, all exact:
+encoder has no operation across samples. Savings, all exact:
 - the backward pass stops one linear map after the shallowest requested block: if A only feeds
   a linear map B = W A + b (the next block's Conv1d), then sum_t dE/dA[k, t] = <dE/dB, W 1_k>,
   with 1_k the constant-one signal in channel k, so alpha needs dE/dB and a small precomputed
-  tensor V, not the conv's full backward;
-- nothing upstream of the first requested layer is recorded for autograd (the gradient with
-  respect to a layer's output needs only the graph downstream of it);
-- for a slamgeo `Encoder` explained at its blocks (the default), the forward pass is run block by
-  block with the model's own modules, except that MaxPool1d(2)'s gradient is routed by a
-  comparison of even and odd dates (`_Pool2`: the same values, the same routing, ties to the
-  first date as MaxPool1d does), because max_pool's own autograd path costs on CPU about as
-  much as a convolution. Other layers and other encoders (or an encoder that
-  carries someone else's hooks) go through the encoder's own forward pass with forward hooks.
+  tensor V, not the conv's full backward; V is the same at every date where the kernel lies
+  inside A, so <dE/dB, V> is a time sum plus a few edge dates;
+- nothing upstream of the first requested layer is recorded or differentiated;
+- for a slamgeo `Encoder` explained at its blocks (the default), the backward pass is written
+  out (`_direct`) rather than left to autograd, which costs 1.4x more here (benchmarks/README.md):
+  the D dimensions go through it as one batch (D N samples, one convolution per block), the
+  gradient of MaxPool1d(2) is routed by a comparison of even and odd dates (ties to the first
+  date, as MaxPool1d does) instead of max_pool's costly autograd path, and the input gradient
+  of a stride-1 Conv1d is the forward correlation with the flipped kernel (oneDNN's forward
+  kernels). Other layers and other encoders (or an encoder that carries someone else's hooks,
+  or a call under autocast) go through the encoder's own forward pass with forward hooks and
+  one autograd pass per dimension.
 Batches are processed in chunks of `batch_size` pixels (1024 by default), which keeps the working
 set in cache; the result does not depend on the chunking beyond float32 rounding.
 
@@ -35,8 +38,8 @@ importance there and ranks dates whose deletion moves the embedding more than ch
 the map's zero point and mostly shows the profile the whole scene shares.
 
 Only PyTorch: tensors in, tensors out. The model is never changed: it runs in eval mode (its
-training flags are restored afterwards), gradients are taken with `torch.autograd.grad` with
-respect to activations only (no parameter `.grad` is written), and the forward hooks that capture
+training flags are restored afterwards), gradients are taken with respect to activations only
+(written out, or by `torch.autograd.grad`; no parameter `.grad` is written), and the hooks that capture
 the activations act only in the calling thread and are removed before returning, also on error.
 """
 
@@ -44,16 +47,16 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.grad import conv1d_input
 
 from slamgeo.errors import InputError
 from slamgeo.method.model import CAE, Encoder, conv_blocks
@@ -445,26 +448,40 @@ def _linear_consumer(encoder: nn.Module, layer: nn.Module) -> nn.Module | None:
     return None
 
 
-def _consumer_kernel(consumer: nn.Module, act: Tensor) -> Tensor:
+def _consumer_kernel(consumer: nn.Module, act: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """V `(P, K)` such that sum_t dE/dA[n, k, t] = (dE/dB[n].flatten() @ V)[k] for B = consumer(A).
 
     Column k is the consumer's linear part applied to the constant-one signal in channel k.
     """
     k, t_a = act.shape[1], act.shape[2]
-    w = cast(Tensor, consumer.weight).detach().float()
+    w = cast(Tensor, consumer.weight).detach().to(dtype)
     if isinstance(consumer, nn.Linear):  # B = W flatten(A) + b
         return w.view(w.shape[0], k, t_a).sum(-1)
     conv = cast(nn.Conv1d, consumer)
     c_out = w.shape[0]
     with torch.autocast(w.device.type, enabled=False):
         if conv.groups == 1:  # every (c, k) kernel on one constant-one signal: (1, C K, t_B)
-            ones = torch.ones(1, 1, t_a, device=w.device)
+            ones = torch.ones(1, 1, t_a, device=w.device, dtype=dtype)
             v = F.conv1d(ones, w.reshape(c_out * k, 1, -1), None, conv.stride, conv.padding, conv.dilation)
             v = v.view(c_out, k, -1).transpose(0, 1)  # (K, C, t_B)
         else:
-            ones = torch.eye(k, device=w.device).unsqueeze(-1).expand(k, k, t_a)
+            ones = torch.eye(k, device=w.device, dtype=dtype).unsqueeze(-1).expand(k, k, t_a)
             v = F.conv1d(ones, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)  # (K, C, t_B)
     return v.flatten(1).T
+
+
+def _kernel_parts(conv: nn.Conv1d, act: Tensor, n_pooled: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`_consumer_kernel` of a Conv1d followed by MaxPool1d(2), split for the direct executor:
+    V[:, t] = Vmid `(C, K)` at every date t of B where the kernel lies inside A, plus
+    Delta `(C E, K)` at the E other dates that pooling keeps (`edges`, `(E,)` long), so that
+    sum_t g[c, t] V[c, t] = (sum_t g[c, t]) Vmid + g[:, edges].flatten() Delta. Built in float64,
+    where the inner columns are equal sums of the same weights."""
+    v = _consumer_kernel(conv, act, torch.float64)
+    v = v.view(-1, v.shape[0] // conv.out_channels, v.shape[1])  # (C, t_B, K)
+    mid = v[:, v.shape[1] // 2]
+    edges = [t for t in range(2 * n_pooled) if not torch.equal(v[:, t], mid)]
+    delta = (v[:, edges] - mid.unsqueeze(1)).flatten(0, 1)
+    return mid.to(act.dtype), delta.to(act.dtype), torch.tensor(edges, dtype=torch.long, device=act.device)
 
 
 def _is_pool2(m: nn.Module) -> bool:
@@ -485,8 +502,9 @@ def _single(v) -> int:
 
 
 def _plain_blocks(encoder: nn.Module, layers: Sequence[nn.Module]) -> bool:
-    """Whether the direct executor applies: a slamgeo Encoder of Conv1d -> MaxPool1d(2) -> any
-    blocks, a head that starts with a Linear, no hooks of anyone else, layers among the blocks."""
+    """Whether the direct executor applies: a slamgeo Encoder of Conv1d -> MaxPool1d(2) -> ELU
+    blocks and a head of Linear and ELU layers that starts with a Linear (as `CAE` builds it),
+    no hooks of anyone else, layers among the blocks."""
     if type(encoder) is not Encoder:
         return False
     blocks = list(encoder.blocks.values())
@@ -495,72 +513,159 @@ def _plain_blocks(encoder: nn.Module, layers: Sequence[nn.Module]) -> bool:
     if any(m._forward_hooks or m._forward_pre_hooks for m in encoder.modules()):
         return False
     plain = all(
-        isinstance(b, nn.Sequential) and len(b) == 3 and isinstance(b[0], nn.Conv1d) and _is_pool2(b[1]) for b in blocks
+        isinstance(b, nn.Sequential)
+        and len(b) == 3
+        and isinstance(b[0], nn.Conv1d)
+        and b[0].padding_mode == "zeros"
+        and not isinstance(b[0].padding, str)
+        and _is_pool2(b[1])
+        and isinstance(b[2], nn.ELU)
+        and b[2].alpha >= 0
+        for b in blocks
     )
     head = encoder.head
-    return plain and isinstance(head, nn.Sequential) and len(head) > 0 and isinstance(head[0], nn.Linear)
+    return (
+        plain
+        and isinstance(head, nn.Sequential)
+        and len(head) > 0
+        and isinstance(head[0], nn.Linear)
+        and all(isinstance(m, nn.Linear) or (isinstance(m, nn.ELU) and m.alpha >= 0) for m in head)
+    )
 
 
-class _Pool2(torch.autograd.Function):
-    """MaxPool1d(2) with a cheap autograd path: the values from max_pool's fast no-index kernel,
-    the gradient routed by the choice "odd date strictly greater than even" (ties go to the
-    first date, as MaxPool1d routes them) and one scatter. max_pool's own autograd path costs
-    on CPU about 7x more in the forward pass (measured: 25 ms against 3.7 ms for 1024 x 128 x
-    30 on one core), about as much as the convolution before it."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor) -> Tensor:
-        half = z.shape[-1] // 2
-        out = F.max_pool1d(z, 2)
-        odd = (z[..., 1 : 2 * half : 2] > z[..., 0 : 2 * half : 2]).unsqueeze(-1).long()  # once, not per dim
-        ctx.save_for_backward(odd)
-        ctx.n_times = z.shape[-1]
-        return out
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:
-        (odd,) = ctx.saved_tensors
-        gz = torch.zeros(*g.shape, 2, dtype=g.dtype, device=g.device)
-        gz = gz.scatter_(-1, odd, g.unsqueeze(-1)).flatten(-2)  # (N, K, 2 t)
-        return F.pad(gz, (0, ctx.n_times - gz.shape[-1])) if ctx.n_times > gz.shape[-1] else gz
+def _elu_slope(a: Tensor, alpha: float) -> Tensor:
+    """ELU'(u) from a = ELU(u), in one pass: 1 for a > 0, else alpha exp(u) = a + alpha."""
+    return torch.ops.aten.elu_backward(
+        torch.ones((), dtype=a.dtype, device=a.device).expand_as(a), alpha, 1, 1, True, a
+    )
 
 
-def _pool2(z: Tensor) -> Tensor:
-    return cast(Tensor, _Pool2.apply(z))
+def _pool_elu(z: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    """ELU(MaxPool1d(2)(z)) `(N, K, t // 2)`, its derivative at the pooled values, and where
+    the maximum sat (True: the odd date; ties go to the first date, as MaxPool1d routes them)."""
+    half = z.shape[-1] // 2
+    took_odd = z[..., 1 : 2 * half : 2] > z[..., 0 : 2 * half : 2]
+    a = F.elu_(F.max_pool1d(z, 2), alpha)
+    return a, _elu_slope(a, alpha), took_odd
 
 
-def _blocks_forward(
-    encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module], kernels: dict
-) -> tuple[Tensor, list[Tensor], Shortcut]:
-    """The encoder's forward pass run block by block with the model's own modules (only the
-    pooling evaluated by `_pool2`): the embedding `(N, D)`, the requested block outputs, and
-    the shortcut for the first requested block. Nothing before that block is recorded."""
-    enc = cast(Encoder, encoder)
+def _unpool(ga: Tensor, slope: Tensor, took_odd: Tensor, t_conv: int) -> Tensor:
+    """dE/dz `(D, N, K, t_conv)` from dE/dA `(D, N, K, h)` through ELU and MaxPool1d(2): two
+    strided products into the even and odd dates (measured 4x faster than a stacked routing)."""
+    half = ga.shape[-1]
+    to_odd = slope * took_odd
+    gz = ga.new_empty(ga.shape[0], *slope.shape[:-1], t_conv)
+    gz[..., 2 * half :] = 0.0  # the date that floor pooling drops
+    torch.mul(ga, slope - to_odd, out=gz[..., 0 : 2 * half : 2])
+    torch.mul(ga, to_odd, out=gz[..., 1 : 2 * half : 2])
+    return gz
+
+
+Pools = dict[int, tuple[Tensor, Tensor, int]]  # per block after the first: (ELU' (N, K, h), took_odd, t_conv)
+
+
+def _direct_forward(enc: Encoder, x: Tensor, first: int) -> tuple[Tensor, dict[int, Tensor], Pools, list[Tensor]]:
+    """The encoder's forward pass with the model's own weights, keeping what the backward pass
+    needs: embedding `(N, D)`, block outputs from `first` on, pooling choices and ELU slopes."""
     blocks = cast(list[nn.Sequential], list(enc.blocks.values()))
-    wanted = [next(i for i, b in enumerate(blocks) if b is layer) for layer in layers]
-    first = min(wanted)
-    outs: dict[int, Tensor] = {}
-    with torch.no_grad():
-        h = x
-        for block in blocks[: first + 1]:
-            h = block(h)
-    h = h.requires_grad_(True)  # a leaf: the graph starts here, even with frozen parameters
-    outs[first] = h
-    consumer = blocks[first + 1][0] if first + 1 < len(blocks) else enc.head[0]
-    b = consumer(h if first + 1 < len(blocks) else h.flatten(1))
-    out = b
+    h = x
+    for block in blocks[: first + 1]:
+        h = block(h)
+    acts, pools = {first: h}, {}
     for i in range(first + 1, len(blocks)):
-        block = blocks[i]
-        if i > first + 1:
-            out = block[0](out)
-        out = block[2](_pool2(out))
-        outs[i] = out
-    e = enc.head[1:](enc.head[0](out.flatten(1)) if first + 1 < len(blocks) else b)
-    a = outs[first]
-    key = (consumer, tuple(a.shape[1:]), a.device)
+        z = blocks[i][0](h)
+        h, slope, took_odd = _pool_elu(z, cast(nn.ELU, blocks[i][2]).alpha)
+        acts[i], pools[i] = h, (slope, took_odd, z.shape[-1])
+    v, slopes = h.flatten(1), []
+    for m in enc.head:
+        if isinstance(m, nn.ELU):
+            v = F.elu(v, m.alpha)
+            slopes.append(_elu_slope(v, m.alpha))
+        else:
+            v = m(v)
+    return v, acts, pools, slopes
+
+
+def _direct_backward(
+    enc: Encoder,
+    acts: dict[int, Tensor],
+    pools: Pools,
+    slopes: list[Tensor],
+    n_dims: int,
+    wanted: list[int],
+    kernels: dict,
+) -> dict[int, Tensor]:
+    """Eq. 4 `(D, N, K)` for every wanted block: dE_d/dA for all d at once, from the head down to
+    one linear map after the first wanted block (module docstring)."""
+    blocks = cast(list[nn.Sequential], list(enc.blocks.values()))
+    first, last = min(wanted), len(blocks) - 1
+    h = acts[last]
+    g = torch.eye(n_dims, dtype=h.dtype, device=h.device).unsqueeze(1)  # (D, 1, D): dE_d/de
+    for m in list(enc.head)[:0:-1]:  # down to the output of head[0]: (D, 1 or N, width)
+        g = g @ m.weight if isinstance(m, nn.Linear) else g * slopes.pop()
+    g = g.expand(n_dims, h.shape[0], g.shape[-1])
+    alphas: dict[int, Tensor] = {}
+    if first == last:  # A feeds head[0] alone: Eq. 4 through its weight
+        key = (enc.head[0], tuple(h.shape[1:]), h.device)
+        if key not in kernels:
+            kernels[key] = _consumer_kernel(enc.head[0], h, h.dtype)
+        return {last: g @ kernels[key] / h.shape[-1]}
+    ga = (g @ cast(Tensor, enc.head[0].weight)).view(n_dims, *h.shape)  # dE/dA of the last block
+    for i in range(last, first, -1):
+        if i in wanted:
+            alphas[i] = ga.mean(-1)
+        slope, took_odd, t_conv = pools[i]
+        conv = cast(nn.Conv1d, blocks[i][0])
+        if i == first + 1:
+            alphas[first] = _shortcut_alpha(ga, slope, took_odd, conv, acts[first], kernels)
+            break
+        gz = _unpool(ga, slope, took_odd, t_conv).flatten(0, 1)
+        shape = (gz.shape[0], *acts[i - 1].shape[1:])
+        ga = _input_grad(conv, gz, shape).view(n_dims, *acts[i - 1].shape)
+    return alphas
+
+
+def _input_grad(conv: nn.Conv1d, gz: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """dE/dA `shape` of A -> conv(A) from dE/dconv(A) `gz`: for a stride-1 ungrouped conv, the
+    forward correlation with the flipped kernel (oneDNN's forward kernels: `grad_slam` measured
+    1.2x faster than with its backward-data path); else `conv1d_input`."""
+    w = cast(Tensor, conv.weight)
+    padding = cast(tuple[int], conv.padding)  # not "same": `_plain_blocks`
+    stride, dil, pad = _single(conv.stride), _single(conv.dilation), _single(padding)
+    reach = dil * (w.shape[-1] - 1)
+    if stride == 1 and conv.groups == 1 and 0 <= pad <= reach:
+        return F.conv1d(gz, w.flip(-1).transpose(0, 1), None, 1, reach - pad, dil)
+    return conv1d_input(shape, w, gz, conv.stride, padding, conv.dilation, conv.groups)
+
+
+def _shortcut_alpha(ga: Tensor, slope: Tensor, took_odd: Tensor, conv: nn.Conv1d, act: Tensor, kernels: dict) -> Tensor:
+    """Eq. 4 `(D, N, K)` of the block output A that feeds `conv`, from dE/dA' `(D, N, C, h)` of
+    the block after it (A' = ELU(pool(conv(A)))): sum_t dE/dA[k, t] = <dE/dz, V_k>, with the
+    pooling's unrouted sum and the few edge dates of `_kernel_parts`; dE/dz is never formed."""
+    key = (conv, tuple(act.shape[1:]), act.device)
     if key not in kernels:
-        kernels[key] = _consumer_kernel(consumer, a)
-    return e, [outs[i] for i in wanted], (a, b, kernels[key])
+        kernels[key] = _kernel_parts(conv, act, slope.shape[-1])
+    mid, delta, edges = kernels[key]
+    alpha = torch.einsum("dnch,nch->dnc", ga, slope) @ mid
+    if edges.numel():  # index_select, not indexing: measured 4x faster
+        s = edges // 2
+        route = torch.where(took_odd.index_select(-1, s) == (edges % 2).bool(), slope.index_select(-1, s), 0.0)
+        alpha = alpha + (ga.index_select(-1, s) * route).flatten(2) @ delta
+    return alpha / act.shape[-1]
+
+
+def _direct(encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module], kernels: dict) -> tuple[Tensor, list[Tensor]]:
+    """Embedding `(N, D)` and raw maps of the requested blocks with the backward pass written
+    out and batched over the D dimensions: autograd's gradients, without one pass per
+    dimension, max_pool's costly autograd path and the first block's full backward."""
+    enc = cast(Encoder, encoder)
+    blocks = list(enc.blocks.values())
+    wanted = [next(i for i, b in enumerate(blocks) if b is layer) for layer in layers]
+    with torch.no_grad():
+        e, acts, pools, slopes = _direct_forward(enc, x, min(wanted))
+        alphas = _direct_backward(enc, acts, pools, slopes, e.shape[1], wanted, kernels)
+        maps = [torch.bmm(alphas[i].transpose(0, 1), acts[i]).float() for i in wanted]  # Eq. 3
+    return e.float(), maps
 
 
 def _hooked_forward(
@@ -630,15 +735,18 @@ def _maps_from_graph(e: Tensor, acts: list[Tensor], shortcut: Shortcut | None) -
 def _run(
     encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module] | None, batch_size: int
 ) -> tuple[Tensor, list[Tensor]]:
-    """Embedding `(N, D)` and raw maps `[(N, D, t_A)]`, float32, chunk by chunk."""
+    """Embedding `(N, D)` and raw maps `[(N, D, t_A)]`, float32, chunk by chunk: the direct
+    executor for a plain slamgeo Encoder, else the encoder's forward pass, hooks and autograd."""
     encoder = as_encoder(encoder)
     layers = _check_layers(encoder, layers)
     x = check_series(encoder, x)
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, found {batch_size}")
-    forward: Callable[[nn.Module, Tensor, Sequence[nn.Module], dict], tuple[Tensor, list[Tensor], Shortcut | None]]
-    if _plain_blocks(encoder, layers):
-        forward = _blocks_forward
+    chunks = [x[i : i + batch_size] for i in range(0, x.shape[0], batch_size)] or [x]
+    kernels: dict[tuple, Tensor] = {}  # the consumer's V, computed once per call
+    if _plain_blocks(encoder, layers) and not torch.is_autocast_enabled(x.device.type):
+        with explaining(encoder):
+            outs = [_direct(encoder, xc, layers, kernels) for xc in chunks]
     else:
         # the shallowest requested block's gradient is not needed by any other layer: take it
         # one linear map later (module docstring); the deeper ones come free on the way. Only a
@@ -648,14 +756,11 @@ def _run(
         order = {id(b): i for i, b in enumerate(blocks)}
         shallow = min((layer for layer in layers if id(layer) in order), key=lambda m: order[id(m)], default=None)
         consumer = _linear_consumer(encoder, shallow) if shallow is not None else None
-        forward = partial(_hooked_forward, consumer=consumer)
-    chunks = [x[i : i + batch_size] for i in range(0, x.shape[0], batch_size)] or [x]
-    outs = []
-    kernels: dict[tuple, Tensor] = {}  # the consumer's V, computed once per call
-    with explaining(encoder):
-        for xc in chunks:
-            xc = xc.clone() if xc.is_inference() else xc  # inference tensors cannot enter a graph
-            outs.append(_maps_from_graph(*forward(encoder, xc, layers, kernels)))
+        with explaining(encoder):
+            outs = []
+            for xc in chunks:
+                xc = xc.clone() if xc.is_inference() else xc  # inference tensors cannot enter a graph
+                outs.append(_maps_from_graph(*_hooked_forward(encoder, xc, layers, kernels, consumer)))
     e = torch.cat([o[0] for o in outs])
     maps = [torch.cat([o[1][i] for o in outs]) for i in range(len(layers))]
     return e, maps
