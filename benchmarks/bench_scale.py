@@ -31,6 +31,15 @@ timed as `synth`/`train` and left out of the goals. With `--s3`, the 1024 scene 
 with the pipeline's output on a moto S3 server on loopback and the requests per step are
 counted from the server's request log (optional, slow).
 
+CPU seconds per step: the driver's (`getrusage(RUSAGE_SELF)` in the pipeline's process: the
+client, the LocalCluster's scheduler and nannies) and the workers' (each worker process's own
+`psutil` CPU times, asked with `client.run` before and after the step), and the driver's share
+of their sum, per step and over the run. `--placement driver` runs ingest with the driver's
+threads and training in the driver's torch (as the pipeline did before they moved to the
+workers); `--placement workers` (default) ingests under the client and trains with
+`slamgeo.jobs.training.train_on_cluster` (put in place of the step's `train` in the child).
+`--fresh-training` trains a model in the pipeline (`model.train`) instead of reusing one.
+
 Goals, printed and stored as booleans: each step's s/px at the largest size <= 1.25x its
 figure at 512; peak tree memory at the largest size <= 1.5x that at 512; no "Sending large
 graph" warning at any size; tasks and graph bytes grow at most linearly with the number of
@@ -62,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, MiB, TreeRSS, load_average, machine_info, write_result  # noqa: E402
 
-STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "report")
+STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "drift", "report")
 GOAL_TIME_RATIO = 1.25
 GOAL_MEMORY_RATIO = 1.5
 CLASS_GROUPS = {
@@ -184,18 +193,40 @@ def s3_requests():
         out[verb] = out.get(verb, 0) + 1
     return out
 
+import resource
+def driver_cpu():
+    ru = resource.getrusage(resource.RUSAGE_SELF)  # this process: client, scheduler, nannies
+    return ru.ru_utime + ru.ru_stime
+def _own_cpu():
+    import psutil
+    t = psutil.Process().cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+def workers_cpu():
+    # each worker process's own CPU seconds (RUSAGE_CHILDREN counts only exited children)
+    if CLIENT[0] is None:
+        return 0.0
+    return float(sum(CLIENT[0].run(_own_cpu).values()))
+CLIENT = [None]
+
 def measured(name, fn):
     def run():
         current[0] = name
         c0, g0, w0, r0 = snapshot(), len(graphs), time.time(), s3_requests()
+        k0 = workers_cpu()
+        d0 = driver_cpu()
         t0 = time.perf_counter()
         try:
             return fn()
         finally:
             secs = time.perf_counter() - t0
+            d1 = driver_cpu()
+            k1 = workers_cpu()
             w1, c1, r1 = time.time(), snapshot(), s3_requests()
             sizes = [b for _, b in graphs[g0:]]
+            cpu_d, cpu_w = d1 - d0, k1 - k0
             rec = {"seconds": secs, "window": [w0, w1],
+                   "driver_cpu_s": round(cpu_d, 3), "workers_cpu_s": round(cpu_w, 3),
+                   "driver_cpu_share": round(cpu_d / (cpu_d + cpu_w), 4) if cpu_d + cpu_w > 0 else None,
                    "tasks_submitted": c1["submitted"] - c0["submitted"],
                    "tasks_computed": c1["computed"] - c0["computed"],
                    "tasks_erred": c1["erred"] - c0["erred"],
@@ -216,6 +247,27 @@ def wrap(step):
         fp, run, outputs = orig(self)
         return fp, measured(step, run), outputs
     setattr(ps._Season, f"step_{step}", method)
+
+# Where ingest and training run. "driver": ingest with this process's threads and training in
+# this process's torch (the pipeline before its steps moved to the workers). "workers": ingest
+# under the client (read and written by the workers) and training as one task on a worker
+# (`slamgeo.jobs.training.train_on_cluster`, put in place of the step's `train` here).
+if args.get("placement") == "driver":
+    import dask
+    orig_ingest = ps._Season.step_ingest
+    def step_ingest(self):
+        fp, run, outputs = orig_ingest(self)
+        def local():
+            with dask.config.set(scheduler="threads"):
+                return run()
+        return fp, local, outputs
+    ps._Season.step_ingest = step_ingest
+else:
+    import slamgeo.method.train as mt
+    from slamgeo.jobs.training import train_on_cluster
+    def train_there(ds, *, out_dir=None, overwrite=False, inputs=(), progress=True, **options):
+        return train_on_cluster(inputs[0], out_dir=out_dir, overwrite=overwrite, inputs=inputs, **options)
+    mt.train = train_there
 for step in ps.STEPS:
     wrap(step)
 
@@ -225,6 +277,7 @@ t0 = time.perf_counter()
 with dask_client(copts, quiet=True) as client:
     client.wait_for_workers(args["workers"])
     client.cluster.scheduler.add_plugin(counts)  # the LocalCluster's scheduler lives in this process
+    CLIENT[0] = client
     cluster_s = time.perf_counter() - t0
     summary = ps.run_pipeline(cfg, client=client, quiet=True)
     status = {s.name: s.status for s in summary.steps}
@@ -292,7 +345,19 @@ def run_tree(code: str, args: dict, *, interval: float, log: Path, timeout: floa
     return json.loads(lines[-1]), poller
 
 
-def write_config(path: Path, *, output: Path, tiffs: Path, parcels: Path, model: Path, chunk: int, s3: str | None):
+def write_config(
+    path: Path,
+    *,
+    output: Path,
+    tiffs: Path,
+    parcels: Path,
+    model: Path,
+    chunk: int,
+    s3: str | None,
+    fresh: dict | None = None,
+):
+    """The season's YAML; `fresh`: train a model in the pipeline with these `model.train`
+    settings instead of reusing `model`."""
     import yaml
 
     cfg = {
@@ -300,7 +365,7 @@ def write_config(path: Path, *, output: Path, tiffs: Path, parcels: Path, model:
         "output": s3 or str(output),
         "input": {"kind": "geotiff", "paths": [str(tiffs)]},
         "chunk": chunk,
-        "model": {"checkpoint": str(model)},
+        "model": {"train": fresh} if fresh else {"checkpoint": str(model)},
         "parcels": {"path": str(parcels), "id_column": "parcel_id", "class_column": "crop"},
         "report": {"class_groups": CLASS_GROUPS},
     }
@@ -348,7 +413,7 @@ def run_size(
         "chunk": args.chunk,
         "scene": str(scene),
         "grid_parcels": grid_parcels,
-        "model": str(model) if train else None,
+        "model": str(model) if train and not args.fresh_training else None,
         "sample_size": args.sample_size,
         "epochs": args.epochs,
     }
@@ -386,6 +451,9 @@ def run_size(
         model=model,
         chunk=args.chunk,
         s3=s3_url,
+        fresh={"sample_size": args.sample_size, "max_epochs": args.epochs, "patience": 3, "seed": 0}
+        if args.fresh_training
+        else None,
     )
     child_args = {
         "config": str(config),
@@ -394,6 +462,7 @@ def run_size(
         "grid_parcels": str(scene / "parcels_grid.gpkg") if grid_parcels else None,
         "s3_log": str(s3_log) if s3_log else None,
         "env": env,
+        "placement": args.placement,
     }
     load0 = load_average()
     t0 = time.perf_counter()
@@ -428,6 +497,7 @@ def run_size(
             "load_before": load0,
             "load_after": load_average(),
             "s3": bool(s3),
+            "cpu": cpu_shares(res["steps"]),
         }
     )
     if grid_parcels:
@@ -435,6 +505,18 @@ def run_size(
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     return res
+
+
+def cpu_shares(steps: dict) -> dict:
+    """The driver's CPU seconds against the workers', per step and over the pipeline's steps."""
+    d = sum(r.get("driver_cpu_s", 0.0) for k, r in steps.items() if k in STEPS)
+    w = sum(r.get("workers_cpu_s", 0.0) for k, r in steps.items() if k in STEPS)
+    return {
+        "driver_cpu_s": round(d, 2),
+        "workers_cpu_s": round(w, 2),
+        "driver_share": round(d / (d + w), 4) if d + w > 0 else None,
+        "per_step": {k: r.get("driver_cpu_share") for k, r in steps.items()},
+    }
 
 
 # --------------------------------------------------------------------------- goals and output
@@ -605,14 +687,22 @@ def print_table(runs: dict[int, dict]) -> None:
     print()
     print(
         f"{'size':>5} {'step':<13} {'seconds':>8} {'px/s':>9} {'s/px':>9} {'peak MiB':>9} {'driver':>7} "
-        f"{'tasks':>6} {'graphs':>6} {'graph KiB':>10} {'large':>5}"
+        f"{'tasks':>6} {'graphs':>6} {'graph KiB':>10} {'large':>5} {'drv cpu':>8} {'wrk cpu':>8} {'drv %':>6}"
     )
     for s in sorted(runs):
         for step, r in runs[s]["steps"].items():
             print(
                 f"{s:>5} {step:<13} {r['seconds']:>8.1f} {r['pixels_per_s'] or 0:>9.0f} {r['s_per_pixel']:>9.2e} "
                 f"{r['peak_tree_rss_mib']:>9.0f} {r['peak_driver_rss_mib']:>7.0f} {_tasks(r):>6} "
-                f"{r['graphs']:>6} {r['graph_bytes'] / 1024:>10.1f} {len(r['large_graph_warnings']):>5}"
+                f"{r['graphs']:>6} {r['graph_bytes'] / 1024:>10.1f} {len(r['large_graph_warnings']):>5} "
+                f"{r.get('driver_cpu_s', 0):>8.1f} {r.get('workers_cpu_s', 0):>8.1f} "
+                f"{100 * (r.get('driver_cpu_share') or 0):>5.0f}%"
+            )
+        if "cpu" in runs[s]:
+            c = runs[s]["cpu"]
+            print(
+                f"{s:>5} {'all steps':<13} driver {c['driver_cpu_s']:.1f} CPU s, workers {c['workers_cpu_s']:.1f} "
+                f"CPU s: driver share {100 * (c['driver_share'] or 0):.0f}%"
             )
 
 
@@ -676,6 +766,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON path")
     ap.add_argument("--figure", type=Path, default=None, help="PNG path")
     ap.add_argument("--from-json", type=Path, default=None, help="recompute goals, plan and figure of a saved run")
+    ap.add_argument(
+        "--placement",
+        choices=("workers", "driver"),
+        default="workers",
+        help="ingest and training on the workers (default), or in the driver (local threads, in-process torch)",
+    )
+    ap.add_argument("--fresh-training", action="store_true", help="train in the pipeline instead of reusing a model")
     args = ap.parse_args()
 
     if args.from_json:
@@ -708,7 +805,7 @@ def main() -> None:
     grid_n = args.grid_parcels if args.grid_parcels is not None else (5_000 if args.quick else 100_000)
     name = "bench_scale.quick" if args.quick else "bench_scale"
     out = args.out or Path("benchmarks/results") / f"{name}.json"
-    figure = args.figure or _figure_path(name)
+    figure = args.figure or (out.with_suffix(".png") if args.out else _figure_path(name))
     deadline = None
     if args.deadline:
         hh, mm = (int(v) for v in args.deadline.split(":"))
@@ -746,6 +843,8 @@ def main() -> None:
                     if args.model is None
                     else {"checkpoint": str(args.model)},
                     "grid_parcels": grid_n,
+                    "placement": args.placement,
+                    "fresh_training": args.fresh_training,
                     "rss_poll_interval_s": args.poll,
                     "pixels": "all N^2 pixels of the scene (the swath edge's no-data ones included)",
                     "repeats": "1 per size (no best-of: each size takes minutes)",

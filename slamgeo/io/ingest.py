@@ -16,6 +16,8 @@ from the paths (`detect_source`: the first reader, in the registry's order, that
 
 Rasters are read lazily with Dask and written chunk by chunk (`slamgeo.io.cube.write_cube`), so
 a stack larger than memory ingests in bounded memory. Inputs are only ever opened for reading.
+Under a distributed client the workers read the inputs and write the chunks (`check_workers_see`
+first checks that they see the local inputs); otherwise this process's threads do.
 Before the store is marked complete its values are checked to be backscatter (`check_plausible`).
 
 Inputs and the output may be fsspec URLs (`s3://bucket/cube.zarr`): Zarr stores and Parquet
@@ -35,6 +37,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import dask
@@ -48,11 +51,13 @@ from slamgeo.io import storage
 from slamgeo.io.cube import BANDS, check_zarr_format, write_cube
 from slamgeo.io.readers import READERS, ReadRequest, reader, reader_for
 from slamgeo.io.readers._common import InputWarning, _dates_text, _one_line, _suffix, parse_time_window
+from slamgeo.io.readers.archive import GDAL_CACHE_BYTES
 from slamgeo.io.readers.grid import GridOptions, Orbit, Resampling, check_bbox, parse_bbox
 from slamgeo.io.readers.stac_api import SearchOptions
 from slamgeo.schema import CHUNK, TRAIN_MIN_DATES, ZARR_FORMAT
 
-GDAL_CACHE_BYTES = 64 * 2**20  # GDAL block cache while ingesting (bytes)
+if TYPE_CHECKING:
+    import distributed
 
 
 # --- source detection ----------------------------------------------------------------------------
@@ -581,30 +586,46 @@ def _quiet_reprojection() -> Iterator[None]:
 
 
 def _write_ingested(ds, kind, paths, out, zarr_format, overwrite, progress, assets, failed) -> storage.Location:
+    # GDAL's block cache (default 5 % of RAM) would keep every block read until it is full, so
+    # peak memory would grow with the scene; ingest reads each block once, so it is bounded
+    # (`GDAL_CACHE_BYTES`): here for reads in this process, and on the workers through the
+    # loader's GDAL settings (`archive.configure_gdal`), restored around every read there.
+    # Under a distributed client the workers read and write: the inputs they are to read
+    # are checked to be visible there first, and a failed read names its file from their log.
+    client = _active_client()
+    if client is not None:
+        check_workers_see(client, _files_to_read(kind, paths, assets))
+    local = contextlib.nullcontext() if client is not None else dask.config.set(scheduler="threads")
     try:
-        # GDAL's block cache (default 5 % of RAM) would keep every block read until it is full,
-        # so peak memory would grow with the scene; ingest reads each block once, so bound it.
-        # Local threads even under a distributed client: the inputs are local files, the GDAL
-        # settings above apply to this process only, and a GDAL error raised on a remote worker
-        # comes back without the file it names.
         with (
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
-            dask.config.set(scheduler="threads"),
+            local,
             _quiet_reprojection(),
+            _on_workers(client) as worker_reads,
         ):
-            return write_cube(
-                ds,
-                out,
-                zarr_format=zarr_format,
-                overwrite=overwrite,
-                progress=progress,
-                inputs=_locations(kind, paths),
-                check=lambda written: check_plausible(
-                    written, where=str(paths[0]), negative_share=lambda t, band: _negative_share(kind, paths, t, band)
-                ),
-            )
-    except (rasterio.errors.RasterioError, OSError, RuntimeError, ValueError) as exc:
+            try:
+                return write_cube(
+                    ds,
+                    out,
+                    zarr_format=zarr_format,
+                    overwrite=overwrite,
+                    progress=progress,
+                    inputs=_locations(kind, paths),
+                    check=lambda written: check_plausible(
+                        written,
+                        where=str(paths[0]),
+                        negative_share=lambda t, band: _negative_share(kind, paths, t, band),
+                    ),
+                )
+            except BaseException:
+                failed.uris.extend(worker_reads())
+                raise
+    except Exception as exc:
         if isinstance(exc, SlamgeoError):
+            raise
+        # a worker's rasterio error comes back as a plain Exception (it does not unpickle):
+        # a read failure all the same when a worker's loader named the file it failed on
+        if not isinstance(exc, (rasterio.errors.RasterioError, OSError, RuntimeError, ValueError)) and not failed.uris:
             raise
         # odc-stac's own checks of a file (a band it lacks) are ValueErrors naming the file;
         # other ValueErrors are not about the input
@@ -617,10 +638,143 @@ def _write_ingested(ds, kind, paths, out, zarr_format, overwrite, progress, asse
         raise InputError(f"{paths[0]}: reading the {kind} input failed{where} while writing {out} ({why})") from exc
 
 
+# --- ingest on the workers of a distributed client -----------------------------------------------
+
+
+def _active_client() -> distributed.Client | None:
+    """The distributed client Dask computes on here (the default one, or one set with
+    `dask.config.set(scheduler=client)`), or None under a local scheduler."""
+    from dask.base import get_scheduler
+
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    owner = getattr(get_scheduler(), "__self__", None)
+    return owner if isinstance(owner, Client) else None
+
+
+def _files_to_read(kind: str, paths: Sequence[storage.Location], assets: dict[str, str]) -> list[str]:
+    """The local files and folders the workers will open: the inputs given (a search's are a
+    service) and the local asset files of a raster input."""
+    found = [] if READERS[kind].searches else [str(p) for p in paths if storage.is_local(p)]
+    for href in assets:
+        if "://" not in href and not href.startswith("/vsi"):
+            found.append(href)
+    return list(dict.fromkeys(found))
+
+
+def _missing_here(files: Sequence[str], sizes: dict[str, int | None]) -> list[str]:
+    """Which of `files` this process cannot see as the driver does: absent, or (a file) of
+    another size than `sizes` says. Run on each worker by `check_workers_see`."""
+    import os
+
+    missing = []
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            missing.append(f)
+            continue
+        if sizes.get(f) is not None and st.st_size != sizes[f]:
+            missing.append(f)
+    return missing
+
+
+def check_workers_see(client: distributed.Client, files: Sequence[str | Path]) -> None:
+    """Raise `InputError` (one line) unless every worker of `client` sees each local input file
+    of `files` as this process does (it exists there, with the same size for a file): a worker
+    on another machine, or started in another working directory for a relative path, cannot
+    read what the driver can. Checked with one `client.run`, before any task is sent."""
+    import os
+
+    names = [str(f) for f in files]
+    if not names:
+        return
+    sizes = {f: (os.stat(f).st_size if os.path.isfile(f) else None) for f in names if os.path.exists(f)}
+    try:
+        answers = client.run(_missing_here, names, sizes)
+    except (OSError, TimeoutError) as exc:
+        raise InputError(
+            f"{names[0]}: cannot ask the Dask workers whether they see the inputs ({_one_line(exc)})"
+        ) from exc
+    blind = {w: m for w, m in answers.items() if m}
+    if blind:
+        worker, missing = next(iter(sorted(blind.items())))
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise InputError(
+            f"{missing[0]}{more}: not visible to {len(blind)} of {len(answers)} Dask worker(s) (e.g. {worker}), "
+            "which read the inputs; put the inputs on storage every worker sees (a shared file system, "
+            "object storage) and give absolute paths"
+        )
+
+
+def _worker_reads() -> distributed.WorkerPlugin:
+    """A Dask worker plugin for the time of one ingest: on each worker it keeps the files whose
+    read failed (odc-stac's log names them; its exception carries GDAL's message only) and
+    silences the same reprojection warnings as `_quiet_reprojection` does here. Made here, not
+    at import, so that importing this module does not import distributed."""
+    from distributed import WorkerPlugin
+    from rasterio.errors import NotGeoreferencedWarning
+
+    class WorkerReads(WorkerPlugin):
+        def __init__(self) -> None:
+            self.uris: list[str] = []
+            self.handler: logging.Handler | None = None
+
+        def setup(self, worker: object) -> None:
+            uris = self.uris
+
+            class Keep(logging.Handler):
+                def emit(self, record: logging.LogRecord) -> None:
+                    if record.args and isinstance(record.args, tuple):
+                        uris.append(str(record.args[0]))
+
+            self.handler = Keep(logging.ERROR)
+            logging.getLogger("odc.loader._rio").addHandler(self.handler)
+            warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.warp")
+
+        def teardown(self, worker: object) -> None:
+            if self.handler is not None:
+                logging.getLogger("odc.loader._rio").removeHandler(self.handler)
+
+    return WorkerReads()
+
+
+def _failed_on(dask_worker: object, name: str) -> list[str]:
+    plugin = getattr(dask_worker, "plugins", {}).get(name)
+    return list(getattr(plugin, "uris", []))
+
+
+@contextlib.contextmanager
+def _on_workers(client: distributed.Client | None) -> Iterator[Callable[[], list[str]]]:
+    """With a client: `_WorkerReads` on its workers for the duration; yields a function that
+    returns the files whose read failed on any worker (nothing without a client)."""
+    if client is None:
+        yield list
+        return
+    import uuid
+
+    name = f"slamgeo-ingest-{uuid.uuid4().hex}"
+    client.register_plugin(_worker_reads(), name=name)
+
+    def failed() -> list[str]:
+        with contextlib.suppress(Exception):
+            return [u for uris in client.run(_failed_on, name=name).values() for u in uris]
+        return []
+
+    try:
+        yield failed
+    finally:
+        with contextlib.suppress(Exception):
+            client.unregister_worker_plugin(name)
+
+
 __all__ = [
     "BackscatterWarning",
     "backscatter_histograms",
     "check_plausible",
+    "check_workers_see",
     "detect_source",
     "grid_options",
     "ingest",

@@ -166,6 +166,7 @@ def train(
     bands: Sequence[str] = BANDS,
     threads: int | None = None,
     progress: bool = True,
+    sample: np.ndarray | None = None,
 ) -> TrainedModel:
     """Train a CAE on `sample_size` pixels of the cube `ds` and return it (saved to `out_dir` if given).
 
@@ -180,7 +181,9 @@ def train(
     identical weights. `inputs`: the locations `ds` was read from, which `out_dir` must neither
     be nor hold (`slamgeo.method.checkpoint.check_writable`); the first names the cube in errors.
     A cube with fewer dates than the architecture takes (8 for the default) is refused with
-    `InputError` before anything is read (`check_series_length`).
+    `InputError` before anything is read (`check_series_length`). `sample`: the `(N, C, T)`
+    float32 dB sample when it was drawn elsewhere (on a cluster's workers), which must be
+    `sample_series(ds, sample_size, seed=seed, gap_fill=gap_fill, bands=bands)`; None: drawn here.
     """
     _check_settings(sample_size, val_fraction, max_epochs, patience, batch_size, lr)
     bands = tuple(bands)
@@ -192,7 +195,15 @@ def train(
     if out_dir is not None:
         check_writable(out_dir, overwrite=overwrite, inputs=inputs)
 
-    x = sample_series(ds, sample_size, seed=seed, gap_fill=gap_fill, bands=bands)
+    if sample is None:
+        x = sample_series(ds, sample_size, seed=seed, gap_fill=gap_fill, bands=bands)
+    else:
+        x = np.ascontiguousarray(sample, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1:] != (len(bands), ds.sizes["time"]) or len(x) > sample_size:
+            raise ConfigError(
+                f"sample of shape {x.shape}: expected at most {sample_size} series of {len(bands)} bands x "
+                f"{ds.sizes['time']} dates"
+            )
     n_val = max(1, int(round(val_fraction * len(x))))
     if len(x) - n_val < 1:
         raise InputError(

@@ -58,6 +58,7 @@ GDAL_REMOTE_OPTIONS = {  # for COGs over HTTP or S3 (GDAL's names; odc-stac's cl
     "GDAL_HTTP_RETRY_DELAY": "1",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
 }
+GDAL_CACHE_BYTES = 64 * 2**20  # GDAL's block cache around every read (bytes): each block is read once
 
 
 # --- orbits --------------------------------------------------------------------------------------
@@ -144,9 +145,10 @@ def _day(item: pystac.Item) -> str:
 
 
 def configure_gdal() -> None:
-    """GDAL settings for remote COGs, captured by odc-stac with every graph it builds and restored
-    around every read, on whichever worker runs it: `GDAL_REMOTE_OPTIONS`, the S3 endpoint derived
-    from `AWS_ENDPOINT_URL` (`storage.gdal_s3_options`), and the user's own GDAL variables."""
+    """GDAL settings captured by odc-stac with every graph it builds and restored around every
+    read, on whichever worker runs it: `GDAL_REMOTE_OPTIONS`, the bounded block cache
+    (`GDAL_CACHE_BYTES`), the S3 endpoint derived from `AWS_ENDPOINT_URL`
+    (`storage.gdal_s3_options`), and the user's own GDAL variables."""
     import os
 
     from odc.stac import configure_rio
@@ -154,14 +156,17 @@ def configure_gdal() -> None:
     # The user's own GDAL settings, and the non-secret AWS ones GDAL reads (credentials stay on
     # the workers' own environment or instance roles, never in a task graph).
     public = ("AWS_NO_SIGN_REQUEST", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_REQUEST_PAYER")
-    # GDAL_CACHEMAX is left out: rasterio wants it as an integer, and GDAL reads it from the
-    # environment once per process anyway.
+    # GDAL's block cache (default 5 % of RAM) would keep every block read until it is full, so a
+    # worker's memory would grow with the scene: bounded to `GDAL_CACHE_BYTES` around each read,
+    # on whichever process reads (GDAL applies GDAL_CACHEMAX when it is set); a GDAL_CACHEMAX
+    # of the user's environment is left to GDAL, which reads it at start-up.
     user = {
         k: v
         for k, v in os.environ.items()
         if (k.startswith(("GDAL_", "CPL_", "AWS_S3_", "VSI_")) or k in public) and k != "GDAL_CACHEMAX"
     }
-    options: dict[str, Any] = {**GDAL_REMOTE_OPTIONS, **storage.gdal_s3_options(), **user}
+    cache = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_BYTES}
+    options: dict[str, Any] = {**GDAL_REMOTE_OPTIONS, **storage.gdal_s3_options(), **cache, **user}
     configure_rio(**options)
 
 
@@ -264,6 +269,7 @@ def _in_window(items: list[pystac.Item], start: str | None, end: str | None, whe
 
 
 __all__ = [
+    "GDAL_CACHE_BYTES",
     "GDAL_REMOTE_OPTIONS",
     "choose_orbit",
     "configure_gdal",
