@@ -60,6 +60,7 @@ PARCELS_DIR = "parcels"
 REPORT_DIR = "report"
 STATE_FILE = "pipeline_state.json"
 MANIFESTS_DIR = "manifests"
+DRIFT_FILE = "drift.json"  # the season against its model's training season (`slamgeo.pipeline.drift`)
 
 # the file whose presence means a folder output is complete: removed first, written last
 MODEL_MARKER = "model.json"  # checkpoint

@@ -303,3 +303,41 @@ def test_report_classes_need_labelled_parcels():
     parse_config(dict(MINIMAL, input=table, report={"class_groups": {"meadows": ["longterm_meadows"]}}))
     with pytest.raises(ConfigError, match=r"report\.pairs name classes of labelled parcels"):
         parse_config(dict(MINIMAL, input=table, report={"pairs": [["maize", "sunflower"]]}))
+
+
+# --------------------------------------------------------------------------- season drift
+
+
+def test_model_retrain_is_one_of_the_schema_modes():
+    assert parse_config(MINIMAL).model.retrain == schema.RETRAIN == "auto"
+    for mode in schema.RETRAIN_MODES:
+        assert parse_config({**MINIMAL, "model": {"retrain": mode, "reuse": "latest"}}).model.retrain == mode
+    with pytest.raises(ConfigError, match=r"model\.retrain: .*'auto', 'never' or 'always'"):
+        parse_config({**MINIMAL, "model": {"retrain": "sometimes"}})
+
+
+def test_synthetic_drift_options_are_checked_and_reach_make_scene():
+    from slamgeo.synth import make_scene
+
+    cfg = parse_config({**MINIMAL, "input": {"synthetic": {"calendar_shift_days": 45, "crop_mix": {"maize": 2}}}})
+    options = cfg.input.synthetic.scene_options()
+    assert options["calendar_shift_days"] == 45 and options["crop_mix"] == {"maize": 2.0}
+    assert set(options) <= set(inspect.signature(make_scene).parameters)  # every option is make_scene's
+    bad = [
+        ({"calendar_shift_days": schema.CALENDAR_SHIFT_MAX_DAYS + 1}, r"calendar_shift_days: .*less than or equal"),
+        ({"calendar_shift_days": 1.5}, r"calendar_shift_days: .*integer"),
+        ({"crop_mix": {"rice": 1}}, r"crop_mix: unknown class 'rice'"),
+        ({"crop_mix": {"maize": -1}}, r"crop_mix: the weight of 'maize'"),
+    ]
+    for synthetic, message in bad:
+        with pytest.raises(ConfigError, match=rf"input\.synthetic\.{message}"):
+            parse_config({**MINIMAL, "input": {"synthetic": synthetic}})
+
+
+def test_a_scene_without_drift_dumps_as_before():
+    """The ingest step fingerprints the input section's dump: without drift it holds no drift key,
+    so the scenes of existing runs keep their fingerprints; with one it does."""
+    plain = parse_config(MINIMAL).input.model_dump()["synthetic"]
+    assert "calendar_shift_days" not in plain and "crop_mix" not in plain
+    moved = parse_config({**MINIMAL, "input": {"synthetic": {"calendar_shift_days": -10}}}).input.model_dump()
+    assert moved["synthetic"]["calendar_shift_days"] == -10 and "crop_mix" not in moved["synthetic"]

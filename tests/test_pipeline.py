@@ -163,8 +163,8 @@ def test_a_season_too_short_for_the_model_fails_with_its_reason(first_run, local
     assert [s.name for s in failed] == ["align"] and "too short" in failed[0].error
     assert summary.failed
     # the steps after the failure are listed, as not run, in the summary and the manifest's tally
-    assert [_status(summary)[s] for s in ("explain", "cluster", "parcels", "report")] == ["not run"] * 4
-    assert json.loads(summary.manifest.read_text())["tally"]["not run"] == 4
+    assert [_status(summary)[s] for s in ("explain", "cluster", "parcels", "drift", "report")] == ["not run"] * 5
+    assert json.loads(summary.manifest.read_text())["tally"]["not run"] == 5
 
 
 def test_a_run_with_nothing_to_do_starts_no_cluster(first_run, local_cluster, monkeypatch):

@@ -241,7 +241,7 @@ def test_a_results_variable_removed_by_hand_is_computed_again(season, local_clus
     summary = run_pipeline(load_config(_config(season.parents[1])), client=local_cluster)
     out = capsys.readouterr().out
     st = step_status(summary)
-    assert [st[s] for s in STEPS] == ["skipped"] * 3 + ["done"] * 4, [s.error for s in summary.steps]
+    assert [st[s] for s in STEPS] == ["skipped"] * 3 + ["done"] * 5, [s.error for s in summary.steps]
     assert "[explain] running: results.zarr has no variable 'embedding'" in out, out
     assert "[cluster] running: explain was redone before it" in out, out
     group = zarr.open_group(str(season / "results.zarr"), mode="r")
@@ -256,7 +256,7 @@ def test_a_parcels_folder_without_its_marker_is_made_again(season, local_cluster
     (season / "parcels" / "metrics.json").unlink()
     summary = run_pipeline(load_config(_config(season.parents[1])), client=local_cluster, quiet=True)
     st = step_status(summary)
-    assert [st[s] for s in STEPS] == ["skipped"] * 5 + ["done"] * 2, [s.error for s in summary.steps]
+    assert [st[s] for s in STEPS] == ["skipped"] * 5 + ["done"] * 3, [s.error for s in summary.steps]
     assert (season / "parcels" / "metrics.json").exists()
 
 
@@ -266,7 +266,7 @@ def test_a_changed_explain_option_replaces_the_results(season, local_cluster):
     cfg = _config(season.parents[1], gradslam={"batch_size": 512})
     summary = run_pipeline(load_config(cfg), client=local_cluster, quiet=True)
     st = step_status(summary)
-    assert [st[s] for s in STEPS] == ["skipped"] * 3 + ["done"] * 4, [s.error for s in summary.steps]
+    assert [st[s] for s in STEPS] == ["skipped"] * 3 + ["done"] * 5, [s.error for s in summary.steps]
     explain = next(s for s in summary.steps if s.name == "explain")
     assert explain.info["blocks_resumed_from_disk"] == 0
 

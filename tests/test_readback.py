@@ -273,11 +273,12 @@ def test_a_state_and_a_manifest_written_by_a_run_read_back(season):
         "explain": "done",
         "cluster": "done",
         "parcels": "done",
+        "drift": "done",
     }
     (path,) = (season / "manifests").glob("run-*.json")
     manifest = read_manifest(path)
     assert isinstance(manifest, RunManifest)
-    assert manifest.tally == {"done": 6, "disabled": 1} and manifest.steps[-1].status == "disabled"
+    assert manifest.tally == {"done": 7, "disabled": 1} and manifest.steps[-1].status == "disabled"
     assert read_state(season / "nowhere.json") == {"steps": {}}
 
 

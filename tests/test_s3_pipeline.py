@@ -114,7 +114,7 @@ def test_a_run_killed_mid_explain_on_s3_resumes_and_finishes_every_step(s3, resu
     assert set(RESULT_VARS) <= set(zarr.open_group(f"{ROOT}/results.zarr", mode="r").keys())
     assert str(summary.manifest).startswith(f"{ROOT}/manifests/run-")
     manifest = json.loads(storage.read_text(summary.manifest))
-    assert manifest["tally"] == {"skipped": 3, "done": 4}
+    assert manifest["tally"] == {"skipped": 3, "done": 5}
     assert manifest["figures"] and all(
         f.startswith(f"{ROOT}/report/") and storage.exists(f) for f in manifest["figures"]
     )
@@ -143,8 +143,8 @@ def test_an_output_left_incomplete_on_s3_is_redone(s3, resumed, s3_cluster):
     s3.rm(f"{ROOT.removeprefix('s3://')}/parcels/metrics.json")
     summary = run_pipeline(load_config(CONFIG), client=s3_cluster, quiet=True)
     st = _status(summary)
-    # redone, with the step after it (the report reads the parcels)
-    assert st["parcels"] == st["report"] == "done" and all(st[s] == "skipped" for s in STEPS[:-2])
+    # redone, with the steps after it (drift and the report read the parcels)
+    assert st["parcels"] == st["drift"] == st["report"] == "done" and all(st[s] == "skipped" for s in STEPS[:-3])
     assert s3.exists(f"{ROOT.removeprefix('s3://')}/parcels/metrics.json")
     assert not s3.exists(f"{ROOT.removeprefix('s3://')}/parcels/{storage.INCOMPLETE}")
 
@@ -315,4 +315,4 @@ def test_cli_run_with_a_configuration_on_s3(s3, resumed):
         env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stderr
-    assert f"season 2017: 7 would skip -> {ROOT}" in proc.stdout
+    assert f"season 2017: {len(STEPS)} would skip -> {ROOT}" in proc.stdout

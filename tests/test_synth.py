@@ -601,6 +601,8 @@ def test_cli_help_lists_the_options():
         "--irregular",
         "--rain-events",
         "--overwrite",
+        "--calendar-shift-days",
+        "--crop-mix",
     ):
         assert opt in res.stdout, opt
 
@@ -870,3 +872,119 @@ def test_cli_writes_an_archive_with_grid_parcels(tmp_path):
     assert not (out / "tiffs").exists()
     help_ = run_cli("--help")
     assert "--archive" in help_.stdout and "--grid-parcels" in help_.stdout
+
+
+# --- drift from one season to the next -----------------------------------------------------
+
+
+def _scene_arrays(sc) -> tuple:
+    return (sc.cube["VV"].values, sc.cube["VH"].values, sc.parcel_id.values, sc.class_id.values)
+
+
+def test_no_drift_draws_the_scene_of_the_defaults_bit_for_bit():
+    kw = {"size": 48, "n_dates": 20, "seed": 7, "rain_events": 2, "missing_dates": 2}
+    plain = make_scene(**kw)
+    for drift in ({"calendar_shift_days": 0}, {"crop_mix": None}, {"crop_mix": {"maize": 1.0}}, {"crop_mix": {}}):
+        other = make_scene(**kw, **drift)
+        for a, b in zip(_scene_arrays(plain), _scene_arrays(other), strict=True):
+            assert a.tobytes() == b.tobytes(), drift
+        pd.testing.assert_frame_equal(plain.phenology, other.phenology)
+        params = {k: v for k, v in other.info["params"].items() if k != "crop_mix" or v != {"maize": 1.0}}
+        assert {**other.info, "params": params} == plain.info  # no shift recorded when there is none
+
+
+def test_calendar_shift_moves_every_event_and_cut_by_whole_days():
+    plain = make_scene(size=96, n_dates=8, seed=4)
+    moved = make_scene(size=96, n_dates=8, seed=4, calendar_shift_days=-30)
+    for e in EVENTS:  # the same jitter draws: every parcel's event moves by exactly the shift
+        a, b = plain.phenology[e].to_numpy(), moved.phenology[e].to_numpy()
+        np.testing.assert_array_equal(np.isnat(a), np.isnat(b))
+        ok = ~np.isnat(a)
+        assert ok.any()
+        np.testing.assert_array_equal(b[ok] - a[ok], np.timedelta64(-30, "D"))
+    for a, b in zip(plain.phenology["cuts"], moved.phenology["cuts"], strict=True):
+        da_, db_ = (pd.to_datetime(c.split(";")).values if c else np.array([], "datetime64[ns]") for c in (a, b))
+        np.testing.assert_array_equal(db_ - da_, np.timedelta64(-30, "D"))
+    np.testing.assert_array_equal(plain.parcel_id.values, moved.parcel_id.values)
+    assert moved.info["params"]["calendar_shift_days"] == -30
+    for c, (lo, _) in DISTINCTIVE_WINDOWS.items():
+        assert moved.info["distinctive_windows"][c][0] == str(np.datetime64("2017-01-01") + lo - 30)
+
+
+def _class_mean_db(cube, class_id: np.ndarray, band: str) -> np.ndarray:
+    """Mean linear intensity of each class on each date, in dB: (classes, T), by np.bincount."""
+    t = cube.sizes["time"]
+    lin = 10 ** (cube[band].values.reshape(t, -1).astype(np.float64) / 10)
+    cid = class_id.ravel().astype(np.int64) + 1  # 0: no parcel
+    n = len(CLASSES) + 1
+    counts = np.bincount(cid, minlength=n)
+    sums = np.stack([np.bincount(cid, weights=np.nan_to_num(lin[k]), minlength=n) for k in range(t)], axis=1)
+    return 10 * np.log10(sums[1:] / np.maximum(counts[1:, None], 1))
+
+
+def test_calendar_shift_moves_the_class_mean_profiles_by_the_shift():
+    """42 days are 7 acquisitions of the 6-day grid: each class's mean VV and VH profile of
+    the shifted scene is the unshifted one moved by 7 dates, up to the weather (soil moisture
+    keeps its season) and texture; the best lag of each class is the shift."""
+    step, lag = 6, 7
+    plain = make_scene(size=128, seed=1, calendar_shift_days=0).cube.compute()
+    moved = make_scene(size=128, seed=1, calendar_shift_days=step * lag).cube.compute()
+    cid = make_scene(size=128, seed=1, n_dates=8).class_id.values
+    seasonal = [CLASSES.index(c) for c in CLASSES if CALENDARS[c].kind != "flat"]  # fallow, quinoa: no transition
+    for band in ("VV", "VH"):
+        a, b = _class_mean_db(plain, cid, band)[seasonal], _class_mean_db(moved, cid, band)[seasonal]
+        idx = np.arange(lag, a.shape[1] - lag)  # dates that the shifted profile covers at every lag
+        # mean |moved(t + k dates) - plain(t)| per class, for k = -lag .. lag: (lags, classes)
+        errors = np.stack([np.abs(b[:, idx + k] - a[:, idx]).mean(axis=1) for k in range(-lag, lag + 1)])
+        best = errors.argmin(axis=0) - lag
+        assert (best == lag).mean() >= 0.8, (band, best)
+        assert np.median(errors[2 * lag]) < 0.8, band  # dB, moved back by the shift
+        assert np.median(errors[lag]) > 2 * np.median(errors[2 * lag]), band  # unmoved: far worse
+
+
+def test_crop_mix_deals_the_parcels_by_weight():
+    from slamgeo.synth import deal_classes, scene_classes
+
+    np.testing.assert_array_equal(deal_classes(40, {"maize": 1}), np.arange(40) % len(CLASSES))
+    seq = deal_classes(170, {"maize": 3, "wheat": 0})  # weights: 14 classes of 1, maize 3
+    counts = np.bincount(seq, minlength=len(CLASSES))
+    assert counts[CLASSES.index("wheat")] == 0
+    assert counts[CLASSES.index("maize")] == 30 and set(np.delete(counts, [3, 4])) == {10}
+    sc = make_scene(size=128, n_dates=8, seed=2, crop_mix={"maize": 3, "wheat": 0})
+    per_class = sc.parcels["crop"].value_counts()
+    assert "wheat" not in per_class and per_class["maize"] >= 2.5 * per_class.drop("maize").median()
+    assert sorted(scene_classes(size=128, seed=2, crop_mix={"maize": 3, "wheat": 0})) == sorted(per_class.index)
+    assert sc.info["params"]["crop_mix"] == {"maize": 3.0, "wheat": 0.0}
+    plain = make_scene(size=128, n_dates=8, seed=2)
+    np.testing.assert_array_equal(sc.parcel_id.values, plain.parcel_id.values)  # the same fields
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"calendar_shift_days": 4.5},
+        {"calendar_shift_days": 400},
+        {"calendar_shift_days": float("nan")},
+        {"crop_mix": {"rice": 1}},
+        {"crop_mix": {"maize": -1}},
+        {"crop_mix": {"maize": float("inf")}},
+        {"crop_mix": dict.fromkeys(CLASSES, 0)},
+    ],
+)
+def test_bad_drift_options_raise_input_error(kwargs):
+    with pytest.raises(InputError):
+        make_scene(size=24, n_dates=8, **kwargs)
+
+
+def test_cli_draws_a_drifted_scene(tmp_path):
+    out = tmp_path / "scene"
+    args = ("--size", "40", "--n-dates", "8", "--seed", "3")
+    res = run_cli(str(out), *args, "--calendar-shift-days", "45", "--crop-mix", "maize=2, sugar beet=0")
+    assert res.returncode == 0, res.stderr
+    meta = json.loads((out / "scene.json").read_text())
+    assert meta["params"]["calendar_shift_days"] == 45
+    assert meta["params"]["crop_mix"] == {"maize": 2.0, "sugar beet": 0.0}
+    phen = pd.read_csv(out / "phenology.csv")
+    assert "sugar beet" not in set(phen["crop"])
+    bad = run_cli(str(tmp_path / "bad"), *args, "--crop-mix", "maize:2")
+    assert bad.returncode == 1 and "--crop-mix" in bad.stderr and "CLASS=WEIGHT" in bad.stderr

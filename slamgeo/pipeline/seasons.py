@@ -100,10 +100,13 @@ def _trained(season: str, folder: storage.Location) -> TrainedModel | None:
     return TrainedModel(season, checkpoint, str(train.get("finished") or ""))
 
 
-def latest_model(root: storage.Location, *, exclude: str | None = None) -> TrainedModel | None:
+def latest_model(root: storage.Location, *, before: str | None = None) -> TrainedModel | None:
     """The model most recently trained (by the train step's end time) by a season under
-    `root` other than `exclude`; None when there is none."""
-    found = [m for name, loc in season_dirs(root).items() if name != exclude and (m := _trained(name, loc))]
+    `root` whose name sorts before `before` (an earlier season: a re-run of 2018 keeps the
+    model of 2017 when 2019 has trained one since); None when there is none."""
+    found = [
+        m for name, loc in season_dirs(root).items() if (before is None or name < before) and (m := _trained(name, loc))
+    ]
     return max(found, key=lambda m: (m.finished, m.season)) if found else None
 
 
@@ -112,13 +115,35 @@ def with_reused_model(cfg: PipelineConfig) -> tuple[PipelineConfig, TrainedModel
     of another season under `cfg.output` (`reuse` kept, saying where it came from), and that
     model; `cfg` unchanged and None when there is none (the season trains its own) or when
     `reuse` is not set."""
-    if cfg.model.reuse != "latest":
+    if cfg.model.reuse != "latest" or cfg.model.retrain == "always":
         return cfg, None
-    found = latest_model(storage.location(cfg.output), exclude=cfg.season.name)
-    if found is None:
+    root = storage.location(cfg.output)
+    found = latest_model(root, before=cfg.season.name)
+    if found is None or _drifted_from(cfg, root, found.season):
         return cfg, None
     model = cfg.model.model_copy(update={"checkpoint": str(found.checkpoint)})
     return cfg.model_copy(update={"model": model}), found
+
+
+def _drifted_from(cfg: PipelineConfig, root: storage.Location, season: str) -> bool:
+    """Whether `retrain: auto` and the season's drift.json says it drifted from `season`'s
+    model (the season then keeps training its own on every later run)."""
+    from slamgeo.pipeline.drift import read_drift
+
+    if cfg.model.retrain != "auto":
+        return False
+    drift = read_drift(storage.join(root, cfg.season.name))
+    return drift is not None and drift["verdict"] == "retrain" and drift.get("reference_season") == season
+
+
+def retrain_on_drift(
+    cfg: PipelineConfig, reused: TrainedModel | None, folder: storage.Location
+) -> PipelineConfig | None:
+    """After a run that reused `reused`: the configuration that trains the season's own model
+    when `retrain: auto` and the drift step said "retrain", else None."""
+    if reused is None or not _drifted_from(cfg, storage.parent(folder), reused.season):
+        return None
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"checkpoint": None})})
 
 
 def checkpoint_season(checkpoint: storage.Location, root: storage.Location) -> str | None:
@@ -177,7 +202,9 @@ def _scores(folder: storage.Location) -> tuple[float | None, float | None]:
 
 
 def season_row(name: str, folder: storage.Location, root: storage.Location) -> SeasonRow:
-    """The summary of one season folder: its state, its latest manifest, its cube and scores."""
+    """The summary of one season folder: its state, its latest manifest, its cube, scores and
+    drift verdict."""
+    from slamgeo.pipeline.drift import read_drift
     from slamgeo.pipeline.state import STEPS
 
     steps = read_state(storage.join(folder, schema.STATE_FILE))["steps"]
@@ -197,6 +224,9 @@ def season_row(name: str, folder: storage.Location, root: storage.Location) -> S
             row.model_season = name
     row.first, row.last = _cube_dates(folder)
     row.oa, row.kappa = _scores(folder)
+    drift = read_drift(folder)
+    if drift is not None:
+        row.drift = f"{drift['verdict']} (vs {drift.get('reference_season')})"
     return row
 
 
@@ -216,6 +246,7 @@ __all__ = [
     "list_seasons",
     "model_season",
     "report_title",
+    "retrain_on_drift",
     "season_dirs",
     "with_reused_model",
 ]

@@ -13,7 +13,8 @@ from typing import Any
 from slamgeo.io import storage
 from slamgeo.io.records import Record, check_record, load_json, record_json
 
-STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "report")  # the season pipeline, in order
+# the season pipeline, in order
+STEPS = ("ingest", "train", "align", "explain", "cluster", "parcels", "drift", "report")
 
 STATE_ADVICE = "; remove it to run every step again"
 

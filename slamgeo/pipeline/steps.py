@@ -31,6 +31,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import dask
 import numpy as np
 
 from slamgeo import schema
@@ -71,50 +72,41 @@ class RunSummary:
         return out
 
 
+# a season's outputs, below its folder: attribute of `SeasonPaths` -> name
+_SEASON_FILES = {
+    "scene": schema.SCENE_DIR,
+    "cube": schema.CUBE_STORE,
+    "model": schema.MODEL_DIR,
+    "aligned": schema.ALIGNED_STORE,
+    "results": schema.RESULTS_STORE,
+    "parcels": schema.PARCELS_DIR,
+    "report": schema.REPORT_DIR,
+    "state": schema.STATE_FILE,
+    "manifests": schema.MANIFESTS_DIR,
+    "drift": schema.DRIFT_FILE,
+}
+
+
 @dataclass(frozen=True)
 class SeasonPaths:
-    """Where a season's outputs live: below `root`, a local folder (`Path`) or a URL (`str`)."""
+    """Where a season's outputs live: below `root`, a local folder (`Path`) or a URL (`str`);
+    one attribute per output (`_SEASON_FILES`)."""
 
     root: storage.Location
+    scene: storage.Location = field(init=False)
+    cube: storage.Location = field(init=False)
+    model: storage.Location = field(init=False)
+    aligned: storage.Location = field(init=False)
+    results: storage.Location = field(init=False)
+    parcels: storage.Location = field(init=False)
+    report: storage.Location = field(init=False)
+    state: storage.Location = field(init=False)
+    manifests: storage.Location = field(init=False)
+    drift: storage.Location = field(init=False)
 
-    def _at(self, name: str) -> storage.Location:
-        return storage.join(self.root, name)
-
-    @property
-    def scene(self) -> storage.Location:
-        return self._at(schema.SCENE_DIR)
-
-    @property
-    def cube(self) -> storage.Location:
-        return self._at(schema.CUBE_STORE)
-
-    @property
-    def model(self) -> storage.Location:
-        return self._at(schema.MODEL_DIR)
-
-    @property
-    def aligned(self) -> storage.Location:
-        return self._at(schema.ALIGNED_STORE)
-
-    @property
-    def results(self) -> storage.Location:
-        return self._at(schema.RESULTS_STORE)
-
-    @property
-    def parcels(self) -> storage.Location:
-        return self._at(schema.PARCELS_DIR)
-
-    @property
-    def report(self) -> storage.Location:
-        return self._at(schema.REPORT_DIR)
-
-    @property
-    def state(self) -> storage.Location:
-        return self._at(schema.STATE_FILE)
-
-    @property
-    def manifests(self) -> storage.Location:
-        return self._at(schema.MANIFESTS_DIR)
+    def __post_init__(self) -> None:
+        for attr, name in _SEASON_FILES.items():
+            object.__setattr__(self, attr, storage.join(self.root, name))
 
 
 PAIR_VARIABLES = ("pair_importance", "pair_importance_class")  # what the report adds to the results
@@ -201,19 +193,21 @@ class _Season:
         def run() -> dict:
             from slamgeo.io.ingest import ingest
 
-            def ingest_from(sources, kind: str | None = None) -> None:
-                ingest(
-                    sources,
-                    self.paths.cube,
-                    kind=kind,
-                    chunk=c.chunk,
-                    start=c.season.start,
-                    end=c.season.end,
-                    overwrite=True,
-                    progress=not self.quiet,
-                    report=lambda line: _say(f"  ingest: {line}", self.quiet),
-                    **c.input.grid(),
-                )
+            def ingest_from(sources, kind: str | None = None, here: bool = False) -> None:
+                """Read and write on the run's workers (`here`: on this process's threads)."""
+                with dask.config.set(scheduler="threads" if here else self.client):
+                    ingest(
+                        sources,
+                        self.paths.cube,
+                        kind=kind,
+                        chunk=c.chunk,
+                        start=c.season.start,
+                        end=c.season.end,
+                        overwrite=True,
+                        progress=not self.quiet,
+                        report=lambda line: _say(f"  ingest: {line}", self.quiet),
+                        **c.input.grid(),
+                    )
 
             # what is there now is replaced only when it is slamgeo's own, with nothing else
             # inside: refused here, before minutes of drawing and reading
@@ -225,16 +219,7 @@ class _Season:
 
                 storage.claim_output(self.paths.scene, storage.SCENE, overwrite=True)
                 s = c.input.synthetic
-                scene = make_scene(
-                    size=s.size,
-                    seed=s.seed,
-                    n_dates=s.n_dates,
-                    start=s.start,
-                    step_days=s.step_days,
-                    missing_dates=s.missing_dates,
-                    irregular=s.irregular,
-                    rain_events=s.rain_events,
-                )
+                scene = make_scene(**s.scene_options())
                 write = write_archive if s.archive else write_scene
                 rasters = "items" if s.archive else "tiffs"
                 if storage.is_local(self.paths.scene):
@@ -245,7 +230,7 @@ class _Season:
                     # is written and ingested locally, then uploaded (parcels reads it from there)
                     with storage.staged_folder(self.paths.scene, storage.SCENE) as tmp:
                         written = write(scene, tmp, overwrite=True)
-                        ingest_from([str(written[rasters])])
+                        ingest_from([str(written[rasters])], here=True)  # a local folder
             from slamgeo.io.cube import open_cube
 
             cube = open_cube(str(self.paths.cube))
@@ -277,12 +262,12 @@ class _Season:
         fp = fingerprint({"train": train_opts, "ingest": self.fp["ingest"]})
 
         def run() -> dict:
-            from slamgeo.io.cube import open_cube
-            from slamgeo.method.train import train
+            from slamgeo.jobs.training import train_on_cluster
 
             t = c.model.train
-            tm = train(
-                open_cube(str(self.paths.cube)),
+            tm = train_on_cluster(  # one task on one worker (a GPU worker under gpu_resources)
+                self.paths.cube,
+                client=self.client,
                 out_dir=self.paths.model,
                 overwrite=True,
                 inputs=[str(self.paths.cube)],
@@ -297,7 +282,6 @@ class _Season:
                 gap_fill=t.gap_fill,
                 arch={"embed_dim": t.embed_dim},
                 threads=t.threads,
-                progress=not self.quiet,
             )
             return {"model_checksum": tm.checksum, "model_season": c.season.name}
 
@@ -462,6 +446,30 @@ class _Season:
 
         return fp, run, [expected.path(storage.join(self.paths.parcels, f)) for f in PARCELS_OUTPUTS.values()]
 
+    # drift ----------------------------------------------------------------
+    def step_drift(self):
+        """The season against its model's training season (`slamgeo.pipeline.drift`); nothing
+        to compare when the model is the season's own or comes from elsewhere."""
+        from slamgeo.pipeline.drift import measure_drift
+        from slamgeo.pipeline.seasons import model_season
+
+        c = self.cfg
+        found = model_season(c)
+        against = found if found not in (None, c.season.name) else None
+        ref_state = _read_state(storage.join(storage.location(c.output), against, schema.STATE_FILE)) if against else {}
+        ref_fp = ref_state.get("steps", {}).get("explain", {}).get("fingerprint")
+        fp = fingerprint({"drift": against, "reference": ref_fp, "parcels": self.fp["parcels"]})
+
+        def run() -> dict:
+            if against is None:
+                return {"reference_season": None}
+            doc = measure_drift(c, self.paths.root, against)
+            why = f": {'; '.join(doc['reasons'])}" if doc["reasons"] else ""
+            _say(f"  drift: {doc['verdict']} (against season {against}){why}", self.quiet)
+            return {"reference_season": against, "verdict": doc["verdict"], "reasons": doc["reasons"]}
+
+        return fp, run, [expected.path(storage.join(self.paths.root, schema.DRIFT_FILE))] if against else []
+
     # report ----------------------------------------------------------------
     def step_report(self):
         c = self.cfg
@@ -472,6 +480,7 @@ class _Season:
             from slamgeo.jobs.explain import open_results
             from slamgeo.jobs.faithfulness import faithfulness
             from slamgeo.method.checkpoint import load_model
+            from slamgeo.pipeline.drift import read_drift
             from slamgeo.pipeline.seasons import report_title
             from slamgeo.reporting.page import make_report
 
@@ -482,6 +491,8 @@ class _Season:
             storage.claim_output(self.paths.results, storage.RESULTS, overwrite=True)
             results = open_results(self.paths.results)
             cube = open_cube(str(self.explain_input))
+            drift = read_drift(self.paths.root)  # the season against its model's: a section
+            ref = storage.join(storage.parent(self.paths.root), str(drift and drift["reference_season"]))
             faith = faithfulness(results, cube, load_model(self.model_dir))
             parcels_ready = _ready(storage.join(self.paths.parcels, schema.PARCELS_MARKER))
             pairs = self._pairs(labelled=parcels_ready)
@@ -499,6 +510,8 @@ class _Season:
                 pair_truth=self._scene_windows() if pairs else None,
                 overwrite=True,
                 inputs=inputs,
+                drift=drift,
+                reference_parcels_dir=None if drift is None else storage.join(ref, schema.PARCELS_DIR),
             )
             return {
                 "html": str(html),
@@ -703,7 +716,7 @@ def run_pipeline(
     run of the same season at the same time stops with `SeasonLocked`."""
     from slamgeo.pipeline.checks import check_inputs
     from slamgeo.pipeline.lock import season_lock
-    from slamgeo.pipeline.seasons import with_reused_model
+    from slamgeo.pipeline.seasons import retrain_on_drift, with_reused_model
 
     cfg, reused = with_reused_model(cfg)
     if reused is not None:
@@ -714,7 +727,14 @@ def run_pipeline(
     with contextlib.ExitStack() as locked:
         if not dry_run:
             locked.enter_context(season_lock(paths.root, season=cfg.season.name))
-        return _run_season(cfg, paths, force=force, dry_run=dry_run, client=client, quiet=quiet)
+        summary = _run_season(cfg, paths, force=force, dry_run=dry_run, client=client, quiet=quiet)
+        own = None if dry_run or summary.failed else retrain_on_drift(cfg, reused, paths.root)
+        if own is not None and reused is not None:  # `retrain: auto` and the season drifted
+            _say(
+                f"[drift] season {cfg.season.name} drifted from season {reused.season}: it trains its own model", quiet
+            )
+            summary = _run_season(own, paths, force=force, dry_run=False, client=client, quiet=quiet)
+        return summary
 
 
 def _run_season(
@@ -725,13 +745,7 @@ def _run_season(
     from slamgeo.pipeline.seasons import model_season
 
     started = dt.datetime.now(dt.UTC)
-    opts = ClusterOptions(
-        scheduler=cfg.dask.scheduler,
-        n_workers=cfg.dask.n_workers,
-        threads_per_worker=cfg.dask.threads_per_worker,
-        gpu_resources=cfg.dask.gpu_resources,
-        wait_for_workers=cfg.dask.wait_for_workers,
-    )
+    opts = ClusterOptions(**cfg.dask.model_dump())  # the same names
     interrupt: BaseException | None = None
     season = None
     try:

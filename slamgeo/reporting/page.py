@@ -44,6 +44,7 @@ from slamgeo.reporting.figures import (
     slug,
 )
 from slamgeo.reporting.readers import cluster_profiles, default_groups, most_important_date, sample_variables
+from slamgeo.reporting.seasons import composition_table, drift_table, most_changed_classes, season_profiles
 from slamgeo.schema import CLASS, CONFUSED_PAIRS, REPORT_MARKER
 
 # --------------------------------------------------------------------------- the report
@@ -109,6 +110,8 @@ def make_report(
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
     pair_truth: Mapping[str, Sequence[str]] | None = None,
+    drift: Mapping | None = None,
+    reference_parcels_dir: str | Path | None = None,
 ) -> storage.Location:
     """Draw every figure the inputs allow, write them as PNGs into `out_dir` (a folder, created,
     or an fsspec URL), and an `index.html` that embeds them (base64) with the metrics and the
@@ -125,7 +128,9 @@ def make_report(
     date of highest mean |importance|). `faithfulness`: deletion curves (see
     `fig_deletion_curve`). `pair_truth`: class -> its known distinctive window (start, end
     dates; a synthetic scene's `distinctive_windows`), for a table of how well the class-pair
-    explanations point at it. An existing `out_dir` must be empty or, with `overwrite`, a report
+    explanations point at it. `drift`: a season's drift.json (`slamgeo.pipeline.drift`), for the
+    "season against season" section, with `reference_parcels_dir`, the parcels outputs of the
+    season the model was trained on. An existing `out_dir` must be empty or, with `overwrite`, a report
     folder holding nothing else and none of `inputs` (the locations the data came from)
     (`slamgeo.io.storage.claim_output`); it is replaced once the new report is complete
     (`slamgeo.io.storage.staged_folder`).
@@ -232,6 +237,9 @@ def make_report(
         if pair_profiles is None and cprof is not None and not names:
             pair_profiles = cprof  # cluster pairs: profiles named "cluster i"
         _pair_figures(rep, results, pair_profiles, pair_truth)
+
+    if drift is not None:
+        _season_section(rep, drift, reference_parcels_dir, parts)
 
     # maps
     no_map = "sample-form results (dims (dim, sample)): a table of parcels or points has no map"
@@ -350,6 +358,45 @@ def make_report(
         (tmp / "report.json").write_text(json.dumps(manifest, indent=2))
         (tmp / REPORT_MARKER).write_text(_html(title, rep.items, rep.pngs, results.attrs, metrics, rep.tables))
     return page
+
+
+def _season_section(rep: _Report, drift: Mapping, reference_dir: str | Path | None, parts: Mapping[str, Any]) -> None:
+    """The season against the season its model was trained on: the drift table, the class
+    composition of both seasons, and both seasons' class profiles coloured by importance."""
+    ref, name = str(drift.get("reference_season")), str(drift.get("season"))
+    rep.tables.append((f"Season against season: {name} against {ref}", drift_table(drift)))
+    ref_parts: dict[str, Any] = {}
+    why = f"no parcels outputs of season {ref}"
+    if reference_dir is not None:
+        try:
+            ref_parts, missing = read_parcels_outputs(reference_dir)
+        except InputError as exc:
+            why = str(exc)
+        else:
+            why = missing.get("profiles", why)
+    if "confusion_pixels" in ref_parts and "confusion_pixels" in parts:
+        rep.tables.append(
+            (
+                f"Class composition, {ref} and {name} (% of labelled pixels)",
+                composition_table(ref_parts["confusion_pixels"], parts["confusion_pixels"], (ref, name)),
+            )
+        )
+    key, head = "season_against_season", f"Season against season: {name} against {ref}"
+    if "profiles" not in ref_parts or "profiles" not in parts:
+        rep.skip(key, head, why if "profiles" not in ref_parts else f"no class profiles of season {name}")
+        return
+    rep.add(
+        key,
+        head,
+        f"Mean VV (dB) of the classes whose importance moved most, in season {ref} (the model's) and {name}, "
+        "coloured by the one model's class-mean Grad-SLAM importance on each (min-max normalised per class); "
+        "both on the model's dates.",
+        lambda: fig_class_importance(
+            prof := season_profiles(drift, ref_parts["profiles"], parts["profiles"], most_changed_classes(drift)),
+            [str(c) for c in prof[CLASS].values],
+            title=f"Season {name} against season {ref}: mean VV coloured by importance",
+        ),
+    )
 
 
 def _scatter_inputs(results: xr.Dataset, label_var: str) -> tuple[np.ndarray, np.ndarray]:
@@ -546,7 +593,7 @@ def report(
 ) -> storage.Location:
     """The report of a run into `out_dir`: `make_report` with the parcels stage's result (or
     its output folder, or None). `options`: `class_groups`, `date`, `faithfulness`, `title`,
-    `inputs`, `pair_truth`. Returns the location of `index.html`.
+    `inputs`, `pair_truth`, `drift`, `reference_parcels_dir`. Returns the location of `index.html`.
 
     With the run's `model` (and its `cube`), the report holds what the season pipeline's does:
     the deletion curves (`slamgeo.jobs.faithfulness.faithfulness`) unless `faithfulness` is
