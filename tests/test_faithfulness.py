@@ -296,3 +296,24 @@ def test_the_run_scaling_of_in_memory_results_is_the_stored_one(explained):
     assert ref.dtype == np.float32 and ref.shape == (model.model.cfg.embed_dim, cube.sizes["time"])
     np.testing.assert_array_equal(ref_mem, ref)
     assert run_scaling(in_memory.assign_attrs(scale="minmax"), model, cube) == ("minmax", None)
+
+
+def test_on_a_cluster_the_curves_are_computed_on_a_worker_as_in_process(explained, local_cluster):
+    """With a distributed client, the deletion curves are one task on a worker
+    (`deletion_task`), with the in-process numbers (the worker's single torch thread may round
+    differently from this process's threads: a tight tolerance)."""
+    import dask
+    from distributed import get_task_stream
+
+    import slamgeo
+
+    cube, model, _, stored = explained
+    want = slamgeo.faithfulness(stored, cube, model, n_pixels=200, seed=3)
+    with dask.config.set(scheduler=local_cluster), get_task_stream(client=local_cluster) as stream:
+        got = slamgeo.faithfulness(stored, cube, model, n_pixels=200, seed=3)
+    ran = [t for t in stream.data if str(t["key"]).startswith("deletion_task-")]
+    assert len(ran) == 1 and ran[0]["worker"] in local_cluster.scheduler_info()["workers"]
+    assert want is not None and got is not None and list(got) == list(want) == ["Grad-SLAM (centred)"]
+    for key in ("k", "top", "baseline", "ratio", "embedding_std"):
+        np.testing.assert_allclose(got["Grad-SLAM (centred)"][key], want["Grad-SLAM (centred)"][key], rtol=1e-5)
+    assert got["Grad-SLAM (centred)"]["baseline_name"] == want["Grad-SLAM (centred)"]["baseline_name"]

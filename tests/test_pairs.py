@@ -327,3 +327,27 @@ def test_without_a_pair_the_results_and_the_store_are_left_as_they_were(season, 
     assert sorted(map(str, open_results(tmp / "results.zarr").data_vars)) == before
     sample = scene[2].stack(sample=("y", "x")).reset_index("sample", drop=True)  # no grid: no pairs
     assert slamgeo.pairs(sample, None, cube=scene[0], model=scene[1]) is sample
+
+
+def test_on_a_cluster_each_pair_is_explained_on_a_worker_as_in_process(season, local_cluster):
+    """With a distributed client, each pair's Grad-SLAM is a task on a worker (`pair_profile`);
+    the variables are those of the in-process run (the worker's single torch thread may round
+    differently from this process's threads: a tight tolerance)."""
+    import dask
+    from distributed import get_task_stream
+
+    from slamgeo.jobs.pairs import PAIR_VARIABLES
+
+    tmp, par = season
+    res, cube, model = _opened(tmp)
+    asked = _asked_pair(par, 2)
+    want = slamgeo.pairs(res, par, asked, 2, cube=cube, model=model)
+    with dask.config.set(scheduler=local_cluster), get_task_stream(client=local_cluster) as stream:
+        got = slamgeo.pairs(res, par, asked, 2, cube=cube, model=model)
+    ran = [t for t in stream.data if str(t["key"]).startswith("pair_profile-")]
+    assert len(ran) == got.sizes["pair"] == 3
+    assert {t["worker"] for t in ran} <= set(local_cluster.scheduler_info()["workers"])
+    for v in ("pair_direction", "pair_pixels", "pair_a", "pair_b"):
+        np.testing.assert_array_equal(got[v].values, want[v].values)
+    for v in PAIR_VARIABLES:
+        np.testing.assert_allclose(got[v].values, want[v].values, rtol=1e-5, atol=1e-7)

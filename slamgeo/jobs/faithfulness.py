@@ -6,12 +6,20 @@ highest are deleted, on a sample of the scene's pixels (`slamgeo.method.faithful
 ones, and gives the deletion curves of Grad-SLAM at the run's scaling and reference map
 (`run_scaling`) for k in `DELETION_KS` dates: what `slamgeo.reporting.figures.fig_deletion_curve`
 draws. It writes nothing; `slamgeo.reporting.readers.save_curves` keeps the curves as JSON.
+
+On a distributed cluster (`slamgeo.jobs.runtime.current_client`) the forward passes run on a
+worker as one task (`submit_with_model`: the model broadcast to the workers once, the sampled
+series sent as an array, the curves returned); the driver holds only the sample. Without one
+they run in this process. The task computes what the process would, on the worker's torch
+threads (`torch_threads_for_task`): the same numbers up to float rounding of multi-threaded
+reductions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -49,6 +57,50 @@ def run_scaling(results: xr.Dataset, model: TrainedModel, cube: xr.Dataset) -> t
     return scale, None
 
 
+def _with_model(fn: Callable[..., Any], model: TrainedModel, *args: Any) -> Any:
+    """Task body: `fn(model, *args)` with the worker's copy of the model, under its lock (one
+    torch call on a shared model at a time) and on the worker's torch threads."""
+    from slamgeo.jobs.explain import _model_on_device
+    from slamgeo.jobs.runtime import torch_threads_for_task
+
+    model, lock = _model_on_device(model, "cpu")
+    with lock:
+        torch.set_num_threads(torch_threads_for_task())
+        return fn(model, *args)
+
+
+def submit_with_model(client, model_ref, fn: Callable[..., Any], *args: Any):
+    """A future of `fn(model, *args)` run on a worker of `client` (`_with_model`).
+
+    model_ref: the model broadcast to the workers (`client.scatter(model, broadcast=True)`);
+    numpy arrays among `args` are scattered first, so no task graph carries them. The task's
+    key starts with `fn`'s name."""
+    args = tuple(client.scatter(a, hash=False) if isinstance(a, np.ndarray) else a for a in args)
+    key = f"{fn.__name__.strip('_')}-{uuid.uuid4().hex}"
+    return client.submit(_with_model, fn, model_ref, *args, key=key, pure=False)
+
+
+def deletion_task(
+    model: TrainedModel,
+    x_db: np.ndarray,
+    ks: Sequence[int],
+    methods: Sequence[str],
+    scale: Scale,
+    reference: np.ndarray | None,
+) -> dict[str, dict]:
+    """`deletion_curves` of complete dB series `x_db` `(N, C, T)` (bands in the model's order),
+    standardised by the model; reference: `(D, T)` float32 or None. A pure function of its
+    arguments: the faithfulness stage's task on a cluster, its call in-process otherwise."""
+    return deletion_curves(
+        model.model.encoder,
+        torch.from_numpy(model.standardise(x_db)),
+        list(ks),
+        methods=methods,
+        scale=scale,
+        reference=None if reference is None else torch.from_numpy(reference),
+    )
+
+
 def faithfulness(
     results: xr.Dataset,
     cube: xr.Dataset,
@@ -66,20 +118,29 @@ def faithfulness(
     cube it explained (dB, the model's dates); model: its trained model. `ks`: numbers of dates
     deleted, those below the number of dates kept; `methods`: keys of
     `slamgeo.method.faithfulness.ATTRIBUTIONS`. Returns `deletion_curves`' dict: explanation
-    name -> `k (K,)`, `top (K, D)`, `baseline (K, D)`, `ratio (K, D)`, `embedding_std (D,)`."""
+    name -> `k (K,)`, `top (K, D)`, `baseline (K, D)`, `ratio (K, D)`, `embedding_std (D,)`.
+    With a distributed client active, the curves are computed on a worker (`deletion_task`)."""
+    from slamgeo.jobs.runtime import current_client
+
     x = sample_series(cube, n_pixels, seed=seed, gap_fill=model.gap_fill, bands=model.bands)
     x = x[~np.isnan(x).any(axis=(1, 2))]
     if x.shape[0] < MIN_SERIES:
         return None
     scale, ref = run_scaling(results, model, cube)
-    return deletion_curves(
-        model.model.encoder,
-        torch.from_numpy(model.standardise(x)),
-        [k for k in ks if k < x.shape[-1]],
-        methods=methods,
-        scale=scale,
-        reference=None if ref is None else torch.from_numpy(ref),
-    )
+    args = (x, [k for k in ks if k < x.shape[-1]], tuple(methods), scale, ref)
+    client = current_client()
+    if client is None:
+        return deletion_task(model, *args)
+    model_ref = client.scatter(model, broadcast=True, hash=False)
+    return submit_with_model(client, model_ref, deletion_task, *args).result()
 
 
-__all__ = ["DELETION_KS", "DELETION_PIXELS", "MIN_SERIES", "faithfulness", "run_scaling"]
+__all__ = [
+    "DELETION_KS",
+    "DELETION_PIXELS",
+    "MIN_SERIES",
+    "deletion_task",
+    "faithfulness",
+    "run_scaling",
+    "submit_with_model",
+]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -33,7 +34,7 @@ import xarray as xr
 from slamgeo.errors import InputError
 from slamgeo.io.parcels import read_parcels
 from slamgeo.io.series import fill_gaps, valid_mask
-from slamgeo.jobs.faithfulness import run_scaling
+from slamgeo.jobs.faithfulness import run_scaling, submit_with_model
 from slamgeo.jobs.parcels import ParcelsResult, read_parcels_outputs
 from slamgeo.jobs.rasterize import rasterize_parcels
 from slamgeo.method.checkpoint import TrainedModel
@@ -129,6 +130,45 @@ def _series(cube: xr.Dataset, bands: Sequence[str], flat: np.ndarray, sdims: tup
     return np.stack([cube[b].isel(sel).transpose("pixel", "time").values for b in bands], axis=1).astype(np.float32)
 
 
+def pair_profile(
+    model: TrainedModel,
+    x: np.ndarray,
+    which: np.ndarray,
+    w: np.ndarray,
+    scale: Scale,
+    reference: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contrastive Grad-SLAM of one pair on its drawn pixels: x `(N, C, T)` dB series (bands in
+    the model's order, gaps filled here when the model fills them; series with no data left
+    out), which `(N,)` the member of each (0: a, 1: b), w `(D,)` the direction, reference
+    `(D, T)` float32 or None. Returns the mean importance per member and date `(2, T)` float32
+    (NaN for a member without a pixel), the mean |importance| over both `(T,)` and the pixels
+    explained per member `(2,)`. A pure function of its arguments: `pair_importance`'s task on
+    a cluster, its call in-process otherwise."""
+    if model.gap_fill:
+        x = fill_gaps(x)
+    keep = valid_mask(x)
+    x, which = x[keep], which[keep]
+    imp = grad_slam(
+        model.model.encoder,
+        torch.from_numpy(model.standardise(x)),
+        scale=scale,
+        reference=None if reference is None else torch.as_tensor(reference),
+        target=torch.as_tensor(w, dtype=torch.float32),
+    )
+    assert isinstance(imp, torch.Tensor)
+    values = imp.numpy()
+    per_class = np.full((2, x.shape[-1]), np.nan, np.float32)
+    # the mean per class and date (flox, through xarray's groupby)
+    da = xr.DataArray(values, dims=("pixel", "time"), coords={"member": ("pixel", which)})
+    means = da.groupby("member").mean()
+    for m in means["member"].values:
+        per_class[int(m)] = means.sel(member=m).values
+    counts = np.array([int((which == 0).sum()), int((which == 1).sum())], np.int64)
+    both = np.abs(values).mean(axis=0) if values.size else np.full(x.shape[-1], np.nan, np.float32)
+    return per_class, both, counts
+
+
 def pair_importance(
     model: TrainedModel,
     cube: xr.Dataset,
@@ -159,7 +199,13 @@ def pair_importance(
     With `classes`, `labels` holds integer codes into `classes` (-1: none) instead of names: 2
     bytes a pixel where names take tens (`class_codes`), for large grids. The embedding is
     held as float32 (class means are taken in float64).
+
+    With a distributed client active (`slamgeo.jobs.runtime.current_client`), each pair's
+    Grad-SLAM runs on a worker (`pair_profile`, the model broadcast once): the driver holds
+    the drawn pixels and the profiles.
     """
+    from slamgeo.jobs.runtime import current_client
+
     sdims = tuple(str(d) for d in embedding.dims[1:])
     if tuple(labels.dims) != sdims:
         raise InputError(f"labels must have the embedding's spatial dims {sdims}, found {tuple(labels.dims)}")
@@ -176,12 +222,15 @@ def pair_importance(
     if not pairs:
         raise InputError("pair_importance: no pair to explain")
     rng = np.random.default_rng(seed)
-    ref = None if reference is None else torch.as_tensor(np.asarray(reference, dtype=np.float32))
+    ref = None if reference is None else np.asarray(reference, dtype=np.float32)
     n_times = cube.sizes["time"]
     per_class = np.full((len(pairs), 2, n_times), np.nan, np.float32)
     both = np.full((len(pairs), n_times), np.nan, np.float32)
     directions = np.zeros((len(pairs), emb.shape[0]))
     counts = np.zeros((len(pairs), 2), np.int64)
+    client = current_client()
+    model_ref = None if client is None else client.scatter(model, broadcast=True, hash=False)
+    done: list[Any] = []  # profiles, or futures of them
     for p, (a, b) in enumerate(pairs):
         members = [np.flatnonzero(ok & (codes == code_of[c])) for c in (a, b)]
         w = emb[:, members[1]].astype(np.float64).mean(axis=1) - emb[:, members[0]].astype(np.float64).mean(axis=1)
@@ -191,26 +240,13 @@ def pair_importance(
         drawn = [np.sort(rng.choice(m, size=min(max_pixels, m.size), replace=False)) for m in members]
         x = np.concatenate([_series(cube, model.bands, d, sdims) for d in drawn])
         which = np.repeat([0, 1], [d.size for d in drawn])
-        if model.gap_fill:
-            x = fill_gaps(x)
-        keep = valid_mask(x)
-        x, which = x[keep], which[keep]
-        imp = grad_slam(
-            model.model.encoder,
-            torch.from_numpy(model.standardise(x)),
-            scale=scale,
-            reference=ref,
-            target=torch.as_tensor(w, dtype=torch.float32),
-        )
-        assert isinstance(imp, torch.Tensor)
-        values = imp.numpy()
-        # the mean per class and date (flox, through xarray's groupby)
-        da = xr.DataArray(values, dims=("pixel", "time"), coords={"member": ("pixel", which)})
-        means = da.groupby("member").mean()
-        for m in means["member"].values:
-            per_class[p, int(m)] = means.sel(member=m).values
-        counts[p] = [int((which == 0).sum()), int((which == 1).sum())]
-        both[p] = np.abs(values).mean(axis=0) if values.size else np.nan
+        args = (x, which, w, scale, ref)
+        if client is None:
+            done.append(pair_profile(model, *args))
+        else:  # on a worker; the next pair's pixels are read meanwhile
+            done.append(submit_with_model(client, model_ref, pair_profile, *args))
+    for p, part in enumerate(done):
+        per_class[p], both[p], counts[p] = part if client is None else part.result()
     coords = {
         PAIR: np.arange(len(pairs)),
         "pair_a": (PAIR, [a for a, _ in pairs]),
@@ -492,6 +528,7 @@ __all__ = [
     "confused_pairs",
     "nearest_centre_pairs",
     "pair_importance",
+    "pair_profile",
     "pairs",
     "pairs_store",
     "parcel_class_codes",
