@@ -28,7 +28,7 @@ from hostile_helpers import assert_one_line_error, damage, slamgeo_here, snapsho
 from slamgeo.errors import ConfigError, SeasonLocked
 from slamgeo.pipeline.config import fill_season, load_config
 from slamgeo.pipeline.lock import LOCK_FILE, acquire, heartbeat, read_lock, season_lock, stale_reason
-from slamgeo.pipeline.seasons import latest_model, list_seasons
+from slamgeo.pipeline.seasons import TrainedModel, latest_model, list_seasons, retrain_on_drift, with_reused_model
 from slamgeo.pipeline.steps import STEPS, run_pipeline
 
 pytestmark = pytest.mark.timeout(300)
@@ -220,6 +220,24 @@ def test_the_same_crop_laws_keep_the_model_and_late_calendars_retrain(seasons, l
         assert f"Season against season: {s} against 2017" in page and f"{verdict} (season {s} against 2017)" in page
         assert (runs[s].season_dir / "report" / "season_against_season.png").exists()
         assert "Class composition, 2017 and " + s in page
+
+
+@pytest.mark.parametrize(
+    ("retrain", "reuses", "trains_after_drift"),
+    [("auto", False, True), ("never", True, False), ("always", False, False)],
+)
+def test_retrain_modes_decide_from_the_drift_verdict(seasons, retrain, reuses, trains_after_drift):
+    """Against the outputs of the three seasons: 2019's drift.json says retrain against 2017."""
+    tmp, path, _ = seasons
+    cfg = _season_config(path, "2019")
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"retrain": retrain})})
+    resolved, reused = with_reused_model(cfg)  # auto: 2019 drifted from 2017's model, so it trains its own
+    assert (reused is not None) == reuses and (resolved.model.checkpoint is not None) == reuses
+    model_2017 = TrainedModel("2017", tmp / "out" / "2017" / "model", "")
+    own = retrain_on_drift(cfg, model_2017, tmp / "out" / "2019")  # after a run that reused it
+    assert (own is not None) == trains_after_drift
+    assert own is None or own.model.checkpoint is None
+    assert retrain_on_drift(cfg, None, tmp / "out" / "2019") is None  # nothing reused: nothing to retrain
 
 
 # --------------------------------------------------------------------------- the lock
