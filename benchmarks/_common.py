@@ -28,6 +28,19 @@ RESULTS = ROOT / "benchmarks" / "results"
 MiB = 2**20
 
 
+def load_module(path: str | Path, name: str):
+    """The Python file at `path` imported as the module `name` (another copy of a slamgeo module,
+    timed or profiled beside the installed one)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))

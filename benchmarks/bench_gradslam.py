@@ -21,7 +21,6 @@ Usage: python benchmarks/bench_gradslam.py [--quick] [--pixels N] [--batch-size 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -32,6 +31,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load_module  # noqa: E402
 
 from slamgeo import schema
 from slamgeo.method import gradslam
@@ -54,16 +56,6 @@ def best_time(fn, repeats: int) -> float:
 def gemm_ceiling(repeats: int, n: int = 4096) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n**3 / best_time(lambda: a @ b, repeats)
-
-
-def load_module(path: Path):
-    """Another copy of gradslam.py, imported under its own name."""
-    spec = importlib.util.spec_from_file_location("gradslam_compared", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def naive_grad_cam(encoder, x, ref, batch_size):
@@ -140,7 +132,7 @@ def main() -> None:
         "c": lambda: naive_grad_cam(encoder, x, ref, bs),
     }
     if args.compare is not None:
-        prev = load_module(args.compare)
+        prev = load_module(args.compare, "gradslam_compared")
         fns["b_prev"] = lambda: prev.grad_slam(encoder, x, reference=ref, return_embedding=True, batch_size=bs)
     best = {k: float("inf") for k in fns}
     ceiling = 0.0

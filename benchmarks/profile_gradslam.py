@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import sys
@@ -25,6 +24,9 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load_module  # noqa: E402
 
 from slamgeo import schema
 from slamgeo.method import gradslam
@@ -92,12 +94,7 @@ def group_of(op: str, ranges: list[str]) -> str:
 def _load(path: str | None):
     if path is None:
         return gradslam
-    spec = importlib.util.spec_from_file_location("gradslam_under_test", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(path, "gradslam_under_test")
 
 
 def wrapped(mod):

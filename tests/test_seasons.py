@@ -13,20 +13,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from helpers import step_status
 from hostile_helpers import assert_one_line_error, damage, slamgeo_here, snapshot
 
-from slamgeo.errors import ConfigError, SeasonLocked
+from slamgeo.errors import ConfigError, InputError, SeasonLocked
 from slamgeo.pipeline.config import fill_season, load_config
+from slamgeo.pipeline.drift import measure_drift, read_drift
 from slamgeo.pipeline.lock import LOCK_FILE, acquire, heartbeat, read_lock, season_lock, stale_reason
 from slamgeo.pipeline.seasons import TrainedModel, latest_model, list_seasons, retrain_on_drift, with_reused_model
 from slamgeo.pipeline.steps import STEPS, run_pipeline
@@ -350,3 +353,51 @@ def test_seasons_of_an_empty_or_missing_root_is_one_line(tmp_path):
     assert json.loads(slamgeo_here("seasons", tmp_path, "--json", cwd=tmp_path).stdout) == []
     res = slamgeo_here("seasons", tmp_path / "nowhere", cwd=tmp_path)
     assert_one_line_error(res, [str(tmp_path / "nowhere")], "no such output folder")
+
+
+# --------------------------------------------------------------------------- drift outputs, directly
+
+
+def test_drift_of_a_season_whose_reference_has_no_results_is_one_line(seasons):
+    tmp, path, _ = seasons
+    with pytest.raises(InputError, match=r"out/1999/results.zarr: the results of season 1999, whose model"):
+        measure_drift(_season_config(path, "2018"), tmp / "out" / "2018", "1999")
+
+
+def test_a_damaged_drift_file_reads_as_none(tmp_path):
+    assert read_drift(tmp_path) is None
+    (tmp_path / "drift.json").write_text('{"verdict": "ke')
+    assert read_drift(tmp_path) is None
+    (tmp_path / "drift.json").write_text('{"verdict": "maybe"}')
+    assert read_drift(tmp_path) is None
+    (tmp_path / "drift.json").write_text('{"verdict": "keep", "reference_season": "2017"}')
+    assert read_drift(tmp_path)["verdict"] == "keep"
+
+
+def test_a_profile_on_another_years_dates_is_interpolated_onto_the_reference_dates():
+    from slamgeo.reporting.seasons import _on_dates
+
+    onto = np.array(pd.date_range("2017-01-03", periods=10, freq="6D"), dtype="datetime64[ns]")
+    times = np.array(pd.date_range("2018-01-05", periods=5, freq="12D"), dtype="datetime64[ns]")
+    values = np.array([1.0, 3.0, np.nan, 7.0, 9.0])
+    got = _on_dates(values, times, onto)
+    moved = (pd.DatetimeIndex(times) - pd.DateOffset(years=1)).asi8
+    ok = np.isfinite(values)
+    want = np.interp(pd.DatetimeIndex(onto).asi8, moved[ok], values[ok], left=np.nan, right=np.nan)
+    np.testing.assert_allclose(got, want)
+    assert np.isnan(got[0]) and np.isfinite(got[1:9]).all()  # 2017-01-03 lies before 2018-01-05 moved back
+    np.testing.assert_array_equal(_on_dates(values[:5], onto[:5], onto[:5]), values[:5])  # same dates: as is
+
+
+def test_the_class_composition_table_gives_each_seasons_shares_in_percent():
+    from slamgeo.reporting.seasons import composition_table
+
+    ref = pd.DataFrame([[6, 2], [0, 2]], index=["maize", "wheat"], columns=["maize", "wheat"])
+    new = pd.DataFrame([[1, 0], [1, 8]], index=["maize", "wheat"], columns=["maize", "wheat"])
+    html = composition_table(ref, new, ("2017", "2019"))
+    rows = [re.findall(r"<t[hd]>(.*?)</t[hd]>", r) for r in re.findall(r"<tr>(.*?)</tr>", html)]
+    assert rows == [
+        ["class", "labelled 2017", "voted 2017", "labelled 2019", "voted 2019"],
+        ["maize", "80.0", "60.0", "10.0", "20.0"],  # 8 of 10 labelled, 6 of 10 voted; 1 of 10, 2 of 10
+        ["wheat", "20.0", "40.0", "90.0", "80.0"],
+    ]

@@ -328,17 +328,25 @@ def parcel_class_codes(
     all_touched: bool = False,
 ) -> tuple[xr.DataArray, list[str]]:
     """The class of every pixel of `like`'s grid `(y, x)` as int16 codes into the returned class
-    names (-1: no parcel or no class), from `polygons` rasterised on it (`rasterize_parcels`):
-    two bytes a pixel, where names take tens, on a regional grid. The classes are the parcels'
+    names (-1: no parcel or no class), from `polygons` rasterised on it (`rasterize_parcels`),
+    lazy and chunked as the rasterisation is: two bytes a pixel, where names take tens, and
+    nothing held in this process until computed. The classes are the parcels'
     class values as text, sorted, without "" and "nan"."""
     ids = rasterize_parcels(polygons, like, all_touched=all_touched, id_column=id_column)
     lut = dict(zip(polygons[id_column].to_numpy().tolist(), polygons[class_column].astype(str)))
     classes = sorted(set(lut.values()) - {"", "nan"})
     code_of = {name: i for i, name in enumerate(classes)}
-    pid = np.asarray(ids.values)
-    uniq, inverse = np.unique(pid, return_inverse=True)
-    table = np.array([code_of.get(lut.get(int(i), ""), -1) for i in uniq], dtype=np.int16)
-    return xr.DataArray(table[inverse.ravel()].reshape(pid.shape), dims=ids.dims), classes
+    keys = np.array(sorted(int(k) for k in lut), dtype=np.int64)
+    table = np.array([code_of.get(lut[int(k)], -1) for k in keys], dtype=np.int16)
+
+    def lookup(pid: np.ndarray) -> np.ndarray:  # parcel ids -> class codes, block by block
+        if keys.size == 0:
+            return np.full(pid.shape, -1, dtype=np.int16)
+        i = np.clip(np.searchsorted(keys, pid), 0, keys.size - 1)
+        return np.where(keys[i] == pid, table[i], np.int16(-1)).astype(np.int16)
+
+    codes = xr.apply_ufunc(lookup, ids, dask="parallelized", output_dtypes=[np.int16])
+    return xr.DataArray(codes.data, dims=ids.dims), classes  # lazy where the rasterisation is
 
 
 def _parcels_parts(parcels: ParcelsResult | str | Path) -> tuple[dict, dict]:
