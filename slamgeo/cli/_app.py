@@ -4,14 +4,12 @@ of their options before any work starts (each failure one line naming the option
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
-from slamgeo import schema
-
 if TYPE_CHECKING:
-    from slamgeo.jobs.runtime import ClusterOptions
+    pass
 
 app = typer.Typer(
     name="slamgeo",
@@ -48,69 +46,3 @@ def check_at_least(option: str, value: float | None, low: float, why: str = "") 
     if value is not None and not value >= low:  # NaN fails too
         said = f" ({why})" if why else ""
         raise InputError(f"{option} must be {low:g} or more{said}, found {value}")
-
-
-# --------------------------------------------------------------------------- the Dask options
-
-SCHEDULER_HELP = "Address of an existing Dask scheduler, tcp://HOST:PORT (default: a LocalCluster)."
-WAIT_HELP = "With --scheduler: seconds to wait for a worker to join before giving up with an error; 0: at once."
-
-
-def scheduler_option(help: str = SCHEDULER_HELP) -> Any:
-    """`--scheduler ADDRESS`: an existing Dask scheduler (default None: a LocalCluster)."""
-    return typer.Option(None, metavar="ADDRESS", help=help)
-
-
-def workers_option() -> Any:
-    """`--workers N`: LocalCluster worker processes (default None: one per core)."""
-    return typer.Option(None, help="LocalCluster worker processes (default: one per core).")
-
-
-def threads_option() -> Any:
-    """`--threads N`: threads per LocalCluster worker (default 1)."""
-    return typer.Option(1, help="Threads per LocalCluster worker.")
-
-
-def wait_for_workers_option(help: str = WAIT_HELP) -> Any:
-    """`--wait-for-workers SECONDS` (default `schema.WAIT_FOR_WORKERS`)."""
-    return typer.Option(schema.WAIT_FOR_WORKERS, metavar="SECONDS", help=help)
-
-
-def cluster_options(
-    *,
-    scheduler: str | None,
-    workers: int | None,
-    threads: int,
-    wait_for_workers: float,
-    gpu: bool = False,
-) -> ClusterOptions:
-    """The Dask options of a command, checked (`check_cluster_options`), as the cluster to start
-    or join (`slamgeo.jobs.runtime.dask_client`)."""
-    from slamgeo.jobs.runtime import ClusterOptions
-
-    check_cluster_options(scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers)
-    return ClusterOptions(
-        scheduler=scheduler,
-        n_workers=workers,
-        threads_per_worker=threads,
-        gpu_resources=gpu,
-        wait_for_workers=wait_for_workers,
-    )
-
-
-def check_cluster_options(
-    *,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    threads: int | None = None,
-    wait_for_workers: float | None = None,
-) -> None:
-    """The Dask options of a command: `--scheduler` an address a client can connect to,
-    `--workers` and `--threads` 1 or more, `--wait-for-workers` 0 seconds or more."""
-    from slamgeo.jobs.runtime import check_scheduler_address
-
-    if scheduler is not None:
-        check_scheduler_address(scheduler, where="--scheduler")
-    check_at_least("--workers", workers, 1)
-    check_at_least("--threads", threads, 1)
-    check_at_least("--wait-for-workers", wait_for_workers, 0, "seconds")

@@ -5,15 +5,8 @@ from __future__ import annotations
 import typer
 
 from slamgeo import schema
-from slamgeo.cli._app import (
-    app,
-    check_at_least,
-    cluster_options,
-    scheduler_option,
-    threads_option,
-    wait_for_workers_option,
-    workers_option,
-)
+from slamgeo.cli import options as opt
+from slamgeo.cli._app import app, check_at_least
 
 
 @app.command("cluster")
@@ -29,10 +22,10 @@ def cluster_cmd(
         schema.KMEANS_TOL, help="Stop when the squared centre shift is under tol x the mean variance."
     ),
     overwrite: bool = typer.Option(False, help="Replace a clustering already in the store."),
-    scheduler: str | None = scheduler_option(),
-    workers: int | None = workers_option(),
-    threads: int = threads_option(),
-    wait_for_workers: float = wait_for_workers_option(),
+    scheduler: str | None = opt.scheduler(),
+    workers: int | None = opt.workers(),
+    threads: int = opt.threads(),
+    wait_for_workers: float = opt.wait_for_workers(),
 ) -> None:
     """k-Means on the valid pixels' embeddings; adds `cluster` (-1 = no data), `cluster_centre
     (centre, dim)` and `cluster_size (centre)` to the results store."""
@@ -43,7 +36,7 @@ def cluster_cmd(
     check_at_least("--sample-size", sample_size, k, "the --k initial centres are drawn from the sample")
     check_at_least("--max-iter", max_iter, 1)
     check_at_least("--tol", tol, 0)
-    dask_options = cluster_options(
+    dask_options = opt.dask_cluster(
         scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers
     )
     with dask_client(dask_options):

@@ -5,17 +5,8 @@ from __future__ import annotations
 import typer
 
 from slamgeo import schema
-from slamgeo.cli._app import (
-    SCHEDULER_HELP,
-    app,
-    check_at_least,
-    check_choice,
-    cluster_options,
-    scheduler_option,
-    threads_option,
-    wait_for_workers_option,
-    workers_option,
-)
+from slamgeo.cli import options as opt
+from slamgeo.cli._app import app, check_at_least, check_choice
 
 WAIT_HELP = (
     "With --scheduler: seconds to wait for a worker (with --gpu, one with the resource GPU) to join "
@@ -31,11 +22,8 @@ CONNECT_HELP = (
 def explain_cmd(
     cube: str = typer.Argument(..., help="Input cube (Zarr store written by `slamgeo ingest`)."),
     model_dir: str = typer.Argument(..., help="Model directory (or URL) written by `slamgeo train`."),
-    out: str = typer.Option(
-        ...,
-        "--out",
-        "-o",
-        help="Results Zarr store (created, or resumed); an existing location must be an empty folder or a slamgeo results store.",
+    out: str = opt.out(
+        "Results Zarr store (created, or resumed); an existing location must be an empty folder or a slamgeo results store."
     ),
     scale: str | None = typer.Option(
         None, help=f"Grad-SLAM scaling: {', '.join(schema.SCALES)} (default: the library's)."
@@ -50,11 +38,11 @@ def explain_cmd(
     overwrite: bool = typer.Option(
         False, help="Replace a slamgeo results store of another run at --out (never a folder holding anything else)."
     ),
-    scheduler: str | None = scheduler_option(SCHEDULER_HELP + CONNECT_HELP),
-    workers: int | None = workers_option(),
-    threads: int = threads_option(),
+    scheduler: str | None = opt.scheduler(opt.SCHEDULER_HELP + CONNECT_HELP),
+    workers: int | None = opt.workers(),
+    threads: int = opt.threads(),
     gpu: bool = typer.Option(False, help="Run tasks only on workers with the Dask resource GPU=1."),
-    wait_for_workers: float = wait_for_workers_option(WAIT_HELP),
+    wait_for_workers: float = opt.wait_for_workers(WAIT_HELP),
     zarr_format: int = typer.Option(
         schema.ZARR_FORMAT, help="Zarr format of a new results store: 2 (GDAL reads it) or 3."
     ),
@@ -73,7 +61,7 @@ def explain_cmd(
     check_choice("--importance-dtype", importance_dtype, schema.IMPORTANCE_DTYPES)
     check_choice("--zarr-format", zarr_format, schema.ZARR_FORMATS)
     check_at_least("--batch-size", batch_size, 1)
-    cluster = cluster_options(
+    cluster = opt.dask_cluster(
         scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers, gpu=gpu
     )
     names = tuple(s.strip() for s in layers.split(",") if s.strip()) if layers is not None else None

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import typer
 
 from slamgeo import schema
+from slamgeo.cli import options as opt
 from slamgeo.cli._app import app
 
 
@@ -45,9 +46,7 @@ def ingest_command(
         "slamgeo synth output folder.",
         show_default=False,
     ),
-    out: str = typer.Option(
-        ..., "--out", "-o", help="The cube Zarr store to write (a path or a URL).", show_default=False
-    ),
+    out: str = opt.out("The cube Zarr store to write (a path or a URL)."),
     chunk: int = typer.Option(schema.CHUNK, "--chunk", help="Spatial chunk size in pixels (samples for a table)."),
     zarr_format: int = typer.Option(2, "--zarr-format", help="Zarr format 2 (GDAL reads it) or 3."),
     overwrite: bool = typer.Option(

@@ -6,14 +6,8 @@ from __future__ import annotations
 import typer
 
 from slamgeo import schema
-from slamgeo.cli._app import (
-    app,
-    cluster_options,
-    scheduler_option,
-    threads_option,
-    wait_for_workers_option,
-    workers_option,
-)
+from slamgeo.cli import options as opt
+from slamgeo.cli._app import app
 
 
 @app.command("parcels")
@@ -22,11 +16,8 @@ def parcels_cmd(
     parcels: str | None = typer.Argument(
         None, help="Parcels: GeoPackage, shapefile or GeoParquet, a path or a URL (optional for sample-form results)."
     ),
-    out: str = typer.Option(
-        ...,
-        "--out",
-        "-o",
-        help="Output folder or URL (created; an existing one must be empty or, with --overwrite, a slamgeo parcels folder).",
+    out: str = opt.out(
+        "Output folder or URL (created; an existing one must be empty or, with --overwrite, a slamgeo parcels folder)."
     ),
     cube: str | None = typer.Option(None, help="Cube Zarr store, for the per-parcel and per-class VV/VH profiles."),
     id_column: str = typer.Option(
@@ -51,10 +42,10 @@ def parcels_cmd(
     overwrite: bool = typer.Option(
         False, help="Replace a slamgeo parcels folder at --out (never a folder holding anything else)."
     ),
-    scheduler: str | None = scheduler_option(),
-    workers: int | None = workers_option(),
-    threads: int = threads_option(),
-    wait_for_workers: float = wait_for_workers_option(),
+    scheduler: str | None = opt.scheduler(),
+    workers: int | None = opt.workers(),
+    threads: int = opt.threads(),
+    wait_for_workers: float = opt.wait_for_workers(),
 ) -> None:
     """Rasterise parcels on the results' grid, aggregate importance, VV/VH and clusters per parcel
     (Dask, out of core), vote clusters into classes on training parcels, and score them on
@@ -68,7 +59,7 @@ def parcels_cmd(
     check_vote(vote, option="--vote")
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(f"--test-fraction must be in [0, 1), found {test_fraction}")
-    dask_options = cluster_options(
+    dask_options = opt.dask_cluster(
         scheduler=scheduler, workers=workers, threads=threads, wait_for_workers=wait_for_workers
     )
     from slamgeo.io import storage

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from slamgeo.cli import options as opt
 from slamgeo.cli._app import app
 
 
 @app.command("report")
 def report_cmd(
     results: str = typer.Argument(..., help="Results Zarr store written by `slamgeo explain` (clustered or not)."),
-    out: str = typer.Option(
-        ...,
-        "--out",
-        "-o",
-        help="Output folder or URL for the PNGs, index.html and report.json (created; an existing one must be empty or a slamgeo report).",
+    out: str = opt.out(
+        "Output folder or URL for the PNGs, index.html and report.json (created; an existing one must be empty or a slamgeo report)."
     ),
     cube: str | None = typer.Option(
         None, help="Cube Zarr store: adds the per-cluster VV profiles coloured by importance."

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from slamgeo.cli._app import CLIError, app, check_cluster_options
+from slamgeo.cli import options as opt
+from slamgeo.cli._app import CLIError, app
 
 
 def run_config(
@@ -146,7 +147,7 @@ def run_cmd(
     """Run the season pipeline: ingest -> train (or reuse) -> align -> explain -> cluster -> parcels -> report."""
     from slamgeo.io import storage
 
-    check_cluster_options(scheduler=scheduler, wait_for_workers=wait_for_workers)
+    opt.check_cluster_options(scheduler=scheduler, wait_for_workers=wait_for_workers)
     if not storage.exists(config):
         raise CLIError(f"{config}: configuration file not found")
     run_config(

@@ -31,8 +31,24 @@ def parse_crop_mix(text: str) -> dict[str, float]:
     return mix
 
 
+# the command's options that are `make_scene`'s, passed on by name
+SCENE_OPTIONS = (
+    "size",
+    "seed",
+    "n_dates",
+    "start",
+    "step_days",
+    "missing_dates",
+    "irregular",
+    "rain_events",
+    "enl",
+    "calendar_shift_days",
+)
+
+
 @app.command("synth")
 def synth_cmd(
+    ctx: typer.Context,
     out_dir: str = typer.Argument(
         ...,
         help="Folder or URL to create (GeoTIFFs, stac.json, parcels.gpkg, phenology.csv, truth.tif; "
@@ -88,19 +104,8 @@ def synth_cmd(
     mix = parse_crop_mix(crop_mix)
     check_trainable_dates(n_dates, missing_dates)  # a scene too short to train on is of no use downstream
     storage.claim_output(out_dir, storage.SCENE, overwrite=overwrite)  # before minutes of drawing
-    scene = make_scene(
-        size=size,
-        seed=seed,
-        n_dates=n_dates,
-        start=start,
-        step_days=step_days,
-        missing_dates=missing_dates,
-        irregular=irregular,
-        rain_events=rain_events,
-        enl=enl,
-        calendar_shift_days=calendar_shift_days,
-        crop_mix=mix,
-    )
+    options = {name: ctx.params[name] for name in SCENE_OPTIONS}  # as typer parsed them
+    scene = make_scene(**options, crop_mix=mix)
     write = write_archive if archive else write_scene
     paths = write(scene, out_dir, overwrite=overwrite, n_grid_parcels=grid_parcels)
     times = scene.cube["time"].values

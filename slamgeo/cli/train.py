@@ -5,15 +5,14 @@ from __future__ import annotations
 import typer
 
 from slamgeo import schema
+from slamgeo.cli import options as opt
 from slamgeo.cli._app import app
 
 
 @app.command("train")
 def train_cmd(
     cube: str = typer.Argument(..., help="Input cube (Zarr store written by `slamgeo ingest`)."),
-    out: str = typer.Option(
-        ..., "--out", "-o", help="Model directory or URL to write (model.safetensors + model.json)."
-    ),
+    out: str = opt.out("Model directory or URL to write (model.safetensors + model.json)."),
     sample_size: int = typer.Option(
         schema.TRAIN_SAMPLE_SIZE, help="Pixels drawn from the cube (stratified over its spatial chunks)."
     ),

@@ -5,6 +5,7 @@ The model is described in `slamgeo.synth`; the crops are `slamgeo.synth.crops`."
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,12 +35,25 @@ RAIN_DB = (1.5, 3.0)  # the rise of VV on a rainy date, U(low, high) dB
 RAIN_VH_FRACTION = 0.3
 
 
+@dataclass(frozen=True)
+class ParcelCalendars:
+    """The parcels' drawn calendars: `events` name -> day of each parcel (P,) float (NaN where
+    none), `cuts` each parcel's cut days (alfalfa; empty otherwise), `class_id` (P,) and the
+    `shift_days` every calendar was moved by (the non-event days, fallow's weeds and alfalfa's
+    spring regrowth, move with it)."""
+
+    events: dict[str, np.ndarray]
+    cuts: list[np.ndarray]
+    class_id: np.ndarray
+    shift_days: float = 0.0
+
+
 def parcel_events(
     rng: np.random.Generator, class_id: np.ndarray, *, calendar_shift_days: float = 0.0
-) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-    """Per-parcel event days (float, NaN where none) and alfalfa cut days (`slamgeo.synth`,
-    Phenology), for parcels of the classes `class_id` (P,). `calendar_shift_days` moves every
-    nominal calendar (events and cuts) by that many days before the per-parcel jitter."""
+) -> ParcelCalendars:
+    """Per-parcel event days and alfalfa cut days (`slamgeo.synth`, Phenology), for parcels of
+    the classes `class_id` (P,). `calendar_shift_days` moves every nominal calendar (events and
+    cuts) by that many days before the per-parcel jitter."""
     tab = class_table()
     n = class_id.size
     shift = np.clip(rng.normal(0, 6, n), -14, 14)
@@ -61,7 +75,7 @@ def parcel_events(
     for i, c in enumerate(class_id):
         if CALENDARS[CLASSES[c]].kind == "cut":
             events["harvest"][i] = cuts[i][0]
-    return events, cuts
+    return ParcelCalendars(events, cuts, class_id, calendar_shift_days)
 
 
 def _smoothstep(u: np.ndarray) -> np.ndarray:
@@ -69,18 +83,11 @@ def _smoothstep(u: np.ndarray) -> np.ndarray:
     return u * u * (3 - 2 * u)
 
 
-def _biomass(
-    t: np.ndarray,
-    ev: dict[str, np.ndarray],
-    cuts: list[np.ndarray],
-    class_id: np.ndarray,
-    bmax: np.ndarray,
-    calendar_shift_days: float = 0.0,
-) -> np.ndarray:
-    """Relative biomass (P, T) of each parcel on the days `t` (T,) of the season year; the
-    calendar days that are not parcel events (fallow's weeds, alfalfa's spring regrowth) move by
-    `calendar_shift_days`."""
+def _biomass(t: np.ndarray, cal: ParcelCalendars, bmax: np.ndarray) -> np.ndarray:
+    """Relative biomass (P, T) of each parcel on the days `t` (T,) of the season year, for the
+    maximum biomass `bmax` (P,)."""
     tab = class_table()
+    ev, cuts, class_id = cal.events, cal.cuts, cal.class_id
     kind = tab["kind"][class_id]
     T = t[None, :]
     col = {k: np.nan_to_num(v, nan=1e9)[:, None] for k, v in ev.items()}
@@ -105,12 +112,12 @@ def _biomass(
     # Flat classes: a broad bump (quinoa around its peak, fallow's spring weeds), plus residue.
     flat = kind == "flat"
     if flat.any():
-        weeds_day = _FALLOW_WEEDS_DAY + calendar_shift_days
+        weeds_day = _FALLOW_WEEDS_DAY + cal.shift_days
         centre = np.where(np.isnan(ev["peak"][flat]), weeds_day, ev["peak"][flat])[:, None]
         width = tab["width"][class_id[flat]][:, None]
         b[flat] = 0.05 + bmax[flat][:, None] * np.exp(-0.5 * ((T - centre) / width) ** 2)
     # Alfalfa: winter stand, spring growth to the first cut, then cut and regrow.
-    regrowth = _REGROWTH_DAY + calendar_shift_days
+    regrowth = _REGROWTH_DAY + cal.shift_days
     for i in np.flatnonzero(kind == "cut"):
         c = cuts[i]
         bi = 0.45 + 0.45 * _smoothstep((t - regrowth) / (c[0] - regrowth))
@@ -123,25 +130,19 @@ def _biomass(
 
 
 def profiles(
-    rng: np.random.Generator,
-    t: np.ndarray,
-    ev: dict[str, np.ndarray],
-    cuts: list[np.ndarray],
-    class_id: np.ndarray,
-    rain_db: np.ndarray,
-    *,
-    calendar_shift_days: float = 0.0,
+    rng: np.random.Generator, t: np.ndarray, cal: ParcelCalendars, rain_db: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Noise-free backscatter (linear power), (P + 1, T) float32 per band on the days `t` (T,)
-    of the season year, with the rain's rise `rain_db` (T,) in dB; row 0: margins and roads.
-    `ev`, `cuts`: `parcel_events` drawn with the same `calendar_shift_days` (the weather, soil
-    moisture's yearly cycle and the rain, does not move with it)."""
+    of the season year, for the parcels' calendars `cal` (`parcel_events`), with the rain's
+    rise `rain_db` (T,) in dB; row 0: margins and roads. The weather (soil moisture's yearly
+    cycle, the rain) does not move with the calendars."""
     tab = class_table()
+    ev, class_id = cal.events, cal.class_id
     n = class_id.size
     bmax = tab["bmax"][class_id] * rng.uniform(0.85, 1.1, n)
     offset = rng.normal(0, 0.7, n)
     gains = {b: tab[f"{b.lower()}_gain_db"][class_id] + rng.normal(0, 0.4, n) for b in ("VV", "VH")}
-    B = _biomass(t, ev, cuts, class_id, bmax, calendar_shift_days)
+    B = _biomass(t, cal, bmax)
     T = t[None, :]
     col = {k: np.nan_to_num(v, nan=1e9)[:, None] for k, v in ev.items()}
     rough = np.zeros((n, t.size))
@@ -180,4 +181,4 @@ def profiles(
     return out
 
 
-__all__ = ["RAIN_DB", "VH_RANGE_DB", "VV_RANGE_DB", "parcel_events", "profiles"]
+__all__ = ["RAIN_DB", "VH_RANGE_DB", "VV_RANGE_DB", "ParcelCalendars", "parcel_events", "profiles"]

@@ -236,8 +236,8 @@ def make_scene(
     rain_db = np.zeros(n_t)
     rain_db[rain_idx] = rngs["rain"].uniform(*RAIN_DB, rain_idx.size)
 
-    ev, cuts = parcel_events(rngs["classes"], cls, calendar_shift_days=shift_days)
-    prof = profiles(rngs["profiles"], t, ev, cuts, cls, rain_db, calendar_shift_days=shift_days)
+    calendars = parcel_events(rngs["classes"], cls, calendar_shift_days=shift_days)
+    prof = profiles(rngs["profiles"], t, calendars, rain_db)
     tex = _texture(rngs["texture"], pid).ravel()
 
     flat_pid = pid.ravel()
@@ -292,8 +292,8 @@ def make_scene(
     parcels = gpd.GeoDataFrame({"parcel_id": ids, "crop": names, "class_id": cls.astype(int)}, geometry=polys, crs=crs)
     phen = pd.DataFrame({"parcel_id": ids, "crop": names, "class_id": cls.astype(int)})
     for e in EVENTS:
-        phen[e] = _iso(ev[e], year0)
-    phen["cuts"] = [";".join(str(d)[:10] for d in _iso(c, year0)) for c in cuts]
+        phen[e] = _iso(calendars.events[e], year0)
+    phen["cuts"] = [";".join(str(d)[:10] for d in _iso(c, year0)) for c in calendars.cuts]
     phen["n_pixels"] = np.bincount(pid.ravel(), minlength=n_p + 1)[1:]
 
     rain_dates = [pd.Timestamp(days[i]) for i in rain_idx]
