@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 from helpers import SMALL_ARCH, class_cube
 
-from slamgeo.errors import InputError
+from slamgeo.errors import ConfigError, InputError
 from slamgeo.io.cube import open_cube, write_cube
 from slamgeo.io.ingest import check_workers_see, ingest
 from slamgeo.jobs.training import train_on_cluster
@@ -91,6 +91,26 @@ def test_a_file_of_another_size_on_the_workers_is_not_theirs(local_cluster, tmp_
         check_workers_see(Other(), [f])  # type: ignore[arg-type]
 
 
+def test_workers_that_do_not_answer_are_reported_in_one_line(tmp_path, monkeypatch) -> None:
+    import time
+
+    import slamgeo.io.ingest as ingest_module
+
+    f = tmp_path / "a.tif"
+    f.write_bytes(b"x")
+
+    class Stuck:  # a cluster whose workers' event loops are held
+        @staticmethod
+        def run(func, files, sizes):
+            time.sleep(5)
+
+    monkeypatch.setattr(ingest_module, "WORKERS_ANSWER", 0.2)
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=r"a\.tif: cannot ask the Dask workers .* \(no answer within 0\.2 s\)"):
+        check_workers_see(Stuck(), [f])  # type: ignore[arg-type]
+    assert time.monotonic() - t0 < 3
+
+
 @pytest.fixture(scope="module")
 def small_cube(tmp_path_factory) -> Path:
     cube, _ = class_cube(ny=32, nx=32, n_times=8, chunk=16, seed=1)
@@ -115,3 +135,18 @@ def test_a_task_error_comes_back_as_it_is(local_cluster, tmp_path) -> None:
     with pytest.raises(InputError, match="4 dates found"):
         train_on_cluster(path, client=local_cluster, sample_size=50, max_epochs=1, device="cpu")
     assert isinstance(xr.open_zarr(path), xr.Dataset)
+
+
+def test_training_on_a_worker_shows_its_epochs_here(local_cluster, small_cube, monkeypatch, capfd) -> None:
+    monkeypatch.setenv("SLAMGEO_PROGRESS_INTERVAL", "0")  # a plain line for every epoch (stderr is no terminal)
+    opts = {"sample_size": 200, "max_epochs": 3, "patience": 5, "batch_size": 64, "device": "cpu", "threads": 1}
+    tm = train_on_cluster(small_cube, client=local_cluster, arch=SMALL_ARCH, progress=True, **opts)
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("train: ")]
+    assert tm.meta["training"]["epochs_run"] == 3
+    assert lines[0].startswith("train: 0/3 epochs") and lines[-1].startswith("train: 3/3 epochs (100%) in ")
+    assert any("val=" in ln for ln in lines)  # the losses came from the worker's epochs
+
+
+def test_asking_for_a_gpu_worker_where_none_is_refused_at_once(local_cluster, small_cube) -> None:
+    with pytest.raises(ConfigError, match="no worker of the cluster has the Dask resource GPU"):
+        train_on_cluster(small_cube, client=local_cluster, gpu=True, sample_size=50, max_epochs=1)

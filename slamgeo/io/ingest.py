@@ -36,6 +36,7 @@ import json
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -55,6 +56,8 @@ from slamgeo.io.readers.archive import GDAL_CACHE_BYTES
 from slamgeo.io.readers.grid import GridOptions, Orbit, Resampling, check_bbox, parse_bbox
 from slamgeo.io.readers.stac_api import SearchOptions
 from slamgeo.schema import CHUNK, TRAIN_MIN_DATES, ZARR_FORMAT
+
+WORKERS_ANSWER = 60.0  # seconds the Dask workers are given to say whether they see the inputs
 
 if TYPE_CHECKING:
     import distributed
@@ -692,12 +695,16 @@ def check_workers_see(client: distributed.Client, files: Sequence[str | Path]) -
     if not names:
         return
     sizes = {f: (os.stat(f).st_size if os.path.isfile(f) else None) for f in names if os.path.exists(f)}
+    # `Client.run` has no time limit of its own: a worker whose event loop is held would stall
+    # the ingest before it starts; the call is waited for WORKERS_ANSWER seconds at most
+    ask = ThreadPoolExecutor(1, thread_name_prefix="slamgeo-workers-see")
     try:
-        answers = client.run(_missing_here, names, sizes)
+        answers = ask.submit(client.run, _missing_here, names, sizes).result(timeout=WORKERS_ANSWER)
     except (OSError, TimeoutError) as exc:
-        raise InputError(
-            f"{names[0]}: cannot ask the Dask workers whether they see the inputs ({_one_line(exc)})"
-        ) from exc
+        why = f"no answer within {WORKERS_ANSWER:g} s" if not str(exc) else _one_line(exc)
+        raise InputError(f"{names[0]}: cannot ask the Dask workers whether they see the inputs ({why})") from exc
+    finally:
+        ask.shutdown(wait=False)
     blind = {w: m for w, m in answers.items() if m}
     if blind:
         worker, missing = next(iter(sorted(blind.items())))

@@ -25,7 +25,7 @@ from slamgeo.io.provenance import dataset_fingerprint, versions
 from slamgeo.io.sample import sample_series
 from slamgeo.method.checkpoint import TrainedModel, check_writable, dates_meta, finalise_meta, load_model, save_model
 from slamgeo.method.model import CAE, CAEConfig, min_times
-from slamgeo.progress import progress_bar
+from slamgeo.progress import Progress, progress_bar
 from slamgeo.schema import (
     TRAIN_BATCH_SIZE,
     TRAIN_LR,
@@ -165,7 +165,7 @@ def train(
     arch: dict | None = None,
     bands: Sequence[str] = BANDS,
     threads: int | None = None,
-    progress: bool = True,
+    progress: bool | Progress = True,
     sample: np.ndarray | None = None,
 ) -> TrainedModel:
     """Train a CAE on `sample_size` pixels of the cube `ds` and return it (saved to `out_dir` if given).
@@ -184,6 +184,9 @@ def train(
     `InputError` before anything is read (`check_series_length`). `sample`: the `(N, C, T)`
     float32 dB sample when it was drawn elsewhere (on a cluster's workers), which must be
     `sample_series(ds, sample_size, seed=seed, gap_fill=gap_fill, bands=bands)`; None: drawn here.
+    `progress`: show the epochs (`slamgeo.progress.progress_bar`), or the display to update
+    once per epoch with the losses as postfix (a task on a worker passes one that reports to
+    the driver).
     """
     _check_settings(sample_size, val_fraction, max_epochs, patience, batch_size, lr)
     bands = tuple(bands)
@@ -232,7 +235,9 @@ def train(
         gen = torch.Generator().manual_seed(seed)
         # one display for the epochs (a bar per batch would be hundreds of lines in a log file):
         # a bar on a terminal, a plain line now and then in a log (`slamgeo.progress.progress_bar`)
-        epochs = progress_bar(max_epochs, "train", "epoch", enabled=progress)
+        epochs = (
+            progress if not isinstance(progress, bool) else progress_bar(max_epochs, "train", "epoch", enabled=progress)
+        )
         for epoch in range(max_epochs):
             model.train()
             perm = torch.randperm(n_tr, generator=gen).to(dev)

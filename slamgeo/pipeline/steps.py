@@ -282,6 +282,7 @@ class _Season:
                 gap_fill=t.gap_fill,
                 arch={"embed_dim": t.embed_dim},
                 threads=t.threads,
+                progress=not self.quiet,
             )
             return {"model_checksum": tm.checksum, "model_season": c.season.name}
 
