@@ -580,78 +580,130 @@ def evaluate(runs: dict[int, dict]) -> dict:
 
 
 TILE = 10_980  # one Sentinel-1 tile (Sentinel-2 MGRS grid, 10 m): 10 980 x 10 980 pixels
+TILE_DATES = 61  # a year at a 6-day revisit
 # steps run in the driver process (ingest with local threads, by design; the report's figures),
 # not spread over the cluster's workers
-DRIVER_STEPS = ("ingest", "report")
+
+
+SCHEDULER_TASKS_PER_S = 2_000  # a Dask scheduler's order of magnitude (about 0.5 ms of its CPU per task)
+OBJECT_STORE_GBPS = 1.0  # aggregate object-store bandwidth assumed for the byte floor, GB/s
+
+
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(a, b) of y = a + b x through the last two points (b from the last alone when there is one
+    point or y does not grow; a >= 0)."""
+    if len(points) == 2 and points[1][0] != points[0][0] and points[1][1] > points[0][1]:
+        b = (points[1][1] - points[0][1]) / (points[1][0] - points[0][0])
+        return max(points[1][1] - b * points[1][0], 0.0), b
+    x, y = points[-1]
+    return 0.0, y / x if x else 0.0
 
 
 def capacity_plan(runs: dict[int, dict], *, chunk: int, workers: int, dates: int = 61) -> dict:
-    """One tile of TILE x TILE pixels at `dates` dates, from the largest size measured: bytes,
-    blocks, tasks per step (a + b * blocks, fitted on the two largest sizes), and hours on N
-    CPU workers. Assumes each step's pixels/s per worker measured at the largest size holds for
-    the tile and scales linearly with the workers (one core each); ingest and report run in the
-    driver (2 cores as measured), whatever N: their seconds = a + b * pixels through the two
-    largest sizes (the report's figures come from samples, its fixed part does not grow)."""
-    sizes = sorted(runs)
+    """One tile of TILE x TILE pixels at 61 dates, from the two largest sizes measured: bytes,
+    blocks, tasks per step (a + b * blocks), and hours on N CPU workers and on N GPU workers.
+
+    Per step, from the CPU seconds measured (`driver_cpu_s`, `workers_cpu_s`): the workers'
+    CPU seconds per pixel, divided by N (the work is spread over the blocks; one core per
+    worker), plus the driver's CPU seconds, which do not divide (fitted a + b * pixels through
+    the two sizes: its fixed part, the figures' drawing and the graphs, and what grows with
+    the blocks). Both scale by 61 / the measured dates (the steps' work is per pixel and date).
+    The result is conservative (the driver's seconds are counted as if they never overlapped
+    the workers'). Floors that no number of workers removes: the scheduler's task rate
+    (`SCHEDULER_TASKS_PER_S`) and the object store's bandwidth (`OBJECT_STORE_GBPS`; the cube
+    read by explain and the importance written). Without CPU figures (older runs) the
+    per-worker wall time is used instead. Training is one task on a sample of fixed size: its
+    wall seconds as measured, whatever the tile and N."""
+    sizes = sorted(runs)[-2:]
     big = runs[sizes[-1]]
+    measured_dates = int(big.get("dates") or dates)
+    per_date = TILE_DATES / measured_dates
     px = TILE * TILE
     n_blocks = blocks(TILE, chunk)
+    cube_bytes = px * TILE_DATES * 2 * 4
     plan: dict = {
         "tile_pixels": px,
-        "dates": dates,
-        "cube_bytes_float32_db": px * dates * 2 * 4,
-        "results_importance_bytes_float32": px * dates * 2 * 4,  # (dim=2, time) per pixel
+        "dates": TILE_DATES,
+        "measured_dates": measured_dates,
+        "cube_bytes_float32_db": cube_bytes,
+        "results_importance_bytes_float32": px * TILE_DATES * 2 * 4,  # (dim=2, time) per pixel
         "blocks": n_blocks,
         "chunk": chunk,
-        "from_size": sizes[-1],
+        "from_sizes": sizes,
         "measured_workers": workers,
-        "assumption": "explain, cluster, parcels: the per-worker px/s of the largest size measured, linear in "
-        "the number of workers; ingest and report run in the driver (not divided by N): seconds = a + b * pixels "
-        "through the two largest sizes",
+        "assumption": "each step's workers' CPU seconds per pixel divided by N (one core per worker) plus the "
+        "driver's CPU seconds (a + b * pixels through the two largest sizes, not divided), times 61 / the "
+        "measured dates; the driver's seconds counted as if they never overlapped the workers' (conservative)",
+        "floors": {
+            "scheduler_tasks_per_s": SCHEDULER_TASKS_PER_S,
+            "object_store_gb_per_s": OBJECT_STORE_GBPS,
+        },
         "steps": {},
         "hours": {},
+        "gpu": {},
     }
+    total_tasks = 0.0
     for step, rec in big["steps"].items():
-        if step in ("train", "align"):
+        if step in ("align", "drift", "parcels_grid"):
             continue
-        pts = [(runs[s]["blocks"], _tasks(runs[s]["steps"][step])) for s in sizes[-2:] if step in runs[s]["steps"]]
-        if len(pts) == 2 and pts[1][0] != pts[0][0]:
-            b = (pts[1][1] - pts[0][1]) / (pts[1][0] - pts[0][0])
-            a = pts[1][1] - b * pts[1][0]
-            tasks = a + b * n_blocks
-        else:
-            tasks = pts[-1][1] if pts else None
-        worker_s_per_px = rec["s_per_pixel"] * (1 if step in DRIVER_STEPS else workers)
-        # driver steps: seconds = a + b * pixels through the two largest sizes (part of their
-        # work is per sample, not per pixel); b from the largest alone when that fit fails
-        secs = [(runs[s]["pixels"], runs[s]["steps"][step]["seconds"]) for s in sizes[-2:] if step in runs[s]["steps"]]
-        fixed_s, slope = 0.0, rec["s_per_pixel"]
-        if step in DRIVER_STEPS and len(secs) == 2 and secs[1][1] > secs[0][1]:
-            slope = (secs[1][1] - secs[0][1]) / (secs[1][0] - secs[0][0])
-            fixed_s = secs[1][1] - slope * secs[1][0]
+        have = [s for s in sizes if step in runs[s]["steps"]]
+        tasks_a, tasks_b = _fit([(runs[s]["blocks"], _tasks(runs[s]["steps"][step])) for s in have])
+        tasks = tasks_a + tasks_b * n_blocks
+        total_tasks += tasks
+        if step == "train":  # one task on one worker, on a sample of fixed size: not per pixel, not divided
+            plan["steps"][step] = {
+                "from": "cpu seconds",
+                "one_task_seconds": round(rec["seconds"], 2),
+                "tasks_extrapolated": round(tasks),
+            }
+            continue
+        if "workers_cpu_s" in rec:
+            w_per_px = rec["workers_cpu_s"] / big["pixels"] * per_date
+            d_a, d_b = _fit([(runs[s]["pixels"], runs[s]["steps"][step]["driver_cpu_s"]) for s in have])
+            source = "cpu seconds"
+        else:  # an older run: wall seconds, the driver's share unknown
+            w_per_px, d_a, d_b = rec["s_per_pixel"] * workers * per_date, 0.0, 0.0
+            source = "wall seconds"
         plan["steps"][step] = {
-            "driver_fixed_seconds": round(fixed_s, 2) if step in DRIVER_STEPS else None,
-            "driver_seconds_per_pixel": slope if step in DRIVER_STEPS else None,
-            "s_per_pixel_measured": rec["s_per_pixel"],
-            "pixels_per_s_measured": rec["pixels_per_s"],
-            "tasks_extrapolated": None if tasks is None else round(tasks),
-            "peak_tree_rss_mib_measured": rec["peak_tree_rss_mib"],
-            "worker_seconds_per_pixel": worker_s_per_px,
+            "from": source,
+            "workers_cpu_s_per_pixel": w_per_px,
+            "driver_cpu_s_fixed": round(d_a * per_date, 3),
+            "driver_cpu_s_per_pixel": d_b * per_date,
+            "tasks_extrapolated": round(tasks),
+            "peak_tree_rss_mib_measured": rec.get("peak_tree_rss_mib"),
+            "peak_driver_rss_mib_measured": rec.get("peak_driver_rss_mib"),
         }
-    for n in (1, 8, 32, 128):
-        per = {}
+    floor_s = total_tasks / SCHEDULER_TASKS_PER_S + 2 * cube_bytes / (OBJECT_STORE_GBPS * 1e9)
+    plan["floors"]["tasks"] = round(total_tasks)
+    plan["floors"]["hours"] = round(floor_s / 3600, 3)
+
+    def hours(n: int, explain_s_per_px: float | None = None) -> dict:
+        per, driver = {}, {}
         for step, st in plan["steps"].items():
-            if step == "parcels_grid":
+            if step == "train":
+                per[step], driver[step] = st["one_task_seconds"] / 3600, 0.0
                 continue
-            if step in DRIVER_STEPS:
-                per[step] = (st["driver_fixed_seconds"] + px * st["driver_seconds_per_pixel"]) / 3600
-            else:
-                per[step] = px * st["worker_seconds_per_pixel"] / n / 3600
-        plan["hours"][str(n)] = {
+            d = st["driver_cpu_s_fixed"] + px * st["driver_cpu_s_per_pixel"]
+            w = px * st["workers_cpu_s_per_pixel"] / n
+            if step == "explain" and explain_s_per_px is not None:
+                w = px * explain_s_per_px / n
+            per[step], driver[step] = (d + w) / 3600, d / 3600
+        total = sum(per.values())
+        return {
             "per_step": {k: round(v, 3) for k, v in per.items()},
-            "total": round(sum(per.values()), 2),
+            "driver_hours": round(sum(driver.values()), 3),
+            "total": round(total, 3),
             "limiting_step": max(per, key=lambda k: per[k]),
+            "driver_share_of_time": round(sum(driver.values()) / total, 3) if total else None,
         }
+
+    for n in (1, 8, 32, 128):
+        plan["hours"][str(n)] = hours(n)
+    plan["gpu"] = {
+        "formula": "hours(N_gpu) = explain: 120 560 400 / (N_gpu x R_gpu) / 3600, plus the other steps as on N CPU "
+        "workers; R_gpu = explain pixels/s of one GPU worker at 61 dates (benchmarks/gpu_check.py)",
+        "R_gpu_measured": None,
+    }
     return plan
 
 
@@ -732,11 +784,19 @@ def print_plan(plan: dict) -> None:
     print(
         f"capacity plan, one {TILE} x {TILE} tile x {plan['dates']} dates: cube "
         f"{plan['cube_bytes_float32_db'] / 2**30:.1f} GiB (float32 dB), {plan['blocks']} blocks of {plan['chunk']}; "
-        f"from the {plan['from_size']}^2 run"
+        f"from the {' and '.join(f'{s}^2' for s in plan['from_sizes'])} runs at {plan['measured_dates']} dates"
     )
     for n, h in plan["hours"].items():
-        steps = ", ".join(f"{k} {v:.2f}" for k, v in h["per_step"].items())
-        print(f"  {n:>3} workers: {h['total']:.2f} h ({steps}); limiting: {h['limiting_step']}")
+        steps = ", ".join(f"{k} {v:.3f}" for k, v in h["per_step"].items())
+        print(
+            f"  {n:>3} workers: {h['total']:.3f} h ({steps}); driver {h['driver_hours']:.3f} h; "
+            f"limiting: {h['limiting_step']}"
+        )
+    fl = plan["floors"]
+    print(
+        f"  floors: {fl['tasks']} tasks at {fl['scheduler_tasks_per_s']}/s and the cube twice at "
+        f"{fl['object_store_gb_per_s']} GB/s: {fl['hours']:.3f} h"
+    )
 
 
 def _figure_path(name: str) -> Path:
@@ -781,9 +841,7 @@ def main() -> None:
         st = saved["settings"]
         saved["goals"] = evaluate(saved_runs)
         saved["capacity_plan"] = (
-            capacity_plan(saved_runs, chunk=st["chunk"], workers=st["workers"], dates=st["dates"])
-            if len(saved_runs) >= 2
-            else None
+            capacity_plan(saved_runs, chunk=st["chunk"], workers=st["workers"]) if len(saved_runs) >= 2 else None
         )
         write_result("bench_scale", saved, out=args.from_json)
         print_table(saved_runs)
@@ -855,7 +913,7 @@ def main() -> None:
                 "skipped_sizes": {str(k): v for k, v in skipped.items()},
                 "s3": s3_run,
                 "goals": goals,
-                "capacity_plan": capacity_plan(runs, chunk=args.chunk, workers=args.workers, dates=args.dates)
+                "capacity_plan": capacity_plan(runs, chunk=args.chunk, workers=args.workers)
                 if len(runs) >= 2
                 else None,
                 "wall_s": round(time.perf_counter() - t_all, 1),
