@@ -566,3 +566,51 @@ def test_linear_to_db_by_date_equals_the_whole_block_formula() -> None:
     with np.errstate(divide="ignore", invalid="ignore"):
         want = np.where(p > 0, 10 * np.log10(p.astype(np.float64)), np.nan).astype(np.float32)
     np.testing.assert_array_equal(linear_to_db(p), want)
+
+
+def test_the_loaders_db_conversion_is_linear_to_db_bit_for_bit() -> None:
+    from slamgeo.io.cube import linear_to_db
+    from slamgeo.io.readers.conventions import power_to_db
+
+    rng = np.random.default_rng(1)
+    p = rng.gamma(1.0, 0.05, (5, 6, 7)).astype(np.float32)
+    p[0, 0] = (-32768, 0, np.nan, np.inf, -np.inf, -0.0, 1e-45)  # no data, zero, NaN, infinities, a subnormal
+    p[1, 0, 0] = 3.4e38
+    p.view(np.uint32)[2, 0, 0] = 0xFFC00001  # a NaN with its sign bit set
+    for x in (p, p[:, ::2, 1:], p.astype(np.float64), p[0], p.reshape(5, 6, 7, 1)):
+        want, got = linear_to_db(x), power_to_db(x)
+        assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))  # NaNs included, bit for bit
+
+
+def test_footprints_of_one_grid_are_projected_once_and_equal_each_items_own(archive) -> None:
+    from slamgeo.io.readers.conventions import normalise_item
+    from slamgeo.io.readers.grid import lonlat_footprint
+
+    items = list(pystac.ItemCollection.from_file(str(archive)))
+    memo: dict = {}
+    shared = [normalise_item(i, base=archive.parent, footprints=memo)[0] for i in items]
+    alone = [normalise_item(i, base=archive.parent)[0] for i in items]
+    assert len(memo) == 3  # the north, south and descending grids
+    for a, b in zip(shared, alone):
+        assert a.geometry == b.geometry and a.bbox == b.bbox == lonlat_footprint(b)[1]
+    assert shared[0].bbox == shared[2].bbox  # dates 0 and 6 of the north slice: one grid
+    shared[0].geometry["type"] = "Point"  # each item holds its own copy
+    shared[0].bbox[0] = 0.0
+    assert shared[2].geometry == alone[2].geometry and shared[2].bbox == alone[2].bbox
+
+
+def test_a_local_headers_side_car_is_read(tmp_path) -> None:
+    """Header reads skip the folder listing, not the side-cars: a no-data value given only by
+    an `.aux.xml` next to the file is found."""
+    from slamgeo.io.readers.conventions import _read_header
+
+    path = tmp_path / "S1_vv.tif"
+    profile = dict(driver="GTiff", width=16, height=16, count=1, dtype="float32", crs=ZONE30)
+    with rasterio.open(path, "w", transform=Affine(10, 0, ORIGIN30[0], 0, -10, ORIGIN30[1]), **profile) as dst:
+        dst.write(np.full((1, 16, 16), 0.1, np.float32))
+    assert _read_header(str(path), "x")["nodata"] is None
+    (tmp_path / "S1_vv.tif.aux.xml").write_text(
+        '<PAMDataset><PAMRasterBand band="1"><NoDataValue>5</NoDataValue></PAMRasterBand></PAMDataset>'
+    )
+    assert _read_header(str(path), "x")["nodata"] == 5

@@ -212,7 +212,8 @@ def open_items(
         raise InputError(f"{where}: no items found")
     items = _in_window(items, start, end, where)
     items, orbit_note = choose_orbit(items, grid.orbit, grid.relative_orbits, where)
-    normalised = [normalise_item(i, base=base, where=where) for i in items]
+    footprints: dict = {}  # the items of one slice share a grid: its footprint is projected once
+    normalised = [normalise_item(i, base=base, where=where, footprints=footprints) for i in items]
     layout = check_layouts(normalised, where)
     items = [n for n, _ in normalised]
     gbox, grid_note, boxes = output_grid(items, grid, where)

@@ -15,6 +15,7 @@ files thousands of times (`check_tiling`).
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -374,16 +375,24 @@ def check_tiling(gbox: GeoBox, boxes: Sequence[Any], chunk: int, max_blocks: int
             )
 
 
-def lonlat_footprint(item: pystac.Item) -> tuple[dict, list[float]]:
-    """GeoJSON geometry and bbox (lon/lat) of an item's raster, from its projection fields."""
+def lonlat_footprint(item: pystac.Item, memo: dict | None = None) -> tuple[dict, list[float]]:
+    """GeoJSON geometry and bbox (lon/lat) of an item's raster, from its projection fields.
+    `memo`: a dict kept by the caller across the items of one load, so that rasters on one
+    grid (every date of a slice) are projected once; each call returns its own copy."""
     from affine import Affine
     from odc.geo.geom import box
 
-    t = Affine(*item.properties["proj:transform"][:6])
-    ny, nx = item.properties["proj:shape"]
-    xs, ys = (t.c, t.c + nx * t.a), (t.f, t.f + ny * t.e)
-    g = box(min(xs), min(ys), max(xs), max(ys), _item_crs(item)).to_crs("EPSG:4326")
-    return g.json, list(g.boundingbox)
+    key = (_item_crs(item), tuple(item.properties["proj:transform"][:6]), tuple(item.properties["proj:shape"]))
+    if memo is None or key not in memo:
+        t = Affine(*key[1])
+        ny, nx = key[2]
+        xs, ys = (t.c, t.c + nx * t.a), (t.f, t.f + ny * t.e)
+        g = box(min(xs), min(ys), max(xs), max(ys), key[0]).to_crs("EPSG:4326")
+        if memo is None:
+            return g.json, list(g.boundingbox)
+        memo[key] = (g.json, list(g.boundingbox))
+    geometry, bbox = memo[key]
+    return copy.deepcopy(geometry), list(bbox)
 
 
 __all__ = [
