@@ -362,3 +362,63 @@ def test_kept_rows_on_a_distributed_cluster(default_cluster):
         local = fit_kmeans(emb, 6, sample_size=500, seed=1, persist=False)
     np.testing.assert_allclose(fit.centres, local.centres, rtol=1e-12)
     assert fit.n_iter == local.n_iter and fit.sizes.tolist() == local.sizes.tolist()
+
+
+# --------------------------------------------------------------------------- the driver only orchestrates
+
+
+def test_kmeans_init_runs_on_a_worker_with_the_in_process_centres(default_cluster, monkeypatch):
+    """Under a distributed client the sample is gathered and seeded on a worker (a task
+    `initial_centres-...`; this process's `kmeans_init` is never called), and the seeding gives
+    the centres of this process to the bit (one thread wherever it runs); the fit is the local one."""
+    from distributed import get_task_stream
+
+    import slamgeo.jobs.cluster as kc
+
+    emb = _embedding("gauss", seed=3)
+    sample, _ = sample_embeddings(emb, 1500, seed=2)
+    here = kmeans_init(sample, 8, seed=2)
+    on_worker = default_cluster.submit(kc._initial_centres, sample, 8, 2, 4, None).result()[0]
+    np.testing.assert_array_equal(on_worker, here)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("kmeans_init ran in the driver")
+
+    with monkeypatch.context() as m, get_task_stream(client=default_cluster) as stream:
+        m.setattr(kc, "kmeans_init", not_here)
+        fit = fit_kmeans(emb, 8, sample_size=1500, seed=2)
+    ran = [t for t in stream.data if str(t["key"]).startswith("initial_centres-")]
+    assert len(ran) == 1 and ran[0]["worker"] in default_cluster.scheduler_info()["workers"]
+    with dask.config.set(scheduler="sync"):
+        local = fit_kmeans(emb, 8, sample_size=1500, seed=2)
+    np.testing.assert_allclose(fit.centres, local.centres, rtol=1e-12)
+    assert (fit.n_iter, fit.sample_size, fit.n_valid) == (local.n_iter, local.sample_size, local.n_valid)
+
+
+def test_the_sample_never_visits_the_driver(default_cluster, tmp_path):
+    """Fits with samples of 1 000 and of 40 000 pixels x 3 dims (960 kB as float64) of a store,
+    on a LocalCluster: the same graphs, whose handling by the in-process scheduler sets the
+    driver's peak of traced allocations (tracemalloc, which sees numpy's buffers, those
+    received from the workers too: about 2.2 MB give or take 0.3), and peaks within half the
+    larger sample of each other (the sample was gathered here, twice over, before)."""
+    import tracemalloc
+
+    store = _scale_store(tmp_path / "results.zarr")
+    emb = xr.open_zarr(store)["embedding"]
+    fit_kmeans(emb, 8, sample_size=1000, max_iter=3)  # warm: imports on the workers
+    peaks: dict[int, int] = {}
+    for size in (1000, 40_000, 1000, 40_000):
+        tracemalloc.start()
+        try:
+            fit = fit_kmeans(emb, 8, sample_size=size, seed=1, max_iter=3)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        peaks[size] = min(peaks.get(size, peak), peak)
+        assert fit.sample_size == size and fit.persisted
+    assert peaks[40_000] - peaks[1000] < 40_000 * 3 * 8 / 2, peaks
+
+
+def test_options_are_checked_by_name():
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['sample'\]"):
+        cluster(_embedding().to_dataset(), 4, sample=100)  # type: ignore[call-arg]

@@ -351,3 +351,138 @@ def test_on_a_cluster_each_pair_is_explained_on_a_worker_as_in_process(season, l
         np.testing.assert_array_equal(got[v].values, want[v].values)
     for v in PAIR_VARIABLES:
         np.testing.assert_allclose(got[v].values, want[v].values, rtol=1e-5, atol=1e-7)
+
+
+# --- out of core: lazy inputs, the previous in-memory draw, nothing per pixel in the driver -----
+
+
+def _previous_draw(emb: np.ndarray, names: np.ndarray, pairs, max_pixels: int, seed: int):
+    """The previous in-memory implementation's directions and drawn pixels (flat indices per
+    member), from the whole embedding `(D, *S)` and class names `(*S)` in memory."""
+    e = emb.reshape(emb.shape[0], -1)
+    ok = np.isfinite(e).all(axis=0)
+    flat = names.ravel()
+    rng = np.random.default_rng(seed)
+    out = []
+    for a, b in pairs:
+        members = [np.flatnonzero(ok & (flat == c)) for c in (a, b)]
+        w = e[:, members[1]].astype(np.float64).mean(axis=1) - e[:, members[0]].astype(np.float64).mean(axis=1)
+        drawn = [np.sort(rng.choice(m, size=min(max_pixels, m.size), replace=False)) for m in members]
+        out.append((w, drawn))
+    return out
+
+
+@pytest.mark.parametrize("form", ["names", "lazy_names", "lazy_codes"])
+def test_the_drawn_pixels_and_directions_are_those_of_the_in_memory_draw(scene, monkeypatch, form):
+    """Lazy embedding and labels (chunks that split rows), NaN pixels, classes in several pairs
+    (the generator's sequence), some classes under `max_pixels`: the pixels read are exactly
+    those the previous in-memory implementation drew, the directions equal to float rounding."""
+    import slamgeo.jobs.pairs as jp
+
+    cube, model, res, labels = scene
+    names = labels.values.copy()
+    names[20:, :5] = ""  # pixels without a class
+    emb = res["embedding"].values.copy()
+    emb[:, 10, 3:9] = np.nan  # and a few with no embedding, beside the no-data rows
+    pairs = [("cotton", "pepper"), ("maize", "cotton"), ("pepper", "maize")]
+    lazy = res["embedding"].copy(data=emb).chunk({"y": 7, "x": 10})
+    classes = None
+    if form == "names":
+        lab = xr.DataArray(names, dims=("y", "x"))
+    elif form == "lazy_names":
+        lab = xr.DataArray(names, dims=("y", "x")).chunk({"y": 5, "x": 24})
+    else:
+        classes = ["cotton", "maize", "pepper", "wheat"]
+        codes = np.select([names == c for c in classes], np.arange(4), -1).astype(np.int16)
+        lab = xr.DataArray(codes, dims=("y", "x")).chunk({"y": 9, "x": 11})
+    read = []
+    series = jp._series
+    monkeypatch.setattr(jp, "_series", lambda c, b, flat, s: read.append(flat) or series(c, b, flat, s))
+    out = pair_importance(model, cube, lazy, lab, pairs, scale="none", max_pixels=60, seed=4, classes=classes)
+    want = _previous_draw(emb, names, pairs, 60, 4)
+    assert len(read) == len(pairs)
+    for p, (w, drawn) in enumerate(want):
+        np.testing.assert_array_equal(read[p], np.concatenate(drawn))
+        np.testing.assert_allclose(out["pair_direction"].values[p], w, rtol=1e-12)
+        assert out["pair_pixels"].values[p].tolist() == [d.size for d in drawn]
+        x = series(cube, model.bands, np.concatenate(drawn), ("y", "x"))
+        which = np.repeat([0, 1], [d.size for d in drawn])
+        per_class, both, _ = jp.pair_profile(model, x, which, w, "none", None)
+        np.testing.assert_allclose(out["pair_importance_class"].values[p], per_class, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(out["pair_importance"].values[p], both, rtol=1e-6, atol=1e-7)
+
+
+def _on_worker_only(block: np.ndarray) -> np.ndarray:
+    """A block that only a worker of a distributed cluster may compute."""
+    from distributed import get_worker
+
+    get_worker()  # ValueError outside a worker
+    return block
+
+
+def _lazy_inputs(tmp_path, n: int):
+    """A cube store of n x n pixels (three classes in stripes, 16 dates), and from a results
+    store chunked 4 x 4 like it: an embedding `(2, n, n)` (the class, plus noise; NaN on the
+    cube's no-data rows) whose blocks only a worker may compute, and the class codes."""
+    import dask.array as da
+    from helpers import class_cube
+
+    from slamgeo.io.cube import open_cube, write_cube
+
+    cube, cls = class_cube(ny=n, nx=n, n_times=16, chunk=n // 4)
+    write_cube(cube, tmp_path / f"cube{n}.zarr", progress=False)
+    emb = (np.random.default_rng(0).normal(0, 1, (2, n, n)) + np.stack([cls, -cls])).astype(np.float32)
+    emb[:, :3] = np.nan
+    xr.Dataset({"embedding": (("dim", "y", "x"), emb), "codes": (("y", "x"), cls.astype(np.int16))}).chunk(
+        {"y": n // 4, "x": n // 4}
+    ).to_zarr(tmp_path / f"res{n}.zarr", zarr_format=2)
+    stored = xr.open_zarr(tmp_path / f"res{n}.zarr")
+    marked = da.map_blocks(
+        _on_worker_only, stored["embedding"].data, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32)
+    )
+    return open_cube(tmp_path / f"cube{n}.zarr"), stored["embedding"].copy(data=marked), stored["codes"], stored
+
+
+def test_on_a_cluster_a_lazy_embedding_is_not_gathered_in_the_driver(scene, tmp_path, local_cluster):
+    """pair_importance on a 256 x 256 lazy embedding with lazy class codes, on a LocalCluster.
+    The embedding's blocks can only be computed on a worker (a marker that fails elsewhere),
+    and what reaches the driver does not grow with the pixels: its peak of traced allocations
+    (tracemalloc: numpy's buffers are traced, those received from the workers too) is that of
+    a 64 x 64 scene of the same 4 x 4 blocks (the same graphs, whose handling by the in-process
+    scheduler sets the peak, about 2.5 MB give or take 0.3) within half the 256 x 256
+    embedding's 512 kB; the previous implementation gathered the whole embedding and the
+    codes. The numbers are those of the in-process run."""
+    import tracemalloc
+
+    import dask
+
+    _, model, _, _ = scene
+    classes = ["cotton", "pepper", "maize"]
+    pairs = [("cotton", "pepper"), ("maize", "cotton")]
+    peaks: dict[int, int] = {}
+    with dask.config.set(scheduler=local_cluster):
+        for n in (64, 256):
+            cube, lazy, codes, stored = _lazy_inputs(tmp_path, n)
+            pair_importance(model, cube, lazy, codes, pairs, scale="none", max_pixels=100, classes=classes)  # warm
+            for _ in range(2):
+                tracemalloc.start()
+                try:
+                    got = pair_importance(
+                        model, cube, lazy, codes, pairs, scale="none", max_pixels=100, classes=classes
+                    )
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+                peaks[n] = min(peaks.get(n, peak), peak)
+    size = stored["embedding"].nbytes
+    assert peaks[256] - peaks[64] < size / 2, (peaks, size)
+    with pytest.raises(ValueError, match="No worker"):  # the marker: no block of the embedding here
+        lazy.compute(scheduler="sync")
+    want = pair_importance(
+        model, cube, stored["embedding"], codes, pairs, scale="none", max_pixels=100, classes=classes
+    )
+    for v in ("pair_pixels", "pair_a", "pair_b"):
+        np.testing.assert_array_equal(got[v].values, want[v].values)
+    np.testing.assert_allclose(got["pair_direction"].values, want["pair_direction"].values, rtol=1e-12)
+    for v in ("pair_importance", "pair_importance_class"):
+        np.testing.assert_allclose(got[v].values, want[v].values, rtol=1e-5, atol=1e-7)

@@ -6,7 +6,9 @@ a valid pixel is one whose embedding is finite in every dim. Centres are `(k, D)
 Lloyd runs in `map_blocks`, not dask-ml's `KMeans`: less accurate, slower (benchmarks/README.md).
 When the valid pixels fit in a share of the workers' memory (`PERSIST_FRACTION`), each block's
 valid rows are read once and kept there for the sample, every Lloyd pass and the labels of
-`cluster_store`; else every pass reads the embedding again.
+`cluster_store`; else every pass reads the embedding again. Under a distributed client the
+sample is gathered on a worker and seeded there (`kmeans_init`): the driver holds the centres
+and a few counts, never the sample nor the pixels.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict, Unpack
 
 import dask
 import dask.array as da
@@ -95,9 +99,11 @@ def kmeans_init(X: np.ndarray, k: int, *, seed: int = 0, n_init: int = 4) -> np.
 
     k-means++ seeding (scikit-learn), refined by Lloyd iterations on the sample, best of
     `n_init` seedings by squared error: low-dimensional embeddings make this cheap, and it
-    gives the full-data Lloyd loop a start as good as scikit-learn's own `KMeans`.
+    gives the full-data Lloyd loop a start as good as scikit-learn's own `KMeans`. Runs on
+    one thread (OpenMP and BLAS): the same centres to the bit in any process, a worker or this one.
     """
     from sklearn.cluster import KMeans  # imported here: 1-2 s, and only fitting needs it
+    from threadpoolctl import threadpool_limits
 
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
@@ -110,7 +116,8 @@ def kmeans_init(X: np.ndarray, k: int, *, seed: int = 0, n_init: int = 4) -> np.
             f"distinct value(s) ({X.shape[0]} pixels); use a smaller k"
         )
     km = KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed, max_iter=300)
-    return km.fit(X).cluster_centers_.astype(np.float64)
+    with threadpool_limits(limits=1):  # sklearn's reductions add per-thread parts in any order
+        return km.fit(X).cluster_centers_.astype(np.float64)
 
 
 # --------------------------------------------------------------------------- dask plumbing
@@ -180,6 +187,26 @@ def _lloyd_pass(
     return total[: k * d].reshape(k, d), total[k * d : k * d + k], float(total[-2]), int(total[-1])
 
 
+@dataclass
+class _Place:
+    """Where the fit's small steps run (drawing the sample, seeding, re-seeding): as tasks on
+    the workers of `client`, their results futures that stay there until asked for (the sample
+    never visits the driver), or in this process (`client` None), a result then its value."""
+
+    client: Any = None
+
+    def compute(self, *objs: Any) -> tuple:
+        return dask.compute(*objs) if self.client is None else tuple(self.client.compute(list(objs)))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.client is None:
+            return fn(*args)
+        return self.client.submit(fn, *args, key=f"{fn.__name__.strip('_')}-{uuid.uuid4().hex}", pure=False)
+
+    def result(self, *handles: Any) -> tuple:
+        return handles if self.client is None else tuple(self.client.gather(list(handles)))
+
+
 def _hash_uniform(index: np.ndarray, seed: int) -> np.ndarray:
     """A uniform [0, 1) number per global pixel index (splitmix64): the sample depends on the
     pixel, the seed and nothing else, so it is the same for every chunking and scheduler."""
@@ -202,36 +229,44 @@ def _sample_block(block: np.ndarray, offset: tuple[int, ...], shape: tuple[int, 
     return u[keep], X[keep], int(valid.sum())
 
 
-def _draw(run: Callable[[float], list], size: int, n_total: int, d: int) -> tuple[np.ndarray, int]:
-    """The `size` valid pixels of smallest hash: `run(p)` gives, per block in C order, (hashes
-    under `p`, their pixels `(n, D)` float64, the block's count of valid pixels)."""
-    p = min(1.0, 2.0 * size / max(n_total, 1))
-    while True:
-        parts = run(p)
-        n_valid = sum(c for _, _, c in parts)
-        u = np.concatenate([q[0] for q in parts])
-        if u.size >= min(size, n_valid) or p >= 1.0:
-            break
-        p = min(1.0, 1.5 * size / max(n_valid, 1))
+def _combine(parts: list, size: int, d: int) -> tuple[np.ndarray, int, int]:
+    """The `size` valid pixels of smallest hash `(min(size, n), D)` float64, from the blocks'
+    parts in C order (hashes under a threshold, their pixels `(n_b, D)`, the block's count of
+    valid pixels); with the count of valid pixels and `n`, the count under the threshold."""
+    n_valid = sum(c for _, _, c in parts)
+    u = np.concatenate([q[0] for q in parts])
     X = np.concatenate([q[1] for q in parts]).reshape(-1, d)
     # ordered by hash, not by block: the same sample in the same order for every chunking
     order = np.argsort(u, kind="stable")[:size]
-    return X[order], n_valid
+    return X[order], n_valid, int(u.size)
 
 
-def _sample_data(data: da.Array, size: int, seed: int) -> tuple[np.ndarray, int]:
+def _draw(place: _Place, tasks: Callable[[float], list], size: int, n_total: int, d: int) -> tuple[Any, int, int]:
+    """The sample of the `size` valid pixels of smallest hash (`_combine`), where `place` keeps
+    it, with the count of valid pixels and the sample's size. `tasks(p)`: per block in C order,
+    a delayed `_sample_block` (or `_sample_rows`) at threshold `p`."""
+    p = min(1.0, 2.0 * size / max(n_total, 1))
+    while True:
+        drawn = place.compute(*dask.delayed(_combine, nout=3)(tasks(p), size, d))
+        n_valid, n_kept = place.result(*drawn[1:])
+        if n_kept >= min(size, n_valid) or p >= 1.0:
+            return drawn[0], n_valid, min(size, n_kept)
+        p = min(1.0, 1.5 * size / max(n_valid, 1))
+
+
+def _sample_data(data: da.Array, size: int, seed: int, place: _Place) -> tuple[Any, int, int]:
     shape = data.shape[1:]
     starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in data.chunks[1:]]
     blocks = data.to_delayed()
 
-    def run(p: float) -> list:
-        tasks = []
+    def tasks(p: float) -> list:
+        out = []
         for idx in np.ndindex(blocks.shape):
             offset = tuple(int(starts[a][i]) for a, i in enumerate(idx[1:]))
-            tasks.append(dask.delayed(_sample_block)(blocks[idx], offset, shape, p, seed))
-        return list(dask.compute(*tasks))
+            out.append(dask.delayed(_sample_block)(blocks[idx], offset, shape, p, seed))
+        return out
 
-    return _draw(run, size, math.prod(shape), data.shape[0])
+    return _draw(place, tasks, size, math.prod(shape), data.shape[0])
 
 
 def sample_embeddings(embedding: xr.DataArray, size: int, *, seed: int = 0) -> tuple[np.ndarray, int]:
@@ -243,7 +278,8 @@ def sample_embeddings(embedding: xr.DataArray, size: int, *, seed: int = 0) -> t
     when much of the scene is no data.
     """
     data, _ = _as_dask(embedding)
-    return _sample_data(data, size, seed)
+    sample, n_valid, _ = _sample_data(data, size, seed, _Place())
+    return sample, n_valid
 
 
 # --------------------------------------------------------------------------- valid rows kept in memory
@@ -306,16 +342,15 @@ def _sample_rows(r: _Rows, shape: tuple[int, ...], p: float, seed: int):
     return u[keep], r.values[keep].astype(np.float64), int(r.values.shape[0])
 
 
-def _sample_kept(rows: da.Array, data: da.Array, size: int, seed: int) -> tuple[np.ndarray, int]:
-    """`sample_embeddings` from kept rows (the same sample), without reading the embedding."""
+def _sample_kept(rows: da.Array, data: da.Array, size: int, seed: int, place: _Place) -> tuple[Any, int, int]:
+    """`_sample_data` from kept rows (the same sample), without reading the embedding."""
     shape = data.shape[1:]
     parts = rows.to_delayed()
 
-    def run(p: float) -> list:
-        tasks = [dask.delayed(_sample_rows)(parts[idx], shape, p, seed) for idx in np.ndindex(parts.shape)]
-        return list(dask.compute(*tasks))
+    def tasks(p: float) -> list:
+        return [dask.delayed(_sample_rows)(parts[idx], shape, p, seed) for idx in np.ndindex(parts.shape)]
 
-    return _draw(run, size, math.prod(shape), data.shape[0])
+    return _draw(place, tasks, size, math.prod(shape), data.shape[0])
 
 
 def _assign_rows(r: _Rows, centres: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
@@ -387,6 +422,29 @@ def _reseed_empty(centres: np.ndarray, empty: np.ndarray, sample: np.ndarray) ->
     return centres
 
 
+class KMeansOptions(TypedDict, total=False):
+    """Settings of a k-Means fit (`fit_kmeans`), each optional: `sample_size` valid pixels for
+    the seeding (`KMEANS_SAMPLE_SIZE`), `max_iter` Lloyd passes at most (`KMEANS_MAX_ITER`), the
+    relative tolerance `tol` (`KMEANS_TOL`), the `seed` (0) and whether the valid rows are
+    kept in memory, `persist` (None: when they fit)."""
+
+    sample_size: int
+    max_iter: int
+    tol: float
+    seed: int
+    persist: bool | None
+
+
+def _initial_centres(
+    sample: np.ndarray, k: int, seed: int, n_init: int, init: np.ndarray | None
+) -> tuple[np.ndarray, float]:
+    """The initial centres `(k, D)` (`kmeans_init` on the sample `(n, D)`, or `init` when given)
+    and the sample's mean per-dim variance (the scale of the tolerance). A task on a worker
+    under a distributed client."""
+    centres = kmeans_init(sample, k, seed=seed, n_init=n_init) if init is None else init
+    return centres, float(np.mean(np.var(sample, axis=0)))
+
+
 def fit_kmeans(
     embedding: xr.DataArray,
     k: int = KMEANS_K,
@@ -411,39 +469,35 @@ def fit_kmeans(
     `init (k, D)` replaces step 2 with given initial centres (the sample is still drawn: it
     sets the tolerance's scale and the re-seeding candidates).
 
-    Runs on whatever Dask scheduler is active (a `distributed.Client` if one exists). The
-    embedding is read at most about twice: the valid pixels of each block are read once and
+    Runs on whatever Dask scheduler is active (a `distributed.Client` if one exists; then the
+    sample is gathered, seeded and kept on a worker, and this process holds only the centres and
+    counts). The embedding is read at most about twice: the valid pixels of each block are read once and
     kept in memory (the workers' under a client) for the sample and every pass when they fit in
     `PERSIST_FRACTION` of the memory (`persist=None`), or always (`True`); with `persist=False`,
     or when they do not fit, every pass reads the embedding again. An embedding already in
     memory (numpy, or persisted by the caller) is not copied. The results are the same either way.
     """
-    return _fit(
-        embedding,
-        k,
-        sample_size=sample_size,
-        max_iter=max_iter,
-        tol=tol,
-        seed=seed,
-        n_init=n_init,
-        init=init,
-        persist=persist,
-    )[0]
+    options = KMeansOptions(sample_size=sample_size, max_iter=max_iter, tol=tol, seed=seed, persist=persist)
+    return _fit(embedding, k, n_init=n_init, init=init, **options)[0]
 
 
 def _fit(
     embedding: xr.DataArray,
     k: int = KMEANS_K,
     *,
-    sample_size: int = KMEANS_SAMPLE_SIZE,
-    max_iter: int = KMEANS_MAX_ITER,
-    tol: float = KMEANS_TOL,
-    seed: int = 0,
     n_init: int = 4,
     init: np.ndarray | None = None,
-    persist: bool | None = None,
+    **options: Unpack[KMeansOptions],
 ) -> tuple[KMeansResult, da.Array | None]:
     """`fit_kmeans`, and the kept rows (`_valid_rows`) when they were kept, else None."""
+    unknown = sorted(set(options) - set(KMeansOptions.__annotations__))
+    if unknown:
+        raise TypeError(f"k-Means: unknown option(s) {unknown}; the options are {list(KMeansOptions.__annotations__)}")
+    sample_size = options.get("sample_size", KMEANS_SAMPLE_SIZE)
+    max_iter = options.get("max_iter", KMEANS_MAX_ITER)
+    tol = options.get("tol", KMEANS_TOL)
+    seed = options.get("seed", 0)
+    persist = options.get("persist")
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"k-Means: k must be a positive integer, found {k!r}")
     if sample_size < k:
@@ -453,23 +507,25 @@ def _fit(
     budget = _memory_budget() if keep and persist is None else math.inf
     n_total = math.prod(data.shape[1:])
     per_pixel = data.shape[0] * data.dtype.itemsize  # bytes of a kept row; + 1 for its mask
+    from slamgeo.jobs.runtime import current_client
+
+    place = _Place(current_client())  # the sample stays there: on a worker under a distributed client
     rows = None
     if keep and n_total * (per_pixel + 1) <= budget:  # fits even if every pixel is valid: one read
         rows = _valid_rows(data)
-        sample, n_valid = _sample_kept(rows, data, sample_size, seed)
+        sample, n_valid, n_sample = _sample_kept(rows, data, sample_size, seed, place)
     else:
-        sample, n_valid = _sample_data(data, sample_size, seed)
+        sample, n_valid, n_sample = _sample_data(data, sample_size, seed, place)
         if keep and n_valid * per_pixel + n_total <= budget:  # fits once the no-data is left out
             rows = _valid_rows(data)
     if n_valid < k:
         raise InputError(f"k-Means: k={k} clusters asked, but the embedding has only {n_valid} valid pixel(s)")
-    if init is None:
-        centres = kmeans_init(sample, int(k), seed=seed, n_init=n_init)
-    else:
-        centres = np.asarray(init, dtype=np.float64)
-        if centres.shape != (k, data.shape[0]):
-            raise InputError(f"k-Means: init must have shape ({k}, {data.shape[0]}), found {centres.shape}")
-    tol_abs = tol * float(np.mean(np.var(sample, axis=0)))
+    if init is not None:
+        init = np.asarray(init, dtype=np.float64)
+        if init.shape != (k, data.shape[0]):
+            raise InputError(f"k-Means: init must have shape ({k}, {data.shape[0]}), found {init.shape}")
+    centres, spread = place.result(place.submit(_initial_centres, sample, int(k), seed, n_init, init))[0]
+    tol_abs = tol * spread
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - the count of passes is read after the loop
@@ -477,7 +533,7 @@ def _fit(
         empty = counts == 0
         new = np.where(empty[:, None], centres, sums / np.maximum(counts, 1)[:, None])
         if empty.any():
-            new = _reseed_empty(new, empty, sample)
+            new = place.result(place.submit(_reseed_empty, new, empty, sample))[0]
         shift = float(((new - centres) ** 2).sum())
         centres = new
         if shift <= tol_abs and not empty.any():
@@ -491,11 +547,11 @@ def _fit(
         converged=converged,
         sizes=sizes.astype(np.int64),
         n_valid=n_valid,
-        sample_size=int(sample.shape[0]),
+        sample_size=n_sample,
         attrs={
             "k": int(k),
             "seed": int(seed),
-            "sample_size": int(sample.shape[0]),
+            "sample_size": n_sample,
             "max_iter": int(max_iter),
             "tol": float(tol),
             "n_init": int(n_init),
@@ -589,30 +645,19 @@ def centres_dataarray(result: KMeansResult) -> xr.Dataset:
 # --------------------------------------------------------------------------- the stage
 
 
-def cluster(
-    results: xr.Dataset,
-    k: int = KMEANS_K,
-    *,
-    sample_size: int = KMEANS_SAMPLE_SIZE,
-    max_iter: int = KMEANS_MAX_ITER,
-    tol: float = KMEANS_TOL,
-    seed: int = 0,
-    persist: bool | None = None,
-) -> xr.Dataset:
+def cluster(results: xr.Dataset, k: int = KMEANS_K, **options: Unpack[KMeansOptions]) -> xr.Dataset:
     """`results` plus k-Means of its `embedding (dim, *S)`: `cluster (*S)` (-1 = no data, lazy),
-    `cluster_centre (centre, dim)` and `cluster_size (centre,)` (`fit_kmeans`; the Lloyd passes
-    run on the caller's Dask scheduler). The lazy `cluster` reads the embedding again when
-    computed (it holds no memory meanwhile)."""
-    _, new = _clustering(
-        results, "results", k, sample_size=sample_size, max_iter=max_iter, tol=tol, seed=seed, persist=persist
-    )
+    `cluster_centre (centre, dim)` and `cluster_size (centre,)` (`fit_kmeans`, with `options`:
+    `KMeansOptions`; the Lloyd passes run on the caller's Dask scheduler). The lazy `cluster`
+    reads the embedding again when computed (it holds no memory meanwhile)."""
+    _, new = _clustering(results, "results", k, **options)
     return results.drop_vars([v for v in CLUSTER_VARIABLES if v in results]).assign(
         {v: new[v] for v in CLUSTER_VARIABLES}
     )
 
 
 def _clustering(
-    results: xr.Dataset, where: str, k: int, *, labels_from_kept: bool = False, **options
+    results: xr.Dataset, where: str, k: int, *, labels_from_kept: bool = False, **options: Unpack[KMeansOptions]
 ) -> tuple[KMeansResult, xr.Dataset]:
     """The fit on `results["embedding"]` and the new variables (`CLUSTER_VARIABLES`); with
     `labels_from_kept`, `cluster` is computed from the rows kept in memory by the fit, if any
@@ -628,10 +673,12 @@ def _clustering(
     return fit, xr.merge([labels.to_dataset(), centres_dataarray(fit)])
 
 
-def cluster_store(store: str | Path, k: int = KMEANS_K, *, overwrite: bool = False, **options) -> KMeansResult:
+def cluster_store(
+    store: str | Path, k: int = KMEANS_K, *, overwrite: bool = False, **options: Unpack[KMeansOptions]
+) -> KMeansResult:
     """`cluster` on a results store, the new variables written into it (`append_variables`);
-    a clustering already there is replaced only with `overwrite`. `options`: those of
-    `fit_kmeans` (`sample_size`, `max_iter`, `tol`, `seed`, `persist`). Returns the fit.
+    a clustering already there is replaced only with `overwrite`. `options`: `KMeansOptions`
+    (`sample_size`, `max_iter`, `tol`, `seed`, `persist`). Returns the fit.
 
     When the valid embeddings fit in memory (`fit_kmeans`), the embedding is read once: the
     sample, the Lloyd passes and the labels all come from the rows kept in memory."""
@@ -730,6 +777,7 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
 
 __all__ = [
     "CENTRE",
+    "KMeansOptions",
     "KMeansResult",
     "NO_CLUSTER",
     "PERSIST_FRACTION",

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -123,11 +125,121 @@ def check_pairs(pairs: Sequence[Sequence[str]], classes: Sequence[str]) -> list[
 
 
 def _series(cube: xr.Dataset, bands: Sequence[str], flat: np.ndarray, sdims: tuple[str, ...]) -> np.ndarray:
-    """`(N, C, T)` dB series of the pixels at flat indices `flat` of the spatial grid."""
+    """`(N, C, T)` dB series of the pixels at flat indices `flat` of the spatial grid: only those
+    pixels come here (a lazy cube is indexed point-wise, `vindex`, every band in one compute)."""
     shape = tuple(cube.sizes[d] for d in sdims)
     idx = np.unravel_index(flat, shape)
     sel = {d: xr.DataArray(i, dims="pixel") for d, i in zip(sdims, idx)}
-    return np.stack([cube[b].isel(sel).transpose("pixel", "time").values for b in bands], axis=1).astype(np.float32)
+    parts = dask.compute(*[cube[b].isel(sel).transpose("pixel", "time").data for b in bands])
+    return np.stack(parts, axis=1).astype(np.float32)
+
+
+def _unique_names(block: np.ndarray) -> set[str]:
+    return {str(u) for u in np.unique(np.asarray(block).astype(str))}
+
+
+def _names_to_codes(block: np.ndarray, classes: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    return lut[np.searchsorted(classes, np.asarray(block).astype(str))]
+
+
+def label_codes(labels: xr.DataArray, classes: Sequence[str] | None = None) -> tuple[list[str], np.ndarray | da.Array]:
+    """The classes and the int16 codes `(*S)` into them (-1: none) of per-pixel `labels`: class
+    names ("" or "nan": none; the classes sorted, as `class_codes`), or codes into `classes` when
+    given. Lazy labels stay lazy: their names are gathered block by block, only the distinct
+    ones coming here, and the codes are looked up block by block."""
+    if classes is not None:
+        return [str(c) for c in classes], labels.data
+    if not isinstance(labels.data, da.Array):
+        return class_codes(np.asarray(labels.values))
+    names = dask.compute(*[dask.delayed(_unique_names)(b) for b in labels.data.to_delayed().ravel()])
+    known = sorted(set().union(*names))
+    lut = np.array([-1 if c in ("", "nan") else i for i, c in enumerate(known)], dtype=np.int16)
+    return known, da.map_blocks(_names_to_codes, labels.data, np.array(known), lut, dtype=np.int16)
+
+
+def _member_block(emb: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
+    """A block's class codes `(*s)` int16 where the embedding `(D, *s)` is finite in every dim and
+    the code `(1, *s)` is one of the `n` classes, else -1."""
+    c = codes[0].astype(np.int64)
+    ok = np.isfinite(emb).all(axis=0) & (c >= 0) & (c < n)
+    return np.where(ok, c, -1).astype(np.int16)
+
+
+def _class_sums(emb: np.ndarray, member: np.ndarray, n: int) -> np.ndarray:
+    """A block's sums of the embedding `(D, *s)` over the pixels of each class (`member`, -1:
+    none) and their counts: `(n, D + 1)` float64, the counts last."""
+    m = member.ravel()
+    ok = m >= 0
+    X = emb.reshape(emb.shape[0], -1)[:, ok].astype(np.float64)
+    out = np.empty((n, emb.shape[0] + 1))
+    for d in range(emb.shape[0]):
+        out[:, d] = np.bincount(m[ok], weights=X[d], minlength=n)
+    out[:, -1] = np.bincount(m[ok], minlength=n)
+    return out
+
+
+def _band_members(band: np.ndarray, start: int, wanted: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+    """Flat indices (from `start`, the band's first pixel) of the members of given ranks of a
+    class within a band of whole rows of member codes: per (class, sorted ranks) of `wanted`."""
+    flat = band.ravel()
+    return [start + np.flatnonzero(flat == c)[ranks] for c, ranks in wanted]
+
+
+def _class_pixels(
+    embedding: xr.DataArray, codes: np.ndarray | da.Array, n: int, sdims: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, Any, list[int]]:
+    """Per class of the `n`: the mean embedding `(n, D)` float64 of its pixels whose embedding
+    is finite (NaN for a class without one), per band of whole rows (C order) its count of
+    those pixels `(bands, n)` int64, the bands of member codes (`_member_block`, a Dask array
+    chunked in bands along the first spatial dim; kept on the workers under a distributed
+    client) and each band's first flat index. The embedding is read once, block by block; only
+    the per-block sums and counts come here."""
+    from slamgeo.jobs.runtime import current_client
+
+    emb = embedding.transpose("dim", *sdims).data
+    emb = (emb if isinstance(emb, da.Array) else da.from_array(np.asarray(emb))).rechunk({0: -1})
+    codes = codes if isinstance(codes, da.Array) else da.from_array(np.asarray(codes), chunks=emb.chunks[1:])
+    codes = codes.rechunk(emb.chunks[1:])
+    member = da.map_blocks(_member_block, emb, codes[None], n, drop_axis=0, dtype=np.int16)
+    bands = member.rechunk({a: -1 for a in range(1, member.ndim)})
+    parts = [
+        dask.delayed(_class_sums)(e, m, n)
+        for e, m in zip(emb.to_delayed().ravel(), member.to_delayed().ravel(), strict=True)
+    ]
+    if current_client() is not None:  # the member codes stay on the workers for the draw
+        bands, *parts = dask.persist(bands, *parts)
+    grid = member.numblocks
+    sums = np.stack(dask.compute(*parts)).reshape(*grid, n, -1)
+    per_band = sums.sum(axis=tuple(range(1, len(grid))))  # (bands, n, D + 1)
+    totals = per_band.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = totals[:, :-1] / totals[:, -1:]
+    row = int(np.prod(member.shape[1:]))
+    starts = [int(o) * row for o in np.concatenate([[0], np.cumsum(member.chunks[0])[:-1]])]
+    return means, per_band[:, :, -1].astype(np.int64), bands, starts
+
+
+def _draw_pixels(
+    ranks: list[tuple[int, np.ndarray]], band_counts: np.ndarray, bands: Any, starts: list[int]
+) -> list[np.ndarray]:
+    """The flat indices of the members of given ranks (C order) of classes, per (class, sorted
+    ranks) of `ranks`: each band finds those of its own ranks, one task per band."""
+    offsets = np.concatenate([np.zeros((1, band_counts.shape[1]), np.int64), np.cumsum(band_counts, axis=0)])
+    wanted: dict[int, list[tuple[int, int, np.ndarray]]] = {}
+    for i, (c, r) in enumerate(ranks):
+        where = np.searchsorted(offsets[1:, c], r, side="right")
+        for b in np.unique(where):
+            wanted.setdefault(int(b), []).append((i, c, r[where == b] - offsets[b, c]))
+    blocks = bands.to_delayed().ravel()
+    order = sorted(wanted)
+    found = dask.compute(
+        *[dask.delayed(_band_members)(blocks[b], starts[b], [(c, r) for _, c, r in wanted[b]]) for b in order]
+    )
+    out: list[list[np.ndarray]] = [[] for _ in ranks]
+    for b, got in zip(order, found, strict=True):  # bands in order: indices ascending
+        for (i, _, _), idx in zip(wanted[b], got, strict=True):
+            out[i].append(idx)
+    return [np.concatenate(o) if o else np.empty(0, np.int64) for o in out]
 
 
 def pair_profile(
@@ -197,8 +309,10 @@ def pair_importance(
     `pair_b`, `time`.
 
     With `classes`, `labels` holds integer codes into `classes` (-1: none) instead of names: 2
-    bytes a pixel where names take tens (`class_codes`), for large grids. The embedding is
-    held as float32 (class means are taken in float64).
+    bytes a pixel where names take tens (`class_codes`), for large grids. Lazy embeddings and
+    labels stay lazy (`label_codes`): the class means are a reduction over blocks (float64), and
+    the pixels are drawn by rank within their class, each band of rows finding its own, so that
+    this process holds per-class sums and the drawn pixels, never a per-pixel array.
 
     With a distributed client active (`slamgeo.jobs.runtime.current_client`), each pair's
     Grad-SLAM runs on a worker (`pair_profile`, the model broadcast once): the driver holds
@@ -209,38 +323,41 @@ def pair_importance(
     sdims = tuple(str(d) for d in embedding.dims[1:])
     if tuple(labels.dims) != sdims:
         raise InputError(f"labels must have the embedding's spatial dims {sdims}, found {tuple(labels.dims)}")
-    if classes is None:
-        classes, codes = class_codes(np.asarray(labels.values))
-    else:
-        classes, codes = [str(c) for c in classes], np.asarray(labels.values)
-    codes = codes.ravel()
-    emb = np.asarray(embedding.transpose("dim", *sdims).values, dtype=np.float32).reshape(embedding.shape[0], -1)
-    ok = np.isfinite(emb).all(axis=0)
-    present = np.unique(codes[ok])
-    pairs = check_pairs(pairs, sorted({classes[int(i)] for i in present if i >= 0} - {"", "nan"}))
+    classes, codes = label_codes(labels, classes)
+    means, band_counts, bands, starts = _class_pixels(embedding, codes, len(classes), sdims)
+    counts_of = band_counts.sum(axis=0)
+    present = {classes[i] for i in np.flatnonzero(counts_of)}
+    pairs = check_pairs(pairs, sorted(present - {"", "nan"}))
     code_of = {c: i for i, c in enumerate(classes)}
     if not pairs:
         raise InputError("pair_importance: no pair to explain")
+    directions = np.zeros((len(pairs), means.shape[1]))
+    for p, (a, b) in enumerate(pairs):
+        directions[p] = means[code_of[b]] - means[code_of[a]]
+        if not np.any(directions[p]):
+            raise InputError(f"pair ({a!r}, {b!r}): the two classes have the same mean embedding; no direction")
+    # the draw of `rng.choice(members, ...)`, as ranks among the members (numpy's choice from an
+    # array takes its elements at the ranks `choice(len(array))` gives: the same pixels)
     rng = np.random.default_rng(seed)
+    ranks = []
+    for a, b in pairs:
+        for c in (code_of[a], code_of[b]):
+            n = int(counts_of[c])
+            ranks.append((c, np.sort(rng.choice(n, size=min(max_pixels, n), replace=False))))
+    drawn = _draw_pixels(ranks, band_counts, bands, starts)
     ref = None if reference is None else np.asarray(reference, dtype=np.float32)
     n_times = cube.sizes["time"]
     per_class = np.full((len(pairs), 2, n_times), np.nan, np.float32)
     both = np.full((len(pairs), n_times), np.nan, np.float32)
-    directions = np.zeros((len(pairs), emb.shape[0]))
     counts = np.zeros((len(pairs), 2), np.int64)
     client = current_client()
     model_ref = None if client is None else client.scatter(model, broadcast=True, hash=False)
     done: list[Any] = []  # profiles, or futures of them
-    for p, (a, b) in enumerate(pairs):
-        members = [np.flatnonzero(ok & (codes == code_of[c])) for c in (a, b)]
-        w = emb[:, members[1]].astype(np.float64).mean(axis=1) - emb[:, members[0]].astype(np.float64).mean(axis=1)
-        if not np.any(w):
-            raise InputError(f"pair ({a!r}, {b!r}): the two classes have the same mean embedding; no direction")
-        directions[p] = w
-        drawn = [np.sort(rng.choice(m, size=min(max_pixels, m.size), replace=False)) for m in members]
-        x = np.concatenate([_series(cube, model.bands, d, sdims) for d in drawn])
-        which = np.repeat([0, 1], [d.size for d in drawn])
-        args = (x, which, w, scale, ref)
+    for p in range(len(pairs)):
+        pixels = drawn[2 * p : 2 * p + 2]
+        x = _series(cube, model.bands, np.concatenate(pixels), sdims)
+        which = np.repeat([0, 1], [d.size for d in pixels])
+        args = (x, which, directions[p], scale, ref)
         if client is None:
             done.append(pair_profile(model, *args))
         else:  # on a worker; the next pair's pixels are read meanwhile
@@ -386,11 +503,11 @@ def _pair_variables(
         if not chosen:
             return None
         cl = results["cluster"]
-        labels = xr.DataArray(np.asarray(cl.values).astype(np.int16), dims=cl.dims)  # -1: none
+        labels = xr.DataArray(cl.data.astype(np.int16), dims=cl.dims)  # -1: none; lazy where the store is
     elif isinstance(parcels_or_classes, xr.DataArray):  # the class name of every pixel
-        labels, classes = parcels_or_classes, None
-        known = sorted({str(c) for c in np.unique(np.asarray(labels.values).astype(str))} - {"", "nan"})
-        chosen = check_pairs(pairs or [], known)
+        classes, codes = label_codes(parcels_or_classes)
+        labels = xr.DataArray(codes, dims=parcels_or_classes.dims)
+        chosen = check_pairs(pairs or [], sorted(set(classes) - {"", "nan"}))
         if not chosen:
             return None
     else:
@@ -534,6 +651,7 @@ __all__ = [
     "class_codes",
     "cluster_labels",
     "confused_pairs",
+    "label_codes",
     "nearest_centre_pairs",
     "pair_importance",
     "pair_profile",
