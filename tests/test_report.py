@@ -1,5 +1,7 @@
 """The report: every figure on small data (values checked against numpy), make_report's HTML
-and skipped list, the grid and sample forms, and the CLI end to end."""
+and skipped list, the grid and sample forms, the CLI end to end, and under a real LocalCluster
+the work on the workers: figures drawn there (the same page), maps thinned and profiles reduced
+there (checked against numpy on the full arrays), nothing of the size of a map in the driver."""
 
 import base64
 import html
@@ -229,7 +231,7 @@ def test_recon_error_map_and_thinning(monkeypatch):
     finite = ds["recon_error"].values[np.isfinite(ds["recon_error"].values)]
     assert im.norm.vmax == pytest.approx(np.percentile(finite, 99))
     assert "standardised units squared" in fig.axes[1].get_ylabel()
-    monkeypatch.setattr(report, "MAP_MAX_PIXELS", 10)
+    monkeypatch.setattr(report, "MAX_MAP_SIDE", 10)
     fig = fig_recon_error_map(ds["recon_error"])
     im = [c for c in fig.axes[0].get_children() if isinstance(c, AxesImage)][0]
     assert im.get_array().shape == (7, 8)  # stride 3 on 20 x 24
@@ -536,3 +538,162 @@ def test_cluster_pairs_are_drawn_without_labels(tmp_path):
     assert items["pair_cluster_1_cluster_3"]["file"] == "pair_cluster_1_cluster_3.png"
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "The dates that separate cluster 1 and cluster 3 most:" in page
+
+
+# --------------------------------------------------------------------------- the work on the Dask workers
+
+
+def _stores(tmp_path, ds: xr.Dataset, chunks: dict) -> tuple[xr.Dataset, xr.Dataset]:
+    """`ds` and its cube written as Zarr stores and opened lazily (Dask-backed, `chunks`)."""
+    ds.chunk(chunks).to_zarr(tmp_path / "results.zarr", zarr_format=2)
+    _cube(ds).chunk(chunks).to_zarr(tmp_path / "cube.zarr", zarr_format=2)
+    return xr.open_zarr(tmp_path / "results.zarr"), xr.open_zarr(tmp_path / "cube.zarr")
+
+
+def _pixels(path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+def test_figures_are_drawn_on_the_workers_and_the_page_is_the_same(tmp_path, default_cluster):
+    """Under a distributed client every figure is a task on a worker (the task stream shows
+    them there), a `FigureSkipped` raised there is a skipped item with its reason, no large
+    graph is sent, and the page is the one drawn in-process: the same items, the same PNGs."""
+    import warnings
+
+    import dask
+    from distributed import get_task_stream
+
+    from slamgeo.reporting.render import RENDER_PREFIX
+
+    results, cube = _stores(tmp_path, _results(), {"y": 10, "x": 12})
+    options = dict(
+        cube=cube,
+        parcels_dir=_parcels_dir(tmp_path / "parcels"),
+        class_groups={"confusable": ["cotton", "pepper"], "typo": ["cottn"]},  # "typo" is skipped on a worker
+        faithfulness=_curves(0),
+        title="test run",
+    )
+    with dask.config.set(scheduler="sync"):  # the reference: no client, drawn in this process
+        make_report(results, tmp_path / "here", **options)
+    with warnings.catch_warnings(record=True) as caught, get_task_stream(default_cluster) as stream:
+        warnings.simplefilter("always")
+        make_report(results, tmp_path / "there", **options)
+    assert not [w for w in caught if "large graph" in str(w.message)]
+    here, there = _report_items(tmp_path / "here"), _report_items(tmp_path / "there")
+    assert there == here  # keys, titles, captions, files and skip reasons, in order
+    assert "['cottn'] not found" in there["fig4_class_importance_typo"]["skipped"]
+    drawn = [i["file"] for i in there.values() if i["file"]]
+    assert len(drawn) == 10
+    for name in drawn:
+        np.testing.assert_array_equal(_pixels(tmp_path / "there" / name), _pixels(tmp_path / "here" / name))
+    workers = set(default_cluster.scheduler_info()["workers"])
+    renders = [t for t in stream.data if str(t["key"]).startswith(RENDER_PREFIX)]
+    assert len(renders) == len(drawn) + 1  # the skipped "typo" group was drawn there too
+    assert {t["worker"] for t in renders} <= workers
+    assert len(set((tmp_path / "there" / "index.html").read_text().split("<img ")[1:])) == len(drawn)
+
+
+def test_map_raster_is_a_lazy_stride_of_the_full_grid():
+    """A map's raster is a strided view of the Dask-backed grid with at most `max_side` pixels a
+    side (only it is computed), drawn over the full grid's extent; the importance raster is the
+    date asked for."""
+    from slamgeo.reporting.figures import importance_raster, map_raster
+
+    rng = np.random.default_rng(0)
+    ny, nx = 50, 70
+    full = xr.DataArray(
+        rng.normal(size=(D, ny, nx)).astype(np.float32),
+        dims=("dim", "y", "x"),
+        coords={"y": 4_110_000 - 10.0 * np.arange(ny) - 5, "x": 230_000 + 10.0 * np.arange(nx) + 5},
+    ).chunk({"y": 20, "x": 30})
+    thin, view = map_raster(full, 16)
+    assert view.step == 5 and view.shape == (ny, nx)  # ceil(70 / 16)
+    assert thin.chunks is not None  # still lazy
+    np.testing.assert_array_equal(thin.values, full.values[:, ::5, ::5])
+    assert thin.shape == (D, 10, 14) and max(thin.shape[1:]) <= 16
+    assert view.extent == (230_000.0, 230_700.0, 4_109_500.0, 4_110_000.0) and view.origin == "upper"
+    imp = _results()["importance"].chunk({"y": 10, "x": 12})
+    thin, view, labels = importance_raster(imp, "2017-01-29", max_side=8)  # acquisitions on 01-27 and 02-08
+    assert view.step == 3 and labels["when"] == "2017-01-27" and labels["asked"] == "2017-01-29"
+    np.testing.assert_array_equal(thin.values, imp.values[:, 2, ::3, ::3])
+
+
+def test_reductions_equal_numpy_on_the_full_arrays(default_cluster):
+    """The date score and the cluster profiles are Dask reductions on the workers; with every
+    block in the sample and no stride (a small store), they equal numpy on the full arrays."""
+    from slamgeo.reporting.readers import cluster_profiles, cluster_sums, date_score, most_important_date
+
+    ds = _results(scale="centred").chunk({"y": 10, "x": 12})  # 4 blocks
+    cube = _cube(ds).chunk({"y": 10, "x": 12})
+    imp, cl, vv = ds["importance"].values, ds["cluster"].values, cube["VV"].values
+    score = date_score(ds["importance"])
+    assert score.chunks is not None  # lazy until computed
+    with np.errstate(invalid="ignore"):
+        want = np.nanmean(np.abs(imp).astype(np.float64), axis=(0, 2, 3))
+    np.testing.assert_allclose(score.compute(), want, rtol=1e-12)
+    assert most_important_date(ds["importance"]) == np.datetime64(TIMES[int(np.argmax(want))], "D")
+    assert hasattr(cluster_sums(ds, cube), "dask")  # a Delayed: the sums are taken on the workers
+    prof = cluster_profiles(ds, cube, names={0: "maize"})
+    ids = np.unique(cl[cl >= 0])
+    assert list(prof["class"].values) == [f"cluster {c}" + (": maize" if c == 0 else "") for c in ids]
+    mean_imp = np.stack([imp[:, :, cl == c].astype(np.float64).mean(-1) for c in ids])  # (k, dim, time)
+    lo, hi = mean_imp.min(-1, keepdims=True), mean_imp.max(-1, keepdims=True)
+    np.testing.assert_allclose(prof["importance"].values, (mean_imp - lo) / (hi - lo), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(prof["VV"].values, np.stack([vv[:, cl == c].mean(-1) for c in ids]), rtol=1e-6)
+    np.testing.assert_array_equal(prof["n_pixels_sampled"].values, [(cl == c).sum() for c in ids])
+
+
+def _smooth_store(path, n: int, chunk: int, t: int = 4) -> tuple[xr.Dataset, xr.Dataset]:
+    """A gridded results store `n x n` (smooth fields: small PNGs; 8 clusters) and its cube,
+    written in `chunk x chunk` chunks without the cluster, opened lazily."""
+    import dask
+
+    yy, xx = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n), indexing="ij")
+    smooth = (np.sin(6 * yy) * np.cos(4 * xx)).astype(np.float32)
+    ds = xr.Dataset(
+        {
+            "embedding": (("dim", "y", "x"), np.stack([smooth, -smooth])),
+            "importance": (
+                ("dim", "time", "y", "x"),
+                np.stack([np.stack([smooth * (k + 1) / t for k in range(t)])] * D),
+                {"scale": "none"},
+            ),
+            "recon_error": (("y", "x"), smooth**2),
+            "cluster": (("y", "x"), (4 * (smooth + 1)).astype(np.int16), {"k": 8}),
+        },
+        coords={"dim": np.arange(D), "time": TIMES[:t], "y": 4e6 - 10.0 * np.arange(n), "x": 2e5 + 10.0 * np.arange(n)},
+    )
+    cube = xr.Dataset({"VV": (("time", "y", "x"), np.stack([smooth - 12] * t))}, coords=ds[["time", "y", "x"]].coords)
+    with dask.config.set(scheduler="sync"):
+        ds.chunk({"y": chunk, "x": chunk}).to_zarr(path / "results.zarr", zarr_format=2)
+        cube.chunk({"y": chunk, "x": chunk}).to_zarr(path / "cube.zarr", zarr_format=2)
+    return xr.open_zarr(path / "results.zarr"), xr.open_zarr(path / "cube.zarr")
+
+
+def test_the_driver_never_holds_a_full_map(tmp_path, default_cluster):
+    """make_report under a client: what this process allocates at its peak (tracemalloc: every
+    Python and numpy allocation, in every thread, the in-process scheduler's included) does not
+    grow with the pixels. A 1024 x 1024 store (one importance date map of both dimensions is 8
+    MiB as float32, the importance 32 MiB) peaks less than 2 MiB above a 64 x 64 one cut in as
+    many chunks (the same graphs; the PNGs, the page and the graphs are what the peak holds):
+    the maps, the samples and the reductions stay on the workers, only PNGs and per-date /
+    per-cluster sums come here."""
+    import tracemalloc
+
+    peaks = {}
+    for n in (64, 1024):  # the small one first: the imports it triggers are not counted for the large one
+        (tmp_path / str(n)).mkdir()
+        results, cube = _smooth_store(tmp_path / str(n), n, n // 4)
+        tracemalloc.start()
+        try:
+            make_report(results, tmp_path / str(n) / "rep", cube=cube)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        items = _report_items(tmp_path / str(n) / "rep")
+        assert all(items[k]["file"] for k in ("map_cluster", "map_importance", "map_recon_error"))
+        assert items["embedding_pixels_cluster"]["file"] and items["cluster_importance_clusters_1_4"]["file"]
+    one_date_map = D * 1024 * 1024 * 4
+    assert peaks[1024] - peaks[64] < one_date_map / 4, {n: f"{p / 2**20:.2f} MiB" for n, p in peaks.items()}

@@ -5,7 +5,7 @@ notebook, where a bare `Figure` displays itself):
 - `fig_class_importance`: the paper's Fig. 4, per-class mean VV (dB) against date, the line
   coloured by the normalised Grad-SLAM importance, one row per embedding dimension;
 - `fig_cluster_map`, `fig_importance_map` (one date), `fig_recon_error_map`: maps of a
-  gridded results store (a `sample`-form store has no map);
+  gridded results store (a `sample`-form store has no map), from `slamgeo.reporting.maps`;
 - `fig_embedding_scatter`: embeddings coloured by class (or cluster), at most 20 000 points;
 - `fig_deletion_curve`: the faithfulness (deletion) curves of `slamgeo.method.faithfulness.deletion`,
   Grad-SLAM's top-k dates against k random dates, and other attributions when given.
@@ -17,7 +17,10 @@ is read and prepared in `slamgeo.reporting.readers`. A figure its inputs do not 
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so
 no display is needed and no global figure state accumulates. Maps read a strided subsample of
-large grids (at most `MAP_MAX_PIXELS` per side), so a store larger than memory is fine.
+large grids (at most `MAX_MAP_SIDE` per side, `map_raster`: lazily, so on the Dask workers when
+the grid is Dask-backed), so a store larger than memory is fine; `slamgeo.reporting.maps`
+draws them from that raster.
+`slamgeo.reporting.render` draws figures as PNGs, on the Dask workers when a client is active.
 """
 
 from __future__ import annotations
@@ -32,37 +35,41 @@ import pandas as pd
 import xarray as xr
 from matplotlib import colormaps
 from matplotlib import dates as mdates
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
-from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator
 
-from slamgeo.errors import InputError
 from slamgeo.reporting import FigureSkipped
+from slamgeo.reporting.maps import (
+    DPI,
+    IMPORTANCE_CMAP,
+    MapView,
+    _axis_labels,
+    _check_dims,
+    _extent,
+    _figure,
+    _grid,
+    _palette,
+    date_label,
+    draw_cluster_map,
+    draw_importance_map,
+    draw_recon_error_map,
+    parse_date,
+    pick_date,
+)
 from slamgeo.reporting.readers import confusion_percent, curve_sets, normalised_importance
 from slamgeo.schema import BANDS, CLASS, DIM
 
-MAP_MAX_PIXELS = 1200  # per side: maps read a strided subsample of larger grids
+MAX_MAP_SIDE = 1200  # pixels a side of a map's raster: larger grids are shown strided (the PNGs are ~1000 px wide)
 MAX_SCATTER_POINTS = 20_000
-DPI = 110
-IMPORTANCE_CMAP = "viridis"
 LINESTYLES: tuple[Literal["-", "--", "-.", ":"], ...] = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _SUBSEGMENTS = 6  # each date interval of a Fig. 4 line is drawn as this many coloured pieces
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _figure(
-    width: float, height: float, layout: Literal["constrained", "compressed", "tight"] = "constrained"
-) -> Figure:
-    """A figure on the Agg canvas; `layout="compressed"` for maps (fixed-aspect axes)."""
-    fig = Figure(figsize=(width, height), layout=layout, dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _date_axis(ax, times: np.ndarray | None = None) -> None:
@@ -80,28 +87,8 @@ def _date_axis(ax, times: np.ndarray | None = None) -> None:
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
 
 
-def date_label(t) -> str:
-    return str(np.datetime64(pd.Timestamp(t).to_datetime64(), "D"))
-
-
-def _palette(n: int) -> list:
-    """n distinguishable colours: tab10 up to 10, then tab20 (dark shades first), then turbo."""
-    if n <= 10:
-        return [colormaps["tab10"](i) for i in range(n)]
-    if n <= 20:
-        tab20 = colormaps["tab20"]
-        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-        return [tab20(order[i]) for i in range(n)]
-    return [colormaps["turbo"](v) for v in np.linspace(0.05, 0.95, n)]
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_").lower() or "group"
-
-
-def _check_dims(da: xr.DataArray, dims: Sequence[str], name: str) -> None:
-    if set(da.dims) != set(dims):
-        raise FigureSkipped(f"{name}: expected dims {tuple(dims)}, found {tuple(da.dims)}")
 
 
 # --------------------------------------------------------------------------- Fig. 3
@@ -315,57 +302,35 @@ def fig_class_importance(
 # --------------------------------------------------------------------------- maps
 
 
-def _thin(da: xr.DataArray, max_side: int | None = None) -> tuple[xr.DataArray, int]:
-    """A strided view of the (y, x) grid with at most `max_side` (default `MAP_MAX_PIXELS`)
-    pixels per side, and the stride."""
-    step = max(1, math.ceil(max(da.sizes["y"], da.sizes["x"]) / (max_side or MAP_MAX_PIXELS)))
-    if step > 1:
-        da = da.isel(y=slice(None, None, step), x=slice(None, None, step))
-    return da, step
+def map_raster(da: xr.DataArray, max_side: int | None = None) -> tuple[xr.DataArray, MapView]:
+    """A strided view of `da`'s (y, x) grid (its other dims first) with at most `max_side`
+    (default `MAX_MAP_SIDE`) pixels per side, lazy when `da` is Dask-backed, and how to draw it."""
+    full = da.transpose(..., "y", "x")
+    ny, nx = full.sizes["y"], full.sizes["x"]
+    step = max(1, math.ceil(max(ny, nx) / (max_side or MAX_MAP_SIDE)))
+    thin = full.isel(y=slice(None, None, step), x=slice(None, None, step)) if step > 1 else full
+    ext, origin = _extent(full)
+    xlabel, ylabel, plain = _axis_labels(full)
+    return thin, MapView((ny, nx), step, ext, origin, xlabel, ylabel, plain)
 
 
-def _extent(da: xr.DataArray) -> tuple[tuple[float, float, float, float] | None, Literal["upper", "lower"]]:
-    """imshow extent from the full grid's coordinates, and the origin ('upper' when y falls)."""
-    if "x" not in da.coords or "y" not in da.coords or da.sizes["x"] < 2 or da.sizes["y"] < 2:
-        return None, "upper"
-    x, y = da["x"].values.astype(float), da["y"].values.astype(float)
-    dx, dy = abs(x[1] - x[0]), abs(y[1] - y[0])
-    ext = (x.min() - dx / 2, x.max() + dx / 2, y.min() - dy / 2, y.max() + dy / 2)
-    return ext, ("upper" if y[0] > y[-1] else "lower")
-
-
-def _axis_labels(ax, da: xr.DataArray) -> None:
-    crs = None
-    try:
-        crs = da.rio.crs
-    except Exception:  # noqa: BLE001 - no rioxarray grid mapping: label without the CRS
-        crs = None
-    if "x" not in da.coords or "y" not in da.coords:
-        ax.set_xlabel("column (pixel)")
-        ax.set_ylabel("row (pixel)")
-        return
-    if crs is not None and crs.is_geographic:
-        ax.set_xlabel("longitude (°)")
-        ax.set_ylabel("latitude (°)")
-        return
-    tag = f", {crs.to_string()}" if crs is not None else ""
-    ax.set_xlabel(f"x (m{tag})")
-    ax.set_ylabel(f"y (m{tag})")
-    ax.ticklabel_format(useOffset=False, style="plain")
-
-
-def _grid(da: xr.DataArray, name: str) -> xr.DataArray:
-    if "y" not in da.dims or "x" not in da.dims:
-        raise FigureSkipped(
-            f"{name}: a map needs (y, x) dims; found {tuple(da.dims)} (sample-form results have no map)"
-        )
-    return da
-
-
-def _map_size(da: xr.DataArray, n: int = 1) -> tuple[float, float]:
-    aspect = da.sizes["y"] / max(da.sizes["x"], 1)
-    w = min(6.5, 9.0 / aspect) if n == 1 else min(4.6, 7.0 / aspect)
-    return 1.8 + n * w, (1.4 if n == 1 else 1.2) + w * aspect
+def importance_raster(
+    importance: xr.DataArray, date, max_side: int | None = None
+) -> tuple[xr.DataArray, MapView, dict[str, Any]]:
+    """The importance `(dim, time, y, x)` on the acquisition nearest `date`, as `map_raster`
+    `(dim, y', x')`, and the labels of the figure: `dims` (list), `when` (the acquisition shown),
+    `asked` (the date asked for), `scale` (the importance's scaling, "" if none)."""
+    importance = _grid(importance, "importance")
+    _check_dims(importance, (DIM, "time", "y", "x"), "importance")
+    i, when = pick_date(importance["time"].values, date)
+    thin, view = map_raster(importance.isel(time=i).transpose(DIM, "y", "x"), max_side)
+    labels = {
+        "dims": [str(d) for d in importance[DIM].values],
+        "when": date_label(when),
+        "asked": date_label(parse_date(date)),
+        "scale": str(importance.attrs.get("scale") or ""),
+    }
+    return thin, view, labels
 
 
 def fig_cluster_map(
@@ -379,124 +344,17 @@ def fig_cluster_map(
     cluster id -> class, as in metrics.json's `cluster_class`)."""
     cluster = _grid(cluster, "cluster")
     _check_dims(cluster, ("y", "x"), "cluster")
-    full = cluster.transpose("y", "x")
-    thin, step = _thin(full)
-    values = np.asarray(thin.values)
-    k = int(cluster.attrs.get("k", 0)) or int(np.nanmax(values, initial=-1)) + 1
-    if names:
-        k = max(k, max(int(c) for c in names) + 1)
-    if k <= 0:
-        raise FigureSkipped("cluster: no pixel has a cluster (every value is -1)")
-    cmap = ListedColormap(_palette(k)).with_extremes(bad="#d9d9d9")
-    norm = BoundaryNorm(np.arange(-0.5, k + 0.5), k)
-    w, h = _map_size(full)
-    fig = _figure(w + (1.5 if names else 0.6), h, layout="compressed")
-    ax = fig.add_subplot()
-    ext, origin = _extent(full)
-    im = ax.imshow(
-        np.ma.masked_less(values, 0), cmap=cmap, norm=norm, extent=ext, origin=origin, interpolation="nearest"
-    )
-    _axis_labels(ax, full)
-    ax.set_title(title + (f" (1 pixel in {step} per side shown)" if step > 1 else ""))
-    cb = fig.colorbar(im, ax=ax, shrink=0.9, label="cluster" + (": class voted" if names else ""))
-    ticks = np.arange(k) if k <= 32 else np.arange(0, k, math.ceil(k / 32))
-    cb.set_ticks(ticks)  # type: ignore[arg-type]  # matplotlib takes any array-like of ticks
-    names = {int(c): str(v) for c, v in (names or {}).items()}
-    cb.set_ticklabels([f"{t}: {names[int(t)]}" if t in names else str(t) for t in ticks])
-    cb.ax.tick_params(labelsize=8 if k > 12 else 9)
-    return fig
-
-
-def parse_date(date) -> np.datetime64:
-    """A date given as "YYYY-MM-DD" (ISO 8601), datetime64, Timestamp or datetime, as
-    datetime64[ns]; anything else raises `InputError`."""
-    try:
-        when = pd.to_datetime(date, format="ISO8601") if isinstance(date, str) else pd.Timestamp(date)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"date {date!r}: expected YYYY-MM-DD") from exc
-    if pd.isna(when):
-        raise InputError(f"date {date!r}: expected YYYY-MM-DD")
-    return when.tz_localize(None).to_datetime64() if when.tzinfo else when.to_datetime64()
-
-
-def pick_date(times: np.ndarray, date) -> tuple[int, np.datetime64]:
-    """Index of the acquisition nearest `date`; refuses a date outside the span (+- one step)."""
-    when = parse_date(date)
-    times = np.asarray(times, dtype="datetime64[ns]")
-    step = np.diff(times).max() if times.size > 1 else np.timedelta64(0, "ns")
-    if when < times[0] - step or when > times[-1] + step:
-        raise InputError(
-            f"date {date_label(when)}: outside the acquisitions {date_label(times[0])} .. {date_label(times[-1])}"
-        )
-    i = int(np.abs(times - when).argmin())
-    return i, times[i]
-
-
-def _importance_norm(values: np.ndarray, scale: str | None) -> tuple[str, Normalize]:
-    """Colour map and limits: -1..1 diverging for the signed scalings, 0..1 for "minmax"/"abs",
-    otherwise symmetric diverging when the values have both signs, else the 2-98 % range."""
-    if scale in ("maxabs", "centred"):
-        return "RdBu_r", Normalize(-1.0, 1.0)
-    if scale in ("minmax", "abs"):
-        return IMPORTANCE_CMAP, Normalize(0.0, 1.0)
-    lo, hi = np.nanpercentile(values, [2, 98])
-    if lo < 0 < hi:
-        m = max(abs(lo), abs(hi))
-        return "RdBu_r", Normalize(-m, m)
-    return IMPORTANCE_CMAP, Normalize(lo, hi if hi > lo else lo + 1e-12)
+    thin, view = map_raster(cluster)
+    k = int(cluster.attrs.get("k", 0))
+    return draw_cluster_map(np.asarray(thin.values), view, k=k, names=names, title=title)
 
 
 def fig_importance_map(importance: xr.DataArray, date, *, title: str | None = None) -> Figure:
     """Map of the Grad-SLAM importance `(dim, time, y, x)` on the acquisition nearest `date`,
     one panel per embedding dimension, one shared colour bar (diverging for the signed
     scalings "maxabs"/"centred", 0..1 for "minmax"/"abs", the 2-98 % range for "none")."""
-    importance = _grid(importance, "importance")
-    _check_dims(importance, (DIM, "time", "y", "x"), "importance")
-    i, when = pick_date(importance["time"].values, date)
-    full = importance.isel(time=i).transpose(DIM, "y", "x")
-    thin, step = _thin(full)
-    values = np.asarray(thin.values, dtype=np.float64)
-    if not np.isfinite(values).any():
-        raise FigureSkipped(f"importance on {date_label(when)}: no finite value (no data on that date?)")
-    scale = importance.attrs.get("scale")
-    cmap_name, norm = _importance_norm(values, scale)
-    cmap = colormaps[cmap_name].with_extremes(bad="#d9d9d9")
-    n = values.shape[0]
-    w, h = _map_size(full.isel({DIM: 0}), n)
-    fig = _figure(w, h + 0.3, layout="compressed")
-    axes = fig.subplots(1, n, squeeze=False, sharex=True, sharey=True)[0]
-    ext, origin = _extent(full)
-    for ax, d, v in zip(axes, full[DIM].values, values):
-        im = ax.imshow(
-            np.ma.masked_invalid(v), cmap=cmap, norm=norm, extent=ext, origin=origin, interpolation="nearest"
-        )
-        ax.set_title(f"embedding dimension {d}", fontsize=10)
-        _axis_labels(ax, full)
-    for ax in axes[1:]:
-        ax.set_ylabel("")
-    asked = (
-        f" (nearest acquisition to {date_label(parse_date(date))})"
-        if date_label(parse_date(date)) != date_label(when)
-        else ""
-    )
-    fig.suptitle(
-        title
-        or f"Grad-SLAM date importance on {date_label(when)}{asked}"
-        + (f", 1 pixel in {step} per side shown" if step > 1 else "")
-    )
-    lo, hi = np.nanmin(values), np.nanmax(values)
-    assert norm.vmin is not None and norm.vmax is not None  # `_importance_norm` sets both
-    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
-        (bool(lo < norm.vmin), bool(hi > norm.vmax))
-    ]
-    fig.colorbar(
-        im,
-        ax=list(axes),
-        shrink=0.85,
-        extend=extend,
-        label="Grad-SLAM importance" + (f" (scaling '{scale}')" if scale else ""),
-    )
-    return fig
+    thin, view, labels = importance_raster(importance, date)
+    return draw_importance_map(np.asarray(thin.values), view, labels, title=title)
 
 
 def fig_recon_error_map(recon_error: xr.DataArray, *, title: str = "Reconstruction error of the autoencoder") -> Figure:
@@ -504,36 +362,9 @@ def fig_recon_error_map(recon_error: xr.DataArray, *, title: str = "Reconstructi
     percentile (the colour bar extends beyond), no data light grey."""
     recon_error = _grid(recon_error, "recon_error")
     _check_dims(recon_error, ("y", "x"), "recon_error")
-    full = recon_error.transpose("y", "x")
-    thin, step = _thin(full)
-    values = np.asarray(thin.values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        raise FigureSkipped("recon_error: no finite value (no valid pixel)")
-    hi = float(np.percentile(finite, 99))
-    cmap = colormaps["magma"].with_extremes(bad="#d9d9d9")
-    w, h = _map_size(full)
-    fig = _figure(w + 0.6, h, layout="compressed")
-    ax = fig.add_subplot()
-    ext, origin = _extent(full)
-    im = ax.imshow(
-        np.ma.masked_invalid(values),
-        cmap=cmap,
-        vmin=0,
-        vmax=hi if hi > 0 else 1e-12,
-        extent=ext,
-        origin=origin,
-        interpolation="nearest",
-    )
-    _axis_labels(ax, full)
-    ax.set_title(
-        f"{title}\nmedian {np.median(finite):.3g}, 99th percentile {hi:.3g}"
-        + (f" (1 pixel in {step} per side shown)" if step > 1 else ""),
-        fontsize=11,
-    )
-    units = recon_error.attrs.get("units", "standardised units squared")
-    fig.colorbar(im, ax=ax, shrink=0.9, extend="max", label=f"mean squared error ({units})")
-    return fig
+    thin, view = map_raster(recon_error)
+    units = str(recon_error.attrs.get("units", "standardised units squared"))
+    return draw_recon_error_map(np.asarray(thin.values), view, units=units, title=title)
 
 
 # --------------------------------------------------------------------------- embedding scatter
@@ -729,6 +560,9 @@ def fig_deletion_curve(curves: Mapping, *, title: str = "Faithfulness: deleting 
 
 
 __all__ = [
+    "DPI",
+    "MAX_MAP_SIDE",
+    "MAX_SCATTER_POINTS",
     "date_label",
     "fig_class_importance",
     "fig_cluster_map",
@@ -737,7 +571,9 @@ __all__ = [
     "fig_embedding_scatter",
     "fig_importance_map",
     "fig_recon_error_map",
+    "importance_raster",
     "importance_segments",
+    "map_raster",
     "parse_date",
     "pick_date",
     "slug",

@@ -7,19 +7,26 @@ draw with the reason, and writes `report.json` (the same list, for programs). `o
 local folder or an fsspec URL (`s3://bucket/report`); the folder is staged and published whole
 (`slamgeo.io.storage.staged_folder`: a rename locally; on object storage `index.html` is
 removed first and uploaded last), so its presence means the report is complete.
+
+Under a distributed client (`slamgeo.jobs.runtime.current_client`) this process only
+orchestrates: what the page needs here (the date of the importance map, the per-cluster
+profiles, the class-pair variables) is computed as Dask reductions in one `dask.compute`, and
+every figure is drawn as a task on a worker (`slamgeo.reporting.render`), the maps from their
+thinned rasters and the scatters from their pixel samples computed there; only per-date and
+per-cluster sums and the PNGs come back. Without a client, the same runs in this process.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -31,21 +38,36 @@ from slamgeo.jobs.parcels import PARCELS_PARTS, ParcelsResult, read_parcels_outp
 from slamgeo.method.checkpoint import TrainedModel
 from slamgeo.reporting import FigureSkipped
 from slamgeo.reporting.figures import (
-    DPI,
-    date_label,
     fig_class_importance,
-    fig_cluster_map,
     fig_confusion,
     fig_deletion_curve,
     fig_embedding_scatter,
-    fig_importance_map,
-    fig_recon_error_map,
-    pick_date,
+    importance_raster,
+    map_raster,
     slug,
 )
-from slamgeo.reporting.readers import cluster_profiles, default_groups, most_important_date, sample_variables
-from slamgeo.reporting.seasons import composition_table, drift_table, most_changed_classes, season_profiles
+from slamgeo.reporting.maps import (
+    _check_dims,
+    _grid,
+    date_label,
+    draw_cluster_map,
+    draw_importance_map,
+    draw_recon_error_map,
+)
+from slamgeo.reporting.readers import (
+    cluster_sums,
+    compute_together,
+    date_score,
+    default_groups,
+    pick_most_important,
+    profiles_from_sums,
+    sample_lazy,
+)
+from slamgeo.reporting.render import FigureJob, draw_embedding_sample, draw_season, render_all
+from slamgeo.reporting.seasons import composition_table, drift_table
 from slamgeo.schema import CLASS, CONFUSED_PAIRS, REPORT_MARKER
+
+PAIR_VARIABLES = ("pair_importance", "pair_importance_class")  # the class-pair figures' inputs
 
 # --------------------------------------------------------------------------- the report
 
@@ -71,30 +93,38 @@ def _sample_labels(results: xr.Dataset) -> tuple[str, xr.DataArray] | None:
 
 
 class _Report:
-    """The figures drawn so far: their items, and each PNG's bytes by file name."""
+    """The figures of the page in order (drawn or skipped), the drawing each drawn one waits
+    for, and the tables shown before the figures."""
 
     def __init__(self) -> None:
         self.items: list[ReportItem] = []
-        self.pngs: dict[str, bytes] = {}
+        self.jobs: list[tuple[ReportItem, FigureJob]] = []
         self.tables: list[tuple[str, str]] = []  # (heading, HTML table) shown before the figures
 
-    def add(self, key: str, title: str, caption: str, draw) -> None:
-        """Draw a figure (a callable returning a Figure) and save it; `FigureSkipped` skips it."""
+    def add(self, key: str, title: str, caption: str, draw, /, *args, **kwargs) -> None:
+        """A figure `draw(*args, **kwargs)` (a module-level function returning a Figure; its
+        inputs small, or Dask collections computed where it is drawn), drawn by `render`."""
         item = ReportItem(key=key, title=title, caption=caption)
-        try:
-            fig = draw()
-        except FigureSkipped as exc:
-            item.skipped = str(exc)
-        else:
-            name = f"{key}.png"
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=DPI)
-            self.pngs[name] = buf.getvalue()
-            item.file = name
         self.items.append(item)
+        self.jobs.append((item, FigureJob(key, draw, args, kwargs)))
 
     def skip(self, key: str, title: str, reason: str) -> None:
         self.items.append(ReportItem(key=key, title=title, skipped=reason))
+
+    def render(self) -> dict[str, bytes]:
+        """Draw every figure (on the Dask workers under a distributed client,
+        `slamgeo.reporting.render`); returns the PNG bytes by file name. A figure that raised
+        `FigureSkipped` is marked skipped with the reason."""
+        from slamgeo.jobs.runtime import current_client
+
+        pngs = {}
+        for (item, _), (png, why) in zip(self.jobs, render_all([j for _, j in self.jobs], current_client())):
+            if png is None:
+                item.skipped = why
+            else:
+                item.file = f"{item.key}.png"
+                pngs[item.file] = png
+        return pngs
 
 
 def make_report(
@@ -152,6 +182,8 @@ def make_report(
         missing = {k: "no parcels output folder given (--parcels-dir)" for k in PARCELS_PARTS}
     metrics = parts.get("metrics") or {}
     names = {int(k): str(v) for k, v in (metrics.get("cluster_class") or {}).items()}
+    got, why = _reductions(results, cube, parts, gridded=gridded, date=date)
+    parts = {**parts, **{k: got[k] for k in ("profiles", "per_parcel") if k in got}}
 
     # Fig. 3
     for level in ("pixels", "parcels"):
@@ -172,7 +204,9 @@ def make_report(
             head,
             f"Rows: reference class of the held-out {level}; columns: the class voted for their cluster; "
             f"each row in % of the class's {level}" + (f"; {acc}." if acc else "."),
-            lambda cm=parts[key], t=fig_title: fig_confusion(cm, title=t),
+            fig_confusion,
+            parts[key],
+            title=fig_title,
         )
 
     # Fig. 4 per class group
@@ -193,28 +227,28 @@ def make_report(
                 f"Fig. 4: {gname}",
                 "Mean VV (dB) of each class's pixels against date, coloured by the class's mean Grad-SLAM "
                 "importance, min-max normalised over time per class and embedding dimension.",
-                lambda p=prof, c=list(classes), g=gname: fig_class_importance(
-                    p, c, title=f"Mean VV coloured by Grad-SLAM date importance: {g}"
-                ),
+                fig_class_importance,
+                prof,
+                list(classes),
+                title=f"Mean VV coloured by Grad-SLAM date importance: {gname}",
             )
     else:
         rep.skip("fig4_class_importance", "Fig. 4: class profiles coloured by importance", missing["profiles"])
 
     # per-cluster profiles (needs the cube)
     cprof = None
+    head = "Cluster profiles coloured by importance"
     if cube is None:
-        rep.skip("cluster_importance", "Cluster profiles coloured by importance", "no cube given (--cube)")
+        rep.skip("cluster_importance", head, "no cube given (--cube)")
     elif "cluster" not in results:
-        rep.skip(
-            "cluster_importance",
-            "Cluster profiles coloured by importance",
-            "the results have no 'cluster' variable (run `slamgeo cluster`)",
-        )
+        rep.skip("cluster_importance", head, "the results have no 'cluster' variable (run `slamgeo cluster`)")
     else:
         try:
-            cprof = cluster_profiles(results, cube, names=names)
+            if "cluster_sums" not in got:
+                raise FigureSkipped(why["cluster_sums"])
+            cprof = profiles_from_sums(got["cluster_sums"], results, names=names)
         except FigureSkipped as exc:
-            rep.skip("cluster_importance", "Cluster profiles coloured by importance", str(exc))
+            rep.skip("cluster_importance", head, str(exc))
         else:
             for gname, labels in default_groups(cprof[CLASS].values, noun="clusters").items():
                 rep.add(
@@ -222,28 +256,27 @@ def make_report(
                     f"Cluster profiles: {gname}",
                     "Mean VV (dB) of a sample of each cluster's pixels, coloured by their mean Grad-SLAM "
                     "importance (min-max normalised over time): what the model sees, without labels.",
-                    lambda p=cprof, c=labels: fig_class_importance(
-                        p,
-                        c,
-                        title="Mean VV per cluster coloured by Grad-SLAM date importance",
-                        legend_title="cluster" + (": class voted" if names else ""),
-                    ),
+                    fig_class_importance,
+                    cprof,
+                    labels,
+                    title="Mean VV per cluster coloured by Grad-SLAM date importance",
+                    legend_title="cluster" + (": class voted" if names else ""),
                 )
 
     # class pairs (or, without labels, cluster pairs): the contrastive importance of the
     # direction between two classes' mean embeddings
-    if "pair_importance_class" in results:
+    if "pairs" in got:
         pair_profiles = parts.get("profiles")
         if pair_profiles is None and cprof is not None and not names:
             pair_profiles = cprof  # cluster pairs: profiles named "cluster i"
-        _pair_figures(rep, results, pair_profiles, pair_truth)
+        _pair_figures(rep, got["pairs"], pair_profiles, pair_truth)
 
     if drift is not None:
         _season_section(rep, drift, reference_parcels_dir, parts)
 
     # maps
-    no_map = "sample-form results (dims (dim, sample)): a table of parcels or points has no map"
     if not gridded:
+        no_map = "sample-form results (dims (dim, sample)): a table of parcels or points has no map"
         for key, head in (
             ("map_cluster", "Cluster map"),
             ("map_importance", "Importance map"),
@@ -251,64 +284,32 @@ def make_report(
         ):
             rep.skip(key, head, no_map)
     else:
-        if "cluster" in results:
-            rep.add(
-                "map_cluster",
-                "Cluster map",
-                "k-Means cluster of every pixel (grey: no data)"
-                + ("; the colour bar names the class each cluster was voted into." if names else "."),
-                lambda: fig_cluster_map(results["cluster"], names=names or None),
-            )
-        else:
-            rep.skip("map_cluster", "Cluster map", "the results have no 'cluster' variable (run `slamgeo cluster`)")
-        if "importance" in results:
-            try:
-                when = date if date is not None else most_important_date(results["importance"])
-                pick_date(results["time"].values, when)
-            except (FigureSkipped, InputError) as exc:  # no finite importance; a date outside the acquisitions
-                rep.skip("map_importance", "Importance map", str(exc))
-            else:
-                how = "the date asked for" if date is not None else "the date of highest mean |importance|"
-                rep.add(
-                    "map_importance",
-                    f"Importance map, {date_label(when)}",
-                    f"Grad-SLAM importance of every pixel on {how}, per embedding dimension.",
-                    lambda: fig_importance_map(results["importance"], when),
-                )
-        else:
-            rep.skip("map_importance", "Importance map", "the results have no 'importance' variable")
-        if "recon_error" in results:
-            rep.add(
-                "map_recon_error",
-                "Reconstruction-error map",
-                "Mean squared reconstruction error of the autoencoder per pixel (standardised units): "
-                "high where the pixel's series is unlike what the model learnt.",
-                lambda: fig_recon_error_map(results["recon_error"]),
-            )
-        else:
-            rep.skip("map_recon_error", "Reconstruction-error map", "the results have no 'recon_error' variable")
+        _maps(rep, results, names, date, got.get("score"))
 
     # embedding scatters
     lab = None if gridded else _sample_labels(results)
     if lab is not None:
-        cname, cda = lab
-        rep.add(
+        cname = lab[0]
+        _scatter(
+            rep,
             "embedding_samples_class",
             "Embedding coloured by class",
             f"Embedding of each sample coloured by its reference class ('{cname}').",
-            lambda: fig_embedding_scatter(*_scatter_inputs(results, cname), title="CAE embedding of the samples"),
+            results,
+            cname,
+            title="CAE embedding of the samples",
         )
     if "cluster" in results:
-        rep.add(
+        _scatter(
+            rep,
             "embedding_pixels_cluster",
             "Embedding coloured by cluster",
             "Embedding of a random sample of pixels, coloured by their k-Means cluster.",
-            lambda: fig_embedding_scatter(
-                *_scatter_inputs(results, "cluster"),
-                title="CAE embedding of the pixels",
-                label_name="cluster" + (": class voted" if names else ""),
-                names={c: f"{c}: {n}" for c, n in names.items()},
-            ),
+            results,
+            "cluster",
+            title="CAE embedding of the pixels",
+            label_name="cluster" + (": class voted" if names else ""),
+            names={c: f"{c}: {n}" for c, n in names.items()},
         )
     elif lab is None:
         rep.skip(
@@ -323,7 +324,10 @@ def make_report(
                 "embedding_parcels_class",
                 "Embedding of the parcels coloured by class",
                 "Mean embedding of each parcel's pixels, coloured by the parcel's reference class.",
-                lambda: fig_embedding_scatter(pp["embedding"], pp["label"], title="Mean CAE embedding of the parcels"),
+                fig_embedding_scatter,
+                pp["embedding"],
+                pp["label"],
+                title="Mean CAE embedding of the parcels",
             )
         else:
             rep.skip(
@@ -348,15 +352,17 @@ def make_report(
             "Faithfulness (deletion) curves",
             "How far an embedding dimension moves when the k dates an explanation ranks highest are deleted "
             "(replaced by interpolation), against k dates chosen at random: a faithful explanation moves it more.",
-            lambda: fig_deletion_curve(faithfulness),
+            fig_deletion_curve,
+            faithfulness,
         )
 
+    pngs = rep.render()
     manifest = {"title": title, "figures": [asdict(i) for i in rep.items]}
     with storage.staged_folder(out, storage.REPORT) as tmp:  # index.html is the marker, written last
-        for name, png in rep.pngs.items():
+        for name, png in pngs.items():
             (tmp / name).write_bytes(png)
         (tmp / "report.json").write_text(json.dumps(manifest, indent=2))
-        (tmp / REPORT_MARKER).write_text(_html(title, rep.items, rep.pngs, results.attrs, metrics, rep.tables))
+        (tmp / REPORT_MARKER).write_text(_html(title, rep.items, pngs, results.attrs, metrics, rep.tables))
     return page
 
 
@@ -391,18 +397,116 @@ def _season_section(rep: _Report, drift: Mapping, reference_dir: str | Path | No
         f"Mean VV (dB) of the classes whose importance moved most, in season {ref} (the model's) and {name}, "
         "coloured by the one model's class-mean Grad-SLAM importance on each (min-max normalised per class); "
         "both on the model's dates.",
-        lambda: fig_class_importance(
-            prof := season_profiles(drift, ref_parts["profiles"], parts["profiles"], most_changed_classes(drift)),
-            [str(c) for c in prof[CLASS].values],
-            title=f"Season {name} against season {ref}: mean VV coloured by importance",
-        ),
+        draw_season,
+        dict(drift),
+        ref_parts["profiles"],
+        parts["profiles"],
+        title=f"Season {name} against season {ref}: mean VV coloured by importance",
     )
 
 
-def _scatter_inputs(results: xr.Dataset, label_var: str) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings `(n, D)` and labels `(n,)` of a sample of pixels."""
-    sub = sample_variables(results, ["embedding", label_var])
-    return sub["embedding"].T, sub[label_var]
+def _reductions(
+    results: xr.Dataset, cube: xr.Dataset | None, parts: Mapping[str, Any], *, gridded: bool, date
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """What the page needs in this process, computed together in one `dask.compute` (on the
+    workers under a distributed client; only the reduced values come back): `score`, the mean
+    |importance| per date (`date_score`, when no `date` is given); `cluster_sums`
+    (`cluster_sums`); `pairs`, the class-pair variables; `profiles` and `per_parcel`, the
+    parcels outputs still lazy. Returns them, and why a reduction could not be built."""
+    want: dict[str, Any] = {}
+    why: dict[str, str] = {}
+    if gridded and "importance" in results and date is None:
+        want["score"] = date_score(results["importance"])
+    if cube is not None and "cluster" in results:
+        try:
+            if "importance" not in results:
+                raise FigureSkipped("the results have no 'importance' variable")
+            want["cluster_sums"] = cluster_sums(results, cube)
+        except FigureSkipped as exc:
+            why["cluster_sums"] = str(exc)
+    if "pair_importance_class" in results:
+        want["pairs"] = results[[v for v in PAIR_VARIABLES if v in results]]
+    for key in ("profiles", "per_parcel"):
+        if key in parts and dask.is_dask_collection(parts[key]):
+            pp = parts[key]
+            want[key] = pp[["embedding"]] if key == "per_parcel" and "embedding" in pp else pp
+    return dict(zip(want, compute_together(list(want.values())))), why
+
+
+def _maps(rep: _Report, results: xr.Dataset, names: Mapping[int, str], date, score) -> None:
+    """The cluster, importance (on `date`, else the date of highest `score`) and
+    reconstruction-error maps: each a strided raster of the grid, computed where it is drawn."""
+    if "cluster" in results:
+        try:
+            cl = _grid(results["cluster"], "cluster")
+            _check_dims(cl, ("y", "x"), "cluster")
+            thin, view = map_raster(cl)
+        except FigureSkipped as exc:
+            rep.skip("map_cluster", "Cluster map", str(exc))
+        else:
+            rep.add(
+                "map_cluster",
+                "Cluster map",
+                "k-Means cluster of every pixel (grey: no data)"
+                + ("; the colour bar names the class each cluster was voted into." if names else "."),
+                draw_cluster_map,
+                thin.data,
+                view,
+                k=int(cl.attrs.get("k", 0)),
+                names=names or None,
+            )
+    else:
+        rep.skip("map_cluster", "Cluster map", "the results have no 'cluster' variable (run `slamgeo cluster`)")
+    if "importance" in results:
+        try:
+            when = date if date is not None else pick_most_important(results["time"].values, score)
+            thin, view, labels = importance_raster(results["importance"], when)
+        except (FigureSkipped, InputError) as exc:  # no finite importance; a date outside the acquisitions
+            rep.skip("map_importance", "Importance map", str(exc))
+        else:
+            how = "the date asked for" if date is not None else "the date of highest mean |importance|"
+            rep.add(
+                "map_importance",
+                f"Importance map, {date_label(when)}",
+                f"Grad-SLAM importance of every pixel on {how}, per embedding dimension.",
+                draw_importance_map,
+                thin.data,
+                view,
+                labels,
+            )
+    else:
+        rep.skip("map_importance", "Importance map", "the results have no 'importance' variable")
+    if "recon_error" in results:
+        try:
+            err = _grid(results["recon_error"], "recon_error")
+            _check_dims(err, ("y", "x"), "recon_error")
+            thin, view = map_raster(err)
+        except FigureSkipped as exc:
+            rep.skip("map_recon_error", "Reconstruction-error map", str(exc))
+        else:
+            rep.add(
+                "map_recon_error",
+                "Reconstruction-error map",
+                "Mean squared reconstruction error of the autoencoder per pixel (standardised units): "
+                "high where the pixel's series is unlike what the model learnt.",
+                draw_recon_error_map,
+                thin.data,
+                view,
+                units=str(err.attrs.get("units", "standardised units squared")),
+            )
+    else:
+        rep.skip("map_recon_error", "Reconstruction-error map", "the results have no 'recon_error' variable")
+
+
+def _scatter(rep: _Report, key: str, head: str, caption: str, results: xr.Dataset, label_var: str, **options) -> None:
+    """An embedding scatter of a sample of pixels (`sample_lazy`: embeddings `(D, n)` and
+    labels `(n,)`, read where the figure is drawn) coloured by `label_var`."""
+    try:
+        sub = sample_lazy(results, ["embedding", label_var])
+    except FigureSkipped as exc:
+        rep.skip(key, head, str(exc))
+        return
+    rep.add(key, head, caption, draw_embedding_sample, sub["embedding"], sub[label_var], **options)
 
 
 # --------------------------------------------------------------------------- HTML
@@ -560,7 +664,10 @@ def _pair_figures(
             f"Mean VV (dB) of {a} and {b}, coloured by |Grad-SLAM importance| of the direction from {a}'s "
             f"mean embedding to {b}'s (min-max normalised over time per class). "
             f"The dates that separate {a} and {b} most: {', '.join(dates)}.",
-            lambda d=ds, c=[a, b]: fig_class_importance(d, c, title=f"{c[0]} vs {c[1]}: contrastive date importance"),
+            fig_class_importance,
+            ds,
+            [a, b],
+            title=f"{a} vs {b}: contrastive date importance",
         )
     if rows:
         cells = "".join(
