@@ -661,8 +661,9 @@ class _Season:
             }
             _write_state(self.paths.state, self.state)
             _say(f"[{name}] running{_because(why)}", self.quiet)
-            try:
-                info = runner()
+            try:  # the run's client is every step's scheduler, also when it is not the default one
+                with dask.config.set(scheduler=self.client) if self.client is not None else contextlib.nullcontext():
+                    info = runner()
             except Exception as exc:  # noqa: BLE001 - recorded, tallied, and the run stops here
                 msg = one_line(exc)
                 self.state_steps[name].update(status="failed", error=msg)
