@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -433,28 +433,47 @@ def _reductions(
     return dict(zip(want, compute_together(list(want.values())))), why
 
 
+def _grid_raster(results: xr.Dataset, name: str) -> tuple[xr.DataArray, xr.DataArray, Any]:
+    """`results[name]` on the (y, x) grid, its strided raster and view (`map_raster`);
+    `FigureSkipped` when it is not a map."""
+    da = _grid(results[name], name)
+    _check_dims(da, ("y", "x"), name)
+    return (da, *map_raster(da))
+
+
+def _grid_map(
+    rep: _Report,
+    results: xr.Dataset,
+    name: str,
+    item: tuple[str, str],
+    caption: str,
+    draw: Callable[..., Any],
+    options: Callable[[xr.DataArray], dict[str, Any]],
+) -> None:
+    """The map of `results[name]` as the report's `item` (key, title), drawn by `draw` from its
+    strided raster with `options(variable)`; skipped with the reason when it is not a map."""
+    try:
+        da, thin, view = _grid_raster(results, name)
+    except FigureSkipped as exc:
+        rep.skip(*item, str(exc))
+        return
+    rep.add(*item, caption, draw, thin.data, view, **options(da))
+
+
 def _maps(rep: _Report, results: xr.Dataset, names: Mapping[int, str], date, score) -> None:
     """The cluster, importance (on `date`, else the date of highest `score`) and
     reconstruction-error maps: each a strided raster of the grid, computed where it is drawn."""
     if "cluster" in results:
-        try:
-            cl = _grid(results["cluster"], "cluster")
-            _check_dims(cl, ("y", "x"), "cluster")
-            thin, view = map_raster(cl)
-        except FigureSkipped as exc:
-            rep.skip("map_cluster", "Cluster map", str(exc))
-        else:
-            rep.add(
-                "map_cluster",
-                "Cluster map",
-                "k-Means cluster of every pixel (grey: no data)"
-                + ("; the colour bar names the class each cluster was voted into." if names else "."),
-                draw_cluster_map,
-                thin.data,
-                view,
-                k=int(cl.attrs.get("k", 0)),
-                names=names or None,
-            )
+        _grid_map(
+            rep,
+            results,
+            "cluster",
+            ("map_cluster", "Cluster map"),
+            "k-Means cluster of every pixel (grey: no data)"
+            + ("; the colour bar names the class each cluster was voted into." if names else "."),
+            draw_cluster_map,
+            lambda da: {"k": int(da.attrs.get("k", 0)), "names": names or None},
+        )
     else:
         rep.skip("map_cluster", "Cluster map", "the results have no 'cluster' variable (run `slamgeo cluster`)")
     if "importance" in results:
@@ -477,23 +496,16 @@ def _maps(rep: _Report, results: xr.Dataset, names: Mapping[int, str], date, sco
     else:
         rep.skip("map_importance", "Importance map", "the results have no 'importance' variable")
     if "recon_error" in results:
-        try:
-            err = _grid(results["recon_error"], "recon_error")
-            _check_dims(err, ("y", "x"), "recon_error")
-            thin, view = map_raster(err)
-        except FigureSkipped as exc:
-            rep.skip("map_recon_error", "Reconstruction-error map", str(exc))
-        else:
-            rep.add(
-                "map_recon_error",
-                "Reconstruction-error map",
-                "Mean squared reconstruction error of the autoencoder per pixel (standardised units): "
-                "high where the pixel's series is unlike what the model learnt.",
-                draw_recon_error_map,
-                thin.data,
-                view,
-                units=str(err.attrs.get("units", "standardised units squared")),
-            )
+        _grid_map(
+            rep,
+            results,
+            "recon_error",
+            ("map_recon_error", "Reconstruction-error map"),
+            "Mean squared reconstruction error of the autoencoder per pixel (standardised units): "
+            "high where the pixel's series is unlike what the model learnt.",
+            draw_recon_error_map,
+            lambda da: {"units": str(da.attrs.get("units", "standardised units squared"))},
+        )
     else:
         rep.skip("map_recon_error", "Reconstruction-error map", "the results have no 'recon_error' variable")
 
