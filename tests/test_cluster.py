@@ -244,6 +244,22 @@ def test_overwrite_replaces_a_clustering_with_another_k(tmp_path):
         append_variables(store, new, overwrite=False)
 
 
+def test_the_same_variables_written_again_keep_their_coordinates(tmp_path):
+    """A second write of equal labelled variables (the class pairs of a re-run report) reuses
+    the store's coordinates and the new variables still name them: `pair_a` stays a coordinate."""
+    store = _results_store(tmp_path / "results.zarr")
+    new = xr.Dataset(
+        {"pair_importance": (("pair", "time"), np.ones((2, 3), np.float32))},
+        coords={"pair": [0, 1], "pair_a": ("pair", ["maize", "wheat"]), "pair_b": ("pair", ["rice", "oat"])},
+    )
+    for _ in range(2):
+        append_variables(store, new, overwrite=True)
+        ds = xr.open_zarr(store)
+        assert {"pair_a", "pair_b"} <= set(ds.coords) and "pair_a" not in ds.data_vars
+        picked = ds[["pair_importance"]]  # what a reader selecting the data variables keeps
+        assert list(picked["pair_a"].values) == ["maize", "wheat"]
+
+
 # --------------------------------------------------------------------------- reads of the embedding
 
 

@@ -85,7 +85,7 @@ def test_configuration_defaults_are_the_schema_defaults():
 def test_library_defaults_are_the_schema_defaults():
     from slamgeo.io.cube import chunk_cube
     from slamgeo.io.ingest import ingest, load
-    from slamgeo.jobs.cluster import cluster, cluster_store, fit_kmeans
+    from slamgeo.jobs.cluster import KMEANS_DEFAULTS, cluster, cluster_store, fit_kmeans
     from slamgeo.jobs.explain import ExplainOptions
     from slamgeo.method.gradslam import grad_slam
     from slamgeo.method.train import train
@@ -101,14 +101,12 @@ def test_library_defaults_are_the_schema_defaults():
         schema.TRAIN_BATCH_SIZE,
         schema.TRAIN_LR,
     )
-    for fn in (fit_kmeans, cluster):
-        d = _defaults(fn)
-        assert (d["k"], d["sample_size"], d["max_iter"], d["tol"]) == (
-            schema.KMEANS_K,
-            schema.KMEANS_SAMPLE_SIZE,
-            schema.KMEANS_MAX_ITER,
-            schema.KMEANS_TOL,
-        ), fn.__name__
+    d = _defaults(fit_kmeans)
+    expected = (schema.KMEANS_K, schema.KMEANS_SAMPLE_SIZE, schema.KMEANS_MAX_ITER, schema.KMEANS_TOL)
+    assert (d["k"], d["sample_size"], d["max_iter"], d["tol"]) == expected
+    # cluster takes the fit's options by keyword (KMeansOptions); unset ones are KMEANS_DEFAULTS
+    assert {key: d[key] for key in KMEANS_DEFAULTS} == KMEANS_DEFAULTS
+    assert _defaults(cluster)["k"] == schema.KMEANS_K
     assert _defaults(cluster_store)["k"] == schema.KMEANS_K
     opts = ExplainOptions()
     assert (opts.scale, opts.batch_size, opts.reference_size, opts.importance_dtype) == (

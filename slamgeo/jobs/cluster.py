@@ -435,6 +435,10 @@ class KMeansOptions(TypedDict, total=False):
     persist: bool | None
 
 
+KMEANS_DEFAULTS = KMeansOptions(sample_size=KMEANS_SAMPLE_SIZE, max_iter=KMEANS_MAX_ITER, tol=KMEANS_TOL, seed=0, persist=None)
+"""The value of each `KMeansOptions` key when it is not given."""
+
+
 def _initial_centres(
     sample: np.ndarray, k: int, seed: int, n_init: int, init: np.ndarray | None
 ) -> tuple[np.ndarray, float]:
@@ -493,11 +497,9 @@ def _fit(
     unknown = sorted(set(options) - set(KMeansOptions.__annotations__))
     if unknown:
         raise TypeError(f"k-Means: unknown option(s) {unknown}; the options are {list(KMeansOptions.__annotations__)}")
-    sample_size = options.get("sample_size", KMEANS_SAMPLE_SIZE)
-    max_iter = options.get("max_iter", KMEANS_MAX_ITER)
-    tol = options.get("tol", KMEANS_TOL)
-    seed = options.get("seed", 0)
-    persist = options.get("persist")
+    given = {**KMEANS_DEFAULTS, **options}
+    sample_size, max_iter, tol = given["sample_size"], given["max_iter"], given["tol"]
+    seed, persist = given["seed"], given["persist"]
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"k-Means: k must be a positive integer, found {k!r}")
     if sample_size < k:
@@ -736,7 +738,6 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
         if users or not overwrite:
             raise InputError(f"{store}: coordinate '{c}' differs from the store's (used by {users or replace})")
         replace.append(str(c))
-    new = new.drop_vars(same)
     zarr_format = zarr.open_group(store, mode="r").metadata.zarr_format
     from slamgeo.io import storage
 
@@ -751,7 +752,9 @@ def append_variables(store: str, new, *, overwrite: bool) -> None:
     tmp = f"{folder}/new.zarr"
     try:
         new.to_zarr(tmp, mode="w", zarr_format=zarr_format)
-        staged = xr.open_zarr(tmp)
+        # the coordinates already there are left out of the copy only now, so that the new
+        # variables still name them as their coordinates (`coordinates` attribute)
+        staged = xr.open_zarr(tmp).drop_vars(same)
         # to_zarr(mode="a") replaces the group's attributes with the dataset's: keep the store's
         staged.attrs = dict(zarr.open_group(store, mode="r").attrs)
         for v in staged.variables.values():
