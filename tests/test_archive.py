@@ -582,6 +582,15 @@ def test_the_loaders_db_conversion_is_linear_to_db_bit_for_bit() -> None:
         assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))  # NaNs included, bit for bit
 
+    # a no-data value: NaN exactly where the input equals it (in the input's type), the rest as before
+    for x in (p, p[0], rng.integers(-3, 4, (4, 3, 3)).astype(np.int32), p.astype(np.float64)):
+        nodata = float(np.asarray(x).flat[-1])
+        want = linear_to_db(x)
+        want[np.asarray(x) == np.asarray(nodata).astype(x.dtype)] = np.nan
+        got = power_to_db(x, nodata=nodata)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        assert np.isnan(got.flat[-1])
+
 
 def test_footprints_of_one_grid_are_projected_once_and_equal_each_items_own(archive) -> None:
     from slamgeo.io.readers.conventions import normalise_item
@@ -614,3 +623,30 @@ def test_a_local_headers_side_car_is_read(tmp_path) -> None:
         '<PAMDataset><PAMRasterBand band="1"><NoDataValue>5</NoDataValue></PAMRasterBand></PAMDataset>'
     )
     assert _read_header(str(path), "x")["nodata"] == 5
+
+
+@pytest.mark.filterwarnings("ignore:.*only 1 date")
+def test_a_no_data_value_of_a_local_side_car_masks_the_pixels(tmp_path) -> None:
+    """A positive no-data value of linear power, given only by the `.aux.xml` beside a local
+    file, masks its pixels in the cube (odc-stac leaves the value in place: it is not a
+    non-positive power that the dB conversion would drop anyway)."""
+    shape = (16, 16)
+    transform = Affine(10, 0, ORIGIN30[0], 0, -10, ORIGIN30[1])
+    item = _item(tmp_path, "S1_00_N", DAY0, ZONE30, transform, shape, **{"sat:orbit_state": "ascending"})
+    for pol in ("vv", "vh"):
+        path = tmp_path / f"S1_00_N_{pol}.tif"
+        profile = dict(driver="GTiff", width=16, height=16, count=1, dtype="float32", crs=ZONE30)
+        power = np.full((1, *shape), 0.1, np.float32)
+        power[0, :4] = 5.0  # the first four rows: the side-car's no-data value
+        with rasterio.open(path, "w", transform=transform, **profile) as dst:
+            dst.write(power)
+        (tmp_path / f"{path.name}.aux.xml").write_text(
+            '<PAMDataset><PAMRasterBand band="1"><NoDataValue>5</NoDataValue></PAMRasterBand></PAMDataset>'
+        )
+        del item.assets[pol].extra_fields["raster:bands"]  # the side-car is the only source of no-data
+    items = tmp_path / "items.json"
+    pystac.ItemCollection([item]).save_object(dest_href=str(items))
+    cube = load([items])
+    vv = cube["VV"].isel(time=0).values
+    assert np.isnan(vv[:4]).all()
+    np.testing.assert_allclose(vv[4:], 10 * np.log10(np.float32(0.1)), rtol=1e-6)

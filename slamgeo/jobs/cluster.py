@@ -435,7 +435,9 @@ class KMeansOptions(TypedDict, total=False):
     persist: bool | None
 
 
-KMEANS_DEFAULTS = KMeansOptions(sample_size=KMEANS_SAMPLE_SIZE, max_iter=KMEANS_MAX_ITER, tol=KMEANS_TOL, seed=0, persist=None)
+KMEANS_DEFAULTS = KMeansOptions(
+    sample_size=KMEANS_SAMPLE_SIZE, max_iter=KMEANS_MAX_ITER, tol=KMEANS_TOL, seed=0, persist=None
+)
 """The value of each `KMeansOptions` key when it is not given."""
 
 
@@ -497,7 +499,7 @@ def _fit(
     unknown = sorted(set(options) - set(KMeansOptions.__annotations__))
     if unknown:
         raise TypeError(f"k-Means: unknown option(s) {unknown}; the options are {list(KMeansOptions.__annotations__)}")
-    given = {**KMEANS_DEFAULTS, **options}
+    given = KMeansOptions(**{**KMEANS_DEFAULTS, **options})
     sample_size, max_iter, tol = given["sample_size"], given["max_iter"], given["tol"]
     seed, persist = given["seed"], given["persist"]
     if not isinstance(k, (int, np.integer)) or k < 1:

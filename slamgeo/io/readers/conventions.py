@@ -251,19 +251,25 @@ def _db_values(values: np.ndarray, nodata: float) -> np.ndarray:
     return np.where(out == np.float32(nodata), np.float32(np.nan), out) if math.isfinite(nodata) else out
 
 
-def power_to_db(power: np.ndarray) -> np.ndarray:
+def power_to_db(power: np.ndarray, nodata: float | None = None) -> np.ndarray:
     """Linear power `(..., y, x)` -> float32 dB, the values of `slamgeo.io.cube.linear_to_db`
     bit for bit (`10 log10` in float64, rounded once to float32; zero, negative and non-finite
     power become NaN), one slice of the first axis (a date) at a time through scratch buffers
     of one slice that are reused: no array of the block's size is allocated besides the output,
     so no fresh pages are faulted in per date (each float64 temporary of `linear_to_db` is a
-    new allocation, which costs more than the logarithm)."""
+    new allocation, which costs more than the logarithm). The no-data value `nodata` (odc-stac
+    fills with it and leaves it in place) becomes NaN too, whatever its sign."""
     p = np.asarray(power)
+    masked = nodata is not None and math.isfinite(nodata)
     if p.ndim < 2 or p.size == 0 or p.dtype.kind != "f" or p.dtype.itemsize > 8:
-        return linear_to_db(p)
+        out = linear_to_db(p)
+        if masked:
+            out[np.asarray(p == np.asarray(nodata).astype(p.dtype))] = np.nan
+        return out
     out = np.empty(p.shape, np.float32)
     work = np.empty(p.shape[1:], np.float64)
     bad = np.empty(p.shape[1:], bool)
+    hit = np.empty(p.shape[1:], bool) if masked else None
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for i in range(p.shape[0]):
             # float32/float64 -> float64 is exact, so log10 computes what it would on p.astype(float64)
@@ -273,18 +279,21 @@ def power_to_db(power: np.ndarray) -> np.ndarray:
             # give NaN, +inf gives +inf: the non-finite results are the invalid pixels
             np.isfinite(out[i], out=bad)
             np.logical_not(bad, out=bad)
+            if hit is not None:
+                np.equal(p[i], p.dtype.type(nodata), out=hit)  # as odc-stac wrote it, in the band's type
+                np.logical_or(bad, hit, out=bad)
             np.copyto(out[i], np.float32(np.nan), where=bad)
     return out
 
 
 def to_db(band: xr.DataArray, layout: Layout) -> xr.DataArray:
     """A band as odc-stac loaded it -> float32 dB (lazy): linear power through `power_to_db`
-    (the values of `slamgeo.io.cube.linear_to_db`: no data, zero and negative values become
-    NaN); a band in dB as it is, its no-data value (odc-stac's `nodata` attribute) as NaN."""
-    if layout.units == "linear":
-        return _lazy(power_to_db, band)
+    (the values of `slamgeo.io.cube.linear_to_db`: the no-data value, zero and negative values
+    become NaN); a band in dB as it is, its no-data value (odc-stac's `nodata` attribute) as NaN."""
     nodata = band.attrs.get("nodata")
     nodata = math.nan if nodata is None else float(nodata)
+    if layout.units == "linear":
+        return _lazy(functools.partial(power_to_db, nodata=nodata), band)
     return _lazy(functools.partial(_db_values, nodata=nodata), band).astype(np.float32)
 
 
