@@ -605,11 +605,15 @@ def capacity_plan(runs: dict[int, dict], *, chunk: int, workers: int, dates: int
 
     Per step, from the CPU seconds measured (`driver_cpu_s`, `workers_cpu_s`): the workers'
     CPU seconds per pixel, divided by N (the work is spread over the blocks; one core per
-    worker), plus the driver's CPU seconds, which do not divide (fitted a + b * pixels through
-    the two sizes: its fixed part, the figures' drawing and the graphs, and what grows with
-    the blocks). Both scale by 61 / the measured dates (the steps' work is per pixel and date).
-    The result is conservative (the driver's seconds are counted as if they never overlapped
-    the workers'). Floors that no number of workers removes: the scheduler's task rate
+    worker), both scaled by 61 / the measured dates (the steps' work is per pixel and date).
+    The driver's CPU seconds are fitted as a + r * (the step's wall seconds) through the two
+    sizes: a fixed serial part (opening stores, building graphs, drawing nothing) and a rate r
+    (CPU seconds per wall second) at which it is busy alongside the workers while they compute
+    (the event loop of the client, and in a LocalCluster the scheduler and the nannies, which
+    live in the driver's process). The step then takes a + max(1, r) * W / N: the driver
+    limits only where r reaches one core. The earlier, conservative reading (the driver's
+    seconds fitted a + b * pixels and added to the workers', as if they never overlapped) is
+    kept beside it (`hours_serial_driver`). Floors that no number of workers removes: the scheduler's task rate
     (`SCHEDULER_TASKS_PER_S`) and the object store's bandwidth (`OBJECT_STORE_GBPS`; the cube
     read by explain and the importance written). Without CPU figures (older runs) the
     per-worker wall time is used instead. Training is one task on a sample of fixed size: its
@@ -660,15 +664,20 @@ def capacity_plan(runs: dict[int, dict], *, chunk: int, workers: int, dates: int
         if "workers_cpu_s" in rec:
             w_per_px = rec["workers_cpu_s"] / big["pixels"] * per_date
             d_a, d_b = _fit([(runs[s]["pixels"], runs[s]["steps"][step]["driver_cpu_s"]) for s in have])
+            r_a, rate = _fit(
+                [(runs[s]["steps"][step]["seconds"], runs[s]["steps"][step]["driver_cpu_s"]) for s in have]
+            )
             source = "cpu seconds"
         else:  # an older run: wall seconds, the driver's share unknown
-            w_per_px, d_a, d_b = rec["s_per_pixel"] * workers * per_date, 0.0, 0.0
+            w_per_px, d_a, d_b, r_a, rate = rec["s_per_pixel"] * workers * per_date, 0.0, 0.0, 0.0, 0.0
             source = "wall seconds"
         plan["steps"][step] = {
             "from": source,
             "workers_cpu_s_per_pixel": w_per_px,
             "driver_cpu_s_fixed": round(d_a * per_date, 3),
             "driver_cpu_s_per_pixel": d_b * per_date,
+            "driver_cpu_s_fixed_alongside": round(r_a, 3),
+            "driver_cpu_s_per_wall_s": round(rate, 4),
             "tasks_extrapolated": round(tasks),
             "peak_tree_rss_mib_measured": rec.get("peak_tree_rss_mib"),
             "peak_driver_rss_mib_measured": rec.get("peak_driver_rss_mib"),
@@ -677,17 +686,22 @@ def capacity_plan(runs: dict[int, dict], *, chunk: int, workers: int, dates: int
     plan["floors"]["tasks"] = round(total_tasks)
     plan["floors"]["hours"] = round(floor_s / 3600, 3)
 
-    def hours(n: int, explain_s_per_px: float | None = None) -> dict:
-        per, driver = {}, {}
+    def hours(n: int, *, serial_driver: bool = False) -> dict:
+        per, driver, limited = {}, {}, []
         for step, st in plan["steps"].items():
             if step == "train":
                 per[step], driver[step] = st["one_task_seconds"] / 3600, 0.0
                 continue
-            d = st["driver_cpu_s_fixed"] + px * st["driver_cpu_s_per_pixel"]
             w = px * st["workers_cpu_s_per_pixel"] / n
-            if step == "explain" and explain_s_per_px is not None:
-                w = px * explain_s_per_px / n
-            per[step], driver[step] = (d + w) / 3600, d / 3600
+            if serial_driver:  # the driver's seconds grow per pixel and never overlap the workers'
+                d = st["driver_cpu_s_fixed"] + px * st["driver_cpu_s_per_pixel"]
+                per[step], driver[step] = (d + w) / 3600, d / 3600
+                continue
+            rate = st["driver_cpu_s_per_wall_s"]
+            if rate >= 1:
+                limited.append(step)
+            a = st["driver_cpu_s_fixed_alongside"]
+            per[step], driver[step] = (a + max(1.0, rate) * w) / 3600, (a + rate * w) / 3600
         total = sum(per.values())
         return {
             "per_step": {k: round(v, 3) for k, v in per.items()},
@@ -695,10 +709,12 @@ def capacity_plan(runs: dict[int, dict], *, chunk: int, workers: int, dates: int
             "total": round(total, 3),
             "limiting_step": max(per, key=lambda k: per[k]),
             "driver_share_of_time": round(sum(driver.values()) / total, 3) if total else None,
+            "steps_limited_by_the_driver": limited,
         }
 
     for n in (1, 8, 32, 128):
         plan["hours"][str(n)] = hours(n)
+    plan["hours_serial_driver"] = {str(n): hours(n, serial_driver=True) for n in (1, 8, 32, 128)}
     plan["gpu"] = {
         "formula": "hours(N_gpu) = explain: 120 560 400 / (N_gpu x R_gpu) / 3600, plus the other steps as on N CPU "
         "workers; R_gpu = explain pixels/s of one GPU worker at 61 dates (benchmarks/gpu_check.py)",
@@ -788,9 +804,20 @@ def print_plan(plan: dict) -> None:
     )
     for n, h in plan["hours"].items():
         steps = ", ".join(f"{k} {v:.3f}" for k, v in h["per_step"].items())
+        limited = ", ".join(h.get("steps_limited_by_the_driver", [])) or "none"
         print(
-            f"  {n:>3} workers: {h['total']:.3f} h ({steps}); driver {h['driver_hours']:.3f} h; "
-            f"limiting: {h['limiting_step']}"
+            f"  {n:>3} workers: {h['total']:.3f} h ({steps}); driver busy {h['driver_hours']:.3f} h; "
+            f"limiting: {h['limiting_step']}; steps limited by the driver: {limited}"
+        )
+    if "hours_serial_driver" in plan:
+        print("  conservative (the driver's seconds per pixel, added to the workers'):")
+        for n, h in plan["hours_serial_driver"].items():
+            print(f"  {n:>3} workers: {h['total']:.3f} h; driver {h['driver_hours']:.3f} h")
+    rates = {k: st["driver_cpu_s_per_wall_s"] for k, st in plan["steps"].items() if "driver_cpu_s_per_wall_s" in st}
+    if rates:
+        print(
+            "  the driver's CPU seconds per wall second alongside the workers: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in rates.items())
         )
     fl = plan["floors"]
     print(
