@@ -5,7 +5,14 @@ are in conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -140,3 +147,56 @@ def window_share(imp: torch.Tensor) -> torch.Tensor:
     """Per pixel: the share of sum_t |importance| that falls on the window's dates."""
     w = imp.abs()
     return w[..., W0:W1].sum(-1) / w.sum(-1)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process group (a worker's nanny and its worker process), newest first; then
+    SIGKILL what is still there after 20 s."""
+    for p in procs[::-1]:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def dask_processes(logs: Path, *, gpu_workers: int = 2, cpu_workers: int = 1) -> Iterator[str]:
+    """A `dask scheduler` on loopback, `gpu_workers` `dask worker --resources GPU=1` (CPU only
+    here: torch picks the CPU at run time) and `cpu_workers` workers without the resource, each
+    one process with one thread, in process groups of their own; yields the scheduler's address.
+    Logs go to `logs/`."""
+    logs.mkdir(parents=True, exist_ok=True)
+    dask = str(Path(sys.executable).parent / "dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, args: list[str]) -> None:
+        with open(logs / f"{name}.log", "wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [dask, *args],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+
+    try:
+        start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"])
+        worker = ["worker", address, "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1", "--no-dashboard"]
+        worker += ["--local-directory", str(logs / "workers")]
+        for i in range(gpu_workers):
+            start(f"gpu-{i}", [*worker, "--resources", "GPU=1", "--name", f"gpu-{i}"])
+        for i in range(cpu_workers):
+            start(f"cpu-{i}", [*worker, "--name", f"cpu-{i}"])
+        yield address
+    finally:
+        _stop(procs)

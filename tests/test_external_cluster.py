@@ -4,22 +4,15 @@ results as on a LocalCluster; and the progress a batch job's log file gets (plai
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 import yaml
-from helpers import SMALL_ARCH, class_cube, free_port
+from helpers import SMALL_ARCH, class_cube, dask_processes
 from helpers import step_status as _status
 
 from slamgeo import progress as progress_module
@@ -47,59 +40,6 @@ def _config(tmp: Path, out: str) -> Path:
     path = tmp / f"{out}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each process group (a worker's nanny and its worker process), newest first; then
-    SIGKILL what is still there after 20 s."""
-    for p in procs[::-1]:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def dask_processes(logs: Path, *, gpu_workers: int = 2, cpu_workers: int = 1) -> Iterator[str]:
-    """A `dask scheduler` on loopback, `gpu_workers` `dask worker --resources GPU=1` (CPU only
-    here: torch picks the CPU at run time) and `cpu_workers` workers without the resource, each
-    one process with one thread, in process groups of their own; yields the scheduler's address.
-    Logs go to `logs/`."""
-    logs.mkdir(parents=True, exist_ok=True)
-    dask = str(Path(sys.executable).parent / "dask")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    procs: list[subprocess.Popen] = []
-
-    def start(name: str, args: list[str]) -> None:
-        with open(logs / f"{name}.log", "wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [dask, *args],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-
-    try:
-        start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"])
-        worker = ["worker", address, "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1", "--no-dashboard"]
-        worker += ["--local-directory", str(logs / "workers")]
-        for i in range(gpu_workers):
-            start(f"gpu-{i}", [*worker, "--resources", "GPU=1", "--name", f"gpu-{i}"])
-        for i in range(cpu_workers):
-            start(f"cpu-{i}", [*worker, "--name", f"cpu-{i}"])
-        yield address
-    finally:
-        _stop(procs)
 
 
 def _explain_tasks(stream: list[dict]) -> list[dict]:

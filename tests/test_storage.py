@@ -116,6 +116,22 @@ def test_what_zarr_writes_at_any_depth_is_own(tmp_path):
     assert storage.claim_output(out, storage.RESULTS, overwrite=True) == "own"
 
 
+def test_zarrs_half_written_chunks_of_a_killed_writer_are_own_and_removed(tmp_path):
+    """A writer killed inside zarr's atomic write leaves `<key>.<uuid hex>.partial`: the store is
+    still slamgeo's to resume or replace, and the partial files go; a look-alike name does not."""
+    out = tmp_path / "r.zarr"
+    _zarr_store(out, {"slamgeo_complete": False}, storage.RESULTS)
+    partial = out / "VV" / "0.5.479e4e6fd794484a94fb6af7a9811471.partial"
+    meta = out / ".zattrs.0123456789abcdef0123456789abcdef.partial"
+    partial.write_bytes(b"half")
+    meta.write_bytes(b"half")
+    assert storage.claim_output(out, storage.RESULTS, resume=True) == "own"
+    assert not partial.exists() and not meta.exists() and (out / "VV" / "0.0.0").exists()
+    (out / "VV" / "0.5.not-a-uuid.partial").write_bytes(b"mine")
+    with pytest.raises(OutputError, match=r"1 entry \(VV/0.5.not-a-uuid.partial\)"):
+        storage.claim_output(out, storage.RESULTS, resume=True)
+
+
 @pytest.mark.parametrize(
     "kind, written, mine",
     [

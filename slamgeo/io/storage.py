@@ -378,6 +378,9 @@ _ZARR_META = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.jso
 _CHUNK_DOTS = re.compile(r"\d+(\.\d+)*")  # a chunk key of Zarr format 2 ("0.1.2") ...
 _CHUNK_SLASHES = re.compile(r"\d+(/\d+)*")  # ... with the "/" separator ("0/1/2")
 _CHUNK_V3 = re.compile(r"c(/\d+)*")  # the default chunk key of format 3 ("c/0/1/2"; "c" for 0-d)
+# a file of zarr's local store written atomically (`<key>.<uuid4 hex>.partial`, renamed to the key
+# when complete) and left behind by a writer killed mid-write
+_ZARR_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
 
 
 @dataclass(frozen=True)
@@ -506,14 +509,15 @@ def _listing(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, str]:
 
 def _zarr_written(files: set[str]) -> set[str]:
     """Those of `files` (paths relative to the root of a Zarr store) that Zarr writes: metadata,
-    and chunk keys below an array of format 2 (`.zarray`; "0.1.2" or "0/1/2") or format 3
-    (`zarr.json`; "c/0/1/2", "c" for a 0-d array)."""
+    chunk keys below an array of format 2 (`.zarray`; "0.1.2" or "0/1/2") or format 3
+    (`zarr.json`; "c/0/1/2", "c" for a 0-d array), and the partial files of its atomic writes
+    (`_ZARR_PARTIAL`) that a killed writer leaves."""
     arrays2 = {f.rpartition("/")[0] for f in files if f.rpartition("/")[2] == ".zarray"}
     nodes3 = {f.rpartition("/")[0] for f in files if f.rpartition("/")[2] == "zarr.json"}
     ok = set()
     for f in files:
         parts = f.split("/")
-        if parts[-1] in _ZARR_META:
+        if parts[-1] in _ZARR_META or _ZARR_PARTIAL.fullmatch(parts[-1]):
             ok.add(f)
             continue
         for i in range(len(parts) - 1, 0, -1):
@@ -619,6 +623,10 @@ def claim_output(
         )
     if not (overwrite or resume):
         raise OutputError(f"{out}: a slamgeo {kind.name} output already exists; pass --overwrite to replace it")
+    # zarr's own half-written chunks of a killed writer: never complete, so never read; removed
+    cut = [f"{path}/{r}" for r, t in listing.items() if t == "file" and _ZARR_PARTIAL.fullmatch(r.rsplit("/", 1)[-1])]
+    if cut:
+        fs.rm(cut)
     return "own"
 
 
