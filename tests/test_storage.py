@@ -116,9 +116,10 @@ def test_what_zarr_writes_at_any_depth_is_own(tmp_path):
     assert storage.claim_output(out, storage.RESULTS, overwrite=True) == "own"
 
 
-def test_zarrs_half_written_chunks_of_a_killed_writer_are_own_and_removed(tmp_path):
+def test_zarrs_half_written_chunks_of_a_killed_writer_are_own(tmp_path):
     """A writer killed inside zarr's atomic write leaves `<key>.<uuid hex>.partial`: the store is
-    still slamgeo's to resume or replace, and the partial files go; a look-alike name does not."""
+    still slamgeo's to resume or replace (the claim removes nothing: another writer may be
+    mid-write), and the store is removed whole when replaced; a look-alike name is refused."""
     out = tmp_path / "r.zarr"
     _zarr_store(out, {"slamgeo_complete": False}, storage.RESULTS)
     partial = out / "VV" / "0.5.479e4e6fd794484a94fb6af7a9811471.partial"
@@ -126,7 +127,10 @@ def test_zarrs_half_written_chunks_of_a_killed_writer_are_own_and_removed(tmp_pa
     partial.write_bytes(b"half")
     meta.write_bytes(b"half")
     assert storage.claim_output(out, storage.RESULTS, resume=True) == "own"
-    assert not partial.exists() and not meta.exists() and (out / "VV" / "0.0.0").exists()
+    assert partial.exists() and meta.exists()
+    storage.remove_output(out, storage.RESULTS)
+    assert not out.exists()
+    _zarr_store(out, {"slamgeo_complete": False}, storage.RESULTS)
     (out / "VV" / "0.5.not-a-uuid.partial").write_bytes(b"mine")
     with pytest.raises(OutputError, match=r"1 entry \(VV/0.5.not-a-uuid.partial\)"):
         storage.claim_output(out, storage.RESULTS, resume=True)

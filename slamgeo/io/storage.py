@@ -379,7 +379,9 @@ _CHUNK_DOTS = re.compile(r"\d+(\.\d+)*")  # a chunk key of Zarr format 2 ("0.1.2
 _CHUNK_SLASHES = re.compile(r"\d+(/\d+)*")  # ... with the "/" separator ("0/1/2")
 _CHUNK_V3 = re.compile(r"c(/\d+)*")  # the default chunk key of format 3 ("c/0/1/2"; "c" for 0-d)
 # a file of zarr's local store written atomically (`<key>.<uuid4 hex>.partial`, renamed to the key
-# when complete) and left behind by a writer killed mid-write
+# when complete) and left behind by a writer killed mid-write: zarr never reads it, and it is not
+# removed here (a claim is a check; another writer of the store may be mid-write), only with the
+# store when the output is replaced
 _ZARR_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
 
 
@@ -623,10 +625,6 @@ def claim_output(
         )
     if not (overwrite or resume):
         raise OutputError(f"{out}: a slamgeo {kind.name} output already exists; pass --overwrite to replace it")
-    # zarr's own half-written chunks of a killed writer: never complete, so never read; removed
-    cut = [f"{path}/{r}" for r, t in listing.items() if t == "file" and _ZARR_PARTIAL.fullmatch(r.rsplit("/", 1)[-1])]
-    if cut:
-        fs.rm(cut)
     return "own"
 
 

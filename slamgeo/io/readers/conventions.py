@@ -257,10 +257,11 @@ def power_to_db(power: np.ndarray, nodata: float | None = None) -> np.ndarray:
     power become NaN), one slice of the first axis (a date) at a time through scratch buffers
     of one slice that are reused: no array of the block's size is allocated besides the output,
     so no fresh pages are faulted in per date (each float64 temporary of `linear_to_db` is a
-    new allocation, which costs more than the logarithm). The no-data value `nodata` (odc-stac
-    fills with it and leaves it in place) becomes NaN too, whatever its sign."""
+    new allocation, which costs more than the logarithm). A positive no-data value `nodata`
+    (odc-stac fills with it and leaves it in place) becomes NaN too; a non-positive one already
+    does, so it costs no extra pass."""
     p = np.asarray(power)
-    masked = nodata is not None and math.isfinite(nodata)
+    masked = nodata is not None and math.isfinite(nodata) and nodata > 0
     if p.ndim < 2 or p.size == 0 or p.dtype.kind != "f" or p.dtype.itemsize > 8:
         out = linear_to_db(p)
         if masked:
