@@ -51,7 +51,7 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -137,6 +137,86 @@ def error_vs_float64(got, exact) -> dict:
     }
 
 
+def variants_vs_float64(model_dev, xs, ref, device, exact) -> dict:
+    """Where the device's float32 error comes from, each variant's error against float64
+    (`error_vs_float64`), TF32 off in all: cuDNN's deterministic algorithms; cuDNN off (torch's
+    own convolutions); torch's fp32_precision "ieee" set through its newer per-backend settings
+    alone (where this torch has them; torch refuses a mix with the older flags); and the whole computation in float64 on the device (its
+    arithmetic and the executor's formulas, without float32's rounding). A variant that fails
+    is reported as its error."""
+    import torch
+
+    backends = torch.backends
+
+    def cudnn(**flags):
+        @contextmanager
+        def ctx():
+            old = {k: getattr(backends.cudnn, k) for k in flags}
+            try:
+                for k, v in flags.items():
+                    setattr(backends.cudnn, k, v)
+                yield
+            finally:
+                for k, v in old.items():
+                    setattr(backends.cudnn, k, v)
+
+        return ctx
+
+    @contextmanager
+    def ieee():
+        targets = [(backends.cuda.matmul, "fp32_precision"), (backends.cudnn.conv, "fp32_precision")]
+        old = [(obj, name, getattr(obj, name)) for obj, name in targets if hasattr(obj, name)]
+        if not old:
+            raise RuntimeError("this torch has no fp32_precision settings")
+        try:
+            for obj, name, _ in old:
+                setattr(obj, name, "ieee")
+            yield
+        finally:
+            for obj, name, value in old:
+                setattr(obj, name, value)
+
+    out: dict = {}
+    for name, ctx, float64 in (
+        ("cudnn_deterministic", cudnn(deterministic=True, benchmark=False), False),
+        ("cudnn_off", cudnn(enabled=False), False),
+        ("fp32_precision_ieee", ieee, False),
+        ("float64_on_device", cudnn(), True),
+    ):
+        legacy = tf32(False) if ctx is not ieee else nullcontext()  # torch refuses a mix of the two settings
+        try:
+            with ctx(), legacy:
+                got = (
+                    _gradslam_device64(model_dev, xs, ref, device) if float64 else _gradslam(model_dev, xs, ref, device)
+                )
+            out[name] = error_vs_float64(got, exact)
+        except Exception as exc:  # noqa: BLE001 - a diagnostic: report it and go on
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def _gradslam_device64(model_dev, xs, ref, device):
+    """`_gradslam` with a float64 copy of the encoder on `device`."""
+    import copy
+
+    import torch
+
+    from slamgeo.method.gradslam import grad_slam
+
+    enc = copy.deepcopy(model_dev.model.encoder).double()
+    x = torch.as_tensor(xs, device=device, dtype=torch.float64)
+    r = torch.as_tensor(ref, device=device, dtype=torch.float64)
+    out = grad_slam(
+        enc, x, list(enc.blocks.values()), scale="centred", reference=r, return_embedding=True, return_layer_maps=True
+    )
+    sync(device)
+    return (
+        out.importance.float().cpu().numpy(),
+        out.embedding.float().cpu().numpy(),
+        [m.float().cpu().numpy() for m in out.layer_maps],
+    )
+
+
 def compare(cpu, dev, tol: dict, exact=None) -> dict:
     """CPU float32 against the device's result; with `exact` (float64 on the CPU), the layer
     maps are judged by the device's error against it, relative to the CPU float32's own."""
@@ -203,8 +283,10 @@ def throughput(fn, n_pixels: int, device, repeats: int = 1) -> float:
 
 
 def full_explain(cube: Path, model_dir: Path, out: Path, batch_size: int, threads: int = 1) -> dict:
-    """`explain` on a LocalCluster with one worker process of `threads` threads that sees the GPU
-    (threads > 1: several blocks in flight, their reads, encodes and writes beside the GPU's work)."""
+    """`explain` on a LocalCluster with one worker process of `threads` threads that sees the GPU,
+    as `slamgeo run --gpu-resources` runs it: the tasks annotated with the resource GPU, the
+    worker declaring GPU = its threads (threads > 1: several blocks in flight, their reads,
+    encodes and writes beside the GPU's work)."""
     from slamgeo.jobs.explain import ExplainOptions, explain_store
     from slamgeo.jobs.runtime import ClusterOptions, dask_client
 
@@ -218,7 +300,8 @@ def full_explain(cube: Path, model_dir: Path, out: Path, batch_size: int, thread
         }
 
     t0 = time.perf_counter()
-    with dask_client(ClusterOptions(n_workers=1, threads_per_worker=threads, dashboard=False), quiet=True) as client:
+    opts = ClusterOptions(n_workers=1, threads_per_worker=threads, dashboard=False, gpu_resources=True)
+    with dask_client(opts, quiet=True) as client:
         client.wait_for_workers(1)
         start_s = time.perf_counter() - t0
         before = list(client.run(worker_cuda).values())[0]
@@ -231,6 +314,7 @@ def full_explain(cube: Path, model_dir: Path, out: Path, batch_size: int, thread
             client=client,
             overwrite=True,
             progress=False,
+            gpu_resources=True,
         )
         secs = time.perf_counter() - t1
         after = list(client.run(worker_cuda).values())[0]
@@ -388,23 +472,9 @@ def main() -> int:
             "float32_torch_defaults": compare(cpu, default, TOL["tf32"], exact),
         }
         if cuda:
-            # where a device's float32 error comes from: cuDNN's algorithm choice, or cuDNN at all
-            variants = {
-                "cudnn_deterministic": {"deterministic": True, "benchmark": False},
-                "cudnn_off": {"enabled": False},
-            }
-            result["agreement"]["float32_strict_variants_error_vs_float64"] = {}
-            for name, flags in variants.items():
-                old = {k: getattr(torch.backends.cudnn, k) for k in flags}
-                try:
-                    for k, v in flags.items():
-                        setattr(torch.backends.cudnn, k, v)
-                    with tf32(False):
-                        got = _gradslam(model_dev, xs, ref_cpu, device)
-                    result["agreement"]["float32_strict_variants_error_vs_float64"][name] = error_vs_float64(got, exact)
-                finally:
-                    for k, v in old.items():
-                        setattr(torch.backends.cudnn, k, v)
+            result["agreement"]["float32_strict_variants_error_vs_float64"] = variants_vs_float64(
+                model_dev, xs, ref_cpu, device, exact
+            )
             print(
                 f"  float32 variants against float64: {result['agreement']['float32_strict_variants_error_vs_float64']}"
             )

@@ -319,6 +319,34 @@ def test_on_a_cluster_the_curves_are_computed_on_a_worker_as_in_process(explaine
     assert got["Grad-SLAM (centred)"]["baseline_name"] == want["Grad-SLAM (centred)"]["baseline_name"]
 
 
+def test_started_curves_are_not_waited_for_and_are_the_stages(explained, local_cluster):
+    """`start_faithfulness` submits the curves' task and returns without waiting for it (the
+    report runs the class pairs meanwhile): it returns before the task's computation on the
+    worker ends (the workers' clock is this machine's). Then the waiter gives `faithfulness`'s
+    curves."""
+    import time
+
+    import dask
+    from distributed import get_task_stream
+
+    import slamgeo
+    from slamgeo.jobs.faithfulness import start_faithfulness
+
+    cube, model, _, stored = explained
+    want = slamgeo.faithfulness(stored, cube, model, n_pixels=200, seed=3)
+    with dask.config.set(scheduler=local_cluster), get_task_stream(client=local_cluster) as stream:
+        wait = start_faithfulness(stored, cube, model, n_pixels=200, seed=3)
+        returned = time.time()
+        got = wait()
+    ran = [t for t in stream.data if str(t["key"]).startswith("deletion_task-")]
+    assert len(ran) == 1
+    computed = [s for s in ran[0]["startstops"] if s["action"] == "compute"]
+    assert returned < computed[-1]["stop"], (returned, computed)
+    assert got is not None and want is not None and list(got) == list(want)
+    for key in ("k", "top", "baseline", "ratio", "embedding_std"):
+        np.testing.assert_allclose(got["Grad-SLAM (centred)"][key], want["Grad-SLAM (centred)"][key], rtol=1e-5)
+
+
 def _on_worker_only(block: np.ndarray) -> np.ndarray:
     """A block that only a worker of a distributed cluster may compute."""
     from distributed import get_worker

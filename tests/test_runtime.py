@@ -49,3 +49,35 @@ def test_grad_slam_batches_follow_the_options_on_a_gpu_only():
     opts = ExplainOptions(batch_size=8192)
     assert _batch_size(opts, torch.device("cuda")) == 8192
     assert _batch_size(opts, torch.device("cpu")) == GRADSLAM_BATCH_SIZE
+
+
+def _gpu_task(queue: str, go: str) -> bool:
+    """Say it started (on the distributed Queue `queue`), then wait for the Event `go`."""
+    from distributed import Event, Queue
+
+    Queue(queue).put(1)
+    return Event(go).wait(60)
+
+
+def test_a_local_gpu_worker_has_a_block_in_flight_per_thread():
+    """Under `gpu_resources` a LocalCluster worker declares GPU = its threads, so as many
+    GPU-annotated tasks (explain's blocks) run at once as it has threads: here all three have
+    started before any may end."""
+    import uuid
+
+    from distributed import Event, Queue
+
+    from slamgeo.jobs.runtime import ClusterOptions, dask_client
+
+    opts = ClusterOptions(n_workers=1, threads_per_worker=3, gpu_resources=True, dashboard=False)
+    with dask_client(opts, quiet=True) as client:
+        (info,) = client.scheduler_info()["workers"].values()
+        assert info["resources"] == {"GPU": 3}
+        name = uuid.uuid4().hex
+        started, go = Queue(f"started-{name}", client=client), Event(f"go-{name}", client=client)
+        tasks = [client.submit(_gpu_task, started.name, go.name, resources={"GPU": 1}, pure=False) for _ in range(3)]
+        try:
+            assert [started.get(timeout=60) for _ in tasks] == [1, 1, 1]
+        finally:
+            go.set()
+        assert client.gather(tasks) == [True, True, True]

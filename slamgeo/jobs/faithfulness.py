@@ -120,19 +120,38 @@ def faithfulness(
     `slamgeo.method.faithfulness.ATTRIBUTIONS`. Returns `deletion_curves`' dict: explanation
     name -> `k (K,)`, `top (K, D)`, `baseline (K, D)`, `ratio (K, D)`, `embedding_std (D,)`.
     With a distributed client active, the curves are computed on a worker (`deletion_task`)."""
+    return start_faithfulness(results, cube, model, n_pixels=n_pixels, seed=seed, ks=ks, methods=methods)()
+
+
+def start_faithfulness(
+    results: xr.Dataset,
+    cube: xr.Dataset,
+    model: TrainedModel,
+    *,
+    n_pixels: int = DELETION_PIXELS,
+    seed: int = 0,
+    ks: Sequence[int] = DELETION_KS,
+    methods: Sequence[str] = ("gradslam",),
+) -> Callable[[], dict[str, dict] | None]:
+    """`faithfulness` started: the sample drawn, the curves' task submitted to a worker when a
+    distributed client is active (computed here otherwise); returns a function that waits for
+    the curves. The caller can submit other work in between, which the cluster's other workers
+    run beside the curves' task."""
     from slamgeo.jobs.runtime import current_client
 
     x = sample_series(cube, n_pixels, seed=seed, gap_fill=model.gap_fill, bands=model.bands)
     x = x[~np.isnan(x).any(axis=(1, 2))]
     if x.shape[0] < MIN_SERIES:
-        return None
+        return lambda: None
     scale, ref = run_scaling(results, model, cube)
     args = (x, [k for k in ks if k < x.shape[-1]], tuple(methods), scale, ref)
     client = current_client()
     if client is None:
-        return deletion_task(model, *args)
+        curves = deletion_task(model, *args)
+        return lambda: curves
     model_ref = client.scatter(model, broadcast=True, hash=False)
-    return submit_with_model(client, model_ref, deletion_task, *args).result()
+    future = submit_with_model(client, model_ref, deletion_task, *args)
+    return lambda: cast(dict[str, dict], future.result())
 
 
 __all__ = [
@@ -142,5 +161,6 @@ __all__ = [
     "deletion_task",
     "faithfulness",
     "run_scaling",
+    "start_faithfulness",
     "submit_with_model",
 ]

@@ -479,7 +479,7 @@ class _Season:
         def run() -> dict:
             from slamgeo.io.cube import open_cube
             from slamgeo.jobs.explain import open_results
-            from slamgeo.jobs.faithfulness import faithfulness
+            from slamgeo.jobs.faithfulness import start_faithfulness
             from slamgeo.method.checkpoint import load_model
             from slamgeo.pipeline.drift import read_drift
             from slamgeo.pipeline.seasons import report_title
@@ -494,9 +494,10 @@ class _Season:
             cube = open_cube(str(self.explain_input))
             drift = read_drift(self.paths.root)  # the season against its model's: a section
             ref = storage.join(storage.parent(self.paths.root), str(drift and drift["reference_season"]))
-            faith = faithfulness(results, cube, load_model(self.model_dir))
+            faith_curves = start_faithfulness(results, cube, load_model(self.model_dir))  # beside the pairs
             parcels_ready = _ready(storage.join(self.paths.parcels, schema.PARCELS_MARKER))
             pairs = self._pairs(labelled=parcels_ready)
+            faith = faith_curves()
             if pairs:
                 results = open_results(self.paths.results)
             html = make_report(
