@@ -568,7 +568,16 @@ def test_linear_to_db_by_date_equals_the_whole_block_formula() -> None:
     np.testing.assert_array_equal(linear_to_db(p), want)
 
 
-def test_the_loaders_db_conversion_is_linear_to_db_bit_for_bit() -> None:
+def _db_formula(x: np.ndarray) -> np.ndarray:
+    """10 log10 of a whole array in float64, rounded once to float32; NaN where not > 0 or not finite."""
+    x64 = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((x64 > 0) & np.isfinite(x64), 10 * np.log10(x64), np.nan).astype(np.float32)
+
+
+def test_the_db_conversion_by_date_is_the_whole_array_formula_bit_for_bit() -> None:
+    """`linear_to_db` (reused buffers, one date at a time) and the loader's `power_to_db` against
+    the formula on the whole array: the same bits, NaNs included, for every dtype and layout."""
     from slamgeo.io.cube import linear_to_db
     from slamgeo.io.readers.conventions import power_to_db
 
@@ -577,19 +586,22 @@ def test_the_loaders_db_conversion_is_linear_to_db_bit_for_bit() -> None:
     p[0, 0] = (-32768, 0, np.nan, np.inf, -np.inf, -0.0, 1e-45)  # no data, zero, NaN, infinities, a subnormal
     p[1, 0, 0] = 3.4e38
     p.view(np.uint32)[2, 0, 0] = 0xFFC00001  # a NaN with its sign bit set
-    for x in (p, p[:, ::2, 1:], p.astype(np.float64), p[0], p.reshape(5, 6, 7, 1)):
-        want, got = linear_to_db(x), power_to_db(x)
-        assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
-        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))  # NaNs included, bit for bit
+    layouts = (p, p[:, ::2, 1:], p.astype(np.float64), p[0], p.reshape(5, 6, 7, 1), p.astype(np.float16))
+    for x in (*layouts, rng.integers(-3, 4, (4, 3, 3)).astype(np.int32)):
+        want = _db_formula(x)
+        for got in (linear_to_db(x), power_to_db(x)):
+            assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
     # a no-data value: NaN exactly where the input equals it (in the input's type), the rest as before
     for x in (p, p[0], rng.integers(-3, 4, (4, 3, 3)).astype(np.int32), p.astype(np.float64)):
         nodata = float(np.asarray(x).flat[-1])
-        want = linear_to_db(x)
-        want[np.asarray(x) == np.asarray(nodata).astype(x.dtype)] = np.nan
-        got = power_to_db(x, nodata=nodata)
-        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
-        assert np.isnan(got.flat[-1])
+        want = _db_formula(x)
+        if nodata > 0:
+            want[np.asarray(x) == np.asarray(nodata).astype(x.dtype)] = np.nan
+        for got in (linear_to_db(x, nodata=nodata), power_to_db(x, nodata=nodata)):
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+            assert np.isnan(got.flat[-1])
 
 
 def test_footprints_of_one_grid_are_projected_once_and_equal_each_items_own(archive) -> None:

@@ -9,6 +9,7 @@ gridded form, NaN for no data, the whole time axis in one chunk.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -131,21 +132,44 @@ def db_to_linear(db: np.ndarray) -> np.ndarray:
     return np.power(10.0, np.asarray(db) / 10.0)
 
 
-def linear_to_db(power: np.ndarray) -> np.ndarray:
-    """Linear power -> float32 dB; zero, negative and non-finite power become NaN.
+def linear_to_db(power: np.ndarray, *, nodata: float | None = None) -> np.ndarray:
+    """Linear power -> float32 dB (`10 log10` in float64, rounded once to float32); zero,
+    negative and non-finite power become NaN, and so does a positive no-data value `nodata`
+    (where the input equals it in its own type; a non-positive one already does).
 
-    Computed in float64 one slice of the first axis at a time (a date of a `(T, y, x)` block),
-    so the float64 temporaries stay a fraction of the block instead of six times its size."""
+    An array of two or more dims `(T, ...)` is converted one slice of the first axis (a date)
+    at a time through float64 scratch buffers of one slice that are reused: besides the output
+    nothing of the block's size is allocated, so no fresh pages are faulted in per date (a new
+    float64 temporary per date costs more than the logarithm)."""
     p = np.asarray(power)
-    if p.ndim < 2:
-        return _linear_to_db(p)
+    masked = nodata is not None and math.isfinite(nodata) and nodata > 0
+    if p.ndim < 2 or p.size == 0 or p.dtype.kind != "f" or p.dtype.itemsize > 8:
+        out = _linear_to_db(p)
+        if masked:
+            out[np.asarray(p == np.asarray(nodata).astype(p.dtype))] = np.nan
+        return out
     out = np.empty(p.shape, np.float32)
-    for i in range(p.shape[0]):
-        out[i] = _linear_to_db(p[i])
+    work = np.empty(p.shape[1:], np.float64)
+    bad = np.empty(p.shape[1:], bool)
+    hit = np.empty(p.shape[1:], bool) if masked else None
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for i in range(p.shape[0]):
+            # float32/float64 -> float64 is exact, so log10 computes what it would on p.astype(float64)
+            np.log10(p[i], out=work, dtype=np.float64)
+            np.multiply(work, 10.0, out=out[i], casting="same_kind")  # in float64, then one rounding
+            # valid power (> 0, finite) gives a finite dB value; 0 gives -inf, negative and NaN
+            # give NaN, +inf gives +inf: the non-finite results are the invalid pixels
+            np.isfinite(out[i], out=bad)
+            np.logical_not(bad, out=bad)
+            if hit is not None:
+                np.equal(p[i], p.dtype.type(nodata), out=hit)  # as the reader wrote it, in the band's type
+                np.logical_or(bad, hit, out=bad)
+            np.copyto(out[i], np.float32(np.nan), where=bad)
     return out
 
 
 def _linear_to_db(power: np.ndarray) -> np.ndarray:
+    """`linear_to_db`'s formula on a whole array at once (any dtype, any number of dims)."""
     p = np.asarray(power, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where((p > 0) & np.isfinite(p), 10.0 * np.log10(np.where(p > 0, p, 1.0)), np.nan)

@@ -252,39 +252,10 @@ def _db_values(values: np.ndarray, nodata: float) -> np.ndarray:
 
 
 def power_to_db(power: np.ndarray, nodata: float | None = None) -> np.ndarray:
-    """Linear power `(..., y, x)` -> float32 dB, the values of `slamgeo.io.cube.linear_to_db`
-    bit for bit (`10 log10` in float64, rounded once to float32; zero, negative and non-finite
-    power become NaN), one slice of the first axis (a date) at a time through scratch buffers
-    of one slice that are reused: no array of the block's size is allocated besides the output,
-    so no fresh pages are faulted in per date (each float64 temporary of `linear_to_db` is a
-    new allocation, which costs more than the logarithm). A positive no-data value `nodata`
-    (odc-stac fills with it and leaves it in place) becomes NaN too; a non-positive one already
-    does, so it costs no extra pass."""
-    p = np.asarray(power)
-    masked = nodata is not None and math.isfinite(nodata) and nodata > 0
-    if p.ndim < 2 or p.size == 0 or p.dtype.kind != "f" or p.dtype.itemsize > 8:
-        out = linear_to_db(p)
-        if masked:
-            out[np.asarray(p == np.asarray(nodata).astype(p.dtype))] = np.nan
-        return out
-    out = np.empty(p.shape, np.float32)
-    work = np.empty(p.shape[1:], np.float64)
-    bad = np.empty(p.shape[1:], bool)
-    hit = np.empty(p.shape[1:], bool) if masked else None
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for i in range(p.shape[0]):
-            # float32/float64 -> float64 is exact, so log10 computes what it would on p.astype(float64)
-            np.log10(p[i], out=work, dtype=np.float64)
-            np.multiply(work, 10.0, out=out[i], casting="same_kind")  # in float64, then one rounding
-            # valid power (> 0, finite) gives a finite dB value; 0 gives -inf, negative and NaN
-            # give NaN, +inf gives +inf: the non-finite results are the invalid pixels
-            np.isfinite(out[i], out=bad)
-            np.logical_not(bad, out=bad)
-            if hit is not None:
-                np.equal(p[i], p.dtype.type(nodata), out=hit)  # as odc-stac wrote it, in the band's type
-                np.logical_or(bad, hit, out=bad)
-            np.copyto(out[i], np.float32(np.nan), where=bad)
-    return out
+    """Linear power `(..., y, x)` as odc-stac loaded it -> float32 dB: `slamgeo.io.cube.linear_to_db`
+    (by date, through reused buffers), with odc-stac's fill value `nodata` as NaN when it is
+    positive (odc-stac leaves it in place; a non-positive one is NaN through the logarithm)."""
+    return linear_to_db(power, nodata=nodata)
 
 
 def to_db(band: xr.DataArray, layout: Layout) -> xr.DataArray:
