@@ -392,3 +392,17 @@ def test_on_a_cluster_the_cube_is_not_gathered_in_the_driver(explained, tmp_path
     assert got is not None and want is not None
     for key in ("k", "top", "baseline", "ratio", "embedding_std"):
         np.testing.assert_allclose(got["Grad-SLAM (centred)"][key], want["Grad-SLAM (centred)"][key], rtol=1e-5)
+
+
+def test_started_curves_take_the_stages_options_and_defaults(explained):
+    """`start_faithfulness`'s defaults are `faithfulness`'s signature's, and an unknown option is
+    refused by name before any work."""
+    import inspect
+
+    from slamgeo.jobs.faithfulness import FAITHFULNESS_DEFAULTS, faithfulness, start_faithfulness
+
+    params = inspect.signature(faithfulness).parameters
+    assert {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY} == dict(FAITHFULNESS_DEFAULTS)
+    cube, model, _, stored = explained
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['n_pixel'\]"):
+        start_faithfulness(stored, cube, model, n_pixel=10)  # type: ignore[call-arg]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import numpy as np
 import torch
@@ -123,20 +123,30 @@ def faithfulness(
     return start_faithfulness(results, cube, model, n_pixels=n_pixels, seed=seed, ks=ks, methods=methods)()
 
 
+class FaithfulnessOptions(TypedDict, total=False):
+    """`faithfulness`'s options, for `start_faithfulness`: `n_pixels`, `seed`, `ks`, `methods`."""
+
+    n_pixels: int
+    seed: int
+    ks: Sequence[int]
+    methods: Sequence[str]
+
+
+FAITHFULNESS_DEFAULTS = FaithfulnessOptions(n_pixels=DELETION_PIXELS, seed=0, ks=DELETION_KS, methods=("gradslam",))
+
+
 def start_faithfulness(
-    results: xr.Dataset,
-    cube: xr.Dataset,
-    model: TrainedModel,
-    *,
-    n_pixels: int = DELETION_PIXELS,
-    seed: int = 0,
-    ks: Sequence[int] = DELETION_KS,
-    methods: Sequence[str] = ("gradslam",),
+    results: xr.Dataset, cube: xr.Dataset, model: TrainedModel, **options: Unpack[FaithfulnessOptions]
 ) -> Callable[[], dict[str, dict] | None]:
-    """`faithfulness` started: the sample drawn, the curves' task submitted to a worker when a
-    distributed client is active (computed here otherwise); returns a function that waits for
-    the curves. The caller can submit other work in between, which the cluster's other workers
-    run beside the curves' task."""
+    """`faithfulness` started (the same options and defaults): the sample drawn, the curves'
+    task submitted to a worker when a distributed client is active (computed here otherwise);
+    returns a function that waits for the curves. The caller can submit other work in between,
+    which the cluster's other workers run beside the curves' task."""
+    unknown = sorted(set(options) - set(FaithfulnessOptions.__annotations__))
+    if unknown:
+        raise TypeError(f"faithfulness: unknown option(s) {unknown}; the options are {list(FAITHFULNESS_DEFAULTS)}")
+    given = FaithfulnessOptions(**{**FAITHFULNESS_DEFAULTS, **options})
+    n_pixels, seed, ks, methods = given["n_pixels"], given["seed"], given["ks"], given["methods"]
     from slamgeo.jobs.runtime import current_client
 
     x = sample_series(cube, n_pixels, seed=seed, gap_fill=model.gap_fill, bands=model.bands)
@@ -157,6 +167,8 @@ def start_faithfulness(
 __all__ = [
     "DELETION_KS",
     "DELETION_PIXELS",
+    "FAITHFULNESS_DEFAULTS",
+    "FaithfulnessOptions",
     "MIN_SERIES",
     "deletion_task",
     "faithfulness",
