@@ -172,15 +172,15 @@ def main() -> None:
         """(b) through the encoder's own forward pass and hooks, with or without the shortcut."""
 
         def run():
-            saved = gradslam._plain_blocks, gradslam._linear_consumer
+            saved = gradslam.plain_blocks, gradslam._linear_consumer
             if not plain:
-                gradslam._plain_blocks = lambda enc, layers: False
+                gradslam.plain_blocks = lambda enc, layers: False
             if not shortcut:
                 gradslam._linear_consumer = lambda enc, layer: None  # every layer by autograd to its output
             try:
                 grad_slam(encoder, xl, reference=ref, batch_size=bs)
             finally:
-                gradslam._plain_blocks, gradslam._linear_consumer = saved
+                gradslam.plain_blocks, gradslam._linear_consumer = saved
 
         return run
 

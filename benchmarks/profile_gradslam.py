@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_module  # noqa: E402
 
 from slamgeo import schema
-from slamgeo.method import gradslam
+from slamgeo.method import blockwise, gradslam
 from slamgeo.method.model import CAE, CAEConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,7 +51,9 @@ RANGES = {
     "resample": "resample",
     "scale_maps": "scale",
     "_kernel_parts": "kernel",
+    "_head_weight": "kernel",
     "_consumer_kernel": "kernel",
+    "consumer_kernel": "kernel",
     "_run": "run",
 }
 
@@ -67,7 +69,7 @@ def group_of(op: str, ranges: list[str]) -> str:
             "checks": "input checks",
             "kernel": "the consumer's kernel V (once per call)",
         }[inner]
-    if "pool" in ranges or "Pool" in op or "max_pool" in op or "scatter" in op:
+    if "pool" in ranges or "Pool" in op or "max_pool" in op or "maximum" in op or "scatter" in op:
         return "pooling: forward and gradient routing" if "unpool" not in ranges else "backward: ELU' + unpooling"
     if "unpool" in ranges:
         return "backward: ELU' + unpooling"
@@ -98,20 +100,22 @@ def _load(path: str | None):
 
 
 def wrapped(mod):
-    """Wrap the module's functions (and torch.autograd.grad, per call) in profiler ranges;
-    returns a function that undoes it."""
+    """Wrap the module's functions (and, for the installed gradslam, those of its blockwise
+    executor; and torch.autograd.grad, per call) in profiler ranges; returns a function that
+    undoes it."""
     saved = {}
-    for name, label in RANGES.items():
-        fn = getattr(mod, name, None)
-        if fn is None or not callable(fn):
-            continue
-        saved[name] = fn
+    for m in [mod, blockwise] if mod is gradslam else [mod]:
+        for name, label in RANGES.items():
+            fn = getattr(m, name, None)
+            if fn is None or not callable(fn):
+                continue
+            saved[m, name] = fn
 
-        def wrap(*a, _fn=fn, _label=label, **k):
-            with record_function(_label):
-                return _fn(*a, **k)
+            def wrap(*a, _fn=fn, _label=label, **k):
+                with record_function(_label):
+                    return _fn(*a, **k)
 
-        setattr(mod, name, wrap)
+            setattr(m, name, wrap)
     grad = torch.autograd.grad
     count = [0]
 
@@ -123,8 +127,8 @@ def wrapped(mod):
     torch.autograd.grad = grad_wrap
 
     def undo():
-        for name, fn in saved.items():
-            setattr(mod, name, fn)
+        for (m, name), fn in saved.items():
+            setattr(m, name, fn)
         torch.autograd.grad = grad
 
     return undo

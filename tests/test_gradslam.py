@@ -178,6 +178,58 @@ def test_direct_and_hooked_executors_agree():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item())
 
 
+@pytest.mark.parametrize(
+    ("n_times", "channels", "kernels"),
+    [(61, (16, 32, 64), (7, 5, 3)), (24, (4, 8, 8), (5, 3, 3)), (8, (1, 8, 3), (3, 3, 1)), (33, (8, 1, 4), (7, 5, 3))],
+)
+def test_both_activation_layouts_give_the_reference_maps(n_times, channels, kernels):
+    """The direct executor keeps activations channels-last on CPU and in torch's layout on CUDA:
+    both layouts, run here on CPU, give the float64 reference's maps and the encoder's own
+    embedding, at odd T (a date dropped by pooling), a last block of one date (T = 8), and
+    blocks of one channel, where the two layouts coincide in memory."""
+    from slamgeo.method.blockwise import blockwise_maps
+
+    enc = small_encoder(21, n_times=n_times, channels=channels, kernels=kernels)
+    x = torch.randn(40, 2, n_times, generator=torch.Generator().manual_seed(21))
+    layers = default_layers(enc)
+    want = reference_maps_float64(enc, x, layers)
+    with torch.no_grad():
+        e_want = copy.deepcopy(enc).double()(x.double())
+    outs = {}
+    for channels_last in (True, False):
+        e, maps = blockwise_maps(enc, x, layers, {}, channels_last=channels_last)
+        torch.testing.assert_close(e.double(), e_want, rtol=1e-5, atol=1e-6)
+        for g, w in zip(maps, want):
+            assert_maps_close(g, w)
+        outs[channels_last] = maps
+    for a, b in zip(outs[True], outs[False]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())
+
+
+def test_the_cpu_executor_runs_channels_last_convolutions():
+    """On CPU every convolution of the direct executor gets channels-last input (no reorder in
+    oneDNN), and the maps are the float64 reference's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Layouts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.inputs: list[bool] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution.default and args[0].shape[0] > 1:  # not the shortcut's V
+                self.inputs.append(args[0].is_contiguous(memory_format=torch.channels_last))
+            return func(*args, **(kwargs or {}))
+
+    enc = small_encoder(22, n_times=61, channels=(16, 32, 64), kernels=(7, 5, 3))
+    x = torch.randn(30, 2, 61)
+    with Layouts() as seen:
+        got = layer_maps(enc, x)
+    assert seen.inputs == [True] * 4  # 3 blocks forward, block 3's input gradient
+    for g, w in zip(got, reference_maps_float64(enc, x, default_layers(enc))):
+        assert_maps_close(g, w)
+
+
 @pytest.mark.parametrize("names", [("block1",), ("block2",), ("block3",), ("block3", "block1"), ("block2", "block3")])
 def test_batched_backward_equals_one_autograd_pass_per_dimension(names):
     """The direct executor (all D dimensions in one written-out backward pass) against the
@@ -202,7 +254,7 @@ def test_batched_backward_equals_one_autograd_pass_per_dimension(names):
 def test_conv_input_gradient_equals_autograd(stride, padding, dilation):
     """dE/dA through a Conv1d, as the direct executor takes it (the flipped kernel's forward
     correlation for stride 1, `conv1d_input` else), against autograd."""
-    from slamgeo.method.gradslam import _input_grad
+    from slamgeo.method.blockwise import input_grad
 
     torch.manual_seed(17)
     conv = nn.Conv1d(6, 5, 3, stride=stride, padding=padding, dilation=dilation)
@@ -210,7 +262,7 @@ def test_conv_input_gradient_equals_autograd(stride, padding, dilation):
     out = conv(a)
     g = torch.randn_like(out)
     (want,) = torch.autograd.grad(out, a, g)
-    torch.testing.assert_close(_input_grad(conv, g, tuple(a.shape)), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(input_grad(conv, g, tuple(a.shape)), want, rtol=1e-5, atol=1e-6)
 
 
 def test_threads_sharing_one_model_get_their_own_maps():

@@ -16,18 +16,13 @@ encoder has no operation across samples. Savings, all exact:
 - the backward pass stops one linear map after the shallowest requested block: if A only feeds
   a linear map B = W A + b (the next block's Conv1d), then sum_t dE/dA[k, t] = <dE/dB, W 1_k>,
   with 1_k the constant-one signal in channel k, so alpha needs dE/dB and a small precomputed
-  tensor V, not the conv's full backward; V is the same at every date where the kernel lies
-  inside A, so <dE/dB, V> is a time sum plus a few edge dates;
+  tensor V, not the conv's full backward;
 - nothing upstream of the first requested layer is recorded or differentiated;
 - for a slamgeo `Encoder` explained at its blocks (the default), the backward pass is written
-  out (`_direct`) rather than left to autograd, which costs 1.4x more here (benchmarks/README.md):
-  the D dimensions go through it as one batch (D N samples, one convolution per block), the
-  gradient of MaxPool1d(2) is routed by a comparison of even and odd dates (ties to the first
-  date, as MaxPool1d does) instead of max_pool's costly autograd path, and the input gradient
-  of a stride-1 Conv1d is the forward correlation with the flipped kernel (oneDNN's forward
-  kernels). Other layers and other encoders (or an encoder that carries someone else's hooks,
-  or a call under autocast) go through the encoder's own forward pass with forward hooks and
-  one autograd pass per dimension.
+  out, all D dimensions in one batch, with channels-last activations on CPU
+  (`slamgeo.method.blockwise`) rather than left to autograd. Other layers and other encoders
+  (or an encoder that carries someone else's hooks, or a call under autocast) go through the
+  encoder's own forward pass with forward hooks and one autograd pass per dimension.
 Batches are processed in chunks of `batch_size` pixels (1024 by default), which keeps the working
 set in cache; the result does not depend on the chunking beyond float32 rounding.
 
@@ -54,11 +49,10 @@ from typing import Literal, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.grad import conv1d_input
 
 from slamgeo.errors import InputError
+from slamgeo.method.blockwise import blockwise_maps, consumer_kernel, plain_blocks
 from slamgeo.method.model import CAE, Encoder, conv_blocks
 from slamgeo.schema import GRADSLAM_BATCH_SIZE, GRADSLAM_SCALE, SCALES, Scale
 
@@ -393,7 +387,7 @@ def explaining(encoder: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-Shortcut = tuple[Tensor, Tensor, Tensor]  # (A, B = consumer(A), V): see `_consumer_kernel`
+Shortcut = tuple[Tensor, Tensor, Tensor]  # (A, B = consumer(A), V): see `consumer_kernel`
 
 
 @contextmanager
@@ -448,226 +442,6 @@ def _linear_consumer(encoder: nn.Module, layer: nn.Module) -> nn.Module | None:
     return None
 
 
-def _consumer_kernel(consumer: nn.Module, act: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """V `(P, K)` such that sum_t dE/dA[n, k, t] = (dE/dB[n].flatten() @ V)[k] for B = consumer(A).
-
-    Column k is the consumer's linear part applied to the constant-one signal in channel k.
-    """
-    k, t_a = act.shape[1], act.shape[2]
-    w = cast(Tensor, consumer.weight).detach().to(dtype)
-    if isinstance(consumer, nn.Linear):  # B = W flatten(A) + b
-        return w.view(w.shape[0], k, t_a).sum(-1)
-    conv = cast(nn.Conv1d, consumer)
-    c_out = w.shape[0]
-    with torch.autocast(w.device.type, enabled=False):
-        if conv.groups == 1:  # every (c, k) kernel on one constant-one signal: (1, C K, t_B)
-            ones = torch.ones(1, 1, t_a, device=w.device, dtype=dtype)
-            v = F.conv1d(ones, w.reshape(c_out * k, 1, -1), None, conv.stride, conv.padding, conv.dilation)
-            v = v.view(c_out, k, -1).transpose(0, 1)  # (K, C, t_B)
-        else:
-            ones = torch.eye(k, device=w.device, dtype=dtype).unsqueeze(-1).expand(k, k, t_a)
-            v = F.conv1d(ones, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)  # (K, C, t_B)
-    return v.flatten(1).T
-
-
-def _kernel_parts(conv: nn.Conv1d, act: Tensor, n_pooled: int) -> tuple[Tensor, Tensor, Tensor]:
-    """`_consumer_kernel` of a Conv1d followed by MaxPool1d(2), split for the direct executor:
-    V[:, t] = Vmid `(C, K)` at every date t of B where the kernel lies inside A, plus
-    Delta `(C E, K)` at the E other dates that pooling keeps (`edges`, `(E,)` long), so that
-    sum_t g[c, t] V[c, t] = (sum_t g[c, t]) Vmid + g[:, edges].flatten() Delta. Built in float64,
-    where the inner columns are equal sums of the same weights."""
-    v = _consumer_kernel(conv, act, torch.float64)
-    v = v.view(-1, v.shape[0] // conv.out_channels, v.shape[1])  # (C, t_B, K)
-    mid = v[:, v.shape[1] // 2]
-    edges = [t for t in range(2 * n_pooled) if not torch.equal(v[:, t], mid)]
-    delta = (v[:, edges] - mid.unsqueeze(1)).flatten(0, 1)
-    return mid.to(act.dtype), delta.to(act.dtype), torch.tensor(edges, dtype=torch.long, device=act.device)
-
-
-def _is_pool2(m: nn.Module) -> bool:
-    """MaxPool1d(2): kernel 2, stride 2, no padding or dilation, floor mode, values only."""
-    return (
-        isinstance(m, nn.MaxPool1d)
-        and _single(m.kernel_size) == 2
-        and _single(m.stride) == 2
-        and _single(m.padding) == 0
-        and _single(m.dilation) == 1
-        and not m.ceil_mode
-        and not m.return_indices
-    )
-
-
-def _single(v) -> int:
-    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
-
-
-def _plain_blocks(encoder: nn.Module, layers: Sequence[nn.Module]) -> bool:
-    """Whether the direct executor applies: a slamgeo Encoder of Conv1d -> MaxPool1d(2) -> ELU
-    blocks and a head of Linear and ELU layers that starts with a Linear (as `CAE` builds it),
-    no hooks of anyone else, layers among the blocks."""
-    if type(encoder) is not Encoder:
-        return False
-    blocks = list(encoder.blocks.values())
-    if not all(any(layer is b for b in blocks) for layer in layers):
-        return False
-    if any(m._forward_hooks or m._forward_pre_hooks for m in encoder.modules()):
-        return False
-    plain = all(
-        isinstance(b, nn.Sequential)
-        and len(b) == 3
-        and isinstance(b[0], nn.Conv1d)
-        and b[0].padding_mode == "zeros"
-        and not isinstance(b[0].padding, str)
-        and _is_pool2(b[1])
-        and isinstance(b[2], nn.ELU)
-        and b[2].alpha >= 0
-        for b in blocks
-    )
-    head = encoder.head
-    return (
-        plain
-        and isinstance(head, nn.Sequential)
-        and len(head) > 0
-        and isinstance(head[0], nn.Linear)
-        and all(isinstance(m, nn.Linear) or (isinstance(m, nn.ELU) and m.alpha >= 0) for m in head)
-    )
-
-
-def _elu_slope(a: Tensor, alpha: float) -> Tensor:
-    """ELU'(u) from a = ELU(u), in one pass: 1 for a > 0, else alpha exp(u) = a + alpha."""
-    return torch.ops.aten.elu_backward(
-        torch.ones((), dtype=a.dtype, device=a.device).expand_as(a), alpha, 1, 1, True, a
-    )
-
-
-def _pool_elu(z: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
-    """ELU(MaxPool1d(2)(z)) `(N, K, t // 2)`, its derivative at the pooled values, and where
-    the maximum sat (True: the odd date; ties go to the first date, as MaxPool1d routes them)."""
-    half = z.shape[-1] // 2
-    took_odd = z[..., 1 : 2 * half : 2] > z[..., 0 : 2 * half : 2]
-    a = F.elu_(F.max_pool1d(z, 2), alpha)
-    return a, _elu_slope(a, alpha), took_odd
-
-
-def _unpool(ga: Tensor, slope: Tensor, took_odd: Tensor, t_conv: int) -> Tensor:
-    """dE/dz `(D, N, K, t_conv)` from dE/dA `(D, N, K, h)` through ELU and MaxPool1d(2): two
-    strided products into the even and odd dates (measured 4x faster than a stacked routing)."""
-    half = ga.shape[-1]
-    to_odd = slope * took_odd
-    gz = ga.new_empty(ga.shape[0], *slope.shape[:-1], t_conv)
-    gz[..., 2 * half :] = 0.0  # the date that floor pooling drops
-    torch.mul(ga, slope - to_odd, out=gz[..., 0 : 2 * half : 2])
-    torch.mul(ga, to_odd, out=gz[..., 1 : 2 * half : 2])
-    return gz
-
-
-Pools = dict[int, tuple[Tensor, Tensor, int]]  # per block after the first: (ELU' (N, K, h), took_odd, t_conv)
-
-
-def _direct_forward(enc: Encoder, x: Tensor, first: int) -> tuple[Tensor, dict[int, Tensor], Pools, list[Tensor]]:
-    """The encoder's forward pass with the model's own weights, keeping what the backward pass
-    needs: embedding `(N, D)`, block outputs from `first` on, pooling choices and ELU slopes."""
-    blocks = cast(list[nn.Sequential], list(enc.blocks.values()))
-    h = x
-    for block in blocks[: first + 1]:
-        h = block(h)
-    acts, pools = {first: h}, {}
-    for i in range(first + 1, len(blocks)):
-        z = blocks[i][0](h)
-        h, slope, took_odd = _pool_elu(z, cast(nn.ELU, blocks[i][2]).alpha)
-        acts[i], pools[i] = h, (slope, took_odd, z.shape[-1])
-    v, slopes = h.flatten(1), []
-    for m in enc.head:
-        if isinstance(m, nn.ELU):
-            v = F.elu(v, m.alpha)
-            slopes.append(_elu_slope(v, m.alpha))
-        else:
-            v = m(v)
-    return v, acts, pools, slopes
-
-
-def _direct_backward(
-    enc: Encoder,
-    acts: dict[int, Tensor],
-    pools: Pools,
-    slopes: list[Tensor],
-    n_dims: int,
-    wanted: list[int],
-    kernels: dict,
-) -> dict[int, Tensor]:
-    """Eq. 4 `(D, N, K)` for every wanted block: dE_d/dA for all d at once, from the head down to
-    one linear map after the first wanted block (module docstring)."""
-    blocks = cast(list[nn.Sequential], list(enc.blocks.values()))
-    first, last = min(wanted), len(blocks) - 1
-    h = acts[last]
-    g = torch.eye(n_dims, dtype=h.dtype, device=h.device).unsqueeze(1)  # (D, 1, D): dE_d/de
-    for m in list(enc.head)[:0:-1]:  # down to the output of head[0]: (D, 1 or N, width)
-        g = g @ m.weight if isinstance(m, nn.Linear) else g * slopes.pop()
-    g = g.expand(n_dims, h.shape[0], g.shape[-1])
-    alphas: dict[int, Tensor] = {}
-    if first == last:  # A feeds head[0] alone: Eq. 4 through its weight
-        key = (enc.head[0], tuple(h.shape[1:]), h.device)
-        if key not in kernels:
-            kernels[key] = _consumer_kernel(enc.head[0], h, h.dtype)
-        return {last: g @ kernels[key] / h.shape[-1]}
-    ga = (g @ cast(Tensor, enc.head[0].weight)).view(n_dims, *h.shape)  # dE/dA of the last block
-    for i in range(last, first, -1):
-        if i in wanted:
-            alphas[i] = ga.mean(-1)
-        slope, took_odd, t_conv = pools[i]
-        conv = cast(nn.Conv1d, blocks[i][0])
-        if i == first + 1:
-            alphas[first] = _shortcut_alpha(ga, slope, took_odd, conv, acts[first], kernels)
-            break
-        gz = _unpool(ga, slope, took_odd, t_conv).flatten(0, 1)
-        shape = (gz.shape[0], *acts[i - 1].shape[1:])
-        ga = _input_grad(conv, gz, shape).view(n_dims, *acts[i - 1].shape)
-    return alphas
-
-
-def _input_grad(conv: nn.Conv1d, gz: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """dE/dA `shape` of A -> conv(A) from dE/dconv(A) `gz`: for a stride-1 ungrouped conv, the
-    forward correlation with the flipped kernel (oneDNN's forward kernels: `grad_slam` measured
-    1.2x faster than with its backward-data path); else `conv1d_input`."""
-    w = cast(Tensor, conv.weight)
-    padding = cast(tuple[int], conv.padding)  # not "same": `_plain_blocks`
-    stride, dil, pad = _single(conv.stride), _single(conv.dilation), _single(padding)
-    reach = dil * (w.shape[-1] - 1)
-    if stride == 1 and conv.groups == 1 and 0 <= pad <= reach:
-        return F.conv1d(gz, w.flip(-1).transpose(0, 1), None, 1, reach - pad, dil)
-    return conv1d_input(shape, w, gz, conv.stride, padding, conv.dilation, conv.groups)
-
-
-def _shortcut_alpha(ga: Tensor, slope: Tensor, took_odd: Tensor, conv: nn.Conv1d, act: Tensor, kernels: dict) -> Tensor:
-    """Eq. 4 `(D, N, K)` of the block output A that feeds `conv`, from dE/dA' `(D, N, C, h)` of
-    the block after it (A' = ELU(pool(conv(A)))): sum_t dE/dA[k, t] = <dE/dz, V_k>, with the
-    pooling's unrouted sum and the few edge dates of `_kernel_parts`; dE/dz is never formed."""
-    key = (conv, tuple(act.shape[1:]), act.device)
-    if key not in kernels:
-        kernels[key] = _kernel_parts(conv, act, slope.shape[-1])
-    mid, delta, edges = kernels[key]
-    alpha = torch.einsum("dnch,nch->dnc", ga, slope) @ mid
-    if edges.numel():  # index_select, not indexing: measured 4x faster
-        s = edges // 2
-        route = torch.where(took_odd.index_select(-1, s) == (edges % 2).bool(), slope.index_select(-1, s), 0.0)
-        alpha = alpha + (ga.index_select(-1, s) * route).flatten(2) @ delta
-    return alpha / act.shape[-1]
-
-
-def _direct(encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module], kernels: dict) -> tuple[Tensor, list[Tensor]]:
-    """Embedding `(N, D)` and raw maps of the requested blocks with the backward pass written
-    out and batched over the D dimensions: autograd's gradients, without one pass per
-    dimension, max_pool's costly autograd path and the first block's full backward."""
-    enc = cast(Encoder, encoder)
-    blocks = list(enc.blocks.values())
-    wanted = [next(i for i, b in enumerate(blocks) if b is layer) for layer in layers]
-    with torch.no_grad():
-        e, acts, pools, slopes = _direct_forward(enc, x, min(wanted))
-        alphas = _direct_backward(enc, acts, pools, slopes, e.shape[1], wanted, kernels)
-        maps = [torch.bmm(alphas[i].transpose(0, 1), acts[i]).float() for i in wanted]  # Eq. 3
-    return e.float(), maps
-
-
 def _hooked_forward(
     encoder: nn.Module, x: Tensor, layers: Sequence[nn.Module], kernels: dict, consumer: nn.Module | None
 ) -> tuple[Tensor, list[Tensor], Shortcut | None]:
@@ -703,7 +477,7 @@ def _hooked_forward(
         if c_in.data_ptr() == a.data_ptr() and c_in.numel() == a.numel():
             key = (consumer, tuple(a.shape[1:]), a.device)
             if key not in kernels:
-                kernels[key] = _consumer_kernel(consumer, a)
+                kernels[key] = consumer_kernel(consumer, a)
             shortcut = (a, c_out, kernels[key])
     return e, acts, shortcut
 
@@ -744,9 +518,9 @@ def _run(
         raise InputError(f"batch_size must be >= 1, found {batch_size}")
     chunks = [x[i : i + batch_size] for i in range(0, x.shape[0], batch_size)] or [x]
     kernels: dict[tuple, Tensor] = {}  # the consumer's V, computed once per call
-    if _plain_blocks(encoder, layers) and not torch.is_autocast_enabled(x.device.type):
+    if plain_blocks(encoder, layers) and not torch.is_autocast_enabled(x.device.type):
         with explaining(encoder):
-            outs = [_direct(encoder, xc, layers, kernels) for xc in chunks]
+            outs = [blockwise_maps(encoder, xc, layers, kernels) for xc in chunks]
     else:
         # the shallowest requested block's gradient is not needed by any other layer: take it
         # one linear map later (module docstring); the deeper ones come free on the way. Only a
