@@ -17,8 +17,10 @@ architecture is trained on it for a couple of epochs (on the GPU). Then:
    the mean per-pixel correlation along time) and of the embeddings.
 3. Pixels per second of `explain_array` on the GPU at a few `ExplainOptions.batch_size`
    values (torch.cuda.synchronize around each timing), of `grad_slam` alone on device tensors
-   at the same batch sizes (its own `batch_size` argument), and of `explain_array` on the CPU
-   (all cores) on a smaller sample, for scale.
+   at the same batch sizes (its own `batch_size` argument), of Grad-SLAM's blockwise executor
+   at the largest batch with its activations in torch's layout (what CUDA runs) and
+   channels-last (what the CPU runs), and of `explain_array` on the CPU (all cores) on a
+   smaller sample, for scale.
 4. A full Zarr-to-Zarr `explain` on a LocalCluster with one worker process (one thread) that
    uses the GPU: pixels per second of the whole call, and its embeddings against (3)'s.
 
@@ -322,6 +324,26 @@ def throughput(fn, n_pixels: int, device, repeats: int = 1) -> float:
     return n_pixels * repeats / (time.perf_counter() - t0)
 
 
+def raw_maps_by_layout(encoder, x, layers, device, batch: int) -> dict:
+    """Pixels/s of Grad-SLAM's blockwise executor (embedding and raw maps of every block, one
+    call of `batch` pixels) with its activations in torch's `(N, K, t)` layout (what CUDA runs)
+    and channels-last (what the CPU runs), on `device`: whether channels-last pays there too."""
+    from slamgeo.method.blockwise import blockwise_maps
+
+    xb = x[:batch]
+    out = {"pixels": int(xb.shape[0])}
+    for name, channels_last in (("torch_layout", False), ("channels_last", True)):
+        try:
+            blockwise_maps(encoder, xb, layers, {}, channels_last=channels_last)  # warm-up
+            pps = throughput(
+                lambda c=channels_last: blockwise_maps(encoder, xb, layers, {}, channels_last=c), len(xb), device, 3
+            )
+            out[name] = round(pps, 1)
+        except Exception as exc:  # noqa: BLE001 - a diagnostic: report it and go on
+            out[name] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
 def full_explain(cube: Path, model_dir: Path, out: Path, batch_size: int, threads: int = 1) -> dict:
     """`explain` on a LocalCluster with one worker process of `threads` threads that sees the GPU,
     as `slamgeo run --gpu-resources` runs it: the tasks annotated with the resource GPU, the
@@ -604,6 +626,8 @@ def main() -> int:
                 f"  batch {bs:>6}: explain_array {pps:>10.0f} px/s, grad_slam(batch_size={bs}) {pps_gs:>10.0f} px/s",
                 flush=True,
             )
+        layouts = raw_maps_by_layout(enc_g, x_valid, layers_g, device, max(r["batch_size"] for r in rows))
+        print(f"  raw maps (the blockwise executor) by activation layout: {layouts}", flush=True)
         n_cpu = min(args.cpu_pixels, len(x))
         cpu_pps = throughput(
             lambda: explain_array(model_cpu, x[:n_cpu], options=ExplainOptions(device="cpu"), reference=ref_cpu),
@@ -616,6 +640,7 @@ def main() -> int:
             "cpu_explain_array_pixels_per_s": round(cpu_pps, 1),
             "cpu_threads": torch.get_num_threads(),
             "cpu_pixels": n_cpu,
+            "raw_maps_by_layout": layouts,
         }
         best = max(rows, key=lambda r: r["explain_array_pixels_per_s"])
         result["throughput"]["best_gpu_speedup_vs_cpu"] = round(best["explain_array_pixels_per_s"] / cpu_pps, 1)
