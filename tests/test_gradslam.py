@@ -251,9 +251,11 @@ def test_batched_backward_equals_one_autograd_pass_per_dimension(names):
 @pytest.mark.parametrize(
     ("stride", "padding", "dilation"), [(1, 0, 1), (1, 1, 1), (1, 2, 1), (1, 2, 2), (1, 4, 2), (2, 1, 1)]
 )
-def test_conv_input_gradient_equals_autograd(stride, padding, dilation):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_input_gradient_equals_autograd(stride, padding, dilation, channels_last):
     """dE/dA through a Conv1d, as the direct executor takes it (the flipped kernel's forward
-    correlation for stride 1, `conv1d_input` else), against autograd."""
+    correlation for stride 1, `conv1d_input` else), against autograd, from dE/dconv(A) in
+    torch's layout and channels-last (the CPU executor's)."""
     from slamgeo.method.blockwise import input_grad
 
     torch.manual_seed(17)
@@ -262,6 +264,9 @@ def test_conv_input_gradient_equals_autograd(stride, padding, dilation):
     out = conv(a)
     g = torch.randn_like(out)
     (want,) = torch.autograd.grad(out, a, g)
+    if channels_last:
+        g = g.transpose(1, 2).contiguous().transpose(1, 2)
+        assert g.stride()[1] == 1
     torch.testing.assert_close(input_grad(conv, g, tuple(a.shape)), want, rtol=1e-5, atol=1e-6)
 
 
